@@ -1,0 +1,144 @@
+"""The integer arithmetic of a compiled SpikingSSM: the one written rule.
+
+Every function here is elementwise integer code written with operators that numpy and torch
+evaluate identically (``+ - * << >>``, ``abs``, comparisons, ``where``, indexing).  The batched
+integer emulator (torch, whole sequences) and the Lava ``fixed_pt`` process models (numpy, one time
+step) both call these functions, so the two cannot drift apart.
+
+Conventions
+-----------
+* All values are int64.  ``>>`` is an arithmetic shift (floor toward -inf) in both libraries.
+* A *shift* ``k`` may be negative: ``shift_round(v, k)`` divides by ``2**k`` rounding half up when
+  ``k > 0`` and multiplies by ``2**-k`` when ``k <= 0``.
+* Register widths are Loihi 2's: neuron state and accumulators are 24-bit signed.  The compiler's
+  range analysis (``neurocompile.passes.analyze_ranges``) proves none of them leaves its range, so
+  the functions below never need to clip -- except where Lava's stock LIF itself saturates or wraps,
+  which ``lif_step`` reproduces exactly.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+REGISTER_BITS = 24
+REGISTER_MAX = 2 ** (REGISTER_BITS - 1) - 1          # largest value of a 24-bit signed register
+
+# Stock Lava LIF (lava/proc/lif/models.py, PyLifModelBitAcc) constants.
+LIF_DECAY_SHIFT = 12                                  # decays are (4096 - d) >> 12
+LIF_DECAY_UNITY = 1 << LIF_DECAY_SHIFT
+LIF_ACT_SHIFT = 6                                     # a_in << 6 before it reaches u
+LIF_VTH_SHIFT = 6                                     # spike when v > vth << 6
+LIF_DU_NO_MEMORY = 4095                               # du + 1 == 4096: u holds only this step's input
+
+
+def _where(cond, a, b):
+    if isinstance(cond, np.ndarray) or np.isscalar(cond):
+        return np.where(cond, a, b)
+    import torch  # only the emulator passes tensors; the Lava side never imports torch
+    return torch.where(cond, a, b)
+
+
+def _relu(k):
+    """max(k, 0) for numpy or torch integer arrays (bool * int promotes to int in both)."""
+    return k * (k > 0)
+
+
+def shift_round(v, k):
+    """v / 2**k rounded half up (k > 0), or v * 2**-k (k <= 0); k broadcasts against v."""
+    left = _relu(-k)
+    right = _relu(k)
+    return ((v << left) + ((1 << right) >> 1)) >> right
+
+
+def truncate_toward_zero_shift(v, shift: int):
+    """sign(v) * (|v| >> shift): Loihi's decay rounding (toward zero)."""
+    magnitude = abs(v) >> shift
+    return _where(v < 0, -magnitude, magnitude)
+
+
+# --------------------------------------------------------------------------------------------
+# Graded input without multipliers: bit-serial accumulation.
+# --------------------------------------------------------------------------------------------
+def bit_planes(x, n_bits: int):
+    """Split two's-complement integers into ``n_bits`` binary planes and their signed weights.
+
+    x == sum_j weight_j * plane_j with plane_j in {0, 1}; the top plane has weight -2**(n-1).
+    """
+    planes = [(x >> j) & 1 for j in range(n_bits)]
+    weights = [1 << j for j in range(n_bits - 1)] + [-(1 << (n_bits - 1))]
+    return planes, weights
+
+
+def encode(levels, weight, bias, n_bits: int):
+    """Encoder x0[h] = sum_i weight[h, i] * levels[i] + bias[h], as shift-and-add over bit planes.
+
+    ``levels`` (..., d_in) are the raw non-negative input integers (pixels); ``weight`` (H, d_in).
+    Each set bit j of input i adds ``weight[:, i] << j``: the product is never formed.
+    """
+    acc = bias + 0 * levels[..., :1]                     # (..., H)
+    for j in range(n_bits):
+        plane = (levels >> j) & 1
+        for i in range(weight.shape[1]):
+            shifted = weight[:, i] << j
+            acc = acc + _where(plane[..., i:i + 1] > 0, shifted, 0 * shifted)
+    return acc
+
+
+def conv_taps_bit_serial(history, kernel, n_bits: int):
+    """One output step of the causal SSM convolution, accumulate-only.
+
+    history (L, H): x[t], x[t-1], ..., x[t-L+1] (zeros before the sequence start);
+    kernel (H, L) integer taps.  Returns sum_l kernel[h, l] * history[l, h] computed as, for each
+    bit plane of the history, the sum of the taps where the bit is set (pure accumulation), then
+    shifted by the plane's weight and added.
+    """
+    taps = kernel.T                                      # (L, H)
+    acc = 0 * taps[0]
+    planes, plane_weights = bit_planes(history, n_bits)
+    for plane, pw in zip(planes, plane_weights):
+        partial = _where(plane > 0, taps, 0 * taps).sum(0)   # accumulate taps where the bit is 1
+        acc = acc + partial * pw                              # pw is a power of two: a shift
+    return acc
+
+
+# --------------------------------------------------------------------------------------------
+# Neuron: Lava's stock LIF fixed_pt arithmetic with du = 4095 (u = a_in << 6).
+# --------------------------------------------------------------------------------------------
+def lif_step(v, a_in, dv: int, vth: int):
+    """One step of Lava's bit-accurate LIF with du=4095, bias 0.  Returns (v_next, spikes).
+
+    u = wrap24(a_in << 6); v = sat24(trunc0(v * (4096 - dv) / 4096) + u); s = v > vth << 6;
+    v = 0 where s.  Mirrors ``PyLifModelBitAcc`` line by line (including its wrap/saturate rules).
+    """
+    limit = REGISTER_MAX + 1                              # 2**23, Lava's max_uv_val
+    u = a_in << LIF_ACT_SHIFT
+    u = _where(u > limit, u - 2 * limit, _where(u <= -limit, u + 2 * limit, u))
+    decayed = truncate_toward_zero_shift(v * (LIF_DECAY_UNITY - dv), LIF_DECAY_SHIFT)
+    v = decayed + u
+    v = _where(v > REGISTER_MAX, 0 * v + REGISTER_MAX, _where(v < -REGISTER_MAX, 0 * v - REGISTER_MAX, v))
+    spikes = v > (vth << LIF_VTH_SHIFT)
+    v = _where(spikes, 0 * v, v)
+    return v, spikes
+
+
+# --------------------------------------------------------------------------------------------
+# Mixer: GLU over the Dense accumulations, then the residual add.
+# --------------------------------------------------------------------------------------------
+def glu_residual(stream, dense_acc, mix_bias, value_shift, gate_shift, out_shift, sigmoid_lut):
+    """x_next = x + (a * sigmoid(g)) rescaled to the stream's scale.
+
+    dense_acc (..., 2H): the Dense process output (sum of weights of the neurons that spiked);
+    first H rows are the value ``a``, last H the gate ``g`` (GLU convention: a * sigmoid(b)).
+    ``sigmoid_lut`` has an odd centre: index = clamp(shift_round(g, gate_shift)) + len//2.
+    """
+    h = stream.shape[-1]
+    acc = dense_acc + mix_bias
+    value = shift_round(acc[..., :h], value_shift)
+    half = sigmoid_lut.shape[0] // 2
+    gate = shift_round(acc[..., h:], gate_shift)
+    gate = _where(gate < -half, 0 * gate - half, _where(gate > half - 1, 0 * gate + half - 1, gate))
+    return stream + shift_round(value * sigmoid_lut[gate + half], out_shift)
+
+
+def readout_logits(stream_sum, weight, bias):
+    """Decoder on the time-summed stream: logits = weight @ sum_t x[t] + bias (host / x86 core)."""
+    return (stream_sum[..., None, :] * weight).sum(-1) + bias

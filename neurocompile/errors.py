@@ -1,0 +1,25 @@
+"""Errors the CLI reports as one line (``neurocompile: error: ...``) with a non-zero exit."""
+
+
+class NeurocompileError(Exception):
+    """Base: a problem with the user's input or environment, not a bug."""
+
+
+class ArtifactError(NeurocompileError):
+    """A .loihi2 artifact is missing, corrupt, foreign or of another version."""
+
+
+class UnsupportedModelError(NeurocompileError):
+    """The model uses a feature the Loihi 2 lowering does not support (yet)."""
+
+
+class RangeError(NeurocompileError):
+    """Range analysis: a 24-bit register could wrap or saturate for some admissible input."""
+
+
+class LavaRunError(NeurocompileError):
+    """A Lava run failed, timed out, or the requested back end is not installed."""
+
+
+class DatasetError(NeurocompileError):
+    """A dataset is unknown, missing, or a user data file is malformed."""

@@ -1,0 +1,1 @@
+"""Loihi 2 target: lowering of a Program to Lava processes and its runtime."""
