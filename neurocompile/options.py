@@ -1,0 +1,25 @@
+"""Compile options: every knob of quantization, with the defaults the CLI shows."""
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    kernel_bits: int = 8            # SSM kernel mantissa bits (sign included), per-channel exponent
+    weight_bits: int = 8            # mixer / decoder mantissa bits (sign included), per-row exponent
+    act_bits: Optional[int] = None  # residual-stream bits; None: the most (<= 16) that fit 24-bit registers
+    max_act_bits: int = 16
+    min_act_bits: int = 6
+    sigmoid_in_frac_bits: int = 5   # gate resolution 1/32 ...
+    sigmoid_lut_bits: int = 9       # ... over [-8, 8): 512 entries
+    sigmoid_out_frac_bits: int = 10  # sigmoid values in 1/1024
+
+    def __post_init__(self):
+        for name in ("kernel_bits", "weight_bits"):
+            if not 2 <= getattr(self, name) <= 8:
+                raise ValueError(f"--{name.replace('_', '-')} must be in 2..8 (Loihi 2 weights are 8-bit mantissas)")
+        if self.act_bits is not None and not 2 <= self.act_bits <= 24:
+            raise ValueError("--act-bits must be in 2..24")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,149 @@
+"""Quantize the float graph to integer nodes, choosing every scale so the registers fit.
+
+The residual stream (analog in the model) becomes an integer at one scale 2**f for the whole
+network.  We try the finest f first and step down until the range analysis proves every 24-bit
+register safe; with an explicit ``act_bits`` only that width is tried, and a misfit is an error.
+Per-layer choices for a given f:
+  * kernel: 8-bit mantissa per channel (quant.quantize_kernel), D and 1/Vth already folded;
+  * LIF input scale 2**g_i: the finest g (threshold vth = 2**g <= 2**16) whose u and v fit;
+  * mixer: Lava Dense weights 2*m (m an 8-bit mantissa per output row: Dense drops the LSB of
+    mixed-sign weights, so even weights pass through it unchanged);
+  * GLU: the value is pre-shifted just enough that value * sigmoid_lut fits a register.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..arith import REGISTER_MAX
+from ..errors import RangeError
+from ..intervals import (bits_for, conv_interval, lif_ranges, magnitude, product_interval, shift_interval,
+                         spike_dense_interval)
+from ..ir import (LIF, Affine, Graph, Input, IntDense, IntEncoder, IntGLUResidual, IntLIF, IntReadout, IntSSMConv,
+                  ResidualAdd, SSMConv)
+from ..options import CompileOptions
+from ..quant import quantize_kernel, quantize_rows, quantize_scalar_scale, sigmoid_lut, to_fixed
+from .ranges import Violation, range_violations
+
+MAX_VTH_BITS = 16          # vth = 2**g must fit Lava's 17-bit unsigned threshold
+
+
+def lif_decay(tau: float) -> int:
+    """dv such that (4096 - dv) / 4096 == tau (0.125 -> 3584, exact)."""
+    return int(min(max(round((1.0 - tau) * 4096), 0), 4095))
+
+
+def float_stream_bound(graph: Graph) -> float:
+    """Worst-case |x| of the residual stream over all layers, from the float weights."""
+    inp, enc = graph.op("input"), graph.op("encoder")
+    lo = enc.bias + np.minimum(enc.weight, 0).sum(1)
+    hi = enc.bias + np.maximum(enc.weight, 0).sum(1)
+    peak = float(magnitude(lo, hi).max())
+    for name in graph.nodes_of(ResidualAdd):
+        mixer = graph.op(name.replace("residual", "mixer"))
+        H = mixer.weight.shape[1]
+        w = mixer.weight[:H]
+        lo = lo + np.minimum(mixer.bias[:H] + np.minimum(w, 0).sum(1), 0)
+        hi = hi + np.maximum(mixer.bias[:H] + np.maximum(w, 0).sum(1), 0)
+        peak = max(peak, float(magnitude(lo, hi).max()))
+    del inp
+    return max(peak, 1e-12)
+
+
+class _Misfit(Exception):
+    def __init__(self, violation: Violation):
+        self.violation = violation
+
+
+def quantize(graph: Graph, options: CompileOptions = CompileOptions()) -> Graph:
+    bound = float_stream_bound(graph)
+    top = options.act_bits or options.max_act_bits
+    f_top = math.floor(math.log2(((1 << (top - 1)) - 1) / bound))
+    tries = [f_top] if options.act_bits else [f_top - k for k in range(top - options.min_act_bits + 1)]
+    last = None
+    for f in tries:
+        try:
+            q = quantize_at(graph, f, options, act_bits=top if options.act_bits else None)
+        except _Misfit as exc:
+            last = exc.violation
+            continue
+        problems = range_violations(q)
+        if not problems:
+            return q
+        last = problems[0]
+    where = graph.meta.get("source") or "model"
+    hint = ("use a smaller --act-bits or leave it automatic" if options.act_bits
+            else f"even with a {options.min_act_bits}-bit residual stream")
+    raise RangeError(f"{where}: {last.node} {last.register} can reach {last.bound}, beyond the 24-bit register "
+                     f"limit {last.limit} ({hint})")
+
+
+def quantize_at(graph: Graph, f: int, opt: CompileOptions, act_bits=None) -> Graph:
+    q = graph.copy()
+    q.meta.update(stream_frac_bits=f, act_bits=act_bits, options=opt.to_dict())
+    lut = sigmoid_lut(opt.sigmoid_in_frac_bits, opt.sigmoid_lut_bits, opt.sigmoid_out_frac_bits)
+    q.meta["sigmoid_lut"] = lut
+    lut_max = int(lut.max())
+    L = int(q.meta["config"]["l_max"])
+
+    inp, enc = q.op("input"), q.op("encoder")
+    w_enc = to_fixed(enc.weight / inp.levels, f)
+    b_enc = to_fixed(enc.bias, f)
+    _replace(q, "encoder", IntEncoder(w_enc, b_enc, int(inp.levels).bit_length()))
+    lo = b_enc + np.minimum(w_enc * inp.levels, 0).sum(1)
+    hi = b_enc + np.maximum(w_enc * inp.levels, 0).sum(1)
+
+    for name in list(q.nodes_of(ResidualAdd)):
+        layer = name.split(".")[0]
+        conv, lif, mixer = (q.op(f"{layer}.{part}") for part in ("ssm", "neuron", "mixer"))
+        assert isinstance(conv, SSMConv) and isinstance(lif, LIF) and isinstance(mixer, Affine), \
+            f"{layer}: expected SSMConv -> LIF -> Affine (run the earlier passes first)"
+        H = conv.kernel.shape[0]
+        # SSM convolution and the LIF input scale
+        kq, e = quantize_kernel(conv.kernel, opt.kernel_bits)
+        acc_lo, acc_hi = conv_interval(kq, lo, hi)
+        dv = lif_decay(lif.tau)
+        for g in range(MAX_VTH_BITS, 0, -1):
+            shift = e + f - g
+            a_lo, a_hi = shift_interval(acc_lo, acc_hi, shift)
+            (u_lo, u_hi), (v_lo, v_hi) = lif_ranges(a_lo, a_hi, dv, 1 << g)
+            if max(int(magnitude(u_lo, u_hi).max()), int(magnitude(v_lo, v_hi).max())) <= REGISTER_MAX:
+                break
+        else:
+            raise _Misfit(Violation(f"{layer}.neuron", "LIF current/voltage", int(magnitude(v_lo, v_hi).max())))
+        _replace(q, f"{layer}.ssm", IntSSMConv(kq, shift, bits_for(lo, hi)))
+        _replace(q, f"{layer}.neuron", IntLIF(dv, 1 << g))
+        # mixer: Dense weights 2*m, one exponent per output row
+        m, em = quantize_rows(mixer.weight, opt.weight_bits)
+        scale = em + 1
+        bias = to_fixed(mixer.bias, scale)
+        _replace(q, f"{layer}.mixer", IntDense(2 * m))
+        d_lo, d_hi = spike_dense_interval(2 * m, bias)
+        value_shift = np.zeros(H, dtype=np.int64)
+        while True:
+            s_lo, s_hi = shift_interval(d_lo[:H], d_hi[:H], value_shift)
+            too_big = magnitude(s_lo, s_hi) * lut_max > REGISTER_MAX
+            if not too_big.any():
+                break
+            value_shift = value_shift + too_big
+        gate_shift = scale[H:] - opt.sigmoid_in_frac_bits
+        out_shift = scale[:H] - value_shift + opt.sigmoid_out_frac_bits - f
+        _replace(q, name, IntGLUResidual(bias, value_shift, gate_shift, out_shift), float_op=mixer)
+        q.bypass(f"{layer}.glu")
+        p_lo, p_hi = product_interval(s_lo, s_hi, lut_max)
+        o_lo, o_hi = shift_interval(p_lo, p_hi, out_shift)
+        lo, hi = lo + o_lo, hi + o_hi
+
+    dec = q.op("decoder")
+    ed = quantize_scalar_scale(dec.weight, opt.weight_bits)
+    wq = to_fixed(dec.weight, ed)
+    bq = np.round(dec.bias * 2.0 ** (ed + f) * L).astype(np.int64)
+    _replace(q, "decoder", IntReadout(wq, bq))
+    q.bypass("pool")
+    return q
+
+
+def _replace(graph: Graph, name: str, op, float_op=None) -> None:
+    graph.g.nodes[name]["float_op"] = float_op if float_op is not None else graph.op(name)
+    graph.set_op(name, op)

@@ -1,0 +1,46 @@
+"""Number formats: float tensors -> integer mantissas with power-of-two exponents."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def mantissa_max(bits: int) -> int:
+    return (1 << (bits - 1)) - 1
+
+
+def row_exponents(w: np.ndarray, bits: int) -> np.ndarray:
+    """Largest e per row with max|w_row| * 2**e <= mantissa_max (0 for all-zero rows)."""
+    peak = np.abs(w).max(axis=1)
+    safe = np.where(peak > 0, peak, 1.0)
+    e = np.floor(np.log2(mantissa_max(bits) / safe)).astype(np.int64)
+    # floor(log2) can land one too high through rounding: step down where the mantissa overflows
+    over = np.round(peak * np.exp2(e.astype(np.float64))) > mantissa_max(bits)
+    return np.where(peak > 0, e - over, 0)
+
+
+def quantize_rows(w: np.ndarray, bits: int):
+    """Per-row power-of-two scaling: returns (int mantissas, exponents) with w ~ m * 2**-e."""
+    e = row_exponents(w, bits)
+    m = np.round(w * np.exp2(e.astype(np.float64))[:, None]).astype(np.int64)
+    return m, e
+
+
+def quantize_kernel(kernel: np.ndarray, bits: int):
+    """SSM kernel (H, L): one exponent per channel, so slow and fast channels both keep 8 bits."""
+    return quantize_rows(kernel, bits)
+
+
+def quantize_scalar_scale(w: np.ndarray, bits: int) -> int:
+    """One exponent for a whole matrix (the decoder: logits must share one scale)."""
+    return int(row_exponents(np.abs(w).reshape(1, -1), bits)[0])
+
+
+def to_fixed(x: np.ndarray, frac_bits) -> np.ndarray:
+    return np.round(np.asarray(x, dtype=np.float64) * np.exp2(np.asarray(frac_bits, dtype=np.float64))).astype(np.int64)
+
+
+def sigmoid_lut(in_frac_bits: int, lut_bits: int, out_frac_bits: int) -> np.ndarray:
+    """sigmoid((i - n/2) / 2**in_frac_bits) * 2**out_frac_bits, rounded, for i in 0..n-1."""
+    n = 1 << lut_bits
+    z = (np.arange(n, dtype=np.float64) - n // 2) / (1 << in_frac_bits)
+    return np.round((1 << out_frac_bits) / (1 + np.exp(-z))).astype(np.int64)
