@@ -37,6 +37,12 @@ def _where(cond, a, b):
     return torch.where(cond, a, b)
 
 
+def _clip(x, lo: int, hi: int):
+    if isinstance(x, np.ndarray) or np.isscalar(x):
+        return np.clip(x, lo, hi)
+    return x.clamp(lo, hi)
+
+
 def _relu(k):
     """max(k, 0) for numpy or torch integer arrays (bool * int promotes to int in both)."""
     return k * (k > 0)
@@ -47,12 +53,6 @@ def shift_round(v, k):
     left = _relu(-k)
     right = _relu(k)
     return ((v << left) + ((1 << right) >> 1)) >> right
-
-
-def truncate_toward_zero_shift(v, shift: int):
-    """sign(v) * (|v| >> shift): Loihi's decay rounding (toward zero)."""
-    magnitude = abs(v) >> shift
-    return _where(v < 0, -magnitude, magnitude)
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,21 +103,29 @@ def conv_taps_bit_serial(history, kernel, n_bits: int):
 # --------------------------------------------------------------------------------------------
 # Neuron: Lava's stock LIF fixed_pt arithmetic with du = 4095 (u = a_in << 6).
 # --------------------------------------------------------------------------------------------
-def lif_step(v, a_in, dv: int, vth: int):
-    """One step of Lava's bit-accurate LIF with du=4095, bias 0.  Returns (v_next, spikes).
-
-    u = wrap24(a_in << 6); v = sat24(trunc0(v * (4096 - dv) / 4096) + u); s = v > vth << 6;
-    v = 0 where s.  Mirrors ``PyLifModelBitAcc`` line by line (including its wrap/saturate rules).
-    """
+def lif_current(a_in):
+    """u = a_in << 6, wrapped to 24 bits exactly as Lava wraps it (du=4095: no memory in u)."""
     limit = REGISTER_MAX + 1                              # 2**23, Lava's max_uv_val
     u = a_in << LIF_ACT_SHIFT
-    u = _where(u > limit, u - 2 * limit, _where(u <= -limit, u + 2 * limit, u))
-    decayed = truncate_toward_zero_shift(v * (LIF_DECAY_UNITY - dv), LIF_DECAY_SHIFT)
-    v = decayed + u
-    v = _where(v > REGISTER_MAX, 0 * v + REGISTER_MAX, _where(v < -REGISTER_MAX, 0 * v - REGISTER_MAX, v))
+    return _where(u > limit, u - 2 * limit, _where(u <= -limit, u + 2 * limit, u))
+
+
+def lif_voltage_step(v, u, dv: int, vth: int):
+    """v = sat24(trunc0(v * (4096 - dv) / 4096) + u); s = v > vth << 6; v = 0 where s."""
+    d = v * (LIF_DECAY_UNITY - dv)
+    d = (d + ((d >> 63) & (LIF_DECAY_UNITY - 1))) >> LIF_DECAY_SHIFT     # divide, rounding toward zero
+    v = _clip(d + u, -REGISTER_MAX, REGISTER_MAX)
     spikes = v > (vth << LIF_VTH_SHIFT)
-    v = _where(spikes, 0 * v, v)
-    return v, spikes
+    return _where(spikes, 0 * v, v), spikes
+
+
+def lif_step(v, a_in, dv: int, vth: int):
+    """One step of Lava's bit-accurate LIF (PyLifModelBitAcc) with du=4095 and bias 0.
+
+    Returns (v_next, spikes).  Split in two so batched code can compute the current for a whole
+    sequence at once (it does not depend on v) and loop only over the voltage.
+    """
+    return lif_voltage_step(v, lif_current(a_in), dv, vth)
 
 
 # --------------------------------------------------------------------------------------------

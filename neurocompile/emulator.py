@@ -20,6 +20,11 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _exact_float(weight: np.ndarray):
+    """float32 when every partial sum of a spike GEMM stays below 2**24 (exact), else float64."""
+    return np.float32 if np.abs(weight).sum(1).max() < 2 ** 24 else np.float64
+
+
 class _Tensors:
     """The Program's integer arrays as int64 tensors on one device."""
 
@@ -27,36 +32,54 @@ class _Tensors:
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.int64, device=device)
         self.enc_w, self.enc_b = t(program.encoder.weight), t(program.encoder.bias)
         self.layers = [dict(kernel_f=torch.as_tensor(l.kernel.T.astype(np.float64), device=device),
-                            shift=t(l.kernel_shift), mix_w=torch.as_tensor(l.mix_weight.T.astype(np.float64), device=device),
+                            shift=t(l.kernel_shift), mix_w=torch.as_tensor(l.mix_weight.T.astype(_exact_float(l.mix_weight)), device=device),
                             mix_b=t(l.mix_bias), value_shift=t(l.value_shift), gate_shift=t(l.gate_shift),
                             out_shift=t(l.out_shift)) for l in program.layers]
         self.lut = t(program.sigmoid_lut)
         self.ro_w, self.ro_b = t(program.readout.weight), t(program.readout.bias)
 
 
+FFT_SIGNALS_PER_CHUNK = 16384     # keeps FFT buffers in the hundreds of MB and the cache warm
+
+
 def causal_conv_exact(x: torch.Tensor, kernel_t: torch.Tensor) -> torch.Tensor:
     """sum_l kernel[l, h] * x[b, t-l, h] for integer x (B, L, H): FFT in float64, checked, rounded."""
-    L = x.shape[1]
+    B, L, H = x.shape
     n = 2 * L
-    spec = torch.fft.rfft(x.to(torch.float64), n=n, dim=1) * torch.fft.rfft(kernel_t, n=n, dim=0)
-    y = torch.fft.irfft(spec, n=n, dim=1)[:, :L]
-    r = torch.round(y)
-    err = (y - r).abs().max().item() if y.numel() else 0.0
-    if err > 0.25:   # cannot happen within the proven 24-bit bounds; refuse rather than guess
-        raise ArithmeticError(f"FFT convolution left {err:.3g} off the integers: bounds exceeded")
-    return r.to(torch.int64)
+    k_spec = torch.fft.rfft(kernel_t, n=n, dim=0)                     # (n/2+1, H)
+    out = torch.empty_like(x)
+    step = max(1, FFT_SIGNALS_PER_CHUNK // max(H, 1))
+    for b in range(0, B, step):
+        spec = torch.fft.rfft(x[b:b + step].to(torch.float64), n=n, dim=1) * k_spec
+        y = torch.fft.irfft(spec, n=n, dim=1)[:, :L]
+        r = torch.round(y)
+        err = (y - r).abs().max().item() if y.numel() else 0.0
+        if err > 0.25:   # cannot happen within the proven 24-bit bounds; refuse rather than guess
+            raise ArithmeticError(f"FFT convolution left {err:.3g} off the integers: bounds exceeded")
+        out[b:b + step] = r.to(torch.int64)
+    return out
 
 
 def lif_scan(a: torch.Tensor, dv: int, vth: int):
-    """Run arith.lif_step over time. a (B, L, H) -> spikes (B, L, H) bool, voltages (B, L, H)."""
-    v = torch.zeros_like(a[:, 0])
-    spikes = torch.empty(a.shape, dtype=torch.bool, device=a.device)
-    volts = torch.empty_like(a)
-    for t in range(a.shape[1]):
-        v, s = arith.lif_step(v, a[:, t], dv, vth)
-        spikes[:, t] = s
-        volts[:, t] = v
-    return spikes, volts
+    """arith.lif_step over time. a (B, L, H) -> spikes (B, L, H) bool, voltages (B, L, H).
+
+    The current u does not depend on v, so it is computed for the whole sequence at once; the
+    loop runs over time-major contiguous slices and does only the voltage update.
+    """
+    u = arith.lif_current(a).transpose(0, 1).contiguous()              # (L, B, H)
+    v = torch.zeros_like(u[0])
+    spikes = torch.empty(u.shape, dtype=torch.bool, device=a.device)
+    volts = torch.empty_like(u)
+    for t in range(u.shape[0]):
+        v, s = arith.lif_voltage_step(v, u[t], dv, vth)
+        spikes[t] = s
+        volts[t] = v
+    return spikes.transpose(0, 1), volts.transpose(0, 1)
+
+
+def spike_dense(spikes: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
+    """Dense over binary spikes: weight sums are integers below 2**24, exact in float32 GEMM."""
+    return torch.round(spikes.to(weight_t.dtype) @ weight_t).to(torch.int64)
 
 
 def _run_batch(program: Program, T: _Tensors, levels: torch.Tensor, record: bool) -> dict:
@@ -65,7 +88,7 @@ def _run_batch(program: Program, T: _Tensors, levels: torch.Tensor, record: bool
     for layer, P in zip(program.layers, T.layers):
         a = arith.shift_round(causal_conv_exact(x, P["kernel_f"]), P["shift"])
         spikes, volts = lif_scan(a, layer.dv, layer.vth)
-        dense = torch.round(spikes.to(torch.float64) @ P["mix_w"]).to(torch.int64)  # exact: small integers
+        dense = spike_dense(spikes, P["mix_w"])
         x = arith.glu_residual(x, dense, P["mix_b"], P["value_shift"], P["gate_shift"], P["out_shift"], T.lut)
         if record:
             out["ssm"].append(a)

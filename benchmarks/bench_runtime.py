@@ -1,0 +1,117 @@
+"""Per-sample time of the float model, the integer emulator and the Lava simulation, side by side.
+
+One run, one machine, the same compiled model: a 4-layer SpikingSSM, H=256, N=64, L=1024 (the
+size the issue names), randomly initialised by the project's own model code and compiled by the
+real pipeline.  Inputs are Fashion-MNIST test images padded to 32x32 (L=1024) when the Debian
+package is installed, else seeded random levels.  Results go to benchmarks/results/runtime.json
+and a Markdown table beside it; only ratios measured in the same run are meant to be compared.
+
+    .venv/bin/python benchmarks/bench_runtime.py [--lava-samples 2] [--batch 64] [--small]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+
+from neurocompile.emulator import emulate
+from neurocompile.frontend import import_spikingssm
+from neurocompile.models.config import SpikingSSMConfig
+from neurocompile.models.spikingssm import SpikingSSM
+from neurocompile.options import CompileOptions
+from neurocompile.pipeline import compile_graph, to_program
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def inputs(n: int, L: int) -> tuple[np.ndarray, str]:
+    try:
+        from neurocompile.datasets import load_dataset
+        data = load_dataset("fashion-mnist", "test")
+        img = data.x[:n, :, 0].reshape(n, 28, 28)
+        padded = np.zeros((n, 32, 32), dtype=np.int64)
+        padded[:, 2:30, 2:30] = img
+        return padded.reshape(n, 1024, 1)[:, :L], "fashion-mnist test, padded to 32x32"
+    except Exception:                                   # dataset package not installed
+        return np.random.default_rng(0).integers(0, 256, size=(n, L, 1)), "seeded random levels"
+
+
+def timed(fn, repeat: int = 1):
+    best = float("inf")
+    out = None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lava-samples", type=int, default=2, help="samples for the Lava timing (>= 1)")
+    ap.add_argument("--batch", type=int, default=64, help="batch for the float model and emulator timings")
+    ap.add_argument("--small", action="store_true", help="2 layers, H=64, L=256: a quick smoke run")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    n_layers, H, N, L = (2, 64, 32, 256) if args.small else (4, 256, 64, 1024)
+    cfg = SpikingSSMConfig(d_input=1, d_output=10, d_model=H, n_layers=n_layers, d_state=N, l_max=L, input_levels=255)
+    model = SpikingSSM(cfg).eval()
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+
+    t_compile, program = timed(lambda: to_program(compile_graph(import_spikingssm(cfg.to_dict(), state)), {}))
+    levels, source = inputs(max(args.batch, args.lava_samples + 1), L)
+
+    x = torch.as_tensor(levels[:args.batch].astype(np.float32) / 255)
+    with torch.no_grad():
+        model(x[:2], neuron="lif")
+        t_float_lif, _ = timed(lambda: model(x, neuron="lif"), 2)
+        t_float_sdn, _ = timed(lambda: model(x, neuron="sdn"), 2)
+    emulate(program, levels[:2], device="cpu")          # warm-up
+    t_emu, _ = timed(lambda: emulate(program, levels[:args.batch], device="cpu", batch_size=args.batch), 2)
+
+    from neurocompile.targets.loihi2.runner import run_lava
+    t_lava_1, _ = timed(lambda: run_lava(program, levels[:1], record=False))
+    t_lava_n, _ = timed(lambda: run_lava(program, levels[:1 + args.lava_samples], record=False))
+    lava_per_sample = (t_lava_n - t_lava_1) / args.lava_samples       # build and start-up cancel out
+
+    per = {
+        "float_exact_lif": t_float_lif / args.batch,
+        "float_sdn": t_float_sdn / args.batch,
+        "integer_emulator": t_emu / args.batch,
+        "lava_fixed_pt": lava_per_sample,
+    }
+    result = {
+        "model": {"n_layers": n_layers, "d_model": H, "d_state": N, "seq_len": L},
+        "inputs": source,
+        "batch": args.batch,
+        "lava_samples": args.lava_samples,
+        "seconds_per_sample": per,
+        "lava_seconds_per_step": lava_per_sample / program.window,
+        "lava_run_one_sample_incl_startup_s": t_lava_1,
+        "compile_seconds": t_compile,
+        "emulator_speedup_vs_lava": lava_per_sample / per["integer_emulator"],
+        "machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform(),
+                    "torch": torch.__version__, "cuda": torch.cuda.is_available()},
+    }
+    os.makedirs(args.out, exist_ok=True)
+    name = "runtime_small" if args.small else "runtime"
+    with open(os.path.join(args.out, f"{name}.json"), "w") as fh:
+        json.dump(result, fh, indent=1)
+    table = ["| path | seconds per sample |", "|---|---|"] + [f"| {k} | {v:.5f} |" for k, v in per.items()]
+    table += ["", f"emulator speed-up over Lava: {result['emulator_speedup_vs_lava']:.0f}x; "
+                  f"compile {t_compile:.2f} s; Lava {1e3 * result['lava_seconds_per_step']:.2f} ms per step"]
+    with open(os.path.join(args.out, f"{name}.md"), "w") as fh:
+        fh.write(f"# {n_layers} layers, H={H}, N={N}, L={L} ({source})\n\n" + "\n".join(table) + "\n")
+    print("\n".join(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
