@@ -1,0 +1,153 @@
+"""neurocompile checkpoint format (torch.save of plain dicts and tensors; read with weights_only=True).
+
+{'format': 'neurocompile-checkpoint', 'version': 1, 'kind': 'spikingssm', 'config': {...},
+ 'state_dict': {name: tensor}, 'meta': {'dataset', 'seed', 'command', 'metrics', 'epochs', ...}}
+
+``load_checkpoint`` dispatches on the file's layout through ``READERS``, so another reader (e.g. the
+official Lightning ``.ckpt``) can be registered beside ours without touching callers.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+
+import torch
+
+from ..errors import NeurocompileError
+from .config import SpikingSSMConfig
+
+FORMAT = "neurocompile-checkpoint"
+VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+KINDS = {"spikingssm": SpikingSSMConfig}
+
+
+class CheckpointError(NeurocompileError, ValueError):
+    """A checkpoint is missing, corrupt, foreign, of another version, or inconsistent with its config."""
+
+
+def _build(kind: str, config):
+    from .spikingssm import SpikingSSM
+
+    if kind == "spikingssm":
+        return SpikingSSM(config)
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def build_model(config, state_dict: dict, kind: str = "spikingssm"):
+    """Fresh model from the config with the given weights loaded (strict), in eval mode."""
+    if isinstance(config, dict):
+        config = KINDS[kind].from_dict(config)
+    model = _build(kind, config)
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def save_checkpoint(path: str, model, meta: dict | None = None, kind: str = "spikingssm") -> None:
+    """Write atomically (temp file in the same folder, then os.replace)."""
+    obj = {"format": FORMAT, "version": VERSION, "kind": kind, "config": model.config.to_dict(),
+           "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+           "meta": dict(meta or {})}
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-ckpt-", suffix=".pt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_raw(path: str):
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if head[:2] == b"PK":
+            raise CheckpointError(f"{path}: truncated or corrupt checkpoint (broken zip archive)")
+        raise CheckpointError(f"{path}: not a neurocompile checkpoint (not a torch.save archive)")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({exc})") from None
+    if not any(n.endswith("data.pkl") for n in names):
+        raise CheckpointError(f"{path}: not a neurocompile checkpoint (a zip archive without torch data, e.g. an .npz)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:   # weights_only refuses unknown pickles; broken archives raise RuntimeError
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Weights only load failed" in msg or "Unsupported" in msg:
+            raise CheckpointError(f"{path}: refused to load: contains pickled objects that are not plain "
+                                  "tensors/containers (loading them could run code)") from None
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({msg[:160]})") from None
+
+
+def _read_neurocompile(path: str, obj: dict):
+    version = obj.get("version")
+    if version not in SUPPORTED_VERSIONS:
+        raise CheckpointError(f"{path}: unsupported checkpoint version {version!r} (this build reads {SUPPORTED_VERSIONS})")
+    kind = obj.get("kind")
+    if kind not in KINDS:
+        raise CheckpointError(f"{path}: unknown model kind {kind!r} (known: {', '.join(KINDS)})")
+    for key, typ in (("config", dict), ("state_dict", dict)):
+        if not isinstance(obj.get(key), typ):
+            raise CheckpointError(f"{path}: '{key}' is missing or not a dict")
+    meta = obj.get("meta", {})
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: 'meta' is not a dict")
+    try:
+        config = KINDS[kind].from_dict(obj["config"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: bad config: {exc}") from None
+    return kind, config, obj["state_dict"], meta
+
+
+# (predicate on the loaded object, reader) pairs; first match wins.
+READERS = [(lambda o: isinstance(o, dict) and o.get("format") == FORMAT, _read_neurocompile)]
+
+
+def _check_state_dict(path: str, kind: str, config, state_dict: dict) -> None:
+    bad = [k for k, v in state_dict.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: state_dict entry {bad[0]!r} is not a named tensor")
+    try:
+        ref = _build(kind, config).state_dict()
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot build a {kind} model from its config ({exc})") from None
+    missing = [k for k in ref if k not in state_dict]
+    extra = [k for k in state_dict if k not in ref]
+    if missing:
+        raise CheckpointError(f"{path}: state_dict is missing {len(missing)} tensor(s), first {missing[0]!r}")
+    if extra:
+        raise CheckpointError(f"{path}: state_dict has {len(extra)} unexpected tensor(s), first {extra[0]!r}")
+    for k, v in ref.items():
+        t = state_dict[k]
+        if tuple(t.shape) != tuple(v.shape):
+            raise CheckpointError(f"{path}: tensor {k!r} has shape {tuple(t.shape)}, the config implies {tuple(v.shape)}")
+        if t.is_floating_point() or t.is_complex():
+            if not bool(torch.isfinite(t).all()):
+                raise CheckpointError(f"{path}: tensor {k!r} contains NaN or Inf")
+
+
+def load_checkpoint(path: str):
+    """-> (kind, config, state_dict, meta). Never executes pickled code (weights_only=True)."""
+    path = os.fspath(path)
+    obj = _read_raw(path)
+    for accepts, reader in READERS:
+        if accepts(obj):
+            kind, config, state_dict, meta = reader(path, obj)
+            break
+    else:
+        what = (f"a dict with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, dict)
+                else f"a {type(obj).__name__}")
+        raise CheckpointError(f"{path}: not a neurocompile checkpoint (holds {what})")
+    _check_state_dict(path, kind, config, state_dict)
+    return kind, config, state_dict, meta

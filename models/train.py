@@ -1,0 +1,155 @@
+"""Train a SpikingSSM on a built-in dataset and write a neurocompile checkpoint (DIR/ckpt.pt).
+
+    python -m neurocompile.models.train --dataset digits --out examples/digits --epochs 40
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import save_checkpoint
+from .config import SpikingSSMConfig
+from .spikingssm import SpikingSSM
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="neurocompile train", description="Train a SpikingSSM (SDN neuron by default) "
+                                "and write DIR/ckpt.pt in the neurocompile checkpoint format.")
+    p.add_argument("--dataset", required=True, choices=["digits", "fashion-mnist"])
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (DIR/ckpt.pt is written)")
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--n-layers", type=int, default=2)
+    p.add_argument("--d-state", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--neuron", choices=["sdn", "lif"], default="sdn", help="neuron used while training")
+    p.add_argument("--kernel", choices=["s4d", "diag_b"], default="s4d")
+    p.add_argument("--max-train", type=int, default=0, metavar="N", help="train on the first N samples only")
+    p.add_argument("--max-test", type=int, default=0, metavar="N", help="evaluate on the first N test samples only")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def make_optimizer(model: SpikingSSM, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW; SSM kernel A/dt(/B) at lr min(lr, 0.001) without weight decay (s4 convention)."""
+    ssm = {id(p) for _, p in model.ssm_parameters()}
+    ssm_params = [p for p in model.parameters() if p.requires_grad and id(p) in ssm]
+    no_wd = [p for n, p in model.named_parameters()
+             if p.requires_grad and id(p) not in ssm and (p.dim() < 2 or n.endswith("ln_vth") or n.endswith(".D"))]
+    no_wd_ids = {id(p) for p in no_wd}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ssm and id(p) not in no_wd_ids]
+    return torch.optim.AdamW([{"params": rest, "weight_decay": weight_decay},
+                              {"params": no_wd, "weight_decay": 0.0},
+                              {"params": ssm_params, "lr": min(lr, 0.001), "weight_decay": 0.0}], lr=lr)
+
+
+@torch.no_grad()
+def evaluate(model: SpikingSSM, x: np.ndarray, y: np.ndarray, levels: int, neuron: str, device,
+             batch_size: int = 256, progress: bool = False) -> float:
+    model.eval()
+    correct = 0
+    starts = range(0, len(y), batch_size)
+    if progress:
+        from tqdm import tqdm
+        starts = tqdm(starts, desc=f"test ({neuron})", unit="batch", leave=False)
+    for s in starts:
+        xb = torch.as_tensor(x[s:s + batch_size].astype(np.float32) / levels, device=device)
+        pred = model(xb, neuron=neuron).argmax(-1).cpu().numpy()
+        correct += int((pred == y[s:s + batch_size]).sum())
+    return correct / max(1, len(y))
+
+
+def main(argv=None) -> int:
+    from tqdm import tqdm
+
+    from ..datasets import load_dataset
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    device = _device(args.device)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+    train, test = load_dataset(args.dataset, "train"), load_dataset(args.dataset, "test")
+    xtr, ytr = train.x, train.y
+    if args.max_train:
+        xtr, ytr = xtr[:args.max_train], ytr[:args.max_train]
+    xte, yte = test.x, test.y
+    if args.max_test:
+        xte, yte = xte[:args.max_test], yte[:args.max_test]
+    n_classes = int(max(ytr.max(), yte.max()) + 1)
+    cfg = SpikingSSMConfig(d_input=int(xtr.shape[2]), d_output=n_classes, d_model=args.d_model,
+                           n_layers=args.n_layers, d_state=args.d_state, l_max=int(xtr.shape[1]),
+                           kernel=args.kernel, dropout=args.dropout, input_levels=int(train.levels))
+    model = SpikingSSM(cfg).to(device)
+    opt = make_optimizer(model, args.lr, args.weight_decay)
+    steps_per_epoch = math.ceil(len(ytr) / args.batch_size)
+    total = max(1, args.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    xt = torch.as_tensor(xtr.astype(np.float32) / train.levels)
+    yt = torch.as_tensor(ytr)
+    gen = torch.Generator().manual_seed(args.seed)
+    loss_fn = nn.CrossEntropyLoss()
+    show = not args.no_progress
+    t0 = time.time()
+    train_loss = float("nan")
+    epochs = tqdm(range(args.epochs), desc="epochs", unit="epoch", disable=not show)
+    for epoch in epochs:
+        model.train()
+        perm = torch.randperm(len(yt), generator=gen)
+        tot, n = 0.0, 0
+        batches = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=not show)
+        for b in batches:
+            idx = perm[b * args.batch_size:(b + 1) * args.batch_size]
+            xb, yb = xt[idx].to(device), yt[idx].to(device)
+            loss = loss_fn(model(xb, neuron=args.neuron), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += loss.item() * len(idx)
+            n += len(idx)
+            batches.set_postfix(loss=f"{loss.item():.3f}")
+        train_loss = tot / max(1, n)
+        epochs.set_postfix(loss=f"{train_loss:.4f}")
+        if not show:
+            print(f"epoch {epoch + 1}/{args.epochs} train_loss {train_loss:.4f} ({time.time() - t0:.0f} s)", flush=True)
+    train_time = time.time() - t0
+    acc_sdn = evaluate(model, xte, yte, test.levels, "sdn", device, progress=show)
+    acc_lif = evaluate(model, xte, yte, test.levels, "lif", device, progress=show)
+    metrics = {"test_acc_sdn": acc_sdn, "test_acc_lif": acc_lif, "train_loss": train_loss,
+               "n_train": int(len(ytr)), "n_test": int(len(yte)), "train_seconds": round(train_time, 1)}
+    meta = {"dataset": args.dataset, "seed": args.seed,
+            "command": "neurocompile train " + " ".join(argv), "argv": argv,
+            "metrics": metrics, "epochs": args.epochs, "train_neuron": args.neuron,
+            "device": str(device), "torch": torch.__version__}
+    path = os.path.join(args.out, "ckpt.pt")
+    save_checkpoint(path, model.cpu(), meta)
+    print(f"wrote {path}: test accuracy {100 * acc_sdn:.2f} % (SDN), {100 * acc_lif:.2f} % (exact LIF); "
+          f"train loss {train_loss:.4f}; {train_time:.0f} s training")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
