@@ -68,12 +68,17 @@ def bit_planes(x, n_bits: int):
     return planes, weights
 
 
-def encode(levels, weight, bias, n_bits: int):
-    """Encoder x0[h] = sum_i weight[h, i] * levels[i] + bias[h], as shift-and-add over bit planes.
+def encode(levels, weight, bias):
+    """Encoder x0[h] = sum_i weight[h, i] * levels[i] + bias[h] (the definition; the emulator's form).
 
     ``levels`` (..., d_in) are the raw non-negative input integers (pixels); ``weight`` (H, d_in).
-    Each set bit j of input i adds ``weight[:, i] << j``: the product is never formed.
     """
+    return (levels[..., None, :] * weight).sum(-1) + bias
+
+
+def encode_bit_serial(levels, weight, bias, n_bits: int):
+    """The same integers as ``encode``, the way the chip forms them: each set bit j of input i
+    adds ``weight[:, i] << j``, so no product is ever formed (tests prove equality)."""
     acc = bias + 0 * levels[..., :1]                     # (..., H)
     for j in range(n_bits):
         plane = (levels >> j) & 1

@@ -42,20 +42,30 @@ class _Tensors:
 FFT_SIGNALS_PER_CHUNK = 16384     # keeps FFT buffers in the hundreds of MB and the cache warm
 
 
-def causal_conv_exact(x: torch.Tensor, kernel_t: torch.Tensor) -> torch.Tensor:
-    """sum_l kernel[l, h] * x[b, t-l, h] for integer x (B, L, H): FFT in float64, checked, rounded."""
+def fft_error_bound(L: int, kernel_max: int, stream_bits: int) -> float:
+    """A priori bound on the float64 FFT convolution's error (Higham-style, generously padded):
+    5 * eps * log2(n) * n**2 * max|k| * max|x| for transform length n = 2L.
+    For L = 1024, 8-bit taps and 16-bit streams it is ~0.1, below the 0.5 that rounding allows."""
+    n = 2 * L
+    return 5 * 2.0 ** -53 * np.log2(n) * n * n * kernel_max * 2.0 ** (stream_bits - 1)
+
+
+def causal_conv_exact(x: torch.Tensor, kernel_t: torch.Tensor, checked: bool = True) -> torch.Tensor:
+    """sum_l kernel[l, h] * x[b, t-l, h] for integer x (B, L, H): FFT in float64, rounded.
+
+    ``checked=False`` is for callers that proved ``fft_error_bound`` < 0.25; otherwise the
+    distance of every result to the nearest integer is checked.
+    """
     B, L, H = x.shape
     n = 2 * L
     k_spec = torch.fft.rfft(kernel_t, n=n, dim=0)                     # (n/2+1, H)
     out = torch.empty_like(x)
     step = max(1, FFT_SIGNALS_PER_CHUNK // max(H, 1))
     for b in range(0, B, step):
-        spec = torch.fft.rfft(x[b:b + step].to(torch.float64), n=n, dim=1) * k_spec
-        y = torch.fft.irfft(spec, n=n, dim=1)[:, :L]
+        y = torch.fft.irfft(torch.fft.rfft(x[b:b + step].to(torch.float64), n=n, dim=1) * k_spec, n=n, dim=1)[:, :L]
         r = torch.round(y)
-        err = (y - r).abs().max().item() if y.numel() else 0.0
-        if err > 0.25:   # cannot happen within the proven 24-bit bounds; refuse rather than guess
-            raise ArithmeticError(f"FFT convolution left {err:.3g} off the integers: bounds exceeded")
+        if checked and y.numel() and (y - r).abs().max().item() > 0.25:
+            raise ArithmeticError("FFT convolution left the integers: bounds exceeded")
         out[b:b + step] = r.to(torch.int64)
     return out
 
@@ -83,10 +93,11 @@ def spike_dense(spikes: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
 
 
 def _run_batch(program: Program, T: _Tensors, levels: torch.Tensor, record: bool) -> dict:
-    x = arith.encode(levels, T.enc_w, T.enc_b, program.encoder.input_bits)          # (B, L, H)
+    x = arith.encode(levels, T.enc_w, T.enc_b)                                      # (B, L, H)
     out = {"stream_in": x, "ssm": [], "spikes": [], "voltage": [], "stream": []}
     for layer, P in zip(program.layers, T.layers):
-        a = arith.shift_round(causal_conv_exact(x, P["kernel_f"]), P["shift"])
+        checked = fft_error_bound(program.seq_len, int(np.abs(layer.kernel).max()), layer.stream_bits) >= 0.25
+        a = arith.shift_round(causal_conv_exact(x, P["kernel_f"], checked), P["shift"])
         spikes, volts = lif_scan(a, layer.dv, layer.vth)
         dense = spike_dense(spikes, P["mix_w"])
         x = arith.glu_residual(x, dense, P["mix_b"], P["value_shift"], P["gate_shift"], P["out_shift"], T.lut)
