@@ -44,11 +44,30 @@ def build_model(config, state_dict: dict, kind: str = "spikingssm"):
     return model.eval()
 
 
+def _plain(v):
+    """Meta values as plain Python types (str subclasses, numpy scalars... would not load weights_only)."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, bool) or v is None:
+        return v
+    if isinstance(v, int):
+        return int(v)
+    if isinstance(v, float):
+        return float(v)
+    if isinstance(v, str):
+        return str(v)
+    if hasattr(v, "item"):
+        return v.item()
+    return str(v)
+
+
 def save_checkpoint(path: str, model, meta: dict | None = None, kind: str = "spikingssm") -> None:
     """Write atomically (temp file in the same folder, then os.replace)."""
-    obj = {"format": FORMAT, "version": VERSION, "kind": kind, "config": model.config.to_dict(),
+    obj = {"format": FORMAT, "version": VERSION, "kind": kind, "config": _plain(model.config.to_dict()),
            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-           "meta": dict(meta or {})}
+           "meta": _plain(dict(meta or {}))}
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-ckpt-", suffix=".pt", dir=folder)

@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     meta = {"dataset": args.dataset, "seed": args.seed,
             "command": "neurocompile train " + " ".join(argv), "argv": argv,
             "metrics": metrics, "epochs": args.epochs, "train_neuron": args.neuron,
-            "device": str(device), "torch": torch.__version__}
+            "device": str(device), "torch": str(torch.__version__)}
     path = os.path.join(args.out, "ckpt.pt")
     save_checkpoint(path, model.cpu(), meta)
     print(f"wrote {path}: test accuracy {100 * acc_sdn:.2f} % (SDN), {100 * acc_lif:.2f} % (exact LIF); "
