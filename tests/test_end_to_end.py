@@ -1,0 +1,180 @@
+"""End to end on the committed checkpoints: export, Lava vs emulator bit for bit, accuracy parity,
+CLI outputs, and the one-line errors for bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from neurocompile.artifact import load_program
+from neurocompile.cli import main as cli
+from neurocompile.datasets import load_dataset
+from neurocompile.emulator import emulate
+from neurocompile.models.checkpoint import build_model, load_checkpoint
+from neurocompile.validate import compare_traces, validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS = os.path.join(ROOT, "examples", "digits", "ckpt.pt")
+FASHION = os.path.join(ROOT, "examples", "fashion-mnist", "ckpt.pt")
+
+
+def export(ckpt, out, *extra):
+    assert cli(["export", ckpt, "--target", "loihi2", "-o", str(out), *extra]) == 0
+    return load_program(str(out))
+
+
+@pytest.fixture(scope="module")
+def digits_artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits") / "digits.loihi2"
+    export(DIGITS, out)
+    return out
+
+
+def test_export_twice_gives_identical_bytes(digits_artifact, tmp_path):
+    again = tmp_path / "again.loihi2"
+    export(DIGITS, again)
+    assert again.read_bytes() == digits_artifact.read_bytes()
+
+
+def test_lava_equals_emulator_on_16_digits(digits_artifact):
+    from neurocompile.targets.loihi2.runner import run_lava
+
+    program = load_program(str(digits_artifact))
+    data = load_dataset("digits", "test")
+    lava = run_lava(program, data.x[:16], record=True, timeout_s=600)
+    emu = emulate(program, data.x[:16], record=True, device="cpu")
+    assert compare_traces(lava, emu) == []
+    assert sum(s.sum() for s in emu["spikes"]) > 0          # the comparison is not over silent layers
+
+
+def test_integer_accuracy_within_one_point_of_float_on_all_digits(digits_artifact):
+    kind, config, state_dict, _ = load_checkpoint(DIGITS)
+    data = load_dataset("digits", "test")
+    report = validate(build_model(config, state_dict), load_program(str(digits_artifact)), data.x, data.y,
+                      lava_samples=0, device="cpu")
+    acc = report["accuracy"]
+    assert report["samples"] == 360
+    assert abs(acc["float"] - acc["integer"]) <= 0.01, acc
+    assert acc["float"] > 0.85
+    for layer in report["layers"]:
+        assert layer["spike_agreement_float_vs_integer"] > 0.98
+        assert layer["spike_agreement_sdn_vs_lif"] > 0.9
+        assert 0.0 < layer["firing_rate_integer"] < 0.6
+
+
+def test_validate_cli_report(digits_artifact, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    code = cli(["validate", DIGITS, str(digits_artifact), "--dataset", "digits", "--lava-samples", "4",
+                "--max-samples", "64", "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["lava_samples"] == 4 and report["lava_bit_exact"] is True
+    for key in ("float", "integer", "lava"):
+        assert 0.0 <= report["accuracy"][key] <= 1.0
+    assert len(report["layers"]) == 2 and "firing_rate_integer" in report["layers"][0]
+    assert "Lava vs emulator bit-exact" in capsys.readouterr().out
+
+
+def test_simulate_cli_traces_and_plot(digits_artifact, tmp_path):
+    npz, png = tmp_path / "traces.npz", tmp_path / "raster.png"
+    assert cli(["simulate", str(digits_artifact), "--dataset", "digits", "--index", "3", "--record", "spikes,ssm,stream",
+                "-o", str(npz), "--plot", str(png)]) == 0
+    traces = np.load(npz)
+    program = load_program(str(digits_artifact))
+    emu = emulate(program, load_dataset("digits", "test").x[3:4], record=True, device="cpu")
+    assert np.array_equal(traces["spikes_0"], emu["spikes"][0]) and np.array_equal(traces["ssm_1"], emu["ssm"][1])
+    assert traces["spikes_0"].shape == (1, program.d_model, program.seq_len)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_with_user_npz(digits_artifact, tmp_path):
+    data = load_dataset("digits", "test")
+    user = tmp_path / "mine.npz"
+    np.savez(user, x=data.x[:5, :, 0] / 16.0, y=data.y[:5])
+    out = tmp_path / "t.npz"
+    assert cli(["simulate", str(digits_artifact), "--dataset", str(user), "--engine", "emulator", "--count", "5",
+                "--record", "spikes,voltage", "-o", str(out)]) == 0
+    program = load_program(str(digits_artifact))
+    assert np.load(out)["voltage_1"].shape == (5, program.d_model, program.seq_len)
+
+
+# ------------------------------------------------------------------ bad input: one line, exit 2
+def _run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "neurocompile", *args], capture_output=True, text=True, timeout=300)
+
+
+def _bad_checkpoints(tmp_path):
+    raw = torch.load(DIGITS, map_location="cpu", weights_only=True)
+    cases = {}
+    nan = dict(raw, state_dict=dict(raw["state_dict"]))
+    key = "backbone.s4_layers.1.kernel.C"
+    nan["state_dict"][key] = nan["state_dict"][key].clone()
+    nan["state_dict"][key].view(-1)[3] = float("nan")
+    cases["nan.pt"] = (nan, "NaN")
+    cases["kind.pt"] = (dict(raw, kind="transformer"), "kind")
+    shape = dict(raw, state_dict=dict(raw["state_dict"]))
+    shape["state_dict"]["decoder.weight"] = torch.zeros(3, 3)
+    cases["shape.pt"] = (shape, "shape")
+    paths = {}
+    for name, (obj, why) in cases.items():
+        torch.save(obj, tmp_path / name)
+        paths[name] = why
+    blob = open(DIGITS, "rb").read()
+    (tmp_path / "truncated.pt").write_bytes(blob[: len(blob) // 2])
+    paths["truncated.pt"] = ""
+    (tmp_path / "notes.pt").write_text("these are my notes, not a checkpoint\n")
+    paths["notes.pt"] = ""
+    np.savez(tmp_path / "arrays.npz", a=np.zeros(3))
+    paths["arrays.npz"] = ""
+    return paths
+
+
+def test_bad_checkpoints_give_one_line_errors_and_no_output(tmp_path):
+    for name, why in _bad_checkpoints(tmp_path).items():
+        out = tmp_path / f"{name}.loihi2"
+        res = _run_cli("export", str(tmp_path / name), "--target", "loihi2", "-o", str(out))
+        lines = [l for l in res.stderr.splitlines() if l.strip()]
+        assert res.returncode == 2, (name, res.stderr)
+        assert len(lines) == 1 and lines[0].startswith("neurocompile: error:") and name in lines[0], (name, lines)
+        assert why.lower() in lines[0].lower(), (name, lines)
+        assert not out.exists()
+        assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+
+
+def test_register_overflow_is_refused(tmp_path):
+    out = tmp_path / "big.loihi2"
+    res = _run_cli("export", DIGITS, "-o", str(out), "--act-bits", "24")
+    assert res.returncode == 2
+    line = res.stderr.strip()
+    assert "\n" not in line and "ckpt.pt" in line and "24-bit register" in line and "layer" in line, line
+    assert not out.exists()
+
+
+def test_unknown_target_and_dataset(digits_artifact, tmp_path):
+    res = _run_cli("export", DIGITS, "--target", "loihi3", "-o", str(tmp_path / "x"))
+    assert res.returncode == 2 and "loihi3" in res.stderr
+    res = _run_cli("simulate", str(digits_artifact), "--dataset", "cifar-10")
+    assert res.returncode == 2 and "cifar-10" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ Fashion-MNIST (L = 784)
+fashion = pytest.mark.skipif(not os.path.exists(FASHION) or not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                             reason="needs examples/fashion-mnist/ckpt.pt and the dataset-fashion-mnist package")
+
+
+@fashion
+def test_fashion_mnist_parity(tmp_path):
+    from neurocompile.targets.loihi2.runner import run_lava
+
+    program = export(FASHION, tmp_path / "fashion.loihi2")
+    data = load_dataset("fashion-mnist", "test")
+    lava = run_lava(program, data.x[:16], record=True, timeout_s=900)
+    emu = emulate(program, data.x[:16], record=True, device="cpu")
+    assert compare_traces(lava, emu) == []
+    kind, config, state_dict, _ = load_checkpoint(FASHION)
+    report = validate(build_model(config, state_dict), program, data.x, data.y, lava_samples=0, device="cpu")
+    assert report["samples"] == 10000
+    assert abs(report["accuracy"]["float"] - report["accuracy"]["integer"]) <= 0.01, report["accuracy"]
