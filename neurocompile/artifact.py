@@ -53,11 +53,11 @@ def save_program(program: Program, path: str) -> None:
     ro_scalars, a = _split(program.readout, "readout")
     arrays.update(a)
     arrays["sigmoid_lut"] = program.sigmoid_lut
+    arrays["stream_frac_bits"] = program.stream_frac_bits
     manifest = {
         "format": FORMAT,
         "version": VERSION,
         "model": program.model,
-        "stream_frac_bits": program.stream_frac_bits,
         "sigmoid_in_frac_bits": program.sigmoid_in_frac_bits,
         "sigmoid_out_frac_bits": program.sigmoid_out_frac_bits,
         "encoder": enc_scalars,
@@ -135,7 +135,7 @@ def _assemble(manifest, arrays) -> Program:
 
     return Program(
         model=manifest["model"],
-        stream_frac_bits=manifest["stream_frac_bits"],
+        stream_frac_bits=arrays["stream_frac_bits"],
         encoder=build(EncoderParams, manifest["encoder"], "encoder"),
         layers=tuple(build(LayerParams, s, f"layer{i}") for i, s in enumerate(manifest["layers"])),
         readout=build(ReadoutParams, manifest["readout"], "readout"),
@@ -150,6 +150,8 @@ def _validate(path, p: Program) -> None:
     H, L = p.d_model, p.seq_len
     d_in, d_out = int(p.model["d_input"]), p.n_classes
     want = {"encoder.weight": (H, d_in), "encoder.bias": (H,), "readout.weight": (d_out, H), "readout.bias": (d_out,)}
+    if p.stream_frac_bits.shape != (H,):
+        _fail(path, f"stream_frac_bits has shape {p.stream_frac_bits.shape}, expected ({H},)")
     for name, shape in want.items():
         obj, field_name = name.split(".")
         arr = getattr(getattr(p, obj), field_name)

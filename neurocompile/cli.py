@@ -42,7 +42,8 @@ def export_summary(program, path: str) -> str:
     m = program.model
     lines = [f"wrote {path}",
              f"  model: SpikingSSM {m['n_layers']} layers, H={m['d_model']}, N={m['d_state']}, L={m['l_max']}, "
-             f"{m['d_output']} classes; residual stream fixed point 2^-{program.stream_frac_bits}",
+             f"{m['d_output']} classes; residual stream fixed point 2^-{program.stream_frac_bits.min()} .. "
+             f"2^-{program.stream_frac_bits.max()} (per channel)",
              f"  {'stage':<16}{'AC-only':<9}how"]
     for row in program.report["operations"]:
         lines.append(f"  {row['stage']:<16}{('yes' if row['ac_only'] else 'NO'):<9}{row['how']}")

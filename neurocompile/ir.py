@@ -120,6 +120,7 @@ class IntGLUResidual:
 class IntReadout:
     weight: np.ndarray         # (d_out, H)
     bias: np.ndarray           # (d_out,) already times L
+    logit_frac_bits: int       # integer logits ~ float logits * L * 2**logit_frac_bits
 
 
 @dataclass

@@ -59,13 +59,13 @@ def to_program(graph: Graph, source: dict) -> Program:
             tau=float(cfg.get("tau", 0.125))))
     ro, ro_f = node["decoder"]["op"], node["decoder"]["float_op"]
     assert isinstance(ro, IntReadout)
-    readout = ReadoutParams(ro.weight, ro.bias, ro_f.weight, ro_f.bias)
+    readout = ReadoutParams(ro.weight, ro.bias, int(ro.logit_frac_bits), ro_f.weight, ro_f.bias)
     opts = graph.meta["options"]
     model = {"kind": "spikingssm", **{k: cfg[k] for k in ("d_input", "d_output", "d_model", "n_layers", "d_state",
                                                              "l_max", "input_levels", "tau")}}
     report = {"source": source, "options": opts, "ranges": graph.meta["ranges"],
               "delays": graph.meta["delays"], "operations": operation_summary(layers, encoder, cfg)}
-    return Program(model=model, stream_frac_bits=int(graph.meta["stream_frac_bits"]), encoder=encoder,
+    return Program(model=model, stream_frac_bits=np.asarray(graph.meta["stream_frac_bits"], dtype=np.int64), encoder=encoder,
                    layers=tuple(layers), readout=readout, sigmoid_lut=graph.meta["sigmoid_lut"],
                    sigmoid_in_frac_bits=opts["sigmoid_in_frac_bits"],
                    sigmoid_out_frac_bits=opts["sigmoid_out_frac_bits"], report=_plain(report))

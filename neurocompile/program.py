@@ -46,6 +46,7 @@ class LayerParams:
 class ReadoutParams:
     weight: np.ndarray          # (d_out, H) int
     bias: np.ndarray            # (d_out,) int, already multiplied by L
+    logit_frac_bits: int        # integer logits ~ float logits * L * 2**logit_frac_bits
     weight_float: np.ndarray    # (d_out, H) float64
     bias_float: np.ndarray      # (d_out,) float64
 
@@ -53,7 +54,7 @@ class ReadoutParams:
 @dataclass(frozen=True)
 class Program:
     model: dict                 # kind, d_input, d_output, d_model, n_layers, l_max, input_levels
-    stream_frac_bits: int       # residual stream integer = round(x * 2**stream_frac_bits)
+    stream_frac_bits: np.ndarray  # (H,) stream channel h holds round(x_h * 2**stream_frac_bits[h])
     encoder: EncoderParams
     layers: tuple               # of LayerParams
     readout: ReadoutParams

@@ -12,15 +12,13 @@ Per-layer choices for a given f:
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..arith import REGISTER_MAX
 from ..errors import RangeError
 from ..intervals import (bits_for, conv_interval, lif_ranges, magnitude, product_interval, shift_interval,
                          spike_dense_interval)
-from ..ir import (LIF, Affine, Graph, Input, IntDense, IntEncoder, IntGLUResidual, IntLIF, IntReadout, IntSSMConv,
+from ..ir import (LIF, Affine, Graph, IntDense, IntEncoder, IntGLUResidual, IntLIF, IntReadout, IntSSMConv,
                   ResidualAdd, SSMConv)
 from ..options import CompileOptions
 from ..quant import quantize_kernel, quantize_rows, quantize_scalar_scale, sigmoid_lut, to_fixed
@@ -34,21 +32,51 @@ def lif_decay(tau: float) -> int:
     return int(min(max(round((1.0 - tau) * 4096), 0), 4095))
 
 
-def float_stream_bound(graph: Graph) -> float:
-    """Worst-case |x| of the residual stream over all layers, from the float weights."""
-    inp, enc = graph.op("input"), graph.op("encoder")
-    lo = enc.bias + np.minimum(enc.weight, 0).sum(1)
+def float_stream_bounds(graph: Graph) -> list:
+    """Worst-case |x| per channel of the residual stream entering each layer, and leaving the last."""
+    enc = graph.op("encoder")
+    lo = enc.bias + np.minimum(enc.weight, 0).sum(1)          # model inputs lie in [0, 1]
     hi = enc.bias + np.maximum(enc.weight, 0).sum(1)
-    peak = float(magnitude(lo, hi).max())
+    bounds = [magnitude(lo, hi)]
     for name in graph.nodes_of(ResidualAdd):
         mixer = graph.op(name.replace("residual", "mixer"))
         H = mixer.weight.shape[1]
         w = mixer.weight[:H]
-        lo = lo + np.minimum(mixer.bias[:H] + np.minimum(w, 0).sum(1), 0)
+        lo = lo + np.minimum(mixer.bias[:H] + np.minimum(w, 0).sum(1), 0)    # GLU out lies between 0 and a
         hi = hi + np.maximum(mixer.bias[:H] + np.maximum(w, 0).sum(1), 0)
-        peak = max(peak, float(magnitude(lo, hi).max()))
-    del inp
-    return max(peak, 1e-12)
+        bounds.append(magnitude(lo, hi))
+    return [np.maximum(b, 1e-12) for b in bounds]
+
+
+def channel_frac_bits(graph: Graph, opt: CompileOptions) -> np.ndarray:
+    """Fixed-point position of each residual-stream channel: as fine as its registers allow.
+
+    A channel's stream meets only its own SSM taps, its own GLU output and (once per sample) the
+    decoder, so every channel can have its own scale.  Its finest scale is limited by the stream
+    width (--act-bits), by each layer's SSM accumulator (sum of |taps| x stream bound), and by the
+    readout's time sum; all three are estimated here from float bounds and proven afterwards.
+    """
+    bounds = float_stream_bounds(graph)
+    peak = np.max(bounds, axis=0)
+    top = opt.act_bits or opt.max_act_bits
+    f = np.floor(np.log2(((1 << (top - 1)) - 1) / peak))
+    why = np.array(["--act-bits"] * len(f), dtype=object)
+
+    def limit(candidate, reason):
+        nonlocal f
+        tighter = candidate < f
+        why[tighter] = reason
+        f = np.minimum(f, candidate)
+
+    if opt.act_bits is None:
+        slack = 1.0 + 2.0 ** -6
+        for i, name in enumerate(graph.nodes_of(SSMConv)):
+            kq, _ = quantize_kernel(graph.op(name).kernel, opt.kernel_bits)
+            taps = np.maximum(np.abs(kq).sum(1), 1)
+            limit(np.floor(np.log2(REGISTER_MAX / (taps * bounds[i] * slack + 1))), f"{name} accumulator")
+        L = int(graph.meta["config"]["l_max"])
+        limit(np.floor(np.log2(REGISTER_MAX / (L * bounds[-1] * slack + 1))), "readout time sum")
+    return f.astype(np.int64), why
 
 
 class _Misfit(Exception):
@@ -57,14 +85,20 @@ class _Misfit(Exception):
 
 
 def quantize(graph: Graph, options: CompileOptions = CompileOptions()) -> Graph:
-    bound = float_stream_bound(graph)
-    top = options.act_bits or options.max_act_bits
-    f_top = math.floor(math.log2(((1 << (top - 1)) - 1) / bound))
-    tries = [f_top] if options.act_bits else [f_top - k for k in range(top - options.min_act_bits + 1)]
+    f, why = channel_frac_bits(graph, options)
+    where = graph.meta.get("source") or "model"
+    if options.act_bits is None:
+        peak = np.max(float_stream_bounds(graph), axis=0)
+        width = np.floor(np.log2(peak * 2.0 ** f)) + 2
+        if width.min() < options.min_act_bits:
+            h = int(width.argmin())
+            raise RangeError(f"{where}: residual-stream channel {h} keeps only {int(width[h])} bits before the "
+                             f"{why[h]} overflows its 24-bit register (worst-case |x| {peak[h]:.3g}; "
+                             f"need >= {options.min_act_bits} bits)")
     last = None
-    for f in tries:
+    for step_down in ([0] if options.act_bits else [0, 1, 2, 3]):   # float estimates can miss by a rounding
         try:
-            q = quantize_at(graph, f, options, act_bits=top if options.act_bits else None)
+            q = quantize_at(graph, f - step_down, options, act_bits=options.act_bits)
         except _Misfit as exc:
             last = exc.violation
             continue
@@ -72,15 +106,18 @@ def quantize(graph: Graph, options: CompileOptions = CompileOptions()) -> Graph:
         if not problems:
             return q
         last = problems[0]
-    where = graph.meta.get("source") or "model"
-    hint = ("use a smaller --act-bits or leave it automatic" if options.act_bits
-            else f"even with a {options.min_act_bits}-bit residual stream")
+    hint = "use a smaller --act-bits or leave it automatic" if options.act_bits else "automatic scaling"
     raise RangeError(f"{where}: {last.node} {last.register} can reach {last.bound}, beyond the 24-bit register "
                      f"limit {last.limit} ({hint})")
 
 
-def quantize_at(graph: Graph, f: int, opt: CompileOptions, act_bits=None) -> Graph:
+READOUT_BITS = 16          # decoder weights live on the host core, not in a synapse
+
+
+def quantize_at(graph: Graph, f: np.ndarray, opt: CompileOptions, act_bits=None) -> Graph:
+    """Quantize with stream channel h at fixed point 2**-f[h]."""
     q = graph.copy()
+    f = np.asarray(f, dtype=np.int64)
     q.meta.update(stream_frac_bits=f, act_bits=act_bits, options=opt.to_dict())
     lut = sigmoid_lut(opt.sigmoid_in_frac_bits, opt.sigmoid_lut_bits, opt.sigmoid_out_frac_bits)
     q.meta["sigmoid_lut"] = lut
@@ -88,7 +125,7 @@ def quantize_at(graph: Graph, f: int, opt: CompileOptions, act_bits=None) -> Gra
     L = int(q.meta["config"]["l_max"])
 
     inp, enc = q.op("input"), q.op("encoder")
-    w_enc = to_fixed(enc.weight / inp.levels, f)
+    w_enc = to_fixed(enc.weight / inp.levels, f[:, None])
     b_enc = to_fixed(enc.bias, f)
     _replace(q, "encoder", IntEncoder(w_enc, b_enc, int(inp.levels).bit_length()))
     lo = b_enc + np.minimum(w_enc * inp.levels, 0).sum(1)
@@ -135,11 +172,13 @@ def quantize_at(graph: Graph, f: int, opt: CompileOptions, act_bits=None) -> Gra
         o_lo, o_hi = shift_interval(p_lo, p_hi, out_shift)
         lo, hi = lo + o_lo, hi + o_hi
 
+    # readout: logits * 2**E * L = sum_h W[c,h] 2**(E - f_h) * (sum_t x_h[t] 2**f_h) + bias * 2**E * L
     dec = q.op("decoder")
-    ed = quantize_scalar_scale(dec.weight, opt.weight_bits)
-    wq = to_fixed(dec.weight, ed)
-    bq = np.round(dec.bias * 2.0 ** (ed + f) * L).astype(np.int64)
-    _replace(q, "decoder", IntReadout(wq, bq))
+    per_unit = dec.weight * np.exp2(-f.astype(np.float64))[None]
+    E = quantize_scalar_scale(per_unit, READOUT_BITS)
+    wq = to_fixed(per_unit, E)
+    bq = np.round(dec.bias * 2.0 ** E * L).astype(np.int64)
+    _replace(q, "decoder", IntReadout(wq, bq, E))
     q.bypass("pool")
     return q
 
