@@ -16,7 +16,7 @@ from ..intervals import (bits_for, conv_interval, lif_ranges, magnitude, product
                          spike_dense_interval)
 from ..ir import Graph, IntDense, IntEncoder, IntGLUResidual, IntLIF, IntReadout, IntSSMConv
 
-HOST_MAX = 2 ** 63 - 1      # the readout's decoder runs once per sample on a host core in 64-bit integers
+HOST_MAX = 2 ** 53 - 1      # the decoder runs once per sample on a host core in 64-bit integers; logits stay exact in float64
 
 
 @dataclass(frozen=True)

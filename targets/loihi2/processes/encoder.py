@@ -1,0 +1,47 @@
+"""StreamEncoder: raw input levels -> residual stream (bit-serial shift-add, no multiplier)."""
+import numpy as np
+
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from neurocompile import arith
+
+from ._base import FLOAT_OUT, INT_IN, INT_OUT, WindowedModel
+
+
+class StreamEncoder(AbstractProcess):
+    def __init__(self, *, weight, bias, input_bits, weight_float, bias_float, window, length):
+        super().__init__(weight=weight, bias=bias, input_bits=input_bits, weight_float=weight_float,
+                         bias_float=bias_float, window=window, delay=0, length=length)
+        self.levels_in = InPort(shape=(weight.shape[1],))
+        self.stream_out = OutPort(shape=(weight.shape[0],))
+
+
+@implements(proc=StreamEncoder, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class StreamEncoderFixed(WindowedModel):
+    levels_in = INT_IN
+    stream_out = INT_OUT
+
+    def run_spk(self):
+        p = self.levels_in.recv().astype(np.int64)
+        w, b = self.proc_params["weight"], self.proc_params["bias"]
+        x = arith.encode_bit_serial(p, w, b, self.proc_params["input_bits"]) if self.live() else 0 * b
+        self.stream_out.send(x.astype(np.int32))
+
+
+@implements(proc=StreamEncoder, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class StreamEncoderFloat(WindowedModel):
+    levels_in = INT_IN
+    stream_out = FLOAT_OUT
+
+    def run_spk(self):
+        p = self.levels_in.recv().astype(np.float64)
+        w, b = self.proc_params["weight_float"], self.proc_params["bias_float"]
+        self.stream_out.send(w @ p + b if self.live() else 0 * b)

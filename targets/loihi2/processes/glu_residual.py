@@ -1,0 +1,72 @@
+"""GLUResidual: x_next = x + GLU(Dense(spikes)), the mixer's neuron side and the residual add.
+
+The Dense synapse delivers step t's spikes at t+1, so the skip input is held one step to meet
+them.  It also forwards, for recording, the layer's LIF input and spikes of the current step."""
+import numpy as np
+
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from neurocompile import arith
+
+from ._base import FLOAT_IN, FLOAT_OUT, INT_IN, INT_OUT, WindowedModel
+
+
+class GLUResidual(AbstractProcess):
+    def __init__(self, *, mix_bias, value_shift, gate_shift, out_shift, sigmoid_lut, mix_bias_float,
+                 window, delay, length):
+        super().__init__(mix_bias=mix_bias, value_shift=value_shift, gate_shift=gate_shift, out_shift=out_shift,
+                         sigmoid_lut=sigmoid_lut, mix_bias_float=mix_bias_float, window=window, delay=delay,
+                         length=length)
+        H = value_shift.shape[0]
+        self.dense_in = InPort(shape=(2 * H,))
+        self.skip_in = InPort(shape=(H,))
+        self.stream_out = OutPort(shape=(H,))
+
+
+class _GLUModel(WindowedModel):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.held_skip = np.zeros(proc_params["value_shift"].shape[0], dtype=self.dtype)
+
+    def run_spk(self):
+        dense, skip = self.dense_in.recv(), self.skip_in.recv()
+        if self.live(offset=1):                       # Dense output of the previous step is here now
+            out = self.mix(self.held_skip, dense)
+        else:
+            out = np.zeros_like(self.held_skip)
+        self.held_skip = skip.astype(self.dtype)
+        self.stream_out.send(out)
+
+
+@implements(proc=GLUResidual, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class GLUResidualFixed(_GLUModel):
+    dense_in = INT_IN
+    skip_in = INT_IN
+    stream_out = INT_OUT
+    dtype = np.int64
+
+    def mix(self, skip, dense):
+        p = self.proc_params
+        return arith.glu_residual(skip, dense.astype(np.int64), p["mix_bias"], p["value_shift"], p["gate_shift"],
+                                  p["out_shift"], p["sigmoid_lut"]).astype(np.int32)
+
+
+@implements(proc=GLUResidual, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class GLUResidualFloat(_GLUModel):
+    dense_in = FLOAT_IN
+    skip_in = FLOAT_IN
+    stream_out = FLOAT_OUT
+    dtype = np.float64
+
+    def mix(self, skip, dense):
+        z = dense + self.proc_params["mix_bias_float"]
+        H = skip.shape[0]
+        return skip + z[:H] / (1.0 + np.exp(-z[H:]))
