@@ -60,7 +60,9 @@ def plot_raster(path: str, traces: dict, sample: int = 0, title: str = "") -> No
     logits = np.asarray(traces["logits"][sample], dtype=np.float64)
     ax.bar(np.arange(len(logits)), logits, color="tab:blue")
     ax.set_title(f"readout logits (class {int(logits.argmax())})", fontsize=9)
-    ax.set_xlabel("time step" if n_layers else "class")
+    ax.set_xlabel("class")
+    for a in axes[:-1]:
+        a.set_xlabel("time step", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
