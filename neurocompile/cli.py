@@ -109,7 +109,8 @@ def cmd_simulate(args) -> int:
         if "voltage" in kinds:
             raise ValueError("--record voltage: the stock Lava LIF keeps v internal; use --engine emulator for membrane traces")
         from .targets.loihi2.runner import run_lava
-        traces = run_lava(program, levels, mode="fixed_pt", backend=args.backend, record=True, timeout_s=args.timeout)
+        traces = run_lava(program, levels, mode="fixed_pt", backend=args.backend, record=True, timeout_s=args.timeout,
+                          progress=_progress("Lava", len(levels)) if len(levels) > 1 else None)
     else:
         from .emulator import emulate
         traces = emulate(program, levels, record=True)
@@ -147,7 +148,8 @@ def cmd_validate(args) -> int:
     if args.max_samples:
         x, y = x[:args.max_samples], y[:args.max_samples]
     report = validate(model, program, x, y, lava_samples=args.lava_samples, batch_size=args.batch_size,
-                      device=args.device, progress=_progress("float+integer", len(y)), lava_timeout_s=args.timeout)
+                      device=args.device, progress=_progress("float+integer", len(y)), lava_timeout_s=args.timeout,
+                      lava_progress=_progress("Lava", min(args.lava_samples, len(y))) if args.lava_samples else None)
     report["dataset"] = {"name": args.dataset, "split": args.split}
     report["checkpoint"] = os.path.basename(args.checkpoint)
     report["artifact"] = os.path.basename(args.artifact)

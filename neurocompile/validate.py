@@ -30,7 +30,8 @@ def _float_runs(model, levels: np.ndarray, input_levels: int, device):
 
 
 def validate(model, program: Program, levels: np.ndarray, labels: np.ndarray, lava_samples: int = 16,
-             batch_size: int = 128, device=None, lava_runner=None, progress=None, lava_timeout_s: int = 1800) -> dict:
+             batch_size: int = 128, device=None, lava_runner=None, progress=None, lava_timeout_s: int = 1800,
+             lava_progress=None) -> dict:
     """Return the parity report (a JSON-ready dict)."""
     device = device or default_device()
     model = model.to(device).eval()
@@ -77,7 +78,8 @@ def validate(model, program: Program, levels: np.ndarray, labels: np.ndarray, la
 
         m = min(lava_samples, n)
         t1 = time.perf_counter()
-        lava = (lava_runner or run_lava)(program, levels[:m], record=True, timeout_s=lava_timeout_s)
+        lava = (lava_runner or run_lava)(program, levels[:m], record=True, timeout_s=lava_timeout_s,
+                                         progress=lava_progress)
         report["seconds"]["lava"] = time.perf_counter() - t1
         emu = emulate(program, levels[:m], record=True, device="cpu")
         mismatches = compare_traces(lava, emu)
