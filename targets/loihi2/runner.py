@@ -1,113 +1,188 @@
-"""run_lava: simulate a Program on Lava in a child process that can always be stopped.
+"""run_lava: simulate a Program on Lava in a forked child that can always be stopped.
 
-Lava forks one OS process per Lava process; a model that raises can leave ``run()`` waiting
-forever.  So the run happens in a worker started in its own session: a timeout or a failure kills
-the whole process group, and the caller gets a one-line ``LavaRunError`` instead of a hang.
+Lava forks one OS process per Lava process, and a process model that raises leaves ``run()``
+waiting forever.  So the whole run happens in a child forked into its own process group:
+
+* our process models write a one-line error to a pipe before they re-raise (``processes/_base``);
+  the parent reads it, kills the child's whole process group and raises ``LavaRunError`` with it;
+* a timeout kills the group the same way; so does any exception (KeyboardInterrupt included)
+  in the parent while it waits;
+* the child always ``stop()``s the Lava runtime, sends progress lines, and writes its result
+  into a private temporary folder (also the child's TMPDIR, so multiprocessing's ``pymp-*``
+  folders of a killed run are removed with it).
 """
 from __future__ import annotations
 
 import os
 import selectors
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-from ...artifact import save_program
 from ...errors import LavaRunError
 from ...program import Program
+from .processes._base import ERROR_FD_ENV
 
 BACKENDS = ("sim", "hw")
+MODES = ("fixed_pt", "floating_pt")
 
 
 def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise LavaRunError(f"unknown Lava back end {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend == "hw":
-        from lava.utils import loihi
-
-        if not loihi.is_installed():
-            raise LavaRunError("--backend hw runs on Loihi2HwCfg, which needs Intel's lava-loihi extension "
-                               "(INRC members only); it is not installed here: use --backend sim")
+        try:
+            from lava.utils import loihi
+            installed = loihi.is_installed()
+        except Exception:                                  # noqa: BLE001 - any import problem means absent
+            installed = False
+        if not installed:
+            raise LavaRunError("backend 'hw' runs on Loihi2HwCfg, which needs Intel's lava-loihi extension "
+                               "(INRC members only); it is not installed here: use backend 'sim'")
 
 
 def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "sim", record: bool = True,
              timeout_s: float = 600, progress=None) -> dict:
-    """Run (n, L, d_in) raw input levels; return logits and, with ``record``, per-layer traces
-    (n, channels, L) in logical time: ``stream_in``, ``ssm``, ``spikes``, ``stream`` (lists per layer)."""
+    """Run (n, L, d_in) raw input levels on Lava; samples run back to back in one built network.
+
+    Returns ``logits`` (n, d_out) (int64 in fixed_pt, float64 in floating_pt) and, with ``record``,
+    traces in logical time (delays removed): ``stream_in`` (n, H, L) and per-layer lists ``ssm``
+    (LIF input), ``spikes`` (bool), ``stream`` (the layer's output stream), each (n, H, L); plus
+    ``seconds`` (wall time of the Lava run itself, build and start-up excluded).
+    ``progress(done, total)`` is called after every sample.  Raises ``LavaRunError`` on a timeout, an
+    error in the run (with its message) or a missing back end; never hangs.
+    """
     check_backend(backend)
+    if mode not in MODES:
+        raise LavaRunError(f"unknown Lava mode {mode!r} (choose from {', '.join(MODES)})")
     levels = np.asarray(levels)
+    if levels.ndim == 2:                                   # (n, L) with d_in = 1
+        levels = levels[..., None]
     with tempfile.TemporaryDirectory(prefix="neurocompile-lava-") as tmp:
-        artifact, inputs, output = (os.path.join(tmp, f) for f in ("net.loihi2", "in.npz", "out.npz"))
-        save_program(program, artifact)
-        np.savez(inputs, levels=levels.astype(np.int64))
-        err_path = os.path.join(tmp, "stderr.txt")
-        cmd = [sys.executable, "-m", "neurocompile.targets.loihi2.worker", artifact, inputs, output, mode, backend,
-               "1" if record else "0"]
-        with open(err_path, "w") as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, text=True)
-            _follow(proc, timeout_s, progress)
-        if proc.returncode != 0:
-            raise LavaRunError(f"Lava run failed: {_last_error(err_path)}")
+        output = os.path.join(tmp, "out.npz")
+        prog_r, prog_w = os.pipe()
+        err_r, err_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:                                       # child: never returns
+            os.close(prog_r)
+            os.close(err_r)
+            _child(program, levels, mode, backend, record, output, tmp, prog_w, err_w)
+        os.close(prog_w)
+        os.close(err_w)
+        try:
+            os.setpgid(pid, pid)                           # also done by the child: no race either way
+        except OSError:
+            pass
+        try:
+            status = _follow(pid, prog_r, err_r, timeout_s, progress)
+        finally:
+            _kill_group(pid)
+            os.close(prog_r)
+            os.close(err_r)
+        if status != 0:
+            raise LavaRunError(f"Lava run failed: the worker exited with status {status} and no message")
         with np.load(output) as data:
-            result = {k: data[k] for k in data.files}
-    return _group_layers(result, program.n_layers, record)
+            flat = {k: data[k] for k in data.files}
+    return _group_layers(flat, program.n_layers, record)
 
 
-def _follow(proc, timeout_s, progress) -> None:
+def _child(program, levels, mode, backend, record, output, tmp, prog_w, err_w) -> None:
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        os.environ[ERROR_FD_ENV] = str(err_w)
+        os.environ["TMPDIR"] = tmp
+        tempfile.tempdir = tmp
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        from .lowering import simulate
+
+        def report(done, total):
+            os.write(prog_w, f"progress {done} {total}\n".encode())
+
+        out = simulate(program, levels, mode=mode, backend=backend, record=record, progress=report)
+        np.savez(output, **out)
+        os.write(prog_w, b"done\n")
+        code = 0
+    except BaseException as exc:                           # noqa: BLE001 - reported, then exit
+        try:
+            os.write(err_w, f"{type(exc).__name__}: {exc}".replace("\n", " ").encode(errors="replace") + b"\n")
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
+
+
+def _follow(pid: int, prog_r: int, err_r: int, timeout_s: float, progress) -> int:
+    """Wait for the child; return its exit status, or raise LavaRunError (the caller kills the group)."""
     deadline = time.monotonic() + timeout_s
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    sel.register(prog_r, selectors.EVENT_READ, "progress")
+    sel.register(err_r, selectors.EVENT_READ, "error")
+    pending = b""
     try:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                _kill(proc)
                 raise LavaRunError(f"Lava run exceeded its {timeout_s:g} s timeout and was stopped")
-            if not sel.select(timeout=min(left, 1.0)):
-                if proc.poll() is not None:
-                    break
-                continue
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith("progress ") and progress:
-                done, total = map(int, line.split()[1:3])
-                progress(done, total)
-        proc.wait(timeout=max(deadline - time.monotonic(), 1))
-    except subprocess.TimeoutExpired:
-        _kill(proc)
-        raise LavaRunError(f"Lava run exceeded its {timeout_s:g} s timeout and was stopped") from None
-    except BaseException:
-        _kill(proc)
-        raise
+            for key, _ in sel.select(timeout=min(left, 0.5)):
+                if key.data == "error":
+                    msg = _read_line(err_r)
+                    if msg:
+                        raise LavaRunError(f"Lava run failed: {msg}")
+                    sel.unregister(err_r)                  # EOF: the child and its processes are gone
+                    continue
+                chunk = os.read(prog_r, 4096)
+                if not chunk:
+                    sel.unregister(prog_r)
+                    continue
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    parts = line.decode().split()
+                    if parts and parts[0] == "progress" and progress is not None:
+                        progress(int(parts[1]), int(parts[2]))
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                msg = _read_line(err_r, block=False)
+                if msg:
+                    raise LavaRunError(f"Lava run failed: {msg}")
+                return os.waitstatus_to_exitcode(status)
     finally:
         sel.close()
 
 
-def _kill(proc) -> None:
+def _read_line(fd: int, block: bool = True) -> str:
+    """The first line available on fd ('' at EOF or when nothing is there and not blocking)."""
+    if not block:
+        sel = selectors.DefaultSelector()
+        sel.register(fd, selectors.EVENT_READ)
+        ready = sel.select(timeout=0)
+        sel.close()
+        if not ready:
+            return ""
+    data = os.read(fd, 65536)
+    return data.decode(errors="replace").strip().splitlines()[0] if data.strip() else ""
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the child's process group (Lava's processes included) and reap the child."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
         pass
-    proc.wait()
-
-
-def _last_error(path: str) -> str:
-    with open(path, errors="replace") as fh:
-        lines = [l.strip() for l in fh if l.strip()]
-    for line in reversed(lines):
-        if "Error" in line or "Exception" in line:
-            return line
-    return lines[-1] if lines else "no message (the worker exited abnormally)"
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _group_layers(flat: dict, n_layers: int, record: bool) -> dict:
-    out = {"logits": flat["logits"]}
+    out = {"logits": flat["logits"], "seconds": float(flat["seconds"])}
     if record:
         out["stream_in"] = flat["stream_in"]
         for key in ("ssm", "spikes", "stream"):

@@ -1,4 +1,14 @@
-"""Shared pieces of our process models: the per-sample window and typed ports."""
+"""Shared pieces of our process models: the per-sample window, typed ports, error reporting.
+
+Error reporting: a Lava process model that raises leaves ``run()`` waiting forever with no
+traceback.  Our models therefore run their step inside ``WindowedModel.run_spk``, which, before
+re-raising, writes ``<ExceptionType>: <message>`` to the file descriptor named by the environment
+variable ``NEUROCOMPILE_LAVA_ERROR_FD`` (set by ``runner.run_lava`` for its child; Lava's forked
+processes inherit it).  The runner reads that pipe and stops the run at once.
+"""
+import os
+import traceback
+
 import numpy as np
 
 from lava.magma.core.model.py.model import PyLoihiProcessModel
@@ -10,10 +20,28 @@ INT_OUT = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
 FLOAT_IN = LavaPyType(PyInPort.VEC_DENSE, float)
 FLOAT_OUT = LavaPyType(PyOutPort.VEC_DENSE, float)
 
+ERROR_FD_ENV = "NEUROCOMPILE_LAVA_ERROR_FD"
+
+
+def report_error(where: str, exc: BaseException) -> None:
+    """Write one line describing ``exc`` to the runner's error pipe, if there is one."""
+    fd = os.environ.get(ERROR_FD_ENV)
+    if not fd:
+        return
+    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    at = f" (at {os.path.basename(last[0].filename)}:{last[0].lineno})" if last else ""
+    line = f"{where}: {type(exc).__name__}: {exc}{at}".replace("\n", " ") + "\n"
+    try:
+        os.write(int(fd), line.encode(errors="replace"))
+    except OSError:
+        pass
+
 
 class WindowedModel(PyLoihiProcessModel):
     """Samples run back to back, ``window`` steps each; a stage is live for ``L`` steps starting
-    ``delay`` steps into the window (the Dense hops before it) and outputs zeros otherwise."""
+    ``delay`` steps into the window (the Dense hops before it) and outputs zeros otherwise.
+
+    Subclasses implement ``step()`` (receive, then send); ``run_spk`` wraps it for error reports."""
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -28,3 +56,13 @@ class WindowedModel(PyLoihiProcessModel):
     def live(self, offset: int = 0) -> bool:
         tau = self.local_step() - self.delay - offset
         return 0 <= tau < self.length
+
+    def step(self):
+        raise NotImplementedError
+
+    def run_spk(self):
+        try:
+            self.step()
+        except BaseException as exc:
+            report_error(f"{type(self).__name__} at Lava step {self.time_step}", exc)
+            raise

@@ -9,7 +9,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from neurocompile import arith
 
-from ._base import FLOAT_OUT, INT_IN, INT_OUT, WindowedModel
+from neurocompile.targets.loihi2.processes._base import FLOAT_OUT, INT_IN, INT_OUT, WindowedModel
 
 
 class StreamEncoder(AbstractProcess):
@@ -27,7 +27,7 @@ class StreamEncoderFixed(WindowedModel):
     levels_in = INT_IN
     stream_out = INT_OUT
 
-    def run_spk(self):
+    def step(self):
         p = self.levels_in.recv().astype(np.int64)
         w, b = self.proc_params["weight"], self.proc_params["bias"]
         x = arith.encode_bit_serial(p, w, b, self.proc_params["input_bits"]) if self.live() else 0 * b
@@ -41,7 +41,7 @@ class StreamEncoderFloat(WindowedModel):
     levels_in = INT_IN
     stream_out = FLOAT_OUT
 
-    def run_spk(self):
+    def step(self):
         p = self.levels_in.recv().astype(np.float64)
         w, b = self.proc_params["weight_float"], self.proc_params["bias_float"]
         self.stream_out.send(w @ p + b if self.live() else 0 * b)

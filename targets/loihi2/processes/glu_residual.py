@@ -12,7 +12,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from neurocompile import arith
 
-from ._base import FLOAT_IN, FLOAT_OUT, INT_IN, INT_OUT, WindowedModel
+from neurocompile.targets.loihi2.processes._base import FLOAT_IN, FLOAT_OUT, INT_IN, INT_OUT, WindowedModel
 
 
 class GLUResidual(AbstractProcess):
@@ -32,7 +32,7 @@ class _GLUModel(WindowedModel):
         super().__init__(proc_params)
         self.held_skip = np.zeros(proc_params["value_shift"].shape[0], dtype=self.dtype)
 
-    def run_spk(self):
+    def step(self):
         dense, skip = self.dense_in.recv(), self.skip_in.recv()
         if self.live(offset=1):                       # Dense output of the previous step is here now
             out = self.mix(self.held_skip, dense)

@@ -1,7 +1,11 @@
 """Readout: sums the final stream over the sample, then the decoder gives the logits.
 
 The time sum is the on-chip part; the decoder product runs once per sample (host core).  The
-logits are sent on the window's last step and zeros on every other step."""
+logits are sent on the window's last step and zeros on every other step.
+
+The port carries 2 * d_out words: fixed_pt sends the int64 logits split in a high and a low 24-bit
+part (each exact in the float64 buffer of Lava's Extractor; ``decode_logits`` joins them), the
+floating_pt model sends the logits followed by zeros."""
 import numpy as np
 
 from lava.magma.core.decorator import implements, requires, tag
@@ -12,9 +16,21 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from neurocompile import arith
 
-from ._base import FLOAT_IN, FLOAT_OUT, INT_IN, WindowedModel
+from neurocompile.targets.loihi2.processes._base import FLOAT_IN, FLOAT_OUT, INT_IN, WindowedModel
 from lava.magma.core.model.py.ports import PyOutPort
 from lava.magma.core.model.py.type import LavaPyType
+
+LOW_BITS = 24
+
+
+def decode_logits(words: np.ndarray, fixed: bool) -> np.ndarray:
+    """(..., 2 * d_out) words from the Readout port -> (..., d_out) logits."""
+    d = words.shape[-1] // 2
+    if not fixed:
+        return words[..., :d].astype(np.float64)
+    hi = np.rint(words[..., :d]).astype(np.int64)
+    lo = np.rint(words[..., d:]).astype(np.int64)
+    return (hi << LOW_BITS) + lo
 
 
 class Readout(AbstractProcess):
@@ -22,7 +38,7 @@ class Readout(AbstractProcess):
         super().__init__(weight=weight, bias=bias, weight_float=weight_float, bias_float=bias_float,
                          window=window, delay=delay, length=length)
         self.stream_in = InPort(shape=(weight.shape[1],))
-        self.logits_out = OutPort(shape=(weight.shape[0],))
+        self.logits_out = OutPort(shape=(2 * weight.shape[0],))
 
 
 class _ReadoutModel(WindowedModel):
@@ -30,7 +46,7 @@ class _ReadoutModel(WindowedModel):
         super().__init__(proc_params)
         self.total = np.zeros(proc_params["weight"].shape[1], dtype=self.dtype)
 
-    def run_spk(self):
+    def step(self):
         x = self.stream_in.recv()
         tau = self.local_step() - self.delay
         if tau == 0:
@@ -38,7 +54,7 @@ class _ReadoutModel(WindowedModel):
         if self.live():
             self.total += x.astype(self.dtype)
         last = tau == self.length - 1
-        self.logits_out.send(self.logits() if last else np.zeros(self.proc_params["weight"].shape[0]))
+        self.logits_out.send(self.logits() if last else np.zeros(2 * self.proc_params["weight"].shape[0], dtype=self.dtype))
 
 
 @implements(proc=Readout, protocol=LoihiProtocol)
@@ -50,7 +66,8 @@ class ReadoutFixed(_ReadoutModel):
     dtype = np.int64
 
     def logits(self):
-        return arith.readout_logits(self.total, self.proc_params["weight"], self.proc_params["bias"])
+        logits = arith.readout_logits(self.total, self.proc_params["weight"], self.proc_params["bias"])
+        return np.concatenate([logits >> LOW_BITS, logits & ((1 << LOW_BITS) - 1)])
 
 
 @implements(proc=Readout, protocol=LoihiProtocol)
@@ -62,4 +79,5 @@ class ReadoutFloat(_ReadoutModel):
     dtype = np.float64
 
     def logits(self):
-        return self.proc_params["weight_float"] @ (self.total / self.length) + self.proc_params["bias_float"]
+        logits = self.proc_params["weight_float"] @ (self.total / self.length) + self.proc_params["bias_float"]
+        return np.concatenate([logits, np.zeros_like(logits)])

@@ -7,7 +7,7 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from ._base import INT_OUT, WindowedModel
+from neurocompile.targets.loihi2.processes._base import INT_OUT, WindowedModel
 
 
 class SampleSource(AbstractProcess):
@@ -20,7 +20,7 @@ class SampleSource(AbstractProcess):
 class _SourceModel(WindowedModel):
     levels_out = INT_OUT
 
-    def run_spk(self):
+    def step(self):
         sample = (self.time_step - 1) // self.window
         levels = self.proc_params["levels"]
         if self.live() and sample < len(levels):

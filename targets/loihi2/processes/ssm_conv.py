@@ -13,7 +13,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from neurocompile import arith
 
-from ._base import FLOAT_IN, FLOAT_OUT, INT_IN, INT_OUT, WindowedModel
+from neurocompile.targets.loihi2.processes._base import FLOAT_IN, FLOAT_OUT, INT_IN, INT_OUT, WindowedModel
 
 
 class SSMConv(AbstractProcess):
@@ -30,7 +30,7 @@ class _ConvModel(WindowedModel):
         H, L = proc_params["kernel"].shape
         self.history = np.zeros((L, H), dtype=self.dtype)
 
-    def run_spk(self):
+    def step(self):
         x = self.stream_in.recv()
         if self.local_step() == 0:
             self.history[:] = 0                      # a new sample starts
