@@ -86,9 +86,7 @@ def float_oracle(program: Program, levels) -> dict:
             v = np.zeros(x.shape[1])
             s = np.zeros(x.shape, dtype=bool)
             for t in range(n):
-                hist = np.zeros_like(x)
-                hist[:t + 1] = x[t::-1]
-                u = (layer.kernel_float * hist.T).sum(1)
+                u = (layer.kernel_float[:, t::-1] * x[:t + 1].T).sum(1)
                 v = v * (1 - (1.0 - layer.tau)) + u + 0.0
                 s[t] = v > 1.0
                 v[s[t]] = 0
@@ -207,7 +205,7 @@ def test_a_raising_process_gives_lava_run_error_quickly(program, levels, monkeyp
 
 
 def test_timeout_stops_a_hanging_run(program, levels, monkeypatch):
-    monkeypatch.setattr(ssm_conv.SSMConvFixed, "convolve", lambda self: time.sleep(3600))
+    monkeypatch.setattr(ssm_conv.SSMConvFixed, "convolve", lambda self, tau: time.sleep(3600))
     t0 = time.monotonic()
     with pytest.raises(LavaRunError, match="timeout"):
         runner.run_lava(program, levels[:1], timeout_s=4)

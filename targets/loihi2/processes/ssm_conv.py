@@ -2,7 +2,12 @@
 
 fixed_pt: a history of the stream; each step, for every bit plane of the history the taps where
 the bit is set are summed, and the plane sums are shifted and added (arith.conv_taps_bit_serial),
-then rescaled to the LIF input (arith.shift_round).  floating_pt: the float kernel."""
+then rescaled to the LIF input (arith.shift_round).  floating_pt: the float kernel.
+
+The history is kept in arrival order (row j = x[j], j = 0..tau) and only the tau + 1 rows written
+so far in this sample are used, against the taps reversed (kernel[:, tau::-1]):
+sum_l kernel[h, l] x[tau - l] over l <= tau, the same integers as a full, zero-padded history of
+x[tau], x[tau-1], ... but without shifting the buffer and without the rows that are all zero."""
 import numpy as np
 
 from lava.magma.core.decorator import implements, requires, tag
@@ -32,12 +37,10 @@ class _ConvModel(WindowedModel):
 
     def step(self):
         x = self.stream_in.recv()
-        if self.local_step() == 0:
-            self.history[:] = 0                      # a new sample starts
-        if self.live():
-            self.history[1:] = self.history[:-1]
-            self.history[0] = x
-            y = self.convolve()
+        tau = self.local_step() - self.delay
+        if 0 <= tau < self.length:
+            self.history[tau] = x                    # rows > tau are stale or zero: never read
+            y = self.convolve(tau)
         else:
             y = np.zeros(self.history.shape[1], dtype=self.dtype)
         self.current_out.send(y)
@@ -51,9 +54,9 @@ class SSMConvFixed(_ConvModel):
     current_out = INT_OUT
     dtype = np.int64
 
-    def convolve(self):
+    def convolve(self, tau):
         p = self.proc_params
-        acc = arith.conv_taps_bit_serial(self.history, p["kernel"], p["stream_bits"])
+        acc = arith.conv_taps_bit_serial(self.history[:tau + 1], p["kernel"][:, tau::-1], p["stream_bits"])
         return arith.shift_round(acc, p["shift"]).astype(np.int32)
 
 
@@ -65,5 +68,5 @@ class SSMConvFloat(_ConvModel):
     current_out = FLOAT_OUT
     dtype = np.float64
 
-    def convolve(self):
-        return (self.proc_params["kernel_float"] * self.history.T).sum(1)
+    def convolve(self, tau):
+        return (self.proc_params["kernel_float"][:, tau::-1] * self.history[:tau + 1].T).sum(1)
