@@ -238,3 +238,15 @@ def test_floating_pt_runs_and_matches_a_float_reference(program, levels):
         assert ref.mean() > 0.02
         assert np.mean(got != ref) <= 0.01
     np.testing.assert_allclose(out["logits"], want["logits"], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["fixed_pt", "floating_pt"])
+def test_fused_lowering_equals_the_hardware_shaped_graph(program, levels, lava_run, mode):
+    fused = runner.run_lava(program, levels, mode=mode, record=True, timeout_s=120, lowering="fused")
+    if mode == "fixed_pt":
+        assert_same(fused, {k: v for k, v in lava_run[0].items() if k != "seconds"})
+    else:                                   # the same float operations in the same order as float_oracle
+        want = float_oracle(program, levels)
+        for got, ref in zip(fused["spikes"], want["spikes"]):
+            assert np.mean(got != ref) <= 0.01
+        np.testing.assert_allclose(fused["logits"], want["logits"], rtol=1e-9, atol=1e-9)

@@ -18,17 +18,18 @@ from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 from lava.proc.lif.process import LIFReset
 
 from ...program import Program
-from .processes import encoder, glu_residual, readout, source, ssm_conv
+from .processes import encoder, fused_layer, glu_residual, readout, source, ssm_conv
 
 MODES = ("fixed_pt", "floating_pt")
+LOWERINGS = ("hardware", "fused")
 
 _MODELS = {
     "fixed_pt": {source.SampleSource: source.SampleSourceFixed, encoder.StreamEncoder: encoder.StreamEncoderFixed,
                  ssm_conv.SSMConv: ssm_conv.SSMConvFixed, glu_residual.GLUResidual: glu_residual.GLUResidualFixed,
-                 readout.Readout: readout.ReadoutFixed},
+                 readout.Readout: readout.ReadoutFixed, fused_layer.FusedLayer: fused_layer.FusedLayerFixed},
     "floating_pt": {source.SampleSource: source.SampleSourceFloat, encoder.StreamEncoder: encoder.StreamEncoderFloat,
                     ssm_conv.SSMConv: ssm_conv.SSMConvFloat, glu_residual.GLUResidual: glu_residual.GLUResidualFloat,
-                    readout.Readout: readout.ReadoutFloat},
+                    readout.Readout: readout.ReadoutFloat, fused_layer.FusedLayer: fused_layer.FusedLayerFloat},
 }
 
 
@@ -88,13 +89,20 @@ def _lif(layer, H: int, window: int, mode: str) -> LIFReset:
 
 
 def build_network(program: Program, mode: str = "fixed_pt", n_samples: int = None, record: bool = True, *,
-                  levels) -> Network:
+                  levels, lowering: str = "hardware") -> Network:
     """Lower ``program`` to Lava processes for ``levels`` (n, L, d_in) raw input integers, played back
-    to back one window (``program.window`` steps) per sample.  ``n_samples`` (optional) must be n."""
+    to back one window per sample.  ``n_samples`` (optional) must be n.
+
+    ``lowering='hardware'``: per layer SSMConv -> stock LIFReset -> stock Dense -> GLUResidual, window
+    ``program.window`` (L + one step per Dense hop).  ``lowering='fused'``: one FusedLayer process per
+    layer with the same integers (bit-exact, faster on CPU), window L."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    if lowering not in LOWERINGS:
+        raise ValueError(f"unknown lowering {lowering!r} (choose from {', '.join(LOWERINGS)})")
+    fused = lowering == "fused"
     levels = np.asarray(levels, dtype=np.int64)
-    W, L, H = program.window, program.seq_len, program.d_model
+    W, L, H = (program.seq_len if fused else program.window), program.seq_len, program.d_model
     if levels.ndim != 3 or levels.shape[1] != L or levels.shape[2] != program.encoder.weight.shape[1]:
         raise ValueError(f"levels must be (n, {L}, {program.encoder.weight.shape[1]}), got {levels.shape}")
     if n_samples is not None and n_samples != len(levels):
@@ -116,6 +124,23 @@ def build_network(program: Program, mode: str = "fixed_pt", n_samples: int = Non
     if record:
         tap("stream_in", stream, 0, H)
     for i, layer in enumerate(program.layers):
+        if fused:
+            fl = fused_layer.FusedLayer(
+                kernel=layer.kernel, shift=layer.kernel_shift, stream_bits=layer.stream_bits, dv=int(layer.dv),
+                vth=int(layer.vth), mix_weight=layer.mix_weight, mix_bias=layer.mix_bias,
+                value_shift=layer.value_shift, gate_shift=layer.gate_shift, out_shift=layer.out_shift,
+                sigmoid_lut=program.sigmoid_lut, kernel_float=layer.kernel_float,
+                mix_weight_float=layer.mix_weight_float, mix_bias_float=layer.mix_bias_float, tau=float(layer.tau),
+                window=W, delay=0, length=L)
+            stream.connect(fl.stream_in)
+            if record:
+                tap(f"ssm.{i}", fl.current_out, 0, H)
+                tap(f"spikes.{i}", fl.spikes_out, 0, H)
+                tap(f"stream.{i}", fl.stream_out, 0, H)
+            net.processes.append(fl)
+            net.layers.append(dict(fused=fl))
+            stream = fl.stream_out
+            continue
         d = program.layer_delay(i)
         conv = ssm_conv.SSMConv(kernel=layer.kernel, shift=layer.kernel_shift, stream_bits=layer.stream_bits,
                                 kernel_float=layer.kernel_float, window=W, delay=d, length=L)
@@ -138,16 +163,17 @@ def build_network(program: Program, mode: str = "fixed_pt", n_samples: int = Non
         net.layers.append(dict(conv=conv, lif=lif, dense=dense, glu=glu))
         stream = glu.stream_out
     r = program.readout
+    ro_delay = 0 if fused else program.n_layers
     ro = readout.Readout(weight=r.weight, bias=r.bias, weight_float=r.weight_float, bias_float=r.bias_float,
-                         window=W, delay=program.n_layers, length=L)
+                         window=W, delay=ro_delay, length=L)
     stream.connect(ro.stream_in)
-    tap("logits", ro.logits_out, W - 1, 2 * program.n_classes)     # sent on the window's last step
+    tap("logits", ro.logits_out, ro_delay + L - 1, 2 * program.n_classes)    # the window's last step
     net.processes.append(ro)
     return net
 
 
 def simulate(program: Program, levels, mode: str = "fixed_pt", backend: str = "sim", record: bool = True,
-             progress=None) -> dict:
+             progress=None, lowering: str = "hardware") -> dict:
     """Build, run and read back in THIS process (``runner.run_lava`` calls it in a killable child).
 
     The run is non-blocking and the host drains every Extractor each step, so no buffer ever fills.
@@ -155,8 +181,8 @@ def simulate(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
     ``stream.i`` as (n, channels, L) in logical time, plus ``seconds`` (wall time of the run)."""
     from lava.magma.core.run_conditions import RunSteps
 
-    net = build_network(program, mode=mode, record=record, levels=levels)
-    n, W, L = net.n_samples, program.window, program.seq_len
+    net = build_network(program, mode=mode, record=record, levels=levels, lowering=lowering)
+    n, W, L = net.n_samples, net.window, program.seq_len
     steps = n * W
     cfg = run_config(mode, backend)
     taps = list(net.taps.items())

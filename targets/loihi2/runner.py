@@ -45,7 +45,7 @@ def check_backend(backend: str) -> None:
 
 
 def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "sim", record: bool = True,
-             timeout_s: float = 600, progress=None) -> dict:
+             timeout_s: float = 600, progress=None, lowering: str = "hardware") -> dict:
     """Run (n, L, d_in) raw input levels on Lava; samples run back to back in one built network.
 
     Returns ``logits`` (n, d_out) (int64 in fixed_pt, float64 in floating_pt) and, with ``record``,
@@ -54,6 +54,8 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
     ``seconds`` (wall time of the Lava run itself, build and start-up excluded).
     ``progress(done, total)`` is called after every sample.  Raises ``LavaRunError`` on a timeout, an
     error in the run (with its message) or a missing back end; never hangs.
+    ``lowering``: 'hardware' (stock LIFReset + Dense, the chip-shaped graph) or 'fused' (one process
+    per layer, same integers, faster on the CPU simulator).
     """
     check_backend(backend)
     if mode not in MODES:
@@ -71,7 +73,7 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
         if pid == 0:                                       # child: never returns
             os.close(prog_r)
             os.close(err_r)
-            _child(program, levels, mode, backend, record, output, tmp, prog_w, err_w)
+            _child(program, levels, mode, backend, record, lowering, output, tmp, prog_w, err_w)
         os.close(prog_w)
         os.close(err_w)
         try:
@@ -91,7 +93,7 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
     return _group_layers(flat, program.n_layers, record)
 
 
-def _child(program, levels, mode, backend, record, output, tmp, prog_w, err_w) -> None:
+def _child(program, levels, mode, backend, record, lowering, output, tmp, prog_w, err_w) -> None:
     code = 1
     try:
         os.setpgid(0, 0)
@@ -104,7 +106,8 @@ def _child(program, levels, mode, backend, record, output, tmp, prog_w, err_w) -
         def report(done, total):
             os.write(prog_w, f"progress {done} {total}\n".encode())
 
-        out = simulate(program, levels, mode=mode, backend=backend, record=record, progress=report)
+        out = simulate(program, levels, mode=mode, backend=backend, record=record, progress=report,
+                       lowering=lowering)
         np.savez(output, **out)
         os.write(prog_w, b"done\n")
         code = 0
