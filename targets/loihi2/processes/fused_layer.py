@@ -17,7 +17,7 @@ from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_w
 
 from neurocompile import arith
 
-from ._base import FLOAT_IN, FLOAT_OUT, INT_IN, INT_OUT, WindowedModel
+from neurocompile.targets.loihi2.processes._base import FLOAT_IN, FLOAT_OUT, INT_IN, INT_OUT, WindowedModel
 
 
 class FusedLayer(AbstractProcess):
