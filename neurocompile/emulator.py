@@ -70,21 +70,21 @@ def causal_conv_exact(x: torch.Tensor, kernel_t: torch.Tensor, checked: bool = T
     return out
 
 
-def lif_scan(a: torch.Tensor, dv: int, vth: int):
-    """arith.lif_step over time. a (B, L, H) -> spikes (B, L, H) bool, voltages (B, L, H).
+def lif_scan(a: torch.Tensor, dv: int, vth: int, v: torch.Tensor = None):
+    """arith.lif_step over time. a (B, T, H) -> spikes (B, T, H) bool, voltages (B, T, H), last v.
 
-    The current u does not depend on v, so it is computed for the whole sequence at once; the
-    loop runs over time-major contiguous slices and does only the voltage update.
+    The current u does not depend on v, so it is computed for the whole chunk at once; the loop
+    runs over time-major contiguous slices and does only the voltage update.
     """
-    u = arith.lif_current(a).transpose(0, 1).contiguous()              # (L, B, H)
-    v = torch.zeros_like(u[0])
+    u = arith.lif_current(a).transpose(0, 1).contiguous()              # (T, B, H)
+    v = torch.zeros_like(u[0]) if v is None else v
     spikes = torch.empty(u.shape, dtype=torch.bool, device=a.device)
     volts = torch.empty_like(u)
     for t in range(u.shape[0]):
         v, s = arith.lif_voltage_step(v, u[t], dv, vth)
         spikes[t] = s
         volts[t] = v
-    return spikes.transpose(0, 1), volts.transpose(0, 1)
+    return spikes.transpose(0, 1), volts.transpose(0, 1), v
 
 
 def spike_dense(spikes: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
@@ -92,20 +92,37 @@ def spike_dense(spikes: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
     return torch.round(spikes.to(weight_t.dtype) @ weight_t).to(torch.int64)
 
 
+TIME_CHUNK = 64      # after the convolution, steps are processed in chunks that stay in cache
+
+
+def _run_layer(program: Program, layer, P: dict, lut, x: torch.Tensor, out: dict, record: bool) -> torch.Tensor:
+    checked = fft_error_bound(program.seq_len, int(np.abs(layer.kernel).max()), layer.stream_bits) >= 0.25
+    acc = causal_conv_exact(x, P["kernel_f"], checked)
+    x_next = torch.empty_like(x)
+    traces = {"ssm": [], "spikes": [], "voltage": []}
+    v = None
+    for t0 in range(0, x.shape[1], TIME_CHUNK):
+        span = slice(t0, t0 + TIME_CHUNK)
+        a = arith.shift_round(acc[:, span], P["shift"])
+        spikes, volts, v = lif_scan(a, layer.dv, layer.vth, v)
+        dense = spike_dense(spikes, P["mix_w"])
+        x_next[:, span] = arith.glu_residual(x[:, span], dense, P["mix_b"], P["value_shift"], P["gate_shift"],
+                                             P["out_shift"], lut)
+        if record:
+            for key, val in (("ssm", a), ("spikes", spikes), ("voltage", volts)):
+                traces[key].append(val)
+    if record:
+        for key, chunks in traces.items():
+            out[key].append(torch.cat(chunks, dim=1))
+        out["stream"].append(x_next)
+    return x_next
+
+
 def _run_batch(program: Program, T: _Tensors, levels: torch.Tensor, record: bool) -> dict:
     x = arith.encode(levels, T.enc_w, T.enc_b)                                      # (B, L, H)
     out = {"stream_in": x, "ssm": [], "spikes": [], "voltage": [], "stream": []}
     for layer, P in zip(program.layers, T.layers):
-        checked = fft_error_bound(program.seq_len, int(np.abs(layer.kernel).max()), layer.stream_bits) >= 0.25
-        a = arith.shift_round(causal_conv_exact(x, P["kernel_f"], checked), P["shift"])
-        spikes, volts = lif_scan(a, layer.dv, layer.vth)
-        dense = spike_dense(spikes, P["mix_w"])
-        x = arith.glu_residual(x, dense, P["mix_b"], P["value_shift"], P["gate_shift"], P["out_shift"], T.lut)
-        if record:
-            out["ssm"].append(a)
-            out["spikes"].append(spikes)
-            out["voltage"].append(volts)
-            out["stream"].append(x)
+        x = _run_layer(program, layer, P, T.lut, x, out, record)
     out["logits"] = arith.readout_logits(x.sum(1), T.ro_w, T.ro_b)
     return out
 

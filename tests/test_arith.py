@@ -103,7 +103,7 @@ def test_glu_residual_numpy_equals_torch_and_float_glu():
 
 def test_lif_scan_matches_step_loop():
     a = torch.as_tensor(rng.integers(-300, 900, size=(3, 50, 8)))
-    spikes, volts = lif_scan(a, 3584, 256)
+    spikes, volts, _ = lif_scan(a, 3584, 256)
     v = np.zeros((3, 8), dtype=np.int64)
     for t in range(50):
         v, s = arith.lif_step(v, a[:, t].numpy(), 3584, 256)
