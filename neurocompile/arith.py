@@ -88,21 +88,35 @@ def encode_bit_serial(levels, weight, bias, n_bits: int):
     return acc
 
 
-def conv_taps_bit_serial(history, kernel, n_bits: int):
-    """One output step of the causal SSM convolution, accumulate-only.
+def split_stream(x, split: int):
+    """x == hi * 2**split + lo with 0 <= lo < 2**split (arithmetic shift and mask, any sign)."""
+    return x >> split, x & ((1 << split) - 1)
 
-    history (L, H): x[t], x[t-1], ..., x[t-L+1] (zeros before the sequence start);
-    kernel (H, L) integer taps.  Returns sum_l kernel[h, l] * history[l, h] computed as, for each
-    bit plane of the history, the sum of the taps where the bit is set (pure accumulation), then
-    shifted by the plane's weight and added.
+
+def conv_taps_bit_serial(history, kernel, n_bits: int, split: int = 0):
+    """One output step of the causal SSM convolution, accumulate-only, into two accumulators.
+
+    history (T, H): x[t], x[t-1], ... (zeros before the sequence start); kernel (H, T) integer
+    taps.  For each bit plane of the history, the taps where the bit is set are summed (pure
+    accumulation); planes below ``split`` are shifted and added into ``acc_lo``, the others into
+    ``acc_hi``, so that sum_l kernel[h, l] * x[t-l] == acc_hi * 2**split + acc_lo while each
+    accumulator stays within its 24-bit register.  Returns (acc_hi, acc_lo).
     """
-    taps = kernel.T                                      # (L, H)
-    acc = 0 * taps[0]
+    taps = kernel.T                                      # (T, H)
+    acc_hi, acc_lo = 0 * taps[0], 0 * taps[0]
     planes, plane_weights = bit_planes(history, n_bits)
-    for plane, pw in zip(planes, plane_weights):
+    for j, (plane, pw) in enumerate(zip(planes, plane_weights)):
         partial = _where(plane > 0, taps, 0 * taps).sum(0)   # accumulate taps where the bit is 1
-        acc = acc + partial * pw                              # pw is a power of two: a shift
-    return acc
+        if j < split:
+            acc_lo = acc_lo + partial * pw                    # pw is a power of two: a shift
+        else:
+            acc_hi = acc_hi + partial * (pw >> split if pw > 0 else -((-pw) >> split))
+    return acc_hi, acc_lo
+
+
+def ssm_current(acc_hi, acc_lo, split: int, shift):
+    """LIF input from the two SSM accumulators: each is rescaled on its own, then added."""
+    return shift_round(acc_hi, shift - split) + shift_round(acc_lo, shift)
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,6 +164,11 @@ def glu_residual(stream, dense_acc, mix_bias, value_shift, gate_shift, out_shift
     gate = shift_round(acc[..., h:], gate_shift)
     gate = _where(gate < -half, 0 * gate - half, _where(gate > half - 1, 0 * gate + half - 1, gate))
     return stream + shift_round(value * sigmoid_lut[gate + half], out_shift)
+
+
+def readout_accumulate(total, stream, pre_shift):
+    """The readout's time sum: each step adds the final stream, pre-shifted to fit 24 bits."""
+    return total + shift_round(stream, pre_shift)
 
 
 def readout_logits(stream_sum, weight, bias):

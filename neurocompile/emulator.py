@@ -36,7 +36,7 @@ class _Tensors:
                             mix_b=t(l.mix_bias), value_shift=t(l.value_shift), gate_shift=t(l.gate_shift),
                             out_shift=t(l.out_shift)) for l in program.layers]
         self.lut = t(program.sigmoid_lut)
-        self.ro_w, self.ro_b = t(program.readout.weight), t(program.readout.bias)
+        self.ro_w, self.ro_b, self.ro_pre = t(program.readout.weight), t(program.readout.bias), t(program.readout.pre_shift)
 
 
 FFT_SIGNALS_PER_CHUNK = 16384     # keeps FFT buffers in the hundreds of MB and the cache warm
@@ -97,13 +97,16 @@ TIME_CHUNK = 64      # after the convolution, steps are processed in chunks that
 
 def _run_layer(program: Program, layer, P: dict, lut, x: torch.Tensor, out: dict, record: bool) -> torch.Tensor:
     checked = fft_error_bound(program.seq_len, int(np.abs(layer.kernel).max()), layer.stream_bits) >= 0.25
-    acc = causal_conv_exact(x, P["kernel_f"], checked)
+    split = layer.acc_split
+    x_hi, x_lo = arith.split_stream(x, split)
+    acc_hi = causal_conv_exact(x_hi, P["kernel_f"], checked)
+    acc_lo = causal_conv_exact(x_lo, P["kernel_f"], checked) if split else torch.zeros_like(x)
     x_next = torch.empty_like(x)
     traces = {"ssm": [], "spikes": [], "voltage": []}
     v = None
     for t0 in range(0, x.shape[1], TIME_CHUNK):
         span = slice(t0, t0 + TIME_CHUNK)
-        a = arith.shift_round(acc[:, span], P["shift"])
+        a = arith.ssm_current(acc_hi[:, span], acc_lo[:, span], split, P["shift"])
         spikes, volts, v = lif_scan(a, layer.dv, layer.vth, v)
         dense = spike_dense(spikes, P["mix_w"])
         x_next[:, span] = arith.glu_residual(x[:, span], dense, P["mix_b"], P["value_shift"], P["gate_shift"],
@@ -123,7 +126,7 @@ def _run_batch(program: Program, T: _Tensors, levels: torch.Tensor, record: bool
     out = {"stream_in": x, "ssm": [], "spikes": [], "voltage": [], "stream": []}
     for layer, P in zip(program.layers, T.layers):
         x = _run_layer(program, layer, P, T.lut, x, out, record)
-    out["logits"] = arith.readout_logits(x.sum(1), T.ro_w, T.ro_b)
+    out["logits"] = arith.readout_logits(arith.readout_accumulate(0, x, T.ro_pre).sum(1), T.ro_w, T.ro_b)
     return out
 
 

@@ -35,6 +35,21 @@ def conv_interval(kernel, lo, hi):
     return np.minimum(a, b).sum(1), np.maximum(a, b).sum(1)
 
 
+def split_intervals(lo, hi, split: int):
+    """Ranges of the high part x >> split and the low part x & (2**split - 1) of x in [lo, hi]."""
+    lo_part = (np.zeros_like(lo), np.full_like(lo, (1 << split) - 1))
+    return (as_int(lo) >> split, as_int(hi) >> split), lo_part
+
+
+def ssm_intervals(kernel, lo, hi, split: int, shift):
+    """(acc_hi range, acc_lo range, LIF input range) of the two-accumulator SSM convolution."""
+    (h_lo, h_hi), (l_lo, l_hi) = split_intervals(lo, hi, split)
+    acc_hi, acc_lo = conv_interval(kernel, h_lo, h_hi), conv_interval(kernel, l_lo, l_hi)
+    a_hi = shift_interval(*acc_hi, as_int(shift) - split)
+    a_lo = shift_interval(*acc_lo, shift)
+    return acc_hi, acc_lo, (a_hi[0] + a_lo[0], a_hi[1] + a_lo[1])
+
+
 def spike_dense_interval(weight, bias):
     """Range of weight @ s + bias over binary spike vectors s."""
     w = as_int(weight)

@@ -95,6 +95,7 @@ class IntSSMConv:
     kernel: np.ndarray         # (H, L) int taps
     shift: np.ndarray          # (H,) shift_round to the LIF input scale
     stream_bits: int           # bit planes of the stream it reads
+    split: int                 # planes below it accumulate apart (two 24-bit accumulators)
 
 
 @_node
@@ -121,6 +122,7 @@ class IntReadout:
     weight: np.ndarray         # (d_out, H)
     bias: np.ndarray           # (d_out,) already times L
     logit_frac_bits: int       # integer logits ~ float logits * L * 2**logit_frac_bits
+    pre_shift: np.ndarray      # (H,) the time sum adds shift_round(x, pre_shift)
 
 
 @dataclass

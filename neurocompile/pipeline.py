@@ -56,10 +56,10 @@ def to_program(graph: Graph, source: dict) -> Program:
             dv=int(lif.dv), vth=int(lif.vth), mix_weight=dense.weight, mix_bias=glu["op"].bias,
             value_shift=glu["op"].value_shift, gate_shift=glu["op"].gate_shift, out_shift=glu["op"].out_shift,
             kernel_float=conv["float_op"].kernel, mix_weight_float=mixer_f.weight, mix_bias_float=mixer_f.bias,
-            tau=float(cfg.get("tau", 0.125))))
+            tau=float(cfg.get("tau", 0.125)), acc_split=int(conv["op"].split)))
     ro, ro_f = node["decoder"]["op"], node["decoder"]["float_op"]
     assert isinstance(ro, IntReadout)
-    readout = ReadoutParams(ro.weight, ro.bias, int(ro.logit_frac_bits), ro_f.weight, ro_f.bias)
+    readout = ReadoutParams(ro.weight, ro.bias, int(ro.logit_frac_bits), ro.pre_shift, ro_f.weight, ro_f.bias)
     opts = graph.meta["options"]
     model = {"kind": "spikingssm", **{k: cfg[k] for k in ("d_input", "d_output", "d_model", "n_layers", "d_state",
                                                              "l_max", "input_levels", "tau")}}
@@ -80,7 +80,8 @@ def operation_summary(layers, encoder, cfg) -> list:
         nz = int(np.count_nonzero(layer.kernel))
         rows += [
             {"stage": f"layer{i}.ssm", "ac_only": True,
-             "how": f"{L}-tap causal conv, bit-serial over {layer.stream_bits} stream bit planes (taps summed where a bit is set)",
+             "how": f"{L}-tap causal conv, bit-serial over {layer.stream_bits} stream bit planes (taps summed where a "
+                    f"bit is set), planes < {layer.acc_split} in a second accumulator",
              "adds_per_step": layer.stream_bits * nz},
             {"stage": f"layer{i}.lif", "ac_only": True, "how": "stock Lava LIF (decay is a shift)", "adds_per_step": H},
             {"stage": f"layer{i}.dense", "ac_only": True, "how": "binary spikes: weights of the spiking inputs summed",

@@ -40,6 +40,7 @@ class LayerParams:
     mix_weight_float: np.ndarray  # (2H, H) float64
     mix_bias_float: np.ndarray  # (2H,) float64
     tau: float                  # float LIF retention
+    acc_split: int = 0          # stream bit planes below this go to the SSM's low accumulator
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class ReadoutParams:
     weight: np.ndarray          # (d_out, H) int
     bias: np.ndarray            # (d_out,) int, already multiplied by L
     logit_frac_bits: int        # integer logits ~ float logits * L * 2**logit_frac_bits
+    pre_shift: np.ndarray       # (H,) int: the time sum adds shift_round(x, pre_shift)
     weight_float: np.ndarray    # (d_out, H) float64
     bias_float: np.ndarray      # (d_out,) float64
 

@@ -63,7 +63,14 @@ def test_bit_serial_conv_equals_integer_dot_and_fft_emulator():
     for t in range(T):
         hist = np.roll(hist, 1, axis=0)
         hist[0] = x[t]
-        bit_serial[t] = arith.conv_taps_bit_serial(hist, kernel, n_bits=12)
+        hi, lo = arith.conv_taps_bit_serial(hist, kernel, n_bits=12)
+        assert not lo.any()
+        bit_serial[t] = hi
+        for split in (1, 4, 11):          # two accumulators: hi * 2**split + lo is the same sum
+            hi, lo = arith.conv_taps_bit_serial(hist, kernel, n_bits=12, split=split)
+            x_hi, x_lo = arith.split_stream(hist, split)
+            assert np.array_equal(hi, (kernel.T * x_hi).sum(0)) and np.array_equal(lo, (kernel.T * x_lo).sum(0))
+            assert np.array_equal(hi * 2 ** split + lo, bit_serial[t])
     assert np.array_equal(bit_serial, direct)
     fft = causal_conv_exact(torch.as_tensor(x[None]), torch.as_tensor(kernel.T.astype(np.float64)))[0].numpy()
     assert np.array_equal(fft, direct)

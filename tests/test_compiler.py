@@ -121,9 +121,14 @@ def test_kernel_is_8_bit_and_dense_weights_survive_lava_truncation(program):
 
 
 def test_explicit_act_bits_that_overflow_are_refused():
-    g = float_graph(L=20, kernel_gain=30.0)
-    with pytest.raises(RangeError, match=r"layer\d\.\w+ .* beyond the 24-bit register limit"):
+    # a flat 64-tap kernel sums 64 x 127 = 2**13 per unit of input: a 24-bit stream cannot fit in
+    # two 24-bit accumulators (2**13 * 2**13 * 2**23 > 2**46)
+    g = float_graph(L=64)
+    for i in range(2):
+        g.set_op(f"layer{i}.ssm", SSMConv(np.full((12, 64), 0.3)))
+    with pytest.raises(RangeError, match=r"layer\d\.ssm accumulators .* beyond the 24-bit register limit"):
         compile_float_graph(g, CompileOptions(act_bits=24))
+    compile_float_graph(g)          # automatic scaling finds a stream width that fits
 
 
 def test_automatic_act_bits_refuses_a_model_that_cannot_fit():

@@ -145,12 +145,24 @@ def test_bad_checkpoints_give_one_line_errors_and_no_output(tmp_path):
 
 
 def test_register_overflow_is_refused(tmp_path):
+    """Kernels that never decay (A = 0, dt = 1) sum 64 taps of full size: a 24-bit residual stream
+    then overflows even two 24-bit SSM accumulators; automatic scaling still finds a safe width."""
+    raw = torch.load(DIGITS, map_location="cpu", weights_only=True)
+    sd = dict(raw["state_dict"])
+    for i in range(2):
+        p = f"backbone.s4_layers.{i}.kernel."
+        sd[p + "log_dt"] = torch.zeros_like(sd[p + "log_dt"])
+        sd[p + "log_A_real"] = torch.full_like(sd[p + "log_A_real"], -20.0)
+        sd[p + "A_imag"] = torch.zeros_like(sd[p + "A_imag"])
+    flat = tmp_path / "flat.pt"
+    torch.save(dict(raw, state_dict=sd), flat)
     out = tmp_path / "big.loihi2"
-    res = _run_cli("export", DIGITS, "-o", str(out), "--act-bits", "24")
+    res = _run_cli("export", str(flat), "-o", str(out), "--act-bits", "24")
     assert res.returncode == 2
     line = res.stderr.strip()
-    assert "\n" not in line and "ckpt.pt" in line and "24-bit register" in line and "layer" in line, line
+    assert "\n" not in line and "flat.pt" in line and "24-bit register" in line and "layer1.ssm" in line, line
     assert not out.exists()
+    assert _run_cli("export", str(flat), "-o", str(out)).returncode == 0 and out.exists()
 
 
 def test_unknown_target_and_dataset(digits_artifact, tmp_path):

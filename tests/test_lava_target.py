@@ -30,9 +30,9 @@ def random_program(seed=0, H=H, L=L, n_layers=N_LAYERS, d_in=D_IN, d_out=D_OUT) 
             value_shift=i64(rng.integers(2, 5, H)), gate_shift=i64(rng.integers(4, 7, H)),
             out_shift=i64(rng.integers(5, 8, H)),
             kernel_float=rng.normal(size=(H, L)) * 0.5, mix_weight_float=rng.normal(size=(2 * H, H)) * 0.3,
-            mix_bias_float=rng.normal(size=2 * H) * 0.1, tau=0.8))
+            mix_bias_float=rng.normal(size=2 * H) * 0.1, tau=0.8, acc_split=int(rng.integers(0, 6))))
     ro = ReadoutParams(weight=i64(rng.integers(-2000, 2001, (d_out, H))), bias=i64(rng.integers(-999, 1000, d_out)),
-                       logit_frac_bits=4, weight_float=rng.normal(size=(d_out, H)), bias_float=rng.normal(size=d_out))
+                       logit_frac_bits=4, pre_shift=i64(rng.integers(0, 3, H)), weight_float=rng.normal(size=(d_out, H)), bias_float=rng.normal(size=d_out))
     lut = i64(np.round(255 / (1 + np.exp(-np.arange(-32, 32) / 8.0))))          # 64 entries, odd centre
     model = dict(kind="spiking_ssm", d_input=d_in, d_output=d_out, d_model=H, n_layers=n_layers, l_max=L,
                  input_levels=256)
@@ -54,8 +54,8 @@ def oracle(program: Program, levels) -> dict:
             for t in range(n):
                 hist = np.zeros_like(x)
                 hist[:t + 1] = x[t::-1]
-                a[t] = arith.shift_round(arith.conv_taps_bit_serial(hist, layer.kernel, layer.stream_bits),
-                                         layer.kernel_shift)
+                hi, lo = arith.conv_taps_bit_serial(hist, layer.kernel, layer.stream_bits, layer.acc_split)
+                a[t] = arith.ssm_current(hi, lo, layer.acc_split, layer.kernel_shift)
             v = np.zeros(x.shape[1], dtype=np.int64)
             s = np.zeros(x.shape, dtype=bool)
             for t in range(n):
@@ -66,7 +66,8 @@ def oracle(program: Program, levels) -> dict:
             res["ssm"][i].append(a.T)
             res["spikes"][i].append(s.T)
             res["stream"][i].append(x.T)
-        res["logits"].append(arith.readout_logits(x.sum(0), program.readout.weight, program.readout.bias))
+        total = arith.readout_accumulate(0, x, program.readout.pre_shift).sum(0)
+        res["logits"].append(arith.readout_logits(total, program.readout.weight, program.readout.bias))
     out = {"logits": np.stack(res["logits"]), "stream_in": np.stack(res["stream_in"])}
     for k in ("ssm", "spikes", "stream"):
         out[k] = [np.stack(v) for v in res[k]]

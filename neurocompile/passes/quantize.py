@@ -17,7 +17,7 @@ import numpy as np
 from ..arith import REGISTER_MAX
 from ..errors import RangeError
 from ..intervals import (bits_for, conv_interval, lif_ranges, magnitude, product_interval, shift_interval,
-                         spike_dense_interval)
+                         spike_dense_interval, split_intervals, ssm_intervals)
 from ..ir import (LIF, Affine, Graph, IntDense, IntEncoder, IntGLUResidual, IntLIF, IntReadout, IntSSMConv,
                   ResidualAdd, SSMConv)
 from ..options import CompileOptions
@@ -69,13 +69,13 @@ def channel_frac_bits(graph: Graph, opt: CompileOptions) -> np.ndarray:
         f = np.minimum(f, candidate)
 
     if opt.act_bits is None:
-        slack = 1.0 + 2.0 ** -6
+        # two accumulators of 24 bits hold taps * |x| when taps * 2**split and taps * |x| / 2**split
+        # both fit, i.e. when taps**2 * |x| <= REGISTER_MAX**2
+        slack = 1.0 + 2.0 ** -4
         for i, name in enumerate(graph.nodes_of(SSMConv)):
             kq, _ = quantize_kernel(graph.op(name).kernel, opt.kernel_bits)
-            taps = np.maximum(np.abs(kq).sum(1), 1)
-            limit(np.floor(np.log2(REGISTER_MAX / (taps * bounds[i] * slack + 1))), f"{name} accumulator")
-        L = int(graph.meta["config"]["l_max"])
-        limit(np.floor(np.log2(REGISTER_MAX / (L * bounds[-1] * slack + 1))), "readout time sum")
+            taps = np.maximum(np.abs(kq).sum(1), 1).astype(np.float64)
+            limit(np.floor(np.log2(REGISTER_MAX ** 2 / (taps ** 2 * bounds[i] * slack + 1))), f"{name} accumulators")
     return f.astype(np.int64), why
 
 
@@ -139,17 +139,20 @@ def quantize_at(graph: Graph, f: np.ndarray, opt: CompileOptions, act_bits=None)
         H = conv.kernel.shape[0]
         # SSM convolution and the LIF input scale
         kq, e = quantize_kernel(conv.kernel, opt.kernel_bits)
-        acc_lo, acc_hi = conv_interval(kq, lo, hi)
+        split = accumulator_split(kq, lo, hi)
+        if split is None:
+            acc = conv_interval(kq, lo, hi)
+            raise _Misfit(Violation(f"{layer}.ssm", "accumulators (even split in two)", int(magnitude(*acc).max())))
         dv = lif_decay(lif.tau)
         for g in range(MAX_VTH_BITS, 0, -1):
             shift = e + f - g
-            a_lo, a_hi = shift_interval(acc_lo, acc_hi, shift)
+            _, _, (a_lo, a_hi) = ssm_intervals(kq, lo, hi, split, shift)
             (u_lo, u_hi), (v_lo, v_hi) = lif_ranges(a_lo, a_hi, dv, 1 << g)
             if max(int(magnitude(u_lo, u_hi).max()), int(magnitude(v_lo, v_hi).max())) <= REGISTER_MAX:
                 break
         else:
             raise _Misfit(Violation(f"{layer}.neuron", "LIF current/voltage", int(magnitude(v_lo, v_hi).max())))
-        _replace(q, f"{layer}.ssm", IntSSMConv(kq, shift, bits_for(lo, hi)))
+        _replace(q, f"{layer}.ssm", IntSSMConv(kq, shift, bits_for(lo, hi), split))
         _replace(q, f"{layer}.neuron", IntLIF(dv, 1 << g))
         # mixer: Dense weights 2*m, one exponent per output row
         m, em = quantize_rows(mixer.weight, opt.weight_bits)
@@ -172,15 +175,34 @@ def quantize_at(graph: Graph, f: np.ndarray, opt: CompileOptions, act_bits=None)
         o_lo, o_hi = shift_interval(p_lo, p_hi, out_shift)
         lo, hi = lo + o_lo, hi + o_hi
 
-    # readout: logits * 2**E * L = sum_h W[c,h] 2**(E - f_h) * (sum_t x_h[t] 2**f_h) + bias * 2**E * L
+    # readout: the time sum adds x_h >> r_h (r_h just enough for 24 bits over L steps), so
+    # logits * 2**E * L = sum_h W[c,h] 2**(E - f_h + r_h) * sum_t (x_h[t] 2**(f_h - r_h)) + bias * 2**E * L
+    pre = np.zeros_like(f)
+    while True:
+        s_lo, s_hi = shift_interval(lo, hi, pre)
+        over = magnitude(s_lo, s_hi) * L > REGISTER_MAX
+        if not over.any():
+            break
+        pre = pre + over
     dec = q.op("decoder")
-    per_unit = dec.weight * np.exp2(-f.astype(np.float64))[None]
+    per_unit = dec.weight * np.exp2((pre - f).astype(np.float64))[None]
     E = quantize_scalar_scale(per_unit, READOUT_BITS)
     wq = to_fixed(per_unit, E)
     bq = np.round(dec.bias * 2.0 ** E * L).astype(np.int64)
-    _replace(q, "decoder", IntReadout(wq, bq, E))
+    _replace(q, "decoder", IntReadout(wq, bq, E, pre))
     q.bypass("pool")
     return q
+
+
+def accumulator_split(kernel, lo, hi):
+    """Smallest split putting both SSM accumulators inside 24 bits for a stream in [lo, hi], or None."""
+    for split in range(0, bits_for(lo, hi)):
+        (h_lo, h_hi), (l_lo, l_hi) = split_intervals(lo, hi, split)
+        if magnitude(*conv_interval(kernel, l_lo, l_hi)).max() > REGISTER_MAX:
+            return None                     # the low part only grows with the split
+        if magnitude(*conv_interval(kernel, h_lo, h_hi)).max() <= REGISTER_MAX:
+            return split
+    return None
 
 
 def _replace(graph: Graph, name: str, op, float_op=None) -> None:

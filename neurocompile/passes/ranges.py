@@ -12,8 +12,8 @@ import numpy as np
 
 from ..arith import REGISTER_MAX
 from ..errors import RangeError
-from ..intervals import (bits_for, conv_interval, lif_ranges, magnitude, product_interval, shift_interval,
-                         spike_dense_interval)
+from ..intervals import (bits_for, lif_ranges, magnitude, product_interval, shift_interval, spike_dense_interval,
+                         ssm_intervals)
 from ..ir import Graph, IntDense, IntEncoder, IntGLUResidual, IntLIF, IntReadout, IntSSMConv
 
 HOST_MAX = 2 ** 53 - 1      # the decoder runs once per sample on a host core in 64-bit integers; logits stay exact in float64
@@ -48,9 +48,10 @@ def register_table(graph: Graph):
             rows.append((name, f"stream bit planes ({op.stream_bits} used)", need, op.stream_bits))
             if act_bits is not None:
                 rows.append((name, f"stream bits (--act-bits {act_bits})", need, act_bits))
-            acc = conv_interval(op.kernel, lo, hi)
-            rows.append((name, "accumulator", int(magnitude(*acc).max()), REGISTER_MAX))
-            spikes_of[name] = shift_interval(*acc, op.shift)
+            acc_hi, acc_lo, current = ssm_intervals(op.kernel, lo, hi, op.split, op.shift)
+            rows.append((name, f"accumulator, planes >= {op.split}", int(magnitude(*acc_hi).max()), REGISTER_MAX))
+            rows.append((name, f"accumulator, planes < {op.split}", int(magnitude(*acc_lo).max()), REGISTER_MAX))
+            spikes_of[name] = current
             rows.append((name, "LIF input", int(magnitude(*spikes_of[name]).max()), REGISTER_MAX))
         elif isinstance(op, IntLIF):
             (src,) = graph.predecessors(name)
@@ -75,8 +76,8 @@ def register_table(graph: Graph):
         elif isinstance(op, IntReadout):
             (src,) = graph.predecessors(name)
             lo, hi = stream[src]
-            rows.append((name, "time sum", int(magnitude(lo, hi).max()) * L, REGISTER_MAX))
-            s = magnitude(lo, hi) * L
+            s = magnitude(*shift_interval(lo, hi, op.pre_shift)) * L
+            rows.append((name, "time sum", int(s.max()), REGISTER_MAX))
             rows.append((name, "logits (host)", int((np.abs(op.weight) * s).sum(1).max() + np.abs(op.bias).max()),
                          HOST_MAX))
     return rows

@@ -126,7 +126,8 @@ def build_network(program: Program, mode: str = "fixed_pt", n_samples: int = Non
     for i, layer in enumerate(program.layers):
         if fused:
             fl = fused_layer.FusedLayer(
-                kernel=layer.kernel, shift=layer.kernel_shift, stream_bits=layer.stream_bits, dv=int(layer.dv),
+                kernel=layer.kernel, shift=layer.kernel_shift, stream_bits=layer.stream_bits,
+                acc_split=int(layer.acc_split), dv=int(layer.dv),
                 vth=int(layer.vth), mix_weight=layer.mix_weight, mix_bias=layer.mix_bias,
                 value_shift=layer.value_shift, gate_shift=layer.gate_shift, out_shift=layer.out_shift,
                 sigmoid_lut=program.sigmoid_lut, kernel_float=layer.kernel_float,
@@ -143,7 +144,8 @@ def build_network(program: Program, mode: str = "fixed_pt", n_samples: int = Non
             continue
         d = program.layer_delay(i)
         conv = ssm_conv.SSMConv(kernel=layer.kernel, shift=layer.kernel_shift, stream_bits=layer.stream_bits,
-                                kernel_float=layer.kernel_float, window=W, delay=d, length=L)
+                                acc_split=int(layer.acc_split), kernel_float=layer.kernel_float, window=W, delay=d,
+                                length=L)
         lif = _lif(layer, H, W, mode)
         dense = _stock(Dense, weights=layer.mix_weight if fixed else layer.mix_weight_float, num_message_bits=0)
         glu = glu_residual.GLUResidual(mix_bias=layer.mix_bias, value_shift=layer.value_shift,
@@ -164,7 +166,8 @@ def build_network(program: Program, mode: str = "fixed_pt", n_samples: int = Non
         stream = glu.stream_out
     r = program.readout
     ro_delay = 0 if fused else program.n_layers
-    ro = readout.Readout(weight=r.weight, bias=r.bias, weight_float=r.weight_float, bias_float=r.bias_float,
+    ro = readout.Readout(weight=r.weight, bias=r.bias, pre_shift=r.pre_shift, weight_float=r.weight_float,
+                         bias_float=r.bias_float,
                          window=W, delay=ro_delay, length=L)
     stream.connect(ro.stream_in)
     tap("logits", ro.logits_out, ro_delay + L - 1, 2 * program.n_classes)    # the window's last step

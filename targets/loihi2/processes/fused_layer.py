@@ -21,10 +21,10 @@ from neurocompile.targets.loihi2.processes._base import FLOAT_IN, FLOAT_OUT, INT
 
 
 class FusedLayer(AbstractProcess):
-    def __init__(self, *, kernel, shift, stream_bits, dv, vth, mix_weight, mix_bias, value_shift, gate_shift,
+    def __init__(self, *, kernel, shift, stream_bits, acc_split, dv, vth, mix_weight, mix_bias, value_shift, gate_shift,
                  out_shift, sigmoid_lut, kernel_float, mix_weight_float, mix_bias_float, tau, window, delay,
                  length):
-        super().__init__(kernel=kernel, shift=shift, stream_bits=stream_bits, dv=dv, vth=vth, mix_weight=mix_weight,
+        super().__init__(kernel=kernel, shift=shift, stream_bits=stream_bits, acc_split=acc_split, dv=dv, vth=vth, mix_weight=mix_weight,
                          mix_bias=mix_bias, value_shift=value_shift, gate_shift=gate_shift, out_shift=out_shift,
                          sigmoid_lut=sigmoid_lut, kernel_float=kernel_float, mix_weight_float=mix_weight_float,
                          mix_bias_float=mix_bias_float, tau=tau, window=window, delay=delay, length=length)
@@ -76,8 +76,9 @@ class FusedLayerFixed(_FusedModel):
 
     def layer(self, tau, x):
         p = self.proc_params
-        acc = arith.conv_taps_bit_serial(self.history[:tau + 1], p["kernel"][:, tau::-1], p["stream_bits"])
-        a = arith.shift_round(acc, p["shift"])
+        hi, lo = arith.conv_taps_bit_serial(self.history[:tau + 1], p["kernel"][:, tau::-1], p["stream_bits"],
+                                            p["acc_split"])
+        a = arith.ssm_current(hi, lo, p["acc_split"], p["shift"])
         self.v, s = arith.lif_step(self.v, a, p["dv"], p["vth"])
         dense = self.weights[:, s].sum(axis=1)
         out = arith.glu_residual(x, dense, p["mix_bias"], p["value_shift"], p["gate_shift"], p["out_shift"],

@@ -34,9 +34,9 @@ def decode_logits(words: np.ndarray, fixed: bool) -> np.ndarray:
 
 
 class Readout(AbstractProcess):
-    def __init__(self, *, weight, bias, weight_float, bias_float, window, delay, length):
-        super().__init__(weight=weight, bias=bias, weight_float=weight_float, bias_float=bias_float,
-                         window=window, delay=delay, length=length)
+    def __init__(self, *, weight, bias, pre_shift, weight_float, bias_float, window, delay, length):
+        super().__init__(weight=weight, bias=bias, pre_shift=pre_shift, weight_float=weight_float,
+                         bias_float=bias_float, window=window, delay=delay, length=length)
         self.stream_in = InPort(shape=(weight.shape[1],))
         self.logits_out = OutPort(shape=(2 * weight.shape[0],))
 
@@ -52,7 +52,7 @@ class _ReadoutModel(WindowedModel):
         if tau == 0:
             self.total[:] = 0
         if self.live():
-            self.total += x.astype(self.dtype)
+            self.total = self.accumulate(x.astype(self.dtype))
         last = tau == self.length - 1
         self.logits_out.send(self.logits() if last else np.zeros(2 * self.proc_params["weight"].shape[0], dtype=self.dtype))
 
@@ -64,6 +64,9 @@ class ReadoutFixed(_ReadoutModel):
     stream_in = INT_IN
     logits_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=64)   # host-side values
     dtype = np.int64
+
+    def accumulate(self, x):
+        return arith.readout_accumulate(self.total, x, self.proc_params["pre_shift"])
 
     def logits(self):
         logits = arith.readout_logits(self.total, self.proc_params["weight"], self.proc_params["bias"])
@@ -77,6 +80,9 @@ class ReadoutFloat(_ReadoutModel):
     stream_in = FLOAT_IN
     logits_out = FLOAT_OUT
     dtype = np.float64
+
+    def accumulate(self, x):
+        return self.total + x
 
     def logits(self):
         logits = self.proc_params["weight_float"] @ (self.total / self.length) + self.proc_params["bias_float"]

@@ -22,9 +22,9 @@ from neurocompile.targets.loihi2.processes._base import FLOAT_IN, FLOAT_OUT, INT
 
 
 class SSMConv(AbstractProcess):
-    def __init__(self, *, kernel, shift, stream_bits, kernel_float, window, delay, length):
-        super().__init__(kernel=kernel, shift=shift, stream_bits=stream_bits, kernel_float=kernel_float,
-                         window=window, delay=delay, length=length)
+    def __init__(self, *, kernel, shift, stream_bits, acc_split, kernel_float, window, delay, length):
+        super().__init__(kernel=kernel, shift=shift, stream_bits=stream_bits, acc_split=acc_split,
+                         kernel_float=kernel_float, window=window, delay=delay, length=length)
         self.stream_in = InPort(shape=(kernel.shape[0],))
         self.current_out = OutPort(shape=(kernel.shape[0],))
 
@@ -56,8 +56,9 @@ class SSMConvFixed(_ConvModel):
 
     def convolve(self, tau):
         p = self.proc_params
-        acc = arith.conv_taps_bit_serial(self.history[:tau + 1], p["kernel"][:, tau::-1], p["stream_bits"])
-        return arith.shift_round(acc, p["shift"]).astype(np.int32)
+        hi, lo = arith.conv_taps_bit_serial(self.history[:tau + 1], p["kernel"][:, tau::-1], p["stream_bits"],
+                                            p["acc_split"])
+        return arith.ssm_current(hi, lo, p["acc_split"], p["shift"]).astype(np.int32)
 
 
 @implements(proc=SSMConv, protocol=LoihiProtocol)
