@@ -26,8 +26,23 @@ def quantize_rows(w: np.ndarray, bits: int):
 
 
 def quantize_kernel(kernel: np.ndarray, bits: int):
-    """SSM kernel (H, L): one exponent per channel, so slow and fast channels both keep 8 bits."""
-    return quantize_rows(kernel, bits)
+    """SSM kernel (H, L): one exponent per channel, so slow and fast channels both keep 8 bits.
+
+    Taps are rounded with error feedback along the kernel (first-order sigma-delta): each tap's
+    rounding error is carried into the next tap, so every partial sum of the integer kernel stays
+    within half a step of the exact one.  The convolution's error is then high-pass and the slow
+    part of the response -- most of what an SSM kernel does over a long sequence -- is kept exactly.
+    """
+    e = row_exponents(kernel, bits)
+    scaled = kernel * np.exp2(e.astype(np.float64))[:, None]
+    top = mantissa_max(bits)
+    q = np.empty(kernel.shape, dtype=np.int64)
+    carry = np.zeros(kernel.shape[0])
+    for l in range(kernel.shape[1]):
+        want = scaled[:, l] + carry
+        q[:, l] = np.clip(np.round(want), -top, top)
+        carry = want - q[:, l]
+    return q, e
 
 
 def quantize_scalar_scale(w: np.ndarray, bits: int) -> int:
