@@ -44,3 +44,13 @@ def test_artifact_runs_on_lava_without_torch(small, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert np.array_equal(np.load(out)["logits"].shape, (2, program.n_classes))
+
+
+def test_run_lava_after_the_parent_fixed_a_multiprocessing_start_method(small):
+    """validate runs tqdm and torch before Lava; either may fix the start method Lava then sets."""
+    import multiprocessing
+
+    multiprocessing.get_start_method()            # fixes the default context in this process
+    _, program = small
+    out = run_lava(program, np.zeros((1, 16, 1), dtype=np.int64), record=False, timeout_s=300)
+    assert out["logits"].shape == (1, program.n_classes)

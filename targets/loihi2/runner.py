@@ -101,6 +101,10 @@ def _child(program, levels, mode, backend, record, lowering, output, tmp, prog_w
         os.environ["TMPDIR"] = tmp
         tempfile.tempdir = tmp
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        # Lava calls multiprocessing.set_start_method('fork') when it is imported, which raises if
+        # the parent already fixed a start method (tqdm's lock, torch, ...): forget it in the child.
+        import multiprocessing.context
+        multiprocessing.context._default_context._actual_context = None
         from .lowering import simulate
 
         def report(done, total):
