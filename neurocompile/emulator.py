@@ -58,15 +58,16 @@ def causal_conv_exact(x: torch.Tensor, kernel_t: torch.Tensor, checked: bool = T
     """
     B, L, H = x.shape
     n = 2 * L
-    k_spec = torch.fft.rfft(kernel_t, n=n, dim=0)                     # (n/2+1, H)
+    k_spec = torch.fft.rfft(kernel_t.T, n=n, dim=1)                   # (H, n/2+1), time last: contiguous
     out = torch.empty_like(x)
     step = max(1, FFT_SIGNALS_PER_CHUNK // max(H, 1))
     for b in range(0, B, step):
-        y = torch.fft.irfft(torch.fft.rfft(x[b:b + step].to(torch.float64), n=n, dim=1) * k_spec, n=n, dim=1)[:, :L]
+        xt = x[b:b + step].transpose(1, 2).to(torch.float64)           # (b, H, L), a contiguous copy
+        y = torch.fft.irfft(torch.fft.rfft(xt, n=n, dim=2) * k_spec, n=n, dim=2)[..., :L]
         r = torch.round(y)
         if checked and y.numel() and (y - r).abs().max().item() > 0.25:
             raise ArithmeticError("FFT convolution left the integers: bounds exceeded")
-        out[b:b + step] = r.to(torch.int64)
+        out[b:b + step] = r.transpose(1, 2).to(torch.int64)
     return out
 
 
