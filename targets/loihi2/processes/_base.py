@@ -66,3 +66,10 @@ class WindowedModel(PyLoihiProcessModel):
         except BaseException as exc:
             report_error(f"{type(self).__name__} at Lava step {self.time_step}", exc)
             raise
+
+
+def float_glu_residual(skip, dense, bias):
+    """The floating_pt mixer: x + a * sigmoid(g), with [a, g] = dense + bias (GLU convention)."""
+    z = dense + bias
+    H = skip.shape[0]
+    return skip + z[:H] / (1.0 + np.exp(-z[H:]))

@@ -17,7 +17,8 @@ from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_w
 
 from neurocompile import arith
 
-from neurocompile.targets.loihi2.processes._base import FLOAT_IN, FLOAT_OUT, INT_IN, INT_OUT, WindowedModel
+from neurocompile.targets.loihi2.processes._base import (FLOAT_IN, FLOAT_OUT, INT_IN, INT_OUT, WindowedModel,
+                                                        float_glu_residual)
 
 
 class FusedLayer(AbstractProcess):
@@ -102,6 +103,4 @@ class FusedLayerFloat(_FusedModel):
         self.v = self.v * (1 - (1.0 - p["tau"])) + a + 0.0       # stock float LIF, du=1, dv=1-tau, bias 0
         s = self.v > 1.0
         self.v[s] = 0
-        z = p["mix_weight_float"][:, s].sum(axis=1) + p["mix_bias_float"]
-        H = x.shape[0]
-        return a, s, x + z[:H] / (1.0 + np.exp(-z[H:]))
+        return a, s, float_glu_residual(x, p["mix_weight_float"][:, s].sum(axis=1), p["mix_bias_float"])

@@ -12,7 +12,8 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from neurocompile import arith
 
-from neurocompile.targets.loihi2.processes._base import FLOAT_IN, FLOAT_OUT, INT_IN, INT_OUT, WindowedModel
+from neurocompile.targets.loihi2.processes._base import (FLOAT_IN, FLOAT_OUT, INT_IN, INT_OUT, WindowedModel,
+                                                        float_glu_residual)
 
 
 class GLUResidual(AbstractProcess):
@@ -67,6 +68,4 @@ class GLUResidualFloat(_GLUModel):
     dtype = np.float64
 
     def mix(self, skip, dense):
-        z = dense + self.proc_params["mix_bias_float"]
-        H = skip.shape[0]
-        return skip + z[:H] / (1.0 + np.exp(-z[H:]))
+        return float_glu_residual(skip, dense, self.proc_params["mix_bias_float"])
