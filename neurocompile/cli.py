@@ -132,14 +132,12 @@ def cmd_validate(args) -> int:
     from .artifact import load_program
     from .errors import ArtifactError
     from .models.checkpoint import build_model, load_checkpoint
+    from .pipeline import file_sha256
     from .validate import format_report, validate
 
     kind, config, state_dict, _ = load_checkpoint(args.checkpoint)
     program = load_program(args.artifact)
-    import hashlib
-    with open(args.checkpoint, "rb") as fh:
-        digest = hashlib.sha256(fh.read()).hexdigest()
-    if program.report.get("source", {}).get("checkpoint_sha256") not in (None, digest):
+    if program.report.get("source", {}).get("checkpoint_sha256") not in (None, file_sha256(args.checkpoint)):
         raise ArtifactError(f"{args.artifact}: was exported from another checkpoint than {args.checkpoint}")
     model = build_model(config, state_dict)
     data = _load_data(args.dataset, args.split, int(program.model["input_levels"]))

@@ -24,6 +24,12 @@ def compile_graph(graph: Graph, options: CompileOptions = CompileOptions()) -> G
     return graph
 
 
+def file_sha256(path: str) -> str:
+    """Checksum recorded in the artifact, so `validate` can tell which checkpoint it came from."""
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
 def compile_checkpoint(path: str, options: CompileOptions = CompileOptions(), progress=None) -> Program:
     from .models.checkpoint import load_checkpoint
 
@@ -31,9 +37,7 @@ def compile_checkpoint(path: str, options: CompileOptions = CompileOptions(), pr
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     graph = import_spikingssm(cfg, state_dict, source=os.path.basename(path))
     graph = compile_graph(graph, options)
-    with open(path, "rb") as fh:
-        digest = hashlib.sha256(fh.read()).hexdigest()
-    return to_program(graph, {"kind": kind, "checkpoint": os.path.basename(path), "checkpoint_sha256": digest,
+    return to_program(graph, {"kind": kind, "checkpoint": os.path.basename(path), "checkpoint_sha256": file_sha256(path),
                               "train_metrics": meta.get("metrics", {}) if isinstance(meta, dict) else {}})
 
 
