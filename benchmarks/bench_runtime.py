@@ -5,6 +5,8 @@ size the issue names), randomly initialised by the project's own model code and 
 real pipeline.  Inputs are Fashion-MNIST test images padded to 32x32 (L=1024) when the Debian
 package is installed, else seeded random levels.  Results go to benchmarks/results/runtime.json
 and a Markdown table beside it; only ratios measured in the same run are meant to be compared.
+The emulator is timed on the CPU with its default back end there (the compiled numba loop, one
+sample per core); its one-off JIT compilation happens in the warm-up call and is reported apart.
 
     .venv/bin/python benchmarks/bench_runtime.py [--lava-samples 2] [--batch 64] [--small]
 """
@@ -17,10 +19,11 @@ import platform
 import sys
 import time
 
+import numba
 import numpy as np
 import torch
 
-from neurocompile.emulator import emulate
+from neurocompile.emulator import default_backend, emulate
 from neurocompile.frontend import import_spikingssm
 from neurocompile.models.config import SpikingSSMConfig
 from neurocompile.models.spikingssm import SpikingSSM
@@ -55,7 +58,7 @@ def timed(fn, repeat: int = 1):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lava-samples", type=int, default=2, help="samples per Lava lowering (>= 1)")
-    ap.add_argument("--batch", type=int, default=64, help="batch for the float model and emulator timings")
+    ap.add_argument("--batch", type=int, default=64, help="samples timed on the float model and the emulator")
     ap.add_argument("--small", action="store_true", help="2 layers, H=64, L=256: a quick smoke run")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
@@ -73,8 +76,10 @@ def main(argv=None) -> int:
         model(x[:2], neuron="lif")
         t_float_lif, _ = timed(lambda: model(x, neuron="lif"), 2)
         t_float_sdn, _ = timed(lambda: model(x, neuron="sdn"), 2)
-    emulate(program, levels[:2], device="cpu")          # warm-up
+    t_jit, _ = timed(lambda: emulate(program, levels[:2], device="cpu"))     # warm-up: numba compiles here
     t_emu, _ = timed(lambda: emulate(program, levels[:args.batch], device="cpu", batch_size=args.batch), 2)
+    t_emu_torch, _ = timed(lambda: emulate(program, levels[:args.batch], device="cpu", batch_size=args.batch,
+                                           backend="torch"))
 
     from neurocompile.targets.loihi2.runner import run_lava
     lava = {}
@@ -88,6 +93,7 @@ def main(argv=None) -> int:
         "float_exact_lif": t_float_lif / args.batch,
         "float_sdn": t_float_sdn / args.batch,
         "integer_emulator": t_emu / args.batch,
+        "integer_emulator_torch_backend": t_emu_torch / args.batch,
         "lava_fixed_pt": lava_per_sample,
         "lava_fixed_pt_fused": lava["fused"],
     }
@@ -100,9 +106,11 @@ def main(argv=None) -> int:
         "lava_seconds_per_step": lava_per_sample / program.window,
         "lava_fused_speedup": lava["hardware"] / lava["fused"],
         "compile_seconds": t_compile,
+        "emulator_backend": default_backend("cpu"),
+        "emulator_first_call_seconds": t_jit,
         "emulator_speedup_vs_lava": lava_per_sample / per["integer_emulator"],
         "machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform(),
-                    "torch": torch.__version__, "cuda": torch.cuda.is_available()},
+                    "torch": torch.__version__, "numba": numba.__version__, "cuda": torch.cuda.is_available()},
     }
     os.makedirs(args.out, exist_ok=True)
     name = "runtime_small" if args.small else "runtime"

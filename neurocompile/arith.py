@@ -150,20 +150,27 @@ def lif_step(v, a_in, dv: int, vth: int):
 # --------------------------------------------------------------------------------------------
 # Mixer: GLU over the Dense accumulations, then the residual add.
 # --------------------------------------------------------------------------------------------
-def glu_residual(stream, dense_acc, mix_bias, value_shift, gate_shift, out_shift, sigmoid_lut):
-    """x_next = x + (a * sigmoid(g)) rescaled to the stream's scale.
+def gated_residual(stream, value_acc, gate_acc, value_shift, gate_shift, out_shift, sigmoid_lut):
+    """x_next = x + (a * sigmoid(g)) rescaled to the stream's scale, elementwise.
 
-    dense_acc (..., 2H): the Dense process output (sum of weights of the neurons that spiked);
-    first H rows are the value ``a``, last H the gate ``g`` (GLU convention: a * sigmoid(b)).
+    ``value_acc`` / ``gate_acc`` are the Dense accumulations plus bias of the value and gate rows.
     ``sigmoid_lut`` has an odd centre: index = clamp(shift_round(g, gate_shift)) + len//2.
+    """
+    value = shift_round(value_acc, value_shift)
+    half = sigmoid_lut.shape[0] // 2
+    gate = _clip(shift_round(gate_acc, gate_shift), -half, half - 1)
+    return stream + shift_round(value * sigmoid_lut[gate + half], out_shift)
+
+
+def glu_residual(stream, dense_acc, mix_bias, value_shift, gate_shift, out_shift, sigmoid_lut):
+    """The mixer of one step (or a channels-last batch): GLU over the Dense accumulations, then
+    the residual add.  dense_acc (..., 2H): the Dense process output (sum of weights of the
+    neurons that spiked); first H rows are the value ``a``, last H the gate ``g`` (GLU
+    convention: a * sigmoid(b)).
     """
     h = stream.shape[-1]
     acc = dense_acc + mix_bias
-    value = shift_round(acc[..., :h], value_shift)
-    half = sigmoid_lut.shape[0] // 2
-    gate = shift_round(acc[..., h:], gate_shift)
-    gate = _where(gate < -half, 0 * gate - half, _where(gate > half - 1, 0 * gate + half - 1, gate))
-    return stream + shift_round(value * sigmoid_lut[gate + half], out_shift)
+    return gated_residual(stream, acc[..., :h], acc[..., h:], value_shift, gate_shift, out_shift, sigmoid_lut)
 
 
 def readout_accumulate(total, stream, pre_shift):

@@ -147,7 +147,8 @@ def cmd_validate(args) -> int:
         x, y = x[:args.max_samples], y[:args.max_samples]
     report = validate(model, program, x, y, lava_samples=args.lava_samples, batch_size=args.batch_size,
                       device=args.device, progress=_progress("float+integer", len(y)), lava_timeout_s=args.timeout,
-                      lava_progress=_progress("Lava", min(args.lava_samples, len(y))) if args.lava_samples else None)
+                      lava_progress=_progress("Lava", min(args.lava_samples, len(y))) if args.lava_samples else None,
+                      emulator_backend=args.emulator)
     report["dataset"] = {"name": args.dataset, "split": args.split}
     report["checkpoint"] = os.path.basename(args.checkpoint)
     report["artifact"] = os.path.basename(args.artifact)
@@ -217,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-samples", type=int, default=0, help="limit the float/integer comparison to the first N samples")
     v.add_argument("--batch-size", type=int, default=128)
     v.add_argument("--device", default=None, help="torch device for float and emulator runs (default: cuda if present)")
+    v.add_argument("--emulator", default=None, choices=["compiled", "torch"],
+                   help="integer emulator back end: compiled (numba, CPU; the default there) or torch (the default on CUDA)")
     v.add_argument("--json", help="write the report as JSON here")
     v.add_argument("--timeout", type=int, default=1800, help="seconds before the Lava run is stopped (default 1800)")
     return p

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from .emulator import default_device, emulate
+from .emulator import default_backend, default_device, emulate
 from .program import Program
 
 LAVA_COMPARED = ("stream_in", "ssm", "spikes", "stream", "logits")
@@ -31,9 +31,10 @@ def _float_runs(model, levels: np.ndarray, input_levels: int, device):
 
 def validate(model, program: Program, levels: np.ndarray, labels: np.ndarray, lava_samples: int = 16,
              batch_size: int = 128, device=None, lava_runner=None, progress=None, lava_timeout_s: int = 1800,
-             lava_progress=None) -> dict:
+             lava_progress=None, emulator_backend=None) -> dict:
     """Return the parity report (a JSON-ready dict)."""
     device = device or default_device()
+    emulator_backend = emulator_backend or default_backend(device)
     model = model.to(device).eval()
     n, n_layers = len(labels), program.n_layers
     input_levels = int(program.model["input_levels"])
@@ -46,7 +47,7 @@ def validate(model, program: Program, levels: np.ndarray, labels: np.ndarray, la
     for start in range(0, n, batch_size):
         lv, y = levels[start:start + batch_size], labels[start:start + batch_size]
         f_logits, f_spikes, sdn_spikes = _float_runs(model, lv, input_levels, device)
-        emu = emulate(program, lv, record=True, device=device, batch_size=batch_size)
+        emu = emulate(program, lv, record=True, device=device, batch_size=batch_size, backend=emulator_backend)
         correct["float"] += int((f_logits.argmax(1) == y).sum())
         correct["integer"] += int((emu["logits"].argmax(1) == y).sum())
         for i in range(n_layers):
@@ -69,6 +70,7 @@ def validate(model, program: Program, levels: np.ndarray, labels: np.ndarray, la
                     "firing_rate_integer": rate_i[i] / cells} for i in range(n_layers)],
         "seconds": {"float_and_integer": t_float_int},
         "device": str(device),
+        "emulator_backend": emulator_backend,
     }
     report["lava_samples"] = 0
     report["lava_bit_exact"] = None

@@ -1,0 +1,97 @@
+"""One SpikingSSM layer of the integer network as a compiled CPU loop (numba), per sample.
+
+This is the emulator's CPU fast path.  It does not restate the arithmetic: numba compiles the
+``neurocompile.arith`` functions themselves (registered below as jitable, with scalar versions
+of the two helpers that dispatch on numpy/torch), so the Lava process models, the torch path
+and this loop all run the one written rule.
+
+Why a compiled loop: after the FFT convolution, everything in a layer is a scan over time
+(LIF) or cheap per-element work (current scaling, GLU, residual).  As torch ops each is a pass
+over memory, and the LIF is a per-step Python loop; here one pass over each sample does all of
+it with the state in L1, and the Dense layer is what the chip does -- for each neuron that
+spiked, its weight row is added (accumulate-only, no GEMM, cost proportional to spikes).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba.extending import overload, register_jitable
+
+from . import arith
+
+
+@overload(arith._where)
+def _where_scalar(cond, a, b):
+    return lambda cond, a, b: a if cond else b
+
+
+@overload(arith._clip)
+def _clip_scalar(x, lo, hi):
+    return lambda x, lo, hi: min(max(x, lo), hi)
+
+
+for _rule in (arith._relu, arith.shift_round, arith.ssm_current, arith.lif_current, arith.lif_voltage_step,
+              arith.lif_step, arith.gated_residual):
+    register_jitable(_rule)
+
+_shift_round = arith.shift_round
+_ssm_current = arith.ssm_current
+_lif_step = arith.lif_step
+_gated_residual = arith.gated_residual
+
+
+TIME_BLOCK = 32     # steps per block: every row is read and written in runs of 32 (full cache lines)
+
+
+@numba.njit(nogil=True)     # nogil: the emulator runs samples on parallel threads
+def run_layer(x, y_hi, y_lo, has_lo, split, shift, dv, vth, weight_rows, bias, value_shift, gate_shift,
+              out_shift, lut, x_next, record, rec_a, rec_s, rec_v, worst):  # pragma: no cover (compiled)
+    """x (B, H, L) int64 stream in; y_hi / y_lo (B, H, >=L) float64 FFT convolutions of the high
+    and low stream parts (y_lo unused unless ``has_lo``); weight_rows (H, 2H) the Dense weights
+    by presynaptic neuron.  Writes x_next (B, H, L); with ``record`` the LIF input, spikes and
+    voltage after reset into rec_* (B, H, L); worst[b] = largest distance of a convolution
+    result to its integer (the caller checks it).
+
+    Rows of (B, H, L) arrays lie 2**k bytes apart, so walking h at fixed t would thrash the
+    caches; each block of TIME_BLOCK steps is walked row by row instead (LIF, then the Dense
+    accumulation per step, then the GLU), which is the same arithmetic in the same causal order.
+    """
+    B, H, L = x.shape
+    H2 = weight_rows.shape[1]
+    for b in range(B):
+        v = np.zeros(H, np.int64)
+        spikes = np.zeros((TIME_BLOCK, H), np.bool_)
+        acc = np.empty((TIME_BLOCK, H2), weight_rows.dtype)
+        dev = 0.0
+        for t0 in range(0, L, TIME_BLOCK):
+            steps = min(TIME_BLOCK, L - t0)
+            for h in range(H):                          # current scaling and the LIF scan
+                vh = v[h]
+                for k in range(steps):
+                    y = y_hi[b, h, t0 + k]
+                    hi = np.rint(y)
+                    dev = max(dev, abs(y - hi))
+                    lo = 0.0
+                    if has_lo:
+                        y = y_lo[b, h, t0 + k]
+                        lo = np.rint(y)
+                        dev = max(dev, abs(y - lo))
+                    a = _ssm_current(np.int64(hi), np.int64(lo), split, shift[h])
+                    vh, s = _lif_step(vh, a, dv, vth)
+                    spikes[k, h] = s
+                    if record:
+                        rec_a[b, h, t0 + k] = a
+                        rec_s[b, h, t0 + k] = s
+                        rec_v[b, h, t0 + k] = vh
+                v[h] = vh
+            for k in range(steps):                      # Dense: add the weight row of each spike
+                acc[k, :] = bias
+                for h in range(H):
+                    if spikes[k, h]:
+                        for j in range(H2):
+                            acc[k, j] += weight_rows[h, j]
+            for h in range(H):                          # GLU and the residual add
+                for k in range(steps):
+                    x_next[b, h, t0 + k] = _gated_residual(x[b, h, t0 + k], acc[k, h], acc[k, H + h], value_shift[h],
+                                                           gate_shift[h], out_shift[h], lut)
+        worst[b] = dev
