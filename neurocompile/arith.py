@@ -1,9 +1,10 @@
 """The integer arithmetic of a compiled SpikingSSM: the one written rule.
 
 Every function here is elementwise integer code written with operators that numpy and torch
-evaluate identically (``+ - * << >>``, ``abs``, comparisons, ``where``, indexing).  The batched
-integer emulator (torch, whole sequences) and the Lava ``fixed_pt`` process models (numpy, one time
-step) both call these functions, so the two cannot drift apart.
+evaluate identically (``+ - * << >>``, ``abs``, comparisons, ``where``, indexing).  The Lava
+``fixed_pt`` process models call them on numpy arrays (one time step), the emulator's torch back
+end on tensors (whole batches), and its compiled back end has numba compile these very functions
+for scalars (``neurocompile.compiled_layer``), so none of them can drift from the others.
 
 Conventions
 -----------

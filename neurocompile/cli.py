@@ -13,12 +13,14 @@ EXIT_USER_ERROR = 2
 def _progress(label: str, total: int):
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=label, unit="sample", file=sys.stderr, dynamic_ncols=True)
+    bars = []                  # the bar starts with the first report, so its clock is this stage's
 
     def update(done, _total=None):
-        bar.update(done - bar.n)
+        if not bars:
+            bars.append(tqdm(total=total, desc=label, unit="sample", file=sys.stderr, dynamic_ncols=True))
+        bars[0].update(done - bars[0].n)
         if done >= total:
-            bar.close()
+            bars[0].close()
     return update
 
 

@@ -34,7 +34,7 @@ for _rule in (arith._relu, arith.shift_round, arith.ssm_current, arith.lif_curre
               arith.lif_step, arith.gated_residual):
     register_jitable(_rule)
 
-_shift_round = arith.shift_round
+# the rule, as the compiled loop calls it (numba resolves these to the registered functions)
 _ssm_current = arith.ssm_current
 _lif_step = arith.lif_step
 _gated_residual = arith.gated_residual

@@ -43,11 +43,17 @@ def validate(model, program: Program, levels: np.ndarray, labels: np.ndarray, la
     agree_sdn = np.zeros(n_layers)
     rate_f, rate_i = np.zeros(n_layers), np.zeros(n_layers)
     cells = 0
-    t0 = time.perf_counter()
+    seconds = {"float": 0.0, "integer": 0.0}     # the float runs include the SDN pass
+    if progress:
+        progress(0, n)
     for start in range(0, n, batch_size):
         lv, y = levels[start:start + batch_size], labels[start:start + batch_size]
+        t_start = time.perf_counter()
         f_logits, f_spikes, sdn_spikes = _float_runs(model, lv, input_levels, device)
+        t_mid = time.perf_counter()
         emu = emulate(program, lv, record=True, device=device, batch_size=batch_size, backend=emulator_backend)
+        seconds["float"] += t_mid - t_start
+        seconds["integer"] += time.perf_counter() - t_mid
         correct["float"] += int((f_logits.argmax(1) == y).sum())
         correct["integer"] += int((emu["logits"].argmax(1) == y).sum())
         for i in range(n_layers):
@@ -58,7 +64,6 @@ def validate(model, program: Program, levels: np.ndarray, labels: np.ndarray, la
         cells += f_spikes[0].size
         if progress:
             progress(min(start + batch_size, n), n)
-    t_float_int = time.perf_counter() - t0
 
     report = {
         "samples": n,
@@ -68,7 +73,7 @@ def validate(model, program: Program, levels: np.ndarray, labels: np.ndarray, la
                     "spike_agreement_sdn_vs_lif": agree_sdn[i] / cells,
                     "firing_rate_float": rate_f[i] / cells,
                     "firing_rate_integer": rate_i[i] / cells} for i in range(n_layers)],
-        "seconds": {"float_and_integer": t_float_int},
+        "seconds": seconds,
         "device": str(device),
         "emulator_backend": emulator_backend,
     }
@@ -80,6 +85,8 @@ def validate(model, program: Program, levels: np.ndarray, labels: np.ndarray, la
 
         m = min(lava_samples, n)
         t1 = time.perf_counter()
+        if lava_progress:
+            lava_progress(0, m)
         lava = (lava_runner or run_lava)(program, levels[:m], record=True, timeout_s=lava_timeout_s,
                                          progress=lava_progress)
         report["seconds"]["lava"] = time.perf_counter() - t1
@@ -124,4 +131,7 @@ def format_report(r: dict) -> str:
         lines.append(f"  {row['layer']:<7}{100 * row['spike_agreement_float_vs_integer']:>17.3f}%"
                      f"{100 * row['spike_agreement_sdn_vs_lif']:>15.3f}%{row['firing_rate_float']:>12.4f}"
                      f"{row['firing_rate_integer']:>10.4f}")
+    sec = r["seconds"]
+    lines.append(f"  time: float {sec['float']:.1f} s (exact LIF + SDN), integer emulator {sec['integer']:.1f} s "
+                 f"({r['emulator_backend']})" + (f", Lava {sec['lava']:.1f} s" if "lava" in sec else ""))
     return "\n".join(lines)
