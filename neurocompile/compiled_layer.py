@@ -13,6 +13,10 @@ spiked, its weight row is added (accumulate-only, no GEMM, cost proportional to 
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+
 import numba
 import numpy as np
 from numba.extending import overload, register_jitable
@@ -43,7 +47,31 @@ _gated_residual = arith.gated_residual
 TIME_BLOCK = 32     # steps per block: every row is read and written in runs of 32 (full cache lines)
 
 
-@numba.njit(nogil=True)     # nogil: the emulator runs samples on parallel threads
+def machine_code_cache() -> str | None:
+    """Where numba may keep the compiled loop between runs (it saves a few seconds of JIT per
+    command): a folder named by the hash of this file and of ``arith.py``, so machine code can
+    never outlive a change to the rule.  None (no caching) when the folder cannot be written."""
+    digest = hashlib.sha256()
+    for path in (arith.__file__, __file__):
+        with open(path, "rb") as fh:
+            digest.update(fh.read())
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "neurocompile", "numba", digest.hexdigest()[:16])
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        return None
+    return folder
+
+
+# numba reads CACHE_DIR once, when the decorator below runs; it is restored right after so other
+# numba users in the process keep their own setting.
+_CACHE = machine_code_cache()
+_previous_cache_dir, numba.config.CACHE_DIR = numba.config.CACHE_DIR, _CACHE or numba.config.CACHE_DIR
+
+
+@numba.njit(nogil=True, cache=_CACHE is not None)     # nogil: the emulator runs samples on parallel threads
 def run_layer(x, y_hi, y_lo, has_lo, split, shift, dv, vth, weight_rows, bias, value_shift, gate_shift,
               out_shift, lut, x_next, record, rec_a, rec_s, rec_v, worst):  # pragma: no cover (compiled)
     """x (B, H, L) int64 stream in; y_hi / y_lo (B, H, >=L) float64 FFT convolutions of the high
@@ -95,3 +123,6 @@ def run_layer(x, y_hi, y_lo, has_lo, split, shift, dv, vth, weight_rows, bias, v
                     x_next[b, h, t0 + k] = _gated_residual(x[b, h, t0 + k], acc[k, h], acc[k, H + h], value_shift[h],
                                                            gate_shift[h], out_shift[h], lut)
         worst[b] = dev
+
+
+numba.config.CACHE_DIR = _previous_cache_dir

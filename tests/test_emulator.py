@@ -73,3 +73,16 @@ def test_unknown_or_misplaced_backend_is_refused():
         emulator.emulate(program, _levels(11, 1, 12), device="cpu", backend="fast")
     with pytest.raises(ValueError, match="runs on the CPU"):
         emulator.emulate(program, _levels(11, 1, 12), device="cuda", backend="compiled")
+
+
+def test_machine_code_cache_is_keyed_by_the_rule_and_the_loop(tmp_path, monkeypatch):
+    import hashlib
+
+    from neurocompile import arith, compiled_layer
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    digest = hashlib.sha256(open(arith.__file__, "rb").read() + open(compiled_layer.__file__, "rb").read())
+    assert compiled_layer.machine_code_cache() == str(tmp_path / "neurocompile" / "numba" / digest.hexdigest()[:16])
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert compiled_layer.machine_code_cache() is None          # unwritable: no caching, never a fallback
