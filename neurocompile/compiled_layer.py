@@ -72,10 +72,10 @@ _previous_cache_dir, numba.config.CACHE_DIR = numba.config.CACHE_DIR, _CACHE or 
 
 
 @numba.njit(nogil=True, cache=_CACHE is not None)     # nogil: the emulator runs samples on parallel threads
-def run_layer(x, y_hi, y_lo, has_lo, split, shift, dv, vth, weight_rows, bias, value_shift, gate_shift,
+def run_layer(x, y_hi, y_lo, split, shift, dv, vth, weight_rows, bias, value_shift, gate_shift,
               out_shift, lut, x_next, record, rec_a, rec_s, rec_v, worst):  # pragma: no cover (compiled)
     """x (B, H, L) int64 stream in; y_hi / y_lo (B, H, >=L) float64 FFT convolutions of the high
-    and low stream parts (y_lo unused unless ``has_lo``); weight_rows (H, 2H) the Dense weights
+    and low stream parts (y_lo unused when ``split`` is 0); weight_rows (H, 2H) the Dense weights
     by presynaptic neuron.  Writes x_next (B, H, L); with ``record`` the LIF input, spikes and
     voltage after reset into rec_* (B, H, L); worst[b] = largest distance of a convolution
     result to its integer (the caller checks it).
@@ -100,7 +100,7 @@ def run_layer(x, y_hi, y_lo, has_lo, split, shift, dv, vth, weight_rows, bias, v
                     hi = np.rint(y)
                     dev = max(dev, abs(y - hi))
                     lo = 0.0
-                    if has_lo:
+                    if split:
                         y = y_lo[b, h, t0 + k]
                         lo = np.rint(y)
                         dev = max(dev, abs(y - lo))

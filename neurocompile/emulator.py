@@ -11,7 +11,7 @@ Both back ends call the ``neurocompile.arith`` functions the Lava process models
 The one place the emulator computes differently from the chip is the SSM convolution: an FFT in
 float64 instead of bit-serial accumulation.  Both are the exact integer sum of kernel x stream: the
 range analysis bounds every sum below 2**23, far inside float64's exact range, and every result is
-checked to sit within 0.25 of an integer before it is rounded.
+checked to sit within OFF_INTEGER_LIMIT (0.25) of an integer before it is rounded.
 
 All traces are (n, H, L): channels, then time.
 """
@@ -58,18 +58,30 @@ def kernel_spectrum(kernel, L: int, device) -> torch.Tensor:
     return torch.fft.rfft(taps.to(device=device, dtype=torch.float64), n=2 * L, dim=-1)
 
 
-def fft_conv(signals: torch.Tensor, spectrum: torch.Tensor) -> torch.Tensor:
-    """Causal convolution of float64 signals (..., H, L) with the kernels behind ``spectrum``:
-    the unrounded float64 result (..., H, L)."""
-    L = signals.shape[-1]
-    return torch.fft.irfft(torch.fft.rfft(signals, n=2 * L, dim=-1) * spectrum, n=2 * L, dim=-1)[..., :L]
+def fft_conv(padded: torch.Tensor, spectrum: torch.Tensor, work: torch.Tensor = None,
+             out: torch.Tensor = None) -> torch.Tensor:
+    """Causal convolution of float64 signals zero-padded to 2L (..., H, 2L) with the kernels behind
+    ``spectrum``: the unrounded float64 result (..., H, 2L), valid for t < L.  ``work`` (the
+    spectrum) and ``out`` are optional reused buffers."""
+    spec = torch.fft.rfft(padded, dim=-1, out=work)
+    spec.mul_(spectrum)
+    return torch.fft.irfft(spec, n=padded.shape[-1], dim=-1, out=out)
+
+
+OFF_INTEGER_LIMIT = 0.25         # an exact result lies on an integer; further away means bounds exceeded
+
+
+def check_on_integers(worst: float, where: str = "") -> None:
+    """Refuse convolution results whose largest distance to an integer is ``worst``."""
+    if worst > OFF_INTEGER_LIMIT:
+        raise ArithmeticError(f"{where}FFT convolution left the integers: bounds exceeded")
 
 
 def rounded(y: torch.Tensor) -> torch.Tensor:
     """The integers an exact convolution result stands for; refuses results that left them."""
     r = torch.round(y)
-    if y.numel() and (y - r).abs().max().item() > 0.25:
-        raise ArithmeticError("FFT convolution left the integers: bounds exceeded")
+    if y.numel():
+        check_on_integers((y - r).abs().max().item())
     return r.to(torch.int64)
 
 
@@ -81,12 +93,13 @@ def causal_conv_exact(x: torch.Tensor, kernel) -> torch.Tensor:
     out = torch.empty_like(x, dtype=torch.int64)
     step = max(1, FFT_SIGNALS_PER_CHUNK // max(H, 1))
     for b in range(0, B, step):
-        out[b:b + step] = rounded(fft_conv(x[b:b + step].to(torch.float64), spectrum))
+        padded = torch.nn.functional.pad(x[b:b + step].to(torch.float64), (0, L))
+        out[b:b + step] = rounded(fft_conv(padded, spectrum)[..., :L])
     return out
 
 
 # --------------------------------------------------------------------------------------------
-# Back end "compiled": depth-first over small chunks of samples, one compiled pass per layer.
+# Back end "compiled": a sample per thread through all layers, one compiled pass per layer.
 # --------------------------------------------------------------------------------------------
 class _CompiledLayer:
     """One layer's integer parameters as the arrays ``compiled_layer.run_layer`` takes."""
@@ -120,9 +133,7 @@ class _ConvBuffers:
         padded = self.padded.numpy()
         for i, part in enumerate(parts):
             padded[i, :, :self.L] = part
-            torch.fft.rfft(self.padded[i], dim=-1, out=self.spectrum)
-            self.spectrum.mul_(spectrum)
-            torch.fft.irfft(self.spectrum, n=2 * self.L, dim=-1, out=self.result[i])
+            fft_conv(self.padded[i], spectrum, work=self.spectrum, out=self.result[i])
         return self.result.numpy()[:len(parts)]
 
 
@@ -163,10 +174,9 @@ class _CompiledNetwork:
             x_next = np.empty_like(x)
             worst = np.zeros(1)
             rec = (out["ssm"][i][one], out["spikes"][i][one], out["voltage"][i][one]) if self.record else self._unused
-            self.run_layer(x, y[0], y[-1], bool(split), split, P.shift, P.layer.dv, P.layer.vth, P.weight_rows, P.bias,
+            self.run_layer(x, y[0], y[-1], split, P.shift, P.layer.dv, P.layer.vth, P.weight_rows, P.bias,
                            P.value_shift, P.gate_shift, P.out_shift, self.lut, x_next, self.record, *rec, worst)
-            if worst[0] > 0.25:
-                raise ArithmeticError(f"layer {i}: FFT convolution left the integers: bounds exceeded")
+            check_on_integers(worst[0], f"layer {i}: ")
             x = x_next
             if self.record:
                 out["stream"][i][b] = x[0]
