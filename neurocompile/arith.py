@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import numpy as np
 
-REGISTER_BITS = 24
-REGISTER_MAX = 2 ** (REGISTER_BITS - 1) - 1          # largest value of a 24-bit signed register
+from .targets.loihi2.target import LOIHI2
 
-# Stock Lava LIF (lava/proc/lif/models.py, PyLifModelBitAcc) constants.
-LIF_DECAY_SHIFT = 12                                  # decays are (4096 - d) >> 12
-LIF_DECAY_UNITY = 1 << LIF_DECAY_SHIFT
-LIF_ACT_SHIFT = 6                                     # a_in << 6 before it reaches u
-LIF_VTH_SHIFT = 6                                     # spike when v > vth << 6
-LIF_DU_NO_MEMORY = 4095                               # du + 1 == 4096: u holds only this step's input
+REGISTER_BITS = LOIHI2.register_bits
+REGISTER_MAX = LOIHI2.register_max                    # largest value of a 24-bit signed register
+
+# Stock Lava LIF (lava/proc/lif/models.py, PyLifModelBitAcc) constants: facts of the Loihi 2 target.
+LIF_DECAY_SHIFT = LOIHI2.lif_decay_shift              # decays are (4096 - d) >> 12
+LIF_DECAY_UNITY = LOIHI2.lif_decay_unity
+LIF_ACT_SHIFT = LOIHI2.lif_act_shift                  # a_in << 6 before it reaches u
+LIF_VTH_SHIFT = LOIHI2.lif_vth_shift                  # spike when v > vth << 6
+LIF_DU_NO_MEMORY = LOIHI2.lif_du_no_memory            # du + 1 == 4096: u holds only this step's input
 
 
 def _where(cond, a, b):
@@ -89,6 +91,11 @@ def encode_bit_serial(levels, weight, bias, n_bits: int):
     return acc
 
 
+def embed(tokens, table):
+    """Token ids -> table rows: the one-hot spike of the token selects one synapse row (no product)."""
+    return table[tokens]
+
+
 def split_stream(x, split: int):
     """x == hi * 2**split + lo with 0 <= lo < 2**split (arithmetic shift and mask, any sign)."""
     return x >> split, x & ((1 << split) - 1)
@@ -115,9 +122,10 @@ def conv_taps_bit_serial(history, kernel, n_bits: int, split: int = 0):
     return acc_hi, acc_lo
 
 
-def ssm_current(acc_hi, acc_lo, split: int, shift):
-    """LIF input from the two SSM accumulators: each is rescaled on its own, then added."""
-    return shift_round(acc_hi, shift - split) + shift_round(acc_lo, shift)
+def ssm_current(acc_hi, acc_lo, split: int, shift, bias):
+    """The SSM's output current from its two accumulators: each is rescaled on its own, then added,
+    plus the step's bias (a folded BatchNorm shift's response; 0 when there is none)."""
+    return shift_round(acc_hi, shift - split) + shift_round(acc_lo, shift) + bias
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,39 +1,52 @@
-"""The ``.loihi2`` artifact: a versioned, self-contained, byte-deterministic file.
+"""The ``.loihi2`` artifact: a versioned, self-contained, byte-deterministic file, and its verifier.
 
-It is a zip holding ``manifest.json`` (format, version, model, scalars, report) and one ``.npy``
-per array.  Every entry has a fixed timestamp and the arrays are written in a fixed order, so the
-same Program always gives the same bytes.  Loading needs numpy only and validates everything
-(format, version, array names, shapes, dtypes, value ranges) before anything runs.
+A zip holding ``manifest.json`` and one ``.npy`` per array.  The manifest is NIR-shaped: ``nodes``
+(each with its ``type`` from the registry ``ir.INT_NODES``, its scalar ``params`` and the members
+holding its ``arrays``), ``edges`` ``[source, destination, port]``, ``model``, ``delays`` and the
+compile ``report``.  Every entry has a fixed timestamp and a fixed order, integer arrays are stored
+in the narrowest integer type that holds them, so the same Program always gives the same bytes.
+
+Loading is verification (numpy only, no torch): sizes are bounded before anything is read or
+inflated, every member's CRC is checked, the manifest's types, names, shapes and edges are checked
+against the node registry, and then the register ranges are proved again from the stored integers
+with the compiler's own interval rules, plus the target's hardware checks.  An artifact that loads
+is one whose runs are bit-exact on every back end; anything else is refused with one line.
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
-from .arith import REGISTER_MAX
-from .errors import ArtifactError
-from .program import EncoderParams, LayerParams, Program, ReadoutParams
+from .errors import ArtifactError, NeurocompileError, RangeError
+from .fileio import write_atomic
+from .intervals import Context, register_table
+from .ir import INT_NODES, IntInput, IntReadout, ShapeError, array_fields, scalar_fields
+from .program import Program, ProgramNode
 
 FORMAT = "neurocompile-loihi2"
-VERSION = 1
+VERSION = 2
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
-def _split(obj, prefix):
-    """Dataclass -> (scalars dict, {prefix.name: array})."""
-    scalars, arrays = {}, {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if isinstance(value, np.ndarray):
-            arrays[f"{prefix}.{f.name}"] = value
-        else:
-            scalars[f.name] = value
-    return scalars, arrays
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_ARRAY_BYTES = 2 << 30           # all arrays together, as loaded (int64 / float64)
+MAX_MEMBERS = 100_000
+MAX_SEQ_LEN = 1 << 20
+_INT_DTYPES = ("int8", "int16", "int32", "int64")
+
+
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """The narrowest signed integer dtype holding every value (deterministic storage)."""
+    if a.size == 0:
+        return a.astype(np.int8)
+    lo, hi = int(a.min()), int(a.max())
+    for dt in (np.int8, np.int16, np.int32):
+        if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+            return a.astype(dt)
+    return a.astype(np.int64)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -42,34 +55,37 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def save_program(program: Program, path: str) -> None:
-    """Write atomically: a temp file in the target folder, renamed over the target at the end."""
-    enc_scalars, arrays = _split(program.encoder, "encoder")
-    layer_scalars = []
-    for i, layer in enumerate(program.layers):
-        s, a = _split(layer, f"layer{i}")
-        layer_scalars.append(s)
-        arrays.update(a)
-    ro_scalars, a = _split(program.readout, "readout")
-    arrays.update(a)
-    arrays["sigmoid_lut"] = program.sigmoid_lut
-    arrays["stream_frac_bits"] = program.stream_frac_bits
+def _scalar(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def manifest_and_arrays(program: Program):
+    arrays, nodes = {}, []
+    for node in program.nodes:
+        cls = type(node.op)
+        entry = {"name": node.name, "type": cls.__name__, "layer": node.layer,
+                 "params": {f: _scalar(getattr(node.op, f)) for f, _ in scalar_fields(cls)}, "arrays": {}}
+        for f, kind in array_fields(cls):
+            member = f"{node.name}.{f}.npy"
+            value = getattr(node.op, f)
+            arrays[member] = _narrow(np.asarray(value)) if kind == "int" else np.asarray(value, dtype=np.float64)
+            entry["arrays"][f] = member
+        nodes.append(entry)
     manifest = {
-        "format": FORMAT,
-        "version": VERSION,
-        "model": program.model,
-        "sigmoid_in_frac_bits": program.sigmoid_in_frac_bits,
-        "sigmoid_out_frac_bits": program.sigmoid_out_frac_bits,
-        "encoder": enc_scalars,
-        "layers": layer_scalars,
-        "readout": ro_scalars,
-        "arrays": {name: {"shape": list(arr.shape), "dtype": str(arr.dtype)} for name, arr in sorted(arrays.items())},
+        "format": FORMAT, "version": VERSION, "model": program.model, "nodes": nodes,
+        "edges": [list(e) for e in program.edges], "delays": program.delays,
+        "arrays": {m: {"shape": list(a.shape), "dtype": str(a.dtype)} for m, a in sorted(arrays.items())},
         "report": program.report,
     }
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".loihi2", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+    return manifest, arrays
+
+
+def save_program(program: Program, path: str, inputs=()) -> None:
+    """Write atomically; refuses to overwrite any of ``inputs`` (e.g. the checkpoint)."""
+    manifest, arrays = manifest_and_arrays(program)
+
+    def write(fh):
+        with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
             def put(name, data):
                 info = zipfile.ZipInfo(name, date_time=_EPOCH)
                 info.compress_type = zipfile.ZIP_DEFLATED
@@ -77,103 +93,197 @@ def save_program(program: Program, path: str) -> None:
                 zf.writestr(info, data)
             put("manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
             for name in sorted(arrays):
-                put(f"{name}.npy", _npy_bytes(arrays[name]))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+                put(name, _npy_bytes(arrays[name]))
+    write_atomic(path, write, inputs)
 
 
-def _fail(path, msg):
-    raise ArtifactError(f"{path}: {msg}")
+# ------------------------------------------------------------------ loading = verifying
+class _Refuse(Exception):
+    pass
 
 
-def load_program(path: str) -> Program:
-    if not os.path.isfile(path):
-        _fail(path, "no such artifact file")
+def _need(cond, msg):
+    if not cond:
+        raise _Refuse(msg)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _typed(value, typ, where):
+    if typ in (int, "int"):
+        _need(_is_int(value), f"{where} must be an integer, got {value!r}"[:200])
+        _need(abs(value) < 2 ** 62, f"{where} is out of range")
+    elif typ in (float, "float"):
+        _need(isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value),
+              f"{where} must be a finite number, got {value!r}"[:200])
+        value = float(value)
+    elif typ in (bool, "bool"):
+        _need(isinstance(value, bool), f"{where} must be true or false")
+    return value
+
+
+def _expected_npy_data_bytes(spec) -> int:
+    return int(np.prod(spec["shape"], dtype=np.int64)) * np.dtype(spec["dtype"]).itemsize
+
+
+def _read_manifest(zf: zipfile.ZipFile) -> dict:
     try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        _fail(path, f"not a neurocompile artifact (not a readable zip: {exc})")
-    with zf:
-        names = set(zf.namelist())
-        if "manifest.json" not in names:
-            _fail(path, "not a neurocompile artifact (no manifest.json)")
+        info = zf.getinfo("manifest.json")
+    except KeyError:
+        raise _Refuse("not a neurocompile artifact (no manifest.json)") from None
+    _need(info.file_size <= MAX_MANIFEST_BYTES, f"manifest.json claims {info.file_size} bytes (limit {MAX_MANIFEST_BYTES})")
+    try:
+        manifest = json.loads(zf.read(info))
+    except (ValueError, RecursionError) as exc:
+        raise _Refuse(f"corrupt manifest ({type(exc).__name__}: {str(exc)[:120]})") from None
+    _need(isinstance(manifest, dict), "corrupt manifest (not a JSON object)")
+    _need(manifest.get("format") == FORMAT, f"not a neurocompile artifact (format {str(manifest.get('format'))[:60]!r})")
+    version = manifest.get("version")
+    _need(version == VERSION, f"artifact format version {str(version)[:20]} is not supported (this neurocompile reads "
+          f"version {VERSION}); re-export it from its checkpoint with this neurocompile")
+    for key, typ in (("model", dict), ("nodes", list), ("edges", list), ("delays", dict), ("arrays", dict),
+                     ("report", dict)):
+        _need(isinstance(manifest.get(key), typ), f"manifest field '{key}' is missing or not a {typ.__name__}")
+    return manifest
+
+
+def _check_array_specs(zf: zipfile.ZipFile, manifest: dict) -> None:
+    """Bound every member against its declared shape before anything is inflated."""
+    specs = manifest["arrays"]
+    _need(len(specs) <= MAX_MEMBERS, f"{len(specs)} arrays declared (limit {MAX_MEMBERS})")
+    total = 0
+    for member, spec in specs.items():
+        _need(isinstance(member, str) and member.endswith(".npy"), f"array member {str(member)[:80]!r} is not an .npy")
+        _need(isinstance(spec, dict) and isinstance(spec.get("shape"), list) and len(spec["shape"]) <= 4
+              and all(_is_int(d) and 0 <= d <= MAX_SEQ_LEN * 4 for d in spec["shape"]),
+              f"array {member}: bad shape {str(spec)[:80]}")
+        _need(spec.get("dtype") in _INT_DTYPES + ("float64",), f"array {member}: dtype {str(spec.get('dtype'))[:20]} "
+              "is not allowed (int8..int64, float64)")
+        data = _expected_npy_data_bytes(spec)
+        total += int(np.prod(spec["shape"], dtype=np.int64)) * 8
+        _need(total <= MAX_ARRAY_BYTES, f"arrays need more than {MAX_ARRAY_BYTES >> 20} MiB")
         try:
-            manifest = json.loads(zf.read("manifest.json"))
-        except (ValueError, zipfile.BadZipFile, OSError) as exc:
-            _fail(path, f"corrupt manifest ({exc})")
-        if manifest.get("format") != FORMAT:
-            _fail(path, f"not a neurocompile artifact (format {manifest.get('format')!r})")
-        if manifest.get("version") != VERSION:
-            _fail(path, f"artifact version {manifest.get('version')} is not supported (this neurocompile reads {VERSION}); re-export it")
-        arrays = {}
-        for name, spec in manifest["arrays"].items():
-            try:
-                arr = np.load(io.BytesIO(zf.read(f"{name}.npy")), allow_pickle=False)
-            except (KeyError, ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:
-                _fail(path, f"array {name} is missing or corrupt ({exc})")
-            if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
-                _fail(path, f"array {name} has shape {arr.shape} {arr.dtype}, manifest says {spec}")
-            arrays[name] = arr
+            info = zf.getinfo(member)
+        except KeyError:
+            raise _Refuse(f"array {member} is missing") from None
+        _need(data + 64 <= info.file_size <= data + 4096,
+              f"array {member} holds {info.file_size} bytes, its shape {spec['shape']} {spec['dtype']} needs {data}")
+
+
+def _load_array(zf, member, spec):
     try:
-        program = _assemble(manifest, arrays)
-    except (KeyError, TypeError) as exc:
-        _fail(path, f"incomplete artifact (missing {exc})")
-    _validate(path, program)
+        arr = np.load(io.BytesIO(zf.read(member)), allow_pickle=False)
+    except (ValueError, zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+        raise _Refuse(f"array {member} is corrupt ({str(exc)[:120]})") from None
+    _need(list(arr.shape) == spec["shape"] and str(arr.dtype) == spec["dtype"],
+          f"array {member} has shape {arr.shape} {arr.dtype}, the manifest says {spec['shape']} {spec['dtype']}")
+    return arr
+
+
+def _build_node(entry, zf, specs, used):
+    _need(isinstance(entry, dict), "a node entry is not an object")
+    name, type_name = entry.get("name"), entry.get("type")
+    _need(isinstance(name, str) and 0 < len(name) <= 200, f"node name {str(name)[:60]!r} is not valid")
+    _need(type_name in INT_NODES, f"node {name}: unknown node type {str(type_name)[:60]!r} "
+          f"(known: {', '.join(INT_NODES)})")
+    cls = INT_NODES[type_name]
+    params, members = entry.get("params"), entry.get("arrays")
+    layer = entry.get("layer")
+    _need(layer is None or (_is_int(layer) and 0 <= layer < 100_000), f"node {name}: bad layer {str(layer)[:20]}")
+    _need(isinstance(params, dict) and isinstance(members, dict), f"node {name}: params/arrays missing")
+    scalars, arrays = dict(scalar_fields(cls)), dict(array_fields(cls))
+    _need(set(params) == set(scalars), f"node {name}: {type_name} takes params {sorted(scalars)}, got {sorted(params)}")
+    _need(set(members) == set(arrays), f"node {name}: {type_name} takes arrays {sorted(arrays)}, got {sorted(members)}")
+    kwargs = {f: _typed(params[f], typ, f"node {name} param {f}") for f, typ in scalars.items()}
+    for f, kind in arrays.items():
+        member = members[f]
+        _need(member in specs, f"node {name}: array {str(member)[:80]} is not declared")
+        _need(member not in used, f"node {name}: array {member} is used twice")
+        used.add(member)
+        a = _load_array(zf, member, specs[member])
+        if kind == "int":
+            _need(a.dtype.kind == "i", f"node {name}: {f} must hold integers, holds {a.dtype}")
+            a = a.astype(np.int64)
+        else:
+            _need(a.dtype == np.float64, f"node {name}: {f} must be float64")
+            _need(bool(np.isfinite(a).all()), f"node {name}: {f} holds NaN or Inf")
+        kwargs[f] = a
+    return ProgramNode(name, cls(**kwargs), layer)
+
+
+def _check_graph(nodes, edges, model) -> None:
+    names = [n.name for n in nodes]
+    _need(len(set(names)) == len(names), "duplicate node names")
+    order = {n: i for i, n in enumerate(names)}
+    seen = set()
+    for e in edges:
+        _need(isinstance(e, list) and len(e) == 3 and all(isinstance(x, str) for x in e), f"bad edge {str(e)[:80]}")
+        src, dst, port = e
+        _need(src in order and dst in order, f"edge {src} -> {dst} names an unknown node")
+        _need(order[src] < order[dst], f"edge {src} -> {dst} goes backwards (nodes must be in data-flow order)")
+        _need(port in type(dict(zip(names, nodes))[dst].op).PORTS, f"edge {src} -> {dst}: {dst} has no port {port!r}")
+        _need((dst, port) not in seen, f"{dst} port {port} is fed twice")
+        seen.add((dst, port))
+    for n in nodes:
+        for port in type(n.op).PORTS:
+            _need((n.name, port) in seen, f"{n.name} port {port} is not connected")
+    kinds = [type(n.op) for n in nodes]
+    _need(kinds.count(IntInput) == 1 and kinds.count(IntReadout) == 1, "needs exactly one input and one readout node")
+    L = model.get("l_max")
+    _need(_is_int(L) and 1 <= L <= MAX_SEQ_LEN, f"model l_max {str(L)[:20]} is not valid")
+
+
+def load_program(path: str, target=None) -> Program:
+    from .target import get_target
+    target = target or get_target()
+    if not os.path.isfile(path):
+        raise ArtifactError(f"{path}: no such artifact file")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            manifest = _read_manifest(zf)
+            _check_array_specs(zf, manifest)
+            used = set()
+            nodes = tuple(_build_node(e, zf, manifest["arrays"], used) for e in manifest["nodes"])
+        _check_graph(nodes, manifest["edges"], manifest["model"])
+        program = Program(nodes, tuple(tuple(e) for e in manifest["edges"]), manifest["model"], {}, manifest["report"])
+        program = verified(program, manifest["delays"], target)
+    except _Refuse as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as exc:
+        raise ArtifactError(f"{path}: not a readable artifact ({type(exc).__name__}: {str(exc)[:160]})") from None
+    except (RangeError, ShapeError) as exc:
+        raise ArtifactError(f"{path}: refused: {exc}") from None
+    except NeurocompileError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
     return program
 
 
-def _assemble(manifest, arrays) -> Program:
-    def build(cls, scalars, prefix):
-        kwargs = dict(scalars)
-        for f in dataclasses.fields(cls):
-            if f.name not in kwargs:
-                kwargs[f.name] = arrays[f"{prefix}.{f.name}"]
-        return cls(**kwargs)
+def verified(program: Program, stored_delays: dict, target) -> Program:
+    """The program with recomputed delays, if every check the compiler made holds again."""
+    from .input_format import InputFormat
+    from .passes.align import node_delays
 
-    return Program(
-        model=manifest["model"],
-        stream_frac_bits=arrays["stream_frac_bits"],
-        encoder=build(EncoderParams, manifest["encoder"], "encoder"),
-        layers=tuple(build(LayerParams, s, f"layer{i}") for i, s in enumerate(manifest["layers"])),
-        readout=build(ReadoutParams, manifest["readout"], "readout"),
-        sigmoid_lut=arrays["sigmoid_lut"],
-        sigmoid_in_frac_bits=manifest["sigmoid_in_frac_bits"],
-        sigmoid_out_frac_bits=manifest["sigmoid_out_frac_bits"],
-        report=manifest.get("report", {}),
-    )
-
-
-def _validate(path, p: Program) -> None:
-    H, L = p.d_model, p.seq_len
-    d_in, d_out = int(p.model["d_input"]), p.n_classes
-    want = {"encoder.weight": (H, d_in), "encoder.bias": (H,), "readout.weight": (d_out, H), "readout.bias": (d_out,)}
-    if p.stream_frac_bits.shape != (H,):
-        _fail(path, f"stream_frac_bits has shape {p.stream_frac_bits.shape}, expected ({H},)")
-    for name, shape in want.items():
-        obj, field_name = name.split(".")
-        arr = getattr(getattr(p, obj), field_name)
-        if arr.shape != shape:
-            _fail(path, f"{name} has shape {arr.shape}, expected {shape}")
-    if len(p.layers) != int(p.model["n_layers"]):
-        _fail(path, f"{len(p.layers)} layers stored, model says {p.model['n_layers']}")
-    for i, layer in enumerate(p.layers):
-        for name, shape in (("kernel", (H, L)), ("mix_weight", (2 * H, H)), ("mix_bias", (2 * H,)),
-                            ("kernel_shift", (H,)), ("value_shift", (H,)), ("gate_shift", (H,)),
-                            ("out_shift", (H,))):
-            arr = getattr(layer, name)
-            if arr.shape != shape or arr.dtype != np.int64:
-                _fail(path, f"layer{i}.{name} has shape {arr.shape} {arr.dtype}, expected {shape} int64")
-        if np.any(np.abs(layer.mix_weight) > 254) or np.any(layer.mix_weight % 2):
-            _fail(path, f"layer{i}.mix_weight is not a valid Lava Dense weight matrix (even, |w| <= 254)")
-        if not 0 <= layer.vth < 2 ** 17 or not 0 <= layer.dv < 4096:
-            _fail(path, f"layer{i} LIF parameters out of range (vth {layer.vth}, dv {layer.dv})")
-        if np.any(np.abs(layer.kernel) > REGISTER_MAX):
-            _fail(path, f"layer{i}.kernel has taps beyond a 24-bit register")
-    for name in ("encoder", "readout"):
-        for f in dataclasses.fields(getattr(p, name)):
-            arr = getattr(getattr(p, name), f.name)
-            if isinstance(arr, np.ndarray) and not np.all(np.isfinite(arr)):
-                _fail(path, f"{name}.{f.name} holds NaN or Inf")
+    L = program.seq_len
+    channels = {}
+    for name in program.topo():
+        ins = {port: channels[src] for port, src in program.inputs(name).items()}
+        channels[name] = program.op(name).channels(ins, L)
+    try:
+        fmt = InputFormat.from_dict(program.model.get("input"))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise _Refuse(f"model input format is not valid ({str(exc)[:100]})") from None
+    inp = program.op(program.input_node)
+    _need(inp.levels == fmt.max_raw and inp.tokens == (fmt.kind == "tokens"),
+          "the input node disagrees with the recorded input format")
+    delays = node_delays(program, target)
+    _need(stored_delays == delays, "stored delays disagree with the graph")
+    rows, _ = register_table(program, Context(L, target))
+    for node, reg, worst, limit in rows:
+        if worst > limit:
+            raise RangeError(f"{node} {reg} can reach {worst}, beyond its limit {limit}: not provably safe")
+    problems = target.check(program)
+    if problems:
+        raise RangeError(problems[0])
+    return Program(program.nodes, program.edges, program.model, delays, program.report)

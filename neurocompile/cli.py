@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 EXIT_USER_ERROR = 2
 
@@ -24,34 +23,73 @@ def _progress(label: str, total: int):
     return update
 
 
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def _non_negative(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _input_range(text):
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (e.g. 0,1), got {text!r}") from None
+    return low, high
+
+
 # ---------------------------------------------------------------------------------------- export
 def cmd_export(args) -> int:
     from .artifact import save_program
+    from .input_format import InputFormat
+    from .models.checkpoint import load_checkpoint
     from .options import CompileOptions
     from .pipeline import compile_checkpoint
+    from .target import get_target
 
-    if args.target != "loihi2":
-        raise ValueError(f"unknown target {args.target!r} (available: loihi2)")
+    target = get_target(args.target)
     options = CompileOptions(kernel_bits=args.kernel_bits, weight_bits=args.weight_bits, act_bits=args.act_bits)
-    program = compile_checkpoint(args.checkpoint, options)
     out = args.output or os.path.splitext(os.path.basename(args.checkpoint))[0] + ".loihi2"
-    save_program(program, out)
+    from .fileio import check_output_path
+    check_output_path(out, [args.checkpoint])
+    fmt = None
+    if args.input_range is not None or args.input_levels is not None:
+        kind, config, _, _ = load_checkpoint(args.checkpoint)
+        cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        low, high = args.input_range or (0.0, 1.0)
+        fmt = InputFormat(low=low, high=high, levels=args.input_levels or int(cfg.get("input_levels", 255)))
+    program = compile_checkpoint(args.checkpoint, options, target, input_format=fmt)
+    save_program(program, out, inputs=[args.checkpoint])
     print(export_summary(program, out))
     return 0
 
 
 def export_summary(program, path: str) -> str:
-    m = program.model
+    from .input_format import InputFormat
+
+    m, rep = program.model, program.report
+    src = rep.get("source", {})
+    frac = rep.get("stream_frac_bits") or [0]
     lines = [f"wrote {path}",
-             f"  model: SpikingSSM {m['n_layers']} layers, H={m['d_model']}, N={m['d_state']}, L={m['l_max']}, "
-             f"{m['d_output']} classes; residual stream fixed point 2^-{program.stream_frac_bits.min()} .. "
-             f"2^-{program.stream_frac_bits.max()} (per channel)",
-             f"  {'stage':<16}{'AC-only':<9}how"]
-    for row in program.report["operations"]:
-        lines.append(f"  {row['stage']:<16}{('yes' if row['ac_only'] else 'NO'):<9}{row['how']}")
-    for i, layer in enumerate(program.layers):
-        lines.append(f"  layer{i}: {layer.stream_bits}-bit stream planes, LIF vth {layer.vth} (<<6), dv {layer.dv}")
-    registers = [r for r in program.report["ranges"] if r["limit"] > 2 ** 20]     # not the bit-plane counts
+             f"  detected: {src.get('detected', m.get('kind'))}",
+             f"  model: {m['kind']} {m.get('n_layers')} layers, H={m.get('d_model')}, N={m.get('d_state')}, "
+             f"L={m['l_max']}, {program.n_classes} classes; residual stream fixed point 2^-{min(frac)} .. 2^-{max(frac)}",
+             f"  input: {InputFormat.from_dict(m['input']).describe()}",
+             f"  latency: {program.latency} steps from a sample's first input to the readout "
+             f"(window {program.window} steps per sample on Loihi 2)",
+             f"  {'stage':<18}{'AC-only':<9}how"]
+    for row in rep["operations"]:
+        lines.append(f"  {row['stage']:<18}{('yes' if row['ac_only'] else 'NO'):<9}{row['how']}")
+    registers = [r for r in rep["ranges"] if r["limit"] > 2 ** 20]     # not the bit-plane counts
     worst = min(registers, key=lambda r: r["headroom_bits"])
     lines.append(f"  range analysis: every 24-bit register proven safe; least headroom {worst['headroom_bits']} bits "
                  f"({worst['node']} {worst['register']}: {worst['worst']} of {worst['limit']})")
@@ -72,21 +110,19 @@ def cmd_inspect(args) -> int:
 
 
 # -------------------------------------------------------------------------------------- data
-def _load_data(name: str, split: str, levels: int):
-    from .datasets import load_dataset
-
-    return load_dataset(name, split, levels=levels)
-
-
-def _check_data(data, program, source: str):
+def _load_data(args, program, split: str):
+    """(dataset, model values, raw integers) for ``--data``, checked against the program."""
+    from .datasets import check_labels, load_dataset
     from .errors import DatasetError
+    from .input_format import InputFormat
 
-    L, d_in = program.seq_len, int(program.model["d_input"])
-    if data.x.ndim != 3 or data.x.shape[1:] != (L, d_in):
-        raise DatasetError(f"{source}: samples have shape {tuple(data.x.shape[1:])}, the model expects ({L}, {d_in})")
-    if int(data.levels) != int(program.model["input_levels"]):
-        raise DatasetError(f"{source}: inputs have {data.levels} levels, the model was trained on "
-                           f"{program.model['input_levels']}")
+    data = load_dataset(args.dataset, split)
+    L, C = program.seq_len, program.input_channels
+    if data.x.ndim != 3 or data.x.shape[1:] != (L, C):
+        raise DatasetError(f"{args.dataset}: samples have shape {tuple(data.x.shape[1:])}, the model expects ({L}, {C})")
+    check_labels(data, program.n_classes, args.dataset)
+    values, raw = InputFormat.from_dict(program.model["input"]).prepare(data.x, args.dataset, data.levels)
+    return data, values, raw
 
 
 # ------------------------------------------------------------------------------------ simulate
@@ -94,37 +130,44 @@ def cmd_simulate(args) -> int:
     import numpy as np
 
     from .artifact import load_program
-    from .traces import TRACE_KINDS, plot_raster, save_traces
+    from .traces import TRACE_KINDS, plot_raster, save_traces, trace_names
 
+    inputs = [args.artifact, args.dataset]
+    from .fileio import check_output_path
+    for out in (args.output, args.plot):
+        if out:
+            check_output_path(out, inputs)
+    if args.output and args.plot and os.path.abspath(args.output) == os.path.abspath(args.plot):
+        raise ValueError("-o and --plot name the same file")
     program = load_program(args.artifact)
     kinds = [k.strip() for k in args.record.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in TRACE_KINDS]
     if unknown:
         raise ValueError(f"--record: unknown trace kind(s) {', '.join(unknown)} (choose from {', '.join(TRACE_KINDS)})")
-    data = _load_data(args.dataset, args.split, int(program.model["input_levels"]))
-    _check_data(data, program, args.dataset)
-    if not 0 <= args.index < len(data.y) or args.count < 1:
-        raise ValueError(f"--index {args.index} / --count {args.count} out of range ({len(data.y)} samples in {args.dataset} {args.split})")
+    data, _, raw = _load_data(args, program, args.split)
+    if not args.index < len(data.y):
+        raise ValueError(f"--index {args.index} out of range ({len(data.y)} samples in {args.dataset} {args.split})")
     idx = np.arange(args.index, min(args.index + args.count, len(data.y)))
-    levels = data.x[idx]
     if args.engine == "lava":
         if "voltage" in kinds:
             raise ValueError("--record voltage: the stock Lava LIF keeps v internal; use --engine emulator for membrane traces")
         from .targets.loihi2.runner import run_lava
-        traces = run_lava(program, levels, mode="fixed_pt", backend=args.backend, record=True, timeout_s=args.timeout,
-                          progress=_progress("Lava", len(levels)) if len(levels) > 1 else None)
+        traces = run_lava(program, raw[idx], mode="fixed_pt", backend=args.backend, record=True, timeout_s=args.timeout,
+                          progress=_progress("Lava", len(idx)) if len(idx) > 1 else None)
     else:
         from .emulator import emulate
-        traces = emulate(program, levels, record=True)
+        traces = emulate(program, raw[idx], record=True)
     preds = traces["logits"].argmax(1)
     for j, i in enumerate(idx):
-        rates = ", ".join(f"{traces['spikes'][k][j].mean():.3f}" for k in range(program.n_layers))
-        print(f"sample {i}: label {int(data.y[i])}, predicted {int(preds[j])}, firing rates per layer [{rates}]")
+        rates = ", ".join(f"{name} {traces[name][j].mean():.3f}" for name in program.spike_nodes)
+        print(f"sample {i}: label {int(data.y[i])}, predicted {int(preds[j])}, firing rates [{rates}]")
     if args.output:
-        save_traces(args.output, traces, kinds, {"engine": args.engine, "indices": idx, "labels": data.y[idx]})
-        print(f"wrote {args.output} ({', '.join(kinds)}; arrays shaped (samples, channels, time))")
+        save_traces(args.output, traces, trace_names(program, kinds),
+                    {"engine": args.engine, "indices": idx, "labels": data.y[idx]}, inputs)
+        print(f"wrote {args.output} ({', '.join(kinds)} of every node; arrays named by node, shaped (samples, channels, time))")
     if args.plot:
-        plot_raster(args.plot, traces, 0, f"{args.dataset} #{idx[0]} (label {int(data.y[idx[0]])}) on {args.engine}")
+        plot_raster(args.plot, program, traces, 0, f"{args.dataset} #{idx[0]} (label {int(data.y[idx[0]])}) on {args.engine}",
+                    inputs)
         print(f"wrote {args.plot}")
     return 0
 
@@ -132,23 +175,28 @@ def cmd_simulate(args) -> int:
 # ------------------------------------------------------------------------------------ validate
 def cmd_validate(args) -> int:
     from .artifact import load_program
+    from .emulator import check_device
     from .errors import ArtifactError
+    from .fileio import check_output_path, write_atomic
     from .models.checkpoint import build_model, load_checkpoint
     from .pipeline import file_sha256
     from .validate import format_report, validate
 
+    inputs = [args.checkpoint, args.artifact, args.dataset]
+    if args.json:
+        check_output_path(args.json, inputs)
+    device = check_device(args.device)
     kind, config, state_dict, _ = load_checkpoint(args.checkpoint)
     program = load_program(args.artifact)
     if program.report.get("source", {}).get("checkpoint_sha256") not in (None, file_sha256(args.checkpoint)):
         raise ArtifactError(f"{args.artifact}: was exported from another checkpoint than {args.checkpoint}")
-    model = build_model(config, state_dict)
-    data = _load_data(args.dataset, args.split, int(program.model["input_levels"]))
-    _check_data(data, program, args.dataset)
-    x, y = data.x, data.y
+    model = build_model(config, state_dict, kind)
+    data, values, raw = _load_data(args, program, args.split)
+    y = data.y
     if args.max_samples:
-        x, y = x[:args.max_samples], y[:args.max_samples]
-    report = validate(model, program, x, y, lava_samples=args.lava_samples, batch_size=args.batch_size,
-                      device=args.device, progress=_progress("float+integer", len(y)), lava_timeout_s=args.timeout,
+        values, raw, y = values[:args.max_samples], raw[:args.max_samples], y[:args.max_samples]
+    report = validate(model, program, values, raw, y, lava_samples=args.lava_samples, batch_size=args.batch_size,
+                      device=device, progress=_progress("float+integer", len(y)), lava_timeout_s=args.timeout,
                       lava_progress=_progress("Lava", min(args.lava_samples, len(y))) if args.lava_samples else None,
                       emulator_backend=args.emulator)
     report["dataset"] = {"name": args.dataset, "split": args.split}
@@ -156,11 +204,8 @@ def cmd_validate(args) -> int:
     report["artifact"] = os.path.basename(args.artifact)
     print(format_report(report))
     if args.json:
-        folder = os.path.dirname(os.path.abspath(args.json))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(report, fh, indent=1, default=float)
-        os.replace(tmp, args.json)
+        text = json.dumps(report, indent=1, default=float).encode()
+        write_atomic(args.json, lambda fh: fh.write(text), inputs)
         print(f"wrote {args.json}")
     if args.lava_samples and not report["lava_bit_exact"]:
         return 1
@@ -175,55 +220,65 @@ def cmd_train(argv) -> int:
 
 # ----------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="neurocompile", description="Compile trained SpikingSSM checkpoints to Loihi 2 "
+    from .target import TARGET_NAMES
+
+    p = argparse.ArgumentParser(prog="neurocompile", description="Compile trained spiking SSM checkpoints to Loihi 2 "
                                 "(Lava), simulate them, and validate accuracy parity.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("train", help="train a SpikingSSM on a built-in dataset (see `neurocompile train --help`)",
+    sub.add_parser("train", help="train a model on a built-in dataset (see `neurocompile train --help`)",
                    add_help=False)
 
     e = sub.add_parser("export", help="compile a checkpoint to a .loihi2 artifact")
-    e.add_argument("checkpoint", help="a neurocompile checkpoint (.pt) written by `neurocompile train`")
-    e.add_argument("--target", default="loihi2", help="compilation target (only loihi2 today)")
+    e.add_argument("checkpoint", help="a checkpoint written by `neurocompile train`, or the authors' Lightning .ckpt")
+    e.add_argument("--target", default="loihi2", help=f"compilation target ({', '.join(TARGET_NAMES)})")
     e.add_argument("-o", "--output", help="artifact path (default: <checkpoint name>.loihi2)")
     e.add_argument("--kernel-bits", type=int, default=8, help="SSM kernel mantissa bits incl. sign, per-channel exponent (default 8)")
     e.add_argument("--weight-bits", type=int, default=8, help="mixer/decoder mantissa bits incl. sign, per-row exponent (default 8)")
     e.add_argument("--act-bits", type=int, default=None,
                    help="residual-stream width in bits; default: the widest (<= 16) that the range analysis proves safe. "
                         "An explicit width that would overflow a 24-bit register is an error")
+    e.add_argument("--input-range", type=_input_range, default=None, metavar="LOW,HIGH",
+                   help="values the model was trained on for raw level 0 and the top level (default 0,1)")
+    e.add_argument("--input-levels", type=_positive(int), default=None, metavar="N",
+                   help="raw input levels 0..N (default: the checkpoint's own, else 255: 8-bit pixels)")
 
     i = sub.add_parser("inspect", help="print an artifact's summary, register ranges and operations")
     i.add_argument("artifact")
     i.add_argument("--json", action="store_true", help="print the full compile report as JSON")
 
-    s = sub.add_parser("simulate", help="run samples through the compiled network and record per-layer traces")
+    data_help = ("digits, fashion-mnist, listops, or an .npz with x (n, L[, C]) and y: x as raw integer levels "
+                 "(or token ids) or as floats in the artifact's input range")
+    s = sub.add_parser("simulate", help="run samples through the compiled network and record per-node traces")
     s.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")
-    s.add_argument("--dataset", required=True, help="digits, fashion-mnist, or a .npz with x (n, L[, d_in]) and y")
+    s.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
     s.add_argument("--split", default="test", choices=["train", "test"])
-    s.add_argument("--index", type=int, default=0, help="first sample index (default 0)")
-    s.add_argument("--count", type=int, default=1, help="number of consecutive samples (default 1)")
+    s.add_argument("--index", type=_non_negative, default=0, help="first sample index (default 0)")
+    s.add_argument("--count", type=_positive(int), default=1, help="number of consecutive samples (default 1)")
     s.add_argument("--engine", default="lava", choices=["lava", "emulator"],
                    help="lava: Loihi2SimCfg fixed_pt processes (default); emulator: the batched integer emulator")
     s.add_argument("--backend", default="sim", choices=["sim", "hw"], help="Lava back end: sim (CPU) or hw (needs lava-loihi)")
     s.add_argument("--record", default="spikes,ssm,stream",
-                   help="comma list of traces to save: spikes, ssm (LIF input), stream (residual), voltage (emulator only)")
+                   help="comma list of trace kinds to save: spikes, ssm (LIF input), stream (residual), dense, "
+                        "voltage (emulator only)")
     s.add_argument("-o", "--output", help="write traces to this .npz")
     s.add_argument("--plot", help="write a raster plot of the first sample to this .png")
-    s.add_argument("--timeout", type=int, default=900, help="seconds before a Lava run is stopped (default 900)")
+    s.add_argument("--timeout", type=_positive(float), default=900, help="seconds before a Lava run is stopped (default 900)")
 
     v = sub.add_parser("validate", help="float vs integer (whole split) vs Lava (first N samples) parity report")
     v.add_argument("checkpoint")
     v.add_argument("artifact")
-    v.add_argument("--dataset", required=True, help="digits, fashion-mnist, or a .npz with x and y")
+    v.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
     v.add_argument("--split", default="test", choices=["train", "test"])
-    v.add_argument("--lava-samples", type=int, default=16, help="samples also run on Lava and compared bit for bit (default 16; 0 skips)")
-    v.add_argument("--max-samples", type=int, default=0, help="limit the float/integer comparison to the first N samples")
-    v.add_argument("--batch-size", type=int, default=128)
+    v.add_argument("--lava-samples", type=_non_negative, default=16,
+                   help="samples also run on Lava and compared bit for bit (default 16; 0 skips)")
+    v.add_argument("--max-samples", type=_non_negative, default=0, help="limit the float/integer comparison to the first N samples")
+    v.add_argument("--batch-size", type=_positive(int), default=128)
     v.add_argument("--device", default=None, help="torch device for float and emulator runs (default: cuda if present)")
     v.add_argument("--emulator", default=None, choices=["compiled", "torch"],
                    help="integer emulator back end: compiled (numba, CPU; the default there) or torch (the default on CUDA)")
     v.add_argument("--json", help="write the report as JSON here")
-    v.add_argument("--timeout", type=int, default=1800, help="seconds before the Lava run is stopped (default 1800)")
+    v.add_argument("--timeout", type=_positive(float), default=1800, help="seconds before the Lava run is stopped (default 1800)")
     return p
 
 
@@ -242,8 +297,18 @@ def _guard(fn) -> int:
 
     try:
         return fn()
-    except (NeurocompileError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except BrokenPipeError:                      # `neurocompile inspect ... | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except (NeurocompileError, ValueError, OSError, MemoryError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
+            msg = f"{exc.filename}: {exc.strerror or msg}"
+        elif isinstance(exc, MemoryError):
+            msg = "out of memory (the input is larger than this machine can hold)"
         print(f"neurocompile: error: {msg}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""One SpikingSSM layer of the integer network as a compiled CPU loop (numba), per sample.
+"""One SpikingSSM layer (SSMConv -> LIF -> Dense -> GLUResidual) as a compiled CPU loop (numba), per sample.
 
 This is the emulator's CPU fast path.  It does not restate the arithmetic: numba compiles the
 ``neurocompile.arith`` functions themselves (registered below as jitable, with scalar versions
@@ -22,6 +22,7 @@ import numpy as np
 from numba.extending import overload, register_jitable
 
 from . import arith
+from .targets.loihi2 import target as _target_facts
 
 
 @overload(arith._where)
@@ -47,12 +48,15 @@ _gated_residual = arith.gated_residual
 TIME_BLOCK = 32     # steps per block: every row is read and written in runs of 32 (full cache lines)
 
 
+RULE_FILES = (arith.__file__, _target_facts.__file__, __file__)   # the rule, its constants, this loop
+
+
 def machine_code_cache() -> str | None:
     """Where numba may keep the compiled loop between runs (it saves a few seconds of JIT per
-    command): a folder named by the hash of this file and of ``arith.py``, so machine code can
+    command): a folder named by the hash of this file, ``arith.py`` and the target facts it reads, so machine code can
     never outlive a change to the rule.  None (no caching) when the folder cannot be written."""
     digest = hashlib.sha256()
-    for path in (arith.__file__, __file__):
+    for path in RULE_FILES:
         with open(path, "rb") as fh:
             digest.update(fh.read())
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -72,13 +76,14 @@ _previous_cache_dir, numba.config.CACHE_DIR = numba.config.CACHE_DIR, _CACHE or 
 
 
 @numba.njit(nogil=True, cache=_CACHE is not None)     # nogil: the emulator runs samples on parallel threads
-def run_layer(x, y_hi, y_lo, split, shift, dv, vth, weight_rows, bias, value_shift, gate_shift,
-              out_shift, lut, x_next, record, rec_a, rec_s, rec_v, worst):  # pragma: no cover (compiled)
-    """x (B, H, L) int64 stream in; y_hi / y_lo (B, H, >=L) float64 FFT convolutions of the high
-    and low stream parts (y_lo unused when ``split`` is 0); weight_rows (H, 2H) the Dense weights
-    by presynaptic neuron.  Writes x_next (B, H, L); with ``record`` the LIF input, spikes and
-    voltage after reset into rec_* (B, H, L); worst[b] = largest distance of a convolution
-    result to its integer (the caller checks it).
+def run_layer(x, y_hi, y_lo, split, lag, shift, conv_bias, dv, vth, weight_rows, bias, value_shift, gate_shift,
+              out_shift, lut, x_next, record, rec_a, rec_s, rec_v, rec_d, worst):  # pragma: no cover (compiled)
+    """x (B, H, L) int64 stream in; y_hi / y_lo (B, H, >= L + lag) float64 causal FFT convolutions
+    of the high and low stream parts (y_lo unused when ``split`` is 0), read ``lag`` steps late;
+    conv_bias (H, L) or (H, 0) the SSM's per-step bias; weight_rows (H, 2H) the Dense weights by
+    presynaptic neuron.  Writes x_next (B, H, L); with ``record`` the SSM output current, spikes,
+    voltage after reset and Dense output into rec_* (B, ., L); worst[b] = largest distance of a
+    convolution result to its integer (the caller checks it).
 
     Rows of (B, H, L) arrays lie 2**k bytes apart, so walking h at fixed t would thrash the
     caches; each block of TIME_BLOCK steps is walked row by row instead (LIF, then the Dense
@@ -86,6 +91,7 @@ def run_layer(x, y_hi, y_lo, split, shift, dv, vth, weight_rows, bias, value_shi
     """
     B, H, L = x.shape
     H2 = weight_rows.shape[1]
+    has_bias = conv_bias.shape[1] > 0
     for b in range(B):
         v = np.zeros(H, np.int64)
         spikes = np.zeros((TIME_BLOCK, H), np.bool_)
@@ -96,15 +102,16 @@ def run_layer(x, y_hi, y_lo, split, shift, dv, vth, weight_rows, bias, value_shi
             for h in range(H):                          # current scaling and the LIF scan
                 vh = v[h]
                 for k in range(steps):
-                    y = y_hi[b, h, t0 + k]
+                    y = y_hi[b, h, lag + t0 + k]
                     hi = np.rint(y)
                     dev = max(dev, abs(y - hi))
                     lo = 0.0
                     if split:
-                        y = y_lo[b, h, t0 + k]
+                        y = y_lo[b, h, lag + t0 + k]
                         lo = np.rint(y)
                         dev = max(dev, abs(y - lo))
-                    a = _ssm_current(np.int64(hi), np.int64(lo), split, shift[h])
+                    bh = conv_bias[h, t0 + k] if has_bias else 0
+                    a = _ssm_current(np.int64(hi), np.int64(lo), split, shift[h], bh)
                     vh, s = _lif_step(vh, a, dv, vth)
                     spikes[k, h] = s
                     if record:
@@ -118,6 +125,9 @@ def run_layer(x, y_hi, y_lo, split, shift, dv, vth, weight_rows, bias, value_shi
                     if spikes[k, h]:
                         for j in range(H2):
                             acc[k, j] += weight_rows[h, j]
+                if record:
+                    for j in range(H2):
+                        rec_d[b, j, t0 + k] = acc[k, j] - bias[j]
             for h in range(H):                          # GLU and the residual add
                 for k in range(steps):
                     x_next[b, h, t0 + k] = _gated_residual(x[b, h, t0 + k], acc[k, h], acc[k, H + h], value_shift[h],

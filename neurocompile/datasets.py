@@ -1,31 +1,41 @@
-"""Datasets as integer level sequences (numpy only: the Lava runtime side imports this, not torch).
+"""Datasets as sequences of raw integers or model values (numpy only: the Lava side imports this).
 
-A sample is x[i] of shape (L, d_in) holding integers 0..levels; the float model sees x / levels.
-Built-ins: ``digits`` (sklearn 8x8 digits, pixel by pixel, L=64, 16 levels, 1437 train / 360 test by a
-numpy default_rng(0) permutation) and ``fashion-mnist`` (Debian package dataset-fashion-mnist, L=784,
-255 levels, 60k / 10k). Anything else is a path to an ``.npz`` with ``x`` and ``y``.
+A sample is x[i] of shape (L, C): raw integer levels 0..levels, token ids, or floats (values the
+float model sees).  ``InputFormat.prepare`` turns a dataset into what the float model and the
+integer runs each see.  Built-ins:
+
+* ``digits``: scikit-learn 8x8 digits, pixel by pixel, L=64, 16 levels, 1437 train / 360 test by a
+  numpy default_rng(0) permutation;
+* ``fashion-mnist``: Debian package dataset-fashion-mnist, L=784, 255 levels, 60k / 10k;
+* ``listops``: LRA ListOps generated offline (``neurocompile.listops``, the small preset: L=128,
+  16 tokens, 5000 train / 1000 test).
+
+Anything else is a path to an ``.npz`` with ``x`` and ``y`` (or ``x_train``/``x_test`` ...), and
+optionally ``levels`` (the largest raw level of integer x).
 """
 from __future__ import annotations
 
 import gzip
 import os
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import DatasetError
 
-BUILTIN = ("digits", "fashion-mnist")
+BUILTIN = ("digits", "fashion-mnist", "listops")
 SPLITS = ("train", "test")
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+MAX_NPZ_BYTES = 4 << 30          # refuse user data that would need more memory than this
 
 
 @dataclass
 class Dataset:
-    x: np.ndarray       # (n, L, d_in) unsigned integers 0..levels
+    x: np.ndarray       # (n, L, C): raw integers (levels / token ids) or float model values
     y: np.ndarray       # (n,) int64
-    levels: int
     name: str
+    levels: int | None = None   # largest raw level of integer x (None: tokens, floats, or unknown)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -44,7 +54,7 @@ def _digits(split: str) -> Dataset:
     y = d.target.astype(np.int64)
     perm = np.random.default_rng(0).permutation(len(y))
     idx = perm[:1437] if split == "train" else perm[1437:]
-    return Dataset(np.ascontiguousarray(x[idx]), y[idx], 16, "digits")
+    return Dataset(np.ascontiguousarray(x[idx]), y[idx], "digits", 16)
 
 
 def _read_idx(path: str, offset: int) -> np.ndarray:
@@ -65,63 +75,84 @@ def _fashion(split: str) -> Dataset:
     labels = _read_idx(os.path.join(FASHION_DIR, f"{stem}-labels-idx1-ubyte.gz"), 8).astype(np.int64)
     if images.size != labels.size * 784:
         raise DatasetError(f"fashion-mnist: {stem} images ({images.size} bytes) do not match {labels.size} labels")
-    return Dataset(images.reshape(-1, 784, 1), labels, 255, "fashion-mnist")
+    return Dataset(images.reshape(-1, 784, 1), labels, "fashion-mnist", 255)
 
 
-def _npz(path: str, split: str, levels: int | None) -> Dataset:
+def _listops(split: str) -> Dataset:
+    from .listops import LISTOPS_SMALL, load_listops
+
+    x, y = load_listops(split, **LISTOPS_SMALL)
+    return Dataset(np.ascontiguousarray(x[..., None]), y.astype(np.int64), "listops")
+
+
+def _npz_member(zf: zipfile.ZipFile, path: str, key: str) -> np.ndarray:
+    """One array of an .npz, its declared shape checked against the member's size before loading."""
+    info = zf.getinfo(key + ".npy")
+    with zf.open(info) as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(fh)
+        except (ValueError, OSError, EOFError) as exc:
+            raise DatasetError(f"{path}: array {key} is not a readable .npy ({str(exc)[:100]})") from None
+    if dtype.hasobject:
+        raise DatasetError(f"{path}: array {key} holds Python objects (refused: loading them could run code)")
+    need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if need > MAX_NPZ_BYTES or need > info.file_size:
+        raise DatasetError(f"{path}: array {key} claims shape {shape} ({need} bytes) but the file holds "
+                           f"{info.file_size} bytes")
+    with zf.open(info) as fh:
+        return np.load(fh, allow_pickle=False)
+
+
+def _npz(path: str, split: str) -> Dataset:
     name = os.path.basename(path)
     if not os.path.exists(path):
         raise DatasetError(f"{path}: no such dataset file (built-in datasets: {', '.join(BUILTIN)})")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
+        with zipfile.ZipFile(path) as zf:
+            keys = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
             xk = f"x_{split}" if f"x_{split}" in keys else "x"
             yk = f"y_{split}" if f"y_{split}" in keys else "y"
             if xk not in keys or yk not in keys:
                 raise DatasetError(f"{path}: needs arrays 'x' and 'y' (found {', '.join(sorted(keys)) or 'none'})")
-            x, y = z[xk], z[yk]
-            file_levels = int(z["levels"]) if "levels" in keys else None
+            x, y = _npz_member(zf, path, xk), _npz_member(zf, path, yk)
+            levels = _npz_member(zf, path, "levels") if "levels" in keys else None
     except DatasetError:
         raise
-    except Exception as exc:
-        raise DatasetError(f"{path}: not a readable .npz file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+        raise DatasetError(f"{path}: not a readable .npz file ({type(exc).__name__}: {str(exc)[:120]})") from None
     if x.ndim == 2:
         x = x[..., None]
     if x.ndim != 3:
-        raise DatasetError(f"{path}: x must have shape (n, L) or (n, L, d_in), got {x.shape}")
+        raise DatasetError(f"{path}: x must have shape (n, L) or (n, L, C), got {x.shape}")
     if y.ndim != 1 or len(y) != len(x):
         raise DatasetError(f"{path}: y must have shape ({len(x)},), got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         raise DatasetError(f"{path}: y must hold integer class labels, got {y.dtype}")
-    if np.issubdtype(x.dtype, np.floating):
-        if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-            raise DatasetError(f"{path}: float x must lie in [0, 1] (and be finite)")
-        lv = int(levels or file_levels or 255)
-        xq = np.rint(x * lv)
-    elif np.issubdtype(x.dtype, np.integer):
-        lv = file_levels if file_levels is not None else levels
-        if lv is None:
-            raise DatasetError(f"{path}: integer x needs a 'levels' array in the file (the maximum input level)")
-        if x.min() < 0 or x.max() > lv:
-            raise DatasetError(f"{path}: integer x must lie in 0..{lv}, found {x.min()}..{x.max()}")
-        xq = x
-    else:
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating) or x.dtype == bool):
         raise DatasetError(f"{path}: x has unsupported dtype {x.dtype}")
-    lv = int(lv)
-    if lv < 1:
-        raise DatasetError(f"{path}: levels must be >= 1, got {lv}")
-    dtype = np.uint8 if lv <= 255 else (np.uint16 if lv <= 65535 else np.int64)
-    return Dataset(np.ascontiguousarray(xq.astype(dtype)), y.astype(np.int64), lv, name)
+    lv = None
+    if levels is not None:
+        if levels.shape != () or not np.issubdtype(levels.dtype, np.integer) or int(levels) < 1:
+            raise DatasetError(f"{path}: 'levels' must be one integer >= 1")
+        lv = int(levels)
+    return Dataset(np.ascontiguousarray(x), y.astype(np.int64), name, lv)
 
 
-def load_dataset(name: str, split: str = "test", levels: int | None = None) -> Dataset:
-    """Built-in name or a path to an .npz. ``levels`` quantizes float .npz inputs (built-ins keep theirs)."""
-    if name == "digits":
+def load_dataset(name: str, split: str = "test") -> Dataset:
+    """A built-in name or a path to an .npz."""
+    loaders = {"digits": _digits, "fashion-mnist": _fashion, "listops": _listops}
+    if name in loaders:
         _check_split(name, split)
-        return _digits(split)
-    if name == "fashion-mnist":
-        _check_split(name, split)
-        return _fashion(split)
+        return loaders[name](split)
     if name.endswith(".npz") or os.path.sep in name or os.path.exists(name):
-        return _npz(name, split, levels)
+        _check_split(name, split)
+        return _npz(name, split)
     raise DatasetError(f"unknown dataset {name!r} (built-in: {', '.join(BUILTIN)}; or a path to an .npz with x and y)")
+
+
+def check_labels(data: Dataset, n_classes: int, source: str) -> None:
+    if len(data.y) and (data.y.min() < 0 or data.y.max() >= n_classes):
+        raise DatasetError(f"{source}: labels must be classes 0..{n_classes - 1}, found {data.y.min()}..{data.y.max()}")

@@ -1,23 +1,47 @@
 """Interval rules: the exact integer range of every register, for any admissible input.
 
-Each function maps per-channel integer intervals ``(lo, hi)`` (int64 numpy arrays) through one
-integer operation of ``neurocompile.arith``.  The quantizer uses them to choose scales; the range
-analysis pass uses the same rules to prove that no 24-bit register wraps or saturates.
+One rule per integer node type (``INTERVAL``).  A rule maps the per-channel integer intervals
+``(lo, hi)`` (int64 arrays) of a node's inputs through the node's integer operation
+(``neurocompile.arith``) and lists the registers it fills as ``(register, worst |value|, limit)``.
+The quantizer uses these rules to choose scales, the range analysis pass to prove the compiled
+program, and the artifact loader to re-prove a file before anything runs.
+
+Soundness: every product and sum is first bounded in float64 and refused when it could leave
+int64 (|value| >= 2**62), so a hostile artifact cannot make the proof itself overflow.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .arith import LIF_ACT_SHIFT, LIF_DECAY_UNITY, LIF_VTH_SHIFT, shift_round
+from .arith import shift_round
+from .errors import RangeError
+from .ir import (IntDense, IntEmbedding, IntEncoder, IntGLUResidual, IntInput, IntLIF, IntReadout, IntSSMConv)
+
+EXACT_LIMIT = 2.0 ** 62          # int64 arithmetic below this cannot overflow
+SHIFT_LIMIT = 40                 # |shift| of any rescaling; compiled programs stay far inside
+
+
+@dataclass(frozen=True)
+class Context:
+    """What interval rules need besides the node: the sequence length and the target's limits."""
+    length: int
+    target: object
 
 
 def as_int(a) -> np.ndarray:
     return np.asarray(a, dtype=np.int64)
 
 
+def _exact(estimate, what: str) -> None:
+    if not np.all(np.asarray(estimate, dtype=np.float64) < EXACT_LIMIT):
+        raise RangeError(f"{what} could exceed 2**62: not provable in 64-bit integers")
+
+
 def bits_for(lo, hi) -> int:
     """Fewest two's-complement bits holding every value of [lo, hi] (at least 2)."""
-    lo_min, hi_max = int(np.min(lo)), int(np.max(hi))
+    lo_min, hi_max = int(np.min(lo, initial=0)), int(np.max(hi, initial=0))
     bits = 2
     while not (-(1 << (bits - 1)) <= lo_min and hi_max <= (1 << (bits - 1)) - 1):
         bits += 1
@@ -25,55 +49,178 @@ def bits_for(lo, hi) -> int:
 
 
 def magnitude(lo, hi) -> np.ndarray:
-    return np.maximum(np.abs(lo), np.abs(hi))
+    return np.maximum(np.abs(as_int(lo)), np.abs(as_int(hi)))
+
+
+def worst(lo, hi) -> int:
+    return int(magnitude(lo, hi).max(initial=0))
+
+
+def matvec_interval(weight, lo, hi, what: str = "weighted sum"):
+    """Range of weight @ x when each x[j] lies in [lo[j], hi[j]] (rows of weight are outputs)."""
+    w = as_int(weight)
+    _exact(np.abs(w.astype(np.float64)) @ magnitude(lo, hi).astype(np.float64), what)
+    a, b = w * as_int(lo)[None, :], w * as_int(hi)[None, :]
+    return np.minimum(a, b).sum(1), np.maximum(a, b).sum(1)
 
 
 def conv_interval(kernel, lo, hi):
-    """Range of sum_l kernel[h,l] * x[h, t-l] when each x[h, .] lies in [lo[h], hi[h]]."""
+    """Range of sum_j kernel[h, j] * x[h, t - j] when each x[h, .] lies in [lo[h], hi[h]]."""
     k = as_int(kernel)
-    a, b = k * lo[:, None], k * hi[:, None]
+    _exact(np.abs(k.astype(np.float64)).sum(1) * magnitude(lo, hi), "SSM accumulator")
+    a, b = k * as_int(lo)[:, None], k * as_int(hi)[:, None]
     return np.minimum(a, b).sum(1), np.maximum(a, b).sum(1)
 
 
 def split_intervals(lo, hi, split: int):
     """Ranges of the high part x >> split and the low part x & (2**split - 1) of x in [lo, hi]."""
-    lo_part = (np.zeros_like(lo), np.full_like(lo, (1 << split) - 1))
+    lo_part = (np.zeros_like(as_int(lo)), np.full_like(as_int(lo), (1 << split) - 1))
     return (as_int(lo) >> split, as_int(hi) >> split), lo_part
 
 
-def ssm_intervals(kernel, lo, hi, split: int, shift):
-    """(acc_hi range, acc_lo range, LIF input range) of the two-accumulator SSM convolution."""
-    (h_lo, h_hi), (l_lo, l_hi) = split_intervals(lo, hi, split)
-    acc_hi, acc_lo = conv_interval(kernel, h_lo, h_hi), conv_interval(kernel, l_lo, l_hi)
-    a_hi = shift_interval(*acc_hi, as_int(shift) - split)
-    a_lo = shift_interval(*acc_lo, shift)
-    return acc_hi, acc_lo, (a_hi[0] + a_lo[0], a_hi[1] + a_lo[1])
-
-
-def spike_dense_interval(weight, bias):
-    """Range of weight @ s + bias over binary spike vectors s."""
-    w = as_int(weight)
-    return bias + np.minimum(w, 0).sum(1), bias + np.maximum(w, 0).sum(1)
+def check_shift(k, what: str) -> None:
+    if np.any(np.abs(as_int(k)) > SHIFT_LIMIT):
+        raise RangeError(f"{what} shift outside [-{SHIFT_LIMIT}, {SHIFT_LIMIT}]")
 
 
 def shift_interval(lo, hi, k):
     """shift_round is monotone non-decreasing, so the ends map to the ends."""
-    return shift_round(as_int(lo), as_int(k)), shift_round(as_int(hi), as_int(k))
+    k = as_int(k)
+    check_shift(k, "rescaling")
+    _exact(magnitude(lo, hi) * np.exp2(np.maximum(-k, 0).astype(np.float64)), "rescaled value")
+    return shift_round(as_int(lo), k), shift_round(as_int(hi), k)
 
 
-def lif_ranges(a_lo, a_hi, dv: int, vth: int):
+def ssm_intervals(kernel, lo, hi, split: int, shift, bias):
+    """(acc_hi range, acc_lo range, output range) of the two-accumulator SSM convolution."""
+    (h_lo, h_hi), (l_lo, l_hi) = split_intervals(lo, hi, split)
+    acc_hi, acc_lo = conv_interval(kernel, h_lo, h_hi), conv_interval(kernel, l_lo, l_hi)
+    a_hi = shift_interval(*acc_hi, as_int(shift) - split)
+    a_lo = shift_interval(*acc_lo, shift)
+    b = as_int(bias)
+    b_lo = b.min(1, initial=0) if b.shape[1] else 0
+    b_hi = b.max(1, initial=0) if b.shape[1] else 0
+    return acc_hi, acc_lo, (a_hi[0] + a_lo[0] + b_lo, a_hi[1] + a_lo[1] + b_hi)
+
+
+def lif_ranges(a_lo, a_hi, dv: int, vth: int, target):
     """Ranges of the LIF current u = a << 6 and of the voltage v before the spike test.
 
     Above: v never exceeds vth << 6 after a step without a spike, so the next v is at most
     decay(vth << 6) + u_max.  Below: without spikes v converges to u_min / (1 - r) from above.
     """
-    u_lo, u_hi = as_int(a_lo) << LIF_ACT_SHIFT, as_int(a_hi) << LIF_ACT_SHIFT
-    keep = LIF_DECAY_UNITY - dv
-    v_hi = ((vth << LIF_VTH_SHIFT) * keep >> 12) + np.maximum(u_hi, 0)
-    v_lo = np.minimum(u_lo, 0) * LIF_DECAY_UNITY // max(LIF_DECAY_UNITY - keep, 1) - 1
+    _exact(magnitude(a_lo, a_hi) * 2.0 ** target.lif_act_shift, "LIF current")
+    u_lo, u_hi = as_int(a_lo) << target.lif_act_shift, as_int(a_hi) << target.lif_act_shift
+    keep = target.lif_decay_unity - dv
+    v_hi = ((vth << target.lif_vth_shift) * keep >> target.lif_decay_shift) + np.maximum(u_hi, 0)
+    v_lo = np.minimum(u_lo, 0) * target.lif_decay_unity // max(target.lif_decay_unity - keep, 1) - 1
     return (u_lo, u_hi), (v_lo, v_hi)
 
 
-def product_interval(lo, hi, lut_max: int):
-    """Range of value * sigmoid_lut[i] with 0 <= lut <= lut_max."""
-    return np.minimum(lo, 0) * lut_max, np.maximum(hi, 0) * lut_max
+def product_interval(lo, hi, table):
+    """Range of value * table[i] for value in [lo, hi] and any entry of the table."""
+    t_lo, t_hi = int(np.min(table)), int(np.max(table))
+    _exact(magnitude(lo, hi) * float(max(abs(t_lo), abs(t_hi))), "value x table")
+    ends = [as_int(lo) * t_lo, as_int(lo) * t_hi, as_int(hi) * t_lo, as_int(hi) * t_hi]
+    return np.minimum.reduce(ends), np.maximum.reduce(ends)
+
+
+# ------------------------------------------------------------------ one rule per integer node
+def input_interval(op: IntInput, ins, ctx):
+    C = op.n_channels
+    return (np.zeros(C, np.int64), np.full(C, op.levels, np.int64)), []
+
+
+def encoder_interval(op: IntEncoder, ins, ctx):
+    lo, hi = ins["main"]
+    reg = ctx.target.register_max
+    out = matvec_interval(op.weight, lo, hi, "encoder")
+    out = (out[0] + as_int(op.bias), out[1] + as_int(op.bias))
+    need = max(int(np.max(hi, initial=0)).bit_length(), 1)          # levels are unsigned
+    return out, [("input bit planes", need, op.input_bits), ("stream", worst(*out), reg)]
+
+
+def embedding_interval(op: IntEmbedding, ins, ctx):
+    _, hi = ins["main"]
+    t = as_int(op.table)
+    rows = [("token ids (table rows)", int(np.max(hi, initial=0)) + 1, t.shape[0])]
+    out = (t.min(0), t.max(0))
+    return out, rows + [("stream", worst(*out), ctx.target.register_max)]
+
+
+def ssm_conv_interval(op: IntSSMConv, ins, ctx):
+    lo, hi = ins["main"]
+    reg = ctx.target.register_max
+    if not 0 <= op.split < op.stream_bits:
+        raise RangeError(f"accumulator split {op.split} outside 0..{op.stream_bits - 1}")
+    acc_hi, acc_lo, out = ssm_intervals(op.kernel, lo, hi, op.split, op.shift, op.bias)
+    return out, [(f"stream bit planes ({op.stream_bits} used)", bits_for(lo, hi), op.stream_bits),
+                 (f"accumulator, planes >= {op.split}", worst(*acc_hi), reg),
+                 (f"accumulator, planes < {op.split}", worst(*acc_lo), reg),
+                 ("output current", worst(*out), reg)]
+
+
+def lif_interval(op: IntLIF, ins, ctx):
+    (u_lo, u_hi), (v_lo, v_hi) = lif_ranges(*ins["main"], op.dv, op.vth, ctx.target)
+    reg = ctx.target.register_max
+    n = len(u_lo)
+    return (np.zeros(n, np.int64), np.ones(n, np.int64)), [
+        ("threshold mantissa", int(op.vth), 2 ** ctx.target.vth_bits - 1),
+        ("LIF current u", worst(u_lo, u_hi), reg), ("LIF voltage v", worst(v_lo, v_hi), reg)]
+
+
+def dense_interval(op: IntDense, ins, ctx):
+    out = matvec_interval(op.weight, *ins["main"], "Dense accumulation")
+    return out, [("dendritic accumulator", worst(*out), ctx.target.register_max)]
+
+
+def glu_interval(op: IntGLUResidual, ins, ctx):
+    H = op.value_shift.shape[0]
+    reg = ctx.target.register_max
+    d_lo, d_hi = ins["main"][0] + as_int(op.bias), ins["main"][1] + as_int(op.bias)
+    check_shift(op.gate_shift, "GLU gate")
+    s_lo, s_hi = shift_interval(d_lo[:H], d_hi[:H], op.value_shift)
+    p_lo, p_hi = product_interval(s_lo, s_hi, op.lut)
+    o_lo, o_hi = shift_interval(p_lo, p_hi, op.out_shift)
+    lo, hi = ins["skip"]
+    out = (as_int(lo) + o_lo, as_int(hi) + o_hi)
+    return out, [("value/gate", worst(d_lo, d_hi), reg), ("value x sigmoid", worst(p_lo, p_hi), reg),
+                 ("stream", worst(*out), reg)]
+
+
+def readout_interval(op: IntReadout, ins, ctx):
+    s_lo, s_hi = shift_interval(*ins["main"], op.pre_shift)
+    L = ctx.length
+    t_lo, t_hi = s_lo * L, s_hi * L
+    logits = matvec_interval(op.weight, t_lo, t_hi, "decoder")
+    logits = (logits[0] + as_int(op.bias), logits[1] + as_int(op.bias))
+    return logits, [("time sum", worst(t_lo, t_hi), ctx.target.register_max),
+                    ("logits (host)", worst(*logits), ctx.target.host_max)]
+
+
+INTERVAL = {
+    IntInput: input_interval,
+    IntEncoder: encoder_interval,
+    IntEmbedding: embedding_interval,
+    IntSSMConv: ssm_conv_interval,
+    IntLIF: lif_interval,
+    IntDense: dense_interval,
+    IntGLUResidual: glu_interval,
+    IntReadout: readout_interval,
+}
+
+
+def node_interval(op, ins: dict, ctx: Context):
+    """(output interval, register rows) of one integer node."""
+    return INTERVAL[type(op)](op, ins, ctx)
+
+
+def register_table(graph, ctx: Context):
+    """Walk an integer graph (a ``Graph`` or a ``Program``) in order: ([(node, register, worst,
+    limit)], {node: output interval})."""
+    rows, out = [], {}
+    for name in graph.topo():
+        ins = {port: out[src] for port, src in graph.inputs(name).items()}
+        out[name], regs = node_interval(graph.op(name), ins, ctx)
+        rows += [(name, reg, w, lim) for reg, w, lim in regs]
+    return rows, out

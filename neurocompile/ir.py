@@ -1,12 +1,18 @@
-"""A tiny IR: one frozen dataclass per primitive, held in a networkx graph of named nodes.
+"""A tiny IR: one frozen dataclass per primitive, held in a graph of named nodes and port edges.
 
-Float nodes describe the trained model; integer nodes (``Int*``) describe what runs on Loihi 2.
-Passes (``neurocompile.passes``) are plain functions ``Graph -> Graph`` that swap nodes for other
-nodes; the graph is copied, never mutated in place.  Edges carry data; an edge attribute ``port``
-names the input it feeds when a node has several (the residual add).
+Float nodes describe the trained model; integer nodes (``Int*``) describe what runs on the chip
+and are what a compiled ``Program`` is made of.  Passes (``neurocompile.passes``) are plain
+functions ``Graph -> Graph`` that swap nodes for other nodes; the graph is copied, never mutated
+in place.  An edge carries one node's output into a named input port of another (``main``, or
+``skip`` for the residual stream of a mixer).
+
+Every integer node declares its array fields with ``arr(kind, *dims)``: the artifact writer, the
+loader and the verifier read these declarations instead of knowing node types by name, and
+``channels()`` checks a node against the channel counts of its inputs.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -18,17 +24,47 @@ def _node(cls):
     return dataclass(frozen=True, eq=False)(cls)
 
 
+def arr(kind: str, *dims: str):
+    """An array field of an integer node: ``kind`` 'int' (stored int64) or 'float' (float64)."""
+    return field(metadata={"kind": kind, "dims": dims})
+
+
+class ShapeError(ValueError):
+    """An integer node whose arrays do not fit each other or its inputs."""
+
+
 # ------------------------------------------------------------------ float (trained model) nodes
 @_node
 class Input:
-    d_input: int
+    """Raw model input, one vector per step.  ``fmt`` is the input format (``InputFormat.to_dict``)."""
+    channels: int
     length: int
-    levels: int                # raw inputs are integers 0..levels, the model sees x / levels
+    fmt: dict
 
 
 @_node
-class Affine:
-    """y = weight @ x + bias over channels, at every time step (encoder, mixer, decoder)."""
+class LinearEncoder:
+    """y = weight @ x + bias at every step, x the model's float input."""
+    weight: np.ndarray         # (H, d_in)
+    bias: np.ndarray           # (H,)
+
+
+@_node
+class Embedding:
+    """y = table[token] at every step."""
+    table: np.ndarray          # (V, H)
+
+
+@_node
+class ChannelAffine:
+    """y[h] = scale[h] * x[h] + shift[h]: a BatchNorm in eval mode, or the division by exp(ln_vth)."""
+    scale: np.ndarray
+    shift: np.ndarray
+
+
+@_node
+class LayerNorm:
+    """Per-step normalisation over channels (needs per-step statistics: not accumulate-only)."""
     weight: np.ndarray
     bias: np.ndarray
 
@@ -44,14 +80,13 @@ class S4DKernelParams:
 
 @_node
 class SSMConv:
-    """Causal depthwise convolution y[h,t] = sum_l kernel[h,l] x[h,t-l]; D already in tap 0."""
-    kernel: np.ndarray         # (H, L) float64
+    """Depthwise convolution, streamed causally: out[h, t] = sum_j kernel[h, j] x[h, t + lag - j] + bias[h, t].
 
-
-@_node
-class ChannelScale:
-    """y[h] = x[h] * scale[h] (the division by the learnable threshold exp(ln_vth))."""
-    scale: np.ndarray
+    A causal SSM has ``lag`` 0 and L taps; a two-sided (bidirectional) SSM becomes a causal kernel
+    of 2L - 1 taps whose output is read ``lag = L - 1`` steps late.  ``bias`` is (H, L) or (H, 0)."""
+    kernel: np.ndarray
+    lag: int
+    bias: np.ndarray
 
 
 @_node
@@ -68,66 +103,198 @@ class LIF:
 
 
 @_node
-class GLU:
-    """a * sigmoid(b) with a = first half of the channels."""
+class Dense:
+    """y = weight @ spikes (a synapse: no bias; the neuron after it adds one)."""
+    weight: np.ndarray         # (M, N)
 
 
 @_node
-class ResidualAdd:
-    """x_next = x (port 'skip') + y (port 'main')."""
+class GLUResidual:
+    """x_next = skip + a * sigmoid(g), [a, g] = main + bias (the SpikingSSM mixer and residual)."""
+    bias: np.ndarray           # (2H,)
 
 
 @_node
-class MeanOverTime:
-    pass
-
-
-# ------------------------------------------------------------------ integer (Loihi 2) nodes
-@_node
-class IntEncoder:
-    weight: np.ndarray         # (H, d_in) stream units per input level
+class Readout:
+    """logits = weight @ mean_t(x) + bias."""
+    weight: np.ndarray         # (d_out, H)
     bias: np.ndarray
+
+
+# ------------------------------------------------------------------ integer (chip) nodes
+class IntNode:
+    """Base of the integer nodes.  Class attributes: ``PORTS`` the input ports, ``TRACE`` the kind of
+    its output for recording ('stream', 'current', 'spikes', 'dense', 'logits' or '')."""
+    PORTS: tuple = ("main",)
+    TRACE: str = ""
+
+    def channels(self, ins: dict, length: int) -> int:
+        """Output channel count, checking the node's arrays against its inputs' channel counts."""
+        raise NotImplementedError
+
+
+def _want(cond: bool, what: str) -> None:
+    if not cond:
+        raise ShapeError(what)
+
+
+@_node
+class IntInput(IntNode):
+    """Raw integers entering the chip each step: levels 0..levels, or token ids 0..levels."""
+    PORTS = ()
+    n_channels: int
+    levels: int
+    tokens: bool
+
+    def channels(self, ins, length):
+        _want(self.n_channels >= 1 and self.levels >= 1, "input needs >= 1 channel and >= 1 level")
+        _want(not self.tokens or self.n_channels == 1, "token input has one channel")
+        return self.n_channels
+
+
+@_node
+class IntEncoder(IntNode):
+    """Linear encoder on raw levels, formed bit-serially (arith.encode_bit_serial)."""
+    TRACE = "stream"
+    weight: np.ndarray = arr("int", "H", "C")
+    bias: np.ndarray = arr("int", "H")
     input_bits: int
+    weight_float: np.ndarray = arr("float", "H", "C")
+    bias_float: np.ndarray = arr("float", "H")
+
+    def channels(self, ins, length):
+        H, C = self.weight.shape
+        _want(C == ins["main"], f"encoder weight has {C} inputs, the input has {ins['main']}")
+        _want(self.bias.shape == (H,) and self.weight_float.shape == (H, C) and self.bias_float.shape == (H,),
+              "encoder arrays disagree on H")
+        return H
 
 
 @_node
-class IntSSMConv:
-    kernel: np.ndarray         # (H, L) int taps
-    shift: np.ndarray          # (H,) shift_round to the LIF input scale
-    stream_bits: int           # bit planes of the stream it reads
-    split: int                 # planes below it accumulate apart (two 24-bit accumulators)
+class IntEmbedding(IntNode):
+    """Token -> table row (a one-hot spike into a synapse: a row select, accumulate-only)."""
+    TRACE = "stream"
+    table: np.ndarray = arr("int", "V", "H")
+    table_float: np.ndarray = arr("float", "V", "H")
+
+    def channels(self, ins, length):
+        _want(ins["main"] == 1, "an embedding reads one token channel")
+        _want(self.table_float.shape == self.table.shape and self.table.shape[0] >= 1, "embedding tables disagree")
+        return self.table.shape[1]
 
 
 @_node
-class IntLIF:
+class IntSSMConv(IntNode):
+    """Depthwise integer convolution of the stream, bit-serial (accumulate-only), into two 24-bit
+    accumulators split at bit plane ``split``; out = rescaled sum + bias[h, t] (arith.ssm_current).
+    Output for logical step t is the causal result at t + lag."""
+    TRACE = "current"
+    kernel: np.ndarray = arr("int", "H", "K")
+    shift: np.ndarray = arr("int", "H")
+    bias: np.ndarray = arr("int", "H", "T")
+    stream_bits: int
+    split: int
+    lag: int
+    kernel_float: np.ndarray = arr("float", "H", "K")
+    bias_float: np.ndarray = arr("float", "H", "T")
+
+    def channels(self, ins, length):
+        H, K = self.kernel.shape
+        _want(H == ins["main"], f"SSM kernel has {H} channels, its input {ins['main']}")
+        _want(self.shift.shape == (H,) and self.kernel_float.shape == (H, K), "SSM arrays disagree on H or K")
+        _want(self.bias.shape in ((H, 0), (H, length)) and self.bias_float.shape == self.bias.shape,
+              f"SSM bias must be ({H}, 0) or ({H}, {length})")
+        _want(1 <= K <= 2 * length - 1 and 0 <= self.lag < K and self.lag <= length - 1,
+              f"SSM kernel of {K} taps with lag {self.lag} does not fit sequences of {length}")
+        return H
+
+
+@_node
+class IntLIF(IntNode):
+    """Loihi 2 LIF (stock Lava fixed_pt, du = 4095): spikes on v > vth << 6."""
+    TRACE = "spikes"
     dv: int
     vth: int
+    tau: float                 # float retention, for the floating_pt model
+
+    def channels(self, ins, length):
+        return ins["main"]
 
 
 @_node
-class IntDense:
-    weight: np.ndarray         # (2H, H) even ints, Lava Dense weights
+class IntDense(IntNode):
+    """Synapse over binary spikes: out = weight @ s (Lava Dense, 8-bit weights)."""
+    TRACE = "dense"
+    weight: np.ndarray = arr("int", "M", "N")
+    weight_float: np.ndarray = arr("float", "M", "N")
+
+    def channels(self, ins, length):
+        M, N = self.weight.shape
+        _want(N == ins["main"], f"Dense has {N} inputs, it is fed {ins['main']}")
+        _want(self.weight_float.shape == (M, N), "Dense float weights disagree")
+        return M
 
 
 @_node
-class IntGLUResidual:
-    bias: np.ndarray           # (2H,)
-    value_shift: np.ndarray
-    gate_shift: np.ndarray
-    out_shift: np.ndarray
+class IntGLUResidual(IntNode):
+    """x_next = x + (a * sigmoid_lut[g]) rescaled, [a, g] = Dense output + bias (arith.glu_residual)."""
+    PORTS = ("skip", "main")
+    TRACE = "stream"
+    bias: np.ndarray = arr("int", "2H")
+    value_shift: np.ndarray = arr("int", "H")
+    gate_shift: np.ndarray = arr("int", "H")
+    out_shift: np.ndarray = arr("int", "H")
+    lut: np.ndarray = arr("int", "n")
+    bias_float: np.ndarray = arr("float", "2H")
+
+    def channels(self, ins, length):
+        H = self.value_shift.shape[0]
+        _want(ins["skip"] == H and ins["main"] == 2 * H, f"GLU over {H} channels needs a {H}-channel skip and "
+              f"{2 * H} Dense outputs, got {ins['skip']} and {ins['main']}")
+        _want(self.bias.shape == (2 * H,) and self.bias_float.shape == (2 * H,) and self.gate_shift.shape == (H,)
+              and self.out_shift.shape == (H,), "GLU arrays disagree on H")
+        n = self.lut.shape[0]
+        _want(n >= 2 and n % 2 == 0, f"sigmoid table needs an even length >= 2, has {n}")
+        return H
 
 
 @_node
-class IntReadout:
-    weight: np.ndarray         # (d_out, H)
-    bias: np.ndarray           # (d_out,) already times L
+class IntReadout(IntNode):
+    """Time sum of the final stream on chip, decoder once per sample on the host (arith.readout_*)."""
+    TRACE = "logits"
+    weight: np.ndarray = arr("int", "D", "H")
+    bias: np.ndarray = arr("int", "D")
+    pre_shift: np.ndarray = arr("int", "H")
     logit_frac_bits: int       # integer logits ~ float logits * L * 2**logit_frac_bits
-    pre_shift: np.ndarray      # (H,) the time sum adds shift_round(x, pre_shift)
+    weight_float: np.ndarray = arr("float", "D", "H")
+    bias_float: np.ndarray = arr("float", "D")
+
+    def channels(self, ins, length):
+        D, H = self.weight.shape
+        _want(H == ins["main"], f"readout reads {H} channels, it is fed {ins['main']}")
+        _want(self.bias.shape == (D,) and self.pre_shift.shape == (H,) and self.weight_float.shape == (D, H)
+              and self.bias_float.shape == (D,), "readout arrays disagree")
+        return D
 
 
+INT_NODES = {cls.__name__: cls for cls in (IntInput, IntEncoder, IntEmbedding, IntSSMConv, IntLIF, IntDense,
+                                           IntGLUResidual, IntReadout)}
+
+
+def array_fields(cls) -> list:
+    """(name, kind) of the array fields of an integer node type, in declaration order."""
+    return [(f.name, f.metadata["kind"]) for f in dataclasses.fields(cls) if "kind" in f.metadata]
+
+
+def scalar_fields(cls) -> list:
+    """(name, type) of the scalar fields of an integer node type."""
+    return [(f.name, f.type) for f in dataclasses.fields(cls) if "kind" not in f.metadata]
+
+
+# ------------------------------------------------------------------ the graph
 @dataclass
 class Graph:
-    """Named nodes in data-flow order plus model-level facts every pass may need."""
+    """Named nodes, edges into named ports, plus model-level facts every pass may need."""
     g: nx.DiGraph
     meta: dict = field(default_factory=dict)
 
@@ -140,33 +307,35 @@ class Graph:
     def set_op(self, name: str, op) -> None:
         self.g.nodes[name]["op"] = op
 
+    def topo(self) -> list:
+        return list(nx.lexicographical_topological_sort(self.g, key=lambda n: self.g.nodes[n]["order"]))
+
     def nodes_of(self, *types) -> Iterator[str]:
-        for name in nx.topological_sort(self.g):
+        for name in self.topo():
             if isinstance(self.op(name), types):
                 yield name
 
     def layer_of(self, name: str):
         return self.g.nodes[name].get("layer")
 
-    def successors(self, name: str) -> list:
-        return list(self.g.successors(name))
+    def inputs(self, name: str) -> dict:
+        """{port: source node}."""
+        return {self.g.edges[src, name]["port"]: src for src in self.g.predecessors(name)}
 
-    def predecessors(self, name: str) -> list:
-        return list(self.g.predecessors(name))
+    def consumers(self, name: str) -> list:
+        return sorted(self.g.successors(name), key=lambda n: self.g.nodes[n]["order"])
 
     def bypass(self, name: str) -> None:
-        """Remove a single-input node, wiring its input straight to its outputs."""
-        (src,) = self.predecessors(name)
-        for dst in self.successors(name):
+        """Remove a single-input node, wiring its input straight into its consumers' ports."""
+        (src,) = self.g.predecessors(name)
+        for dst in list(self.g.successors(name)):
             self.g.add_edge(src, dst, **self.g.edges[name, dst])
         self.g.remove_node(name)
 
     def summary(self) -> str:
-        lines = []
-        for name in nx.topological_sort(self.g):
-            op = self.op(name)
-            lines.append(f"{name:<18} {type(op).__name__:<16} <- {', '.join(self.predecessors(name)) or '-'}")
-        return "\n".join(lines)
+        return "\n".join(f"{name:<18} {type(self.op(name)).__name__:<16} <- "
+                         + (", ".join(f"{p}={s}" for p, s in sorted(self.inputs(name).items())) or "-")
+                         for name in self.topo())
 
 
 def new_graph(meta: dict) -> Graph:
@@ -174,7 +343,9 @@ def new_graph(meta: dict) -> Graph:
 
 
 def add(graph: Graph, name: str, op, inputs=(), layer=None, ports=None) -> str:
-    graph.g.add_node(name, op=op, layer=layer)
+    """Add ``op`` as ``name`` fed by ``inputs`` (into ``ports``, default 'main'); returns the name."""
+    order = max((d["order"] for _, d in graph.g.nodes(data=True)), default=-1) + 1
+    graph.g.add_node(name, op=op, layer=layer, order=order)
     for i, src in enumerate(inputs):
         graph.g.add_edge(src, name, port=(ports[i] if ports else "main"))
     return name

@@ -1,91 +1,113 @@
-"""The compiled, integer network: what ``export`` writes and every back end runs.
+"""The compiled program: a typed graph of integer nodes (``neurocompile.ir.Int*``) and port edges.
 
-A ``Program`` is plain numpy (no torch): the Lava runtime loads it without the training stack.
-Integer arrays are int64; their meaning is fixed by ``neurocompile.arith``.  The float copies
-(``*_float``) carry the folded but unquantized model for Lava's ``floating_pt`` process models.
+This is what ``export`` writes, what the artifact loader verifies and what every back end runs:
+each later stage dispatches on node type through its own table (``intervals.INTERVAL``,
+``emulator.EMULATE``, ``targets.loihi2.lowering.LOWER``).  A Program is plain numpy (no torch),
+so the Lava runtime loads it without the training stack.
 
-Time alignment: the stream entering layer ``i`` reaches it ``i`` steps late on Lava, because each
-layer's Dense synapse delays by one step (``Program.layer_delay``).  The emulator works in logical
-time; the Lava runner removes the delays when it reads traces back.
+Time: ``delays[name]`` is the step, counted from the first input step of a sample, at which the
+node's output for logical time 0 appears on the target (one step per synapse hop, ``lag`` steps
+per two-sided convolution; computed by ``passes.align_time_steps``).  The emulator works in
+logical time; the Lava runner shifts traces back by these delays.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class EncoderParams:
-    weight: np.ndarray          # (H, d_in) int: stream units per input level
-    bias: np.ndarray            # (H,) int
-    input_bits: int             # bit planes of the raw input levels
-    weight_float: np.ndarray    # (H, d_in) float64, per input level
-    bias_float: np.ndarray      # (H,) float64
+from .ir import IntInput, IntLIF, IntReadout
 
 
 @dataclass(frozen=True)
-class LayerParams:
-    kernel: np.ndarray          # (H, L) int taps, D folded into tap 0, 1/Vth folded in
-    kernel_shift: np.ndarray    # (H,) int: shift_round(acc, kernel_shift) -> LIF input a_in
-    stream_bits: int            # bit planes of the stream entering this layer (two's complement)
-    dv: int                     # LIF voltage decay (4096 - dv) / 4096
-    vth: int                    # LIF threshold mantissa (spike when v > vth << 6)
-    mix_weight: np.ndarray      # (2H, H) int, Lava Dense weights (even, |w| <= 254)
-    mix_bias: np.ndarray        # (2H,) int, at the Dense output's scale
-    value_shift: np.ndarray     # (H,) int
-    gate_shift: np.ndarray      # (H,) int
-    out_shift: np.ndarray       # (H,) int
-    kernel_float: np.ndarray    # (H, L) float64, threshold 1
-    mix_weight_float: np.ndarray  # (2H, H) float64
-    mix_bias_float: np.ndarray  # (2H,) float64
-    tau: float                  # float LIF retention
-    acc_split: int = 0          # stream bit planes below this go to the SSM's low accumulator
-
-
-@dataclass(frozen=True)
-class ReadoutParams:
-    weight: np.ndarray          # (d_out, H) int
-    bias: np.ndarray            # (d_out,) int, already multiplied by L
-    logit_frac_bits: int        # integer logits ~ float logits * L * 2**logit_frac_bits
-    pre_shift: np.ndarray       # (H,) int: the time sum adds shift_round(x, pre_shift)
-    weight_float: np.ndarray    # (d_out, H) float64
-    bias_float: np.ndarray      # (d_out,) float64
+class ProgramNode:
+    name: str
+    op: object
+    layer: int | None = None
 
 
 @dataclass(frozen=True)
 class Program:
-    model: dict                 # kind, d_input, d_output, d_model, n_layers, l_max, input_levels
-    stream_frac_bits: np.ndarray  # (H,) stream channel h holds round(x_h * 2**stream_frac_bits[h])
-    encoder: EncoderParams
-    layers: tuple               # of LayerParams
-    readout: ReadoutParams
-    sigmoid_lut: np.ndarray     # (2**k,) int, sigmoid at the LUT's input resolution
-    sigmoid_in_frac_bits: int
-    sigmoid_out_frac_bits: int
-    report: dict = field(default_factory=dict)   # range analysis, AC-only summary, options
+    nodes: tuple                # of ProgramNode, in a topological order
+    edges: tuple                # of (source, destination, port)
+    model: dict                 # kind, sizes, l_max, input format, ...
+    delays: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)   # range analysis, operation summary, options
+
+    def __post_init__(self):
+        object.__setattr__(self, "_by_name", {n.name: n for n in self.nodes})
+        ins = {n.name: {} for n in self.nodes}
+        for src, dst, port in self.edges:
+            ins[dst][port] = src
+        object.__setattr__(self, "_inputs", ins)
+
+    # the graph protocol shared with ir.Graph
+    def topo(self) -> list:
+        return [n.name for n in self.nodes]
+
+    def op(self, name: str):
+        return self._by_name[name].op
+
+    def inputs(self, name: str) -> dict:
+        return dict(self._inputs[name])
+
+    def layer_of(self, name: str):
+        return self._by_name[name].layer
+
+    def consumers(self, name: str) -> list:
+        return [dst for src, dst, _ in self.edges if src == name]
+
+    def nodes_of(self, *types) -> Iterator[str]:
+        return (n.name for n in self.nodes if isinstance(n.op, types))
+
+    # model-level facts
+    @property
+    def input_node(self) -> str:
+        (name,) = self.nodes_of(IntInput)
+        return name
 
     @property
-    def n_layers(self) -> int:
-        return len(self.layers)
+    def output_node(self) -> str:
+        (name,) = self.nodes_of(IntReadout)
+        return name
+
+    @property
+    def spike_nodes(self) -> list:
+        return list(self.nodes_of(IntLIF))
 
     @property
     def seq_len(self) -> int:
         return int(self.model["l_max"])
 
     @property
-    def d_model(self) -> int:
-        return int(self.model["d_model"])
+    def n_classes(self) -> int:
+        return self.op(self.output_node).weight.shape[0]
 
     @property
-    def n_classes(self) -> int:
-        return int(self.model["d_output"])
+    def input_channels(self) -> int:
+        return self.op(self.input_node).n_channels
 
-    def layer_delay(self, i: int) -> int:
-        """Steps by which the stream entering layer i lags the input on Lava (one per Dense hop)."""
-        return i
+    @property
+    def latency(self) -> int:
+        """Steps from a sample's first input to its readout's first input on the target."""
+        return int(self.delays.get(self.inputs(self.output_node)["main"], 0))
 
     @property
     def window(self) -> int:
-        """Lava steps per sample: the sequence plus the pipeline depth."""
-        return self.seq_len + self.n_layers
+        """Target steps per sample: the sequence plus the pipeline's latency."""
+        return self.seq_len + self.latency
+
+
+def raw_inputs(program: Program, levels) -> np.ndarray:
+    """(n, L, C) or (n, L) raw integers -> (n, C, L) int64, checked against the input node."""
+    raw = np.asarray(levels)
+    if raw.ndim == 2:
+        raw = raw[..., None]
+    C, L = program.input_channels, program.seq_len
+    if raw.ndim != 3 or raw.shape[1:] != (L, C):
+        raise ValueError(f"inputs must be (n, {L}, {C}) raw integers, got {tuple(np.shape(levels))}")
+    top = program.op(program.input_node).levels
+    if raw.size and (not np.issubdtype(raw.dtype, np.integer) or raw.min() < 0 or raw.max() > top):
+        raise ValueError(f"inputs must be integers in 0..{top}")
+    return np.ascontiguousarray(raw.transpose(0, 2, 1), dtype=np.int64)

@@ -1,78 +1,89 @@
-"""Recorded traces: save them to .npz and draw a raster plot of what every layer does."""
+"""Recorded traces: choose them by kind, save them to .npz, and draw what every layer does.
+
+Traces are keyed by node name (``layer0.neuron``, ``layer0.ssm``, ...), each (samples, channels,
+time).  A kind selects nodes by what their output is (``IntNode.TRACE``): ``spikes`` (LIF
+outputs), ``ssm`` (the SSM output current, the LIF input), ``stream`` (the residual stream),
+``dense`` (synapse accumulations) and ``voltage`` (LIF membrane, emulator only).
+"""
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 
 import numpy as np
 
-TRACE_KINDS = ("spikes", "ssm", "stream", "voltage")
+from .fileio import write_atomic
+
+TRACE_KINDS = ("spikes", "ssm", "stream", "dense", "voltage")
+_NODE_TRACE = {"spikes": "spikes", "ssm": "current", "stream": "stream", "dense": "dense"}
 
 
-def save_traces(path: str, traces: dict, kinds, meta: dict) -> None:
-    """Write the chosen kinds (per layer: ``spikes_0``, ``ssm_0``, ...) plus logits, atomically."""
+def trace_names(program, kinds) -> list:
+    """Node trace names of the chosen kinds, in graph order."""
+    names = []
+    for name in program.topo():
+        trace = type(program.op(name)).TRACE
+        for kind in kinds:
+            if kind == "voltage" and trace == "spikes":
+                names.append(f"{name}.v")
+            elif _NODE_TRACE.get(kind) == trace:
+                names.append(name)
+    return names
+
+
+def save_traces(path: str, traces: dict, names, meta: dict, inputs=()) -> None:
+    """Write the chosen node traces plus logits, labels and where they came from, atomically."""
     arrays = {"logits": np.asarray(traces["logits"]), "labels": np.asarray(meta.get("labels", []))}
-    if "stream" in kinds and "stream_in" in traces:
-        arrays["stream_in"] = traces["stream_in"]
-    for kind in kinds:
-        if kind not in traces:
-            continue
-        for i, arr in enumerate(traces[kind]):
-            arrays[f"{kind}_{i}"] = arr
+    for name in names:
+        if name in traces:
+            arrays[name] = traces[name]
     arrays["meta_engine"] = np.array(meta.get("engine", ""))
     arrays["meta_indices"] = np.asarray(meta.get("indices", []))
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    def write(fh):
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        fh.write(buf.getvalue())
+    write_atomic(path, write, inputs)
 
 
-def plot_raster(path: str, traces: dict, sample: int = 0, title: str = "") -> None:
-    """One raster per layer (channel x time), the LIF input beneath it, and the logits."""
+def plot_raster(path: str, program, traces: dict, sample: int = 0, title: str = "", inputs=()) -> None:
+    """Per spike node: a raster (channel x time) and, beneath it, its input; then the logits."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n_layers = len(traces["spikes"])
-    fig, axes = plt.subplots(2 * n_layers + 1, 1, figsize=(10, 2.2 * (2 * n_layers + 1)), squeeze=False)
+    rows = []
+    for node in program.spike_nodes:
+        rows.append(("spikes", node))
+        src = program.inputs(node)["main"]
+        if src in traces:
+            rows.append(("input", src))
+    fig, axes = plt.subplots(len(rows) + 1, 1, figsize=(10, 2.2 * (len(rows) + 1)), squeeze=False)
     axes = axes[:, 0]
-    for i in range(n_layers):
-        spk = np.asarray(traces["spikes"][i][sample])
-        ch, t = np.nonzero(spk)
-        ax = axes[2 * i]
-        ax.scatter(t, ch, s=2, marker="|", color="k")
-        ax.set_xlim(-0.5, spk.shape[1] - 0.5)
-        ax.set_ylim(-0.5, spk.shape[0] - 0.5)
-        ax.set_ylabel(f"layer {i}\nchannel")
-        ax.set_title(f"layer {i} spikes (rate {spk.mean():.3f})", fontsize=9)
-        ax = axes[2 * i + 1]
-        im = ax.imshow(np.asarray(traces["ssm"][i][sample]), aspect="auto", cmap="coolwarm", interpolation="nearest")
+    for ax, (what, node) in zip(axes, rows):
+        data = np.asarray(traces[node][sample])
+        if what == "spikes":
+            ch, t = np.nonzero(data)
+            ax.scatter(t, ch, s=2, marker="|", color="k")
+            ax.set_xlim(-0.5, data.shape[1] - 0.5)
+            ax.set_ylim(-0.5, data.shape[0] - 0.5)
+            ax.set_title(f"{node} spikes (rate {data.mean():.3f})", fontsize=9)
+        else:
+            im = ax.imshow(data, aspect="auto", cmap="coolwarm", interpolation="nearest")
+            ax.set_title(f"{node} output (integer input current of the next spike node)", fontsize=9)
+            fig.colorbar(im, ax=ax, pad=0.01)
         ax.set_ylabel("channel")
-        ax.set_title(f"layer {i} LIF input (integer SSM output)", fontsize=9)
-        fig.colorbar(im, ax=ax, pad=0.01)
+        ax.set_xlabel("time step", fontsize=8)
     ax = axes[-1]
     logits = np.asarray(traces["logits"][sample], dtype=np.float64)
     ax.bar(np.arange(len(logits)), logits, color="tab:blue")
     ax.set_title(f"readout logits (class {int(logits.argmax())})", fontsize=9)
     ax.set_xlabel("class")
-    for a in axes[:-1]:
-        a.set_xlabel("time step", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, path)
+        write_atomic(path, lambda fh: fig.savefig(fh, dpi=110, format="png"), inputs)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -1,6 +1,7 @@
-"""The integer emulator's two back ends (compiled numba loop, torch tensors) against the plain numpy
-oracle over neurocompile.arith: every trace identical, at shapes that straddle the compiled loop's
-time blocks, with and without the two-accumulator split, and with Dense sums too wide for int32."""
+"""The integer emulator's two back ends (compiled numba loop, node-by-node torch) against the plain
+numpy oracle over neurocompile.arith: every trace identical, at shapes that straddle the compiled
+loop's time blocks, with and without the two-accumulator split, two-sided kernels, per-step biases,
+token inputs, and Dense sums too wide for int32."""
 from dataclasses import replace
 
 import numpy as np
@@ -9,51 +10,65 @@ import torch
 
 from neurocompile import emulator
 from neurocompile.compiled_layer import TIME_BLOCK
-from test_lava_target import assert_same, oracle, random_program
-
-
-def _levels(seed, n, L, d_in=1):
-    return np.random.default_rng(seed).integers(0, 256, (n, L, d_in))
+from neurocompile.program import Program, ProgramNode
+from programs import assert_same, oracle, random_program, random_raw
 
 
 @pytest.mark.parametrize("backend", emulator.BACKENDS)
-@pytest.mark.parametrize("seed,H,L,n_layers", [(3, 8, 12, 2), (4, 19, 2 * TIME_BLOCK + 5, 3), (5, 33, TIME_BLOCK, 1)])
-def test_backend_equals_numpy_oracle(backend, seed, H, L, n_layers):
-    program = random_program(seed=seed, H=H, L=L, n_layers=n_layers, d_in=2)
-    levels = _levels(seed, 5, L, d_in=2)
-    want = oracle(program, levels)
-    got = emulator.emulate(program, levels, record=True, device="cpu", backend=backend, batch_size=2)
+@pytest.mark.parametrize("seed,H,L,n_layers,kw", [
+    (3, 8, 12, 2, {}),
+    (4, 19, 2 * TIME_BLOCK + 5, 3, {"two_sided": (1,), "bias": (0, 2)}),
+    (5, 33, TIME_BLOCK, 1, {"tokens": 11}),
+    (6, 9, 21, 2, {"two_sided": (0, 1), "bias": (1,)}),
+])
+def test_backend_equals_numpy_oracle(backend, seed, H, L, n_layers, kw):
+    program = random_program(seed=seed, H=H, L=L, n_layers=n_layers, d_in=2, **kw)
+    raw = random_raw(program, 5, seed)
+    want = oracle(program, raw)
+    got = emulator.emulate(program, raw, record=True, device="cpu", backend=backend, batch_size=2)
+    assert set(got) == set(want)
     assert_same(got, want)
-    assert any(layer.acc_split for layer in program.layers) or n_layers == 1
-    for i, spikes in enumerate(got["spikes"]):
-        assert 0.02 < spikes.mean() < 0.6, (i, spikes.mean())     # real activity, not a silent network
+    assert any(program.op(n).split for n in program.topo() if n.endswith(".ssm")) or n_layers == 1
+    for name in program.spike_nodes:
+        assert 0.02 < got[name].mean() < 0.6, (name, got[name].mean())     # real activity, not a silent network
 
 
-def test_both_backends_agree_on_voltage_and_wide_dense_sums():
+def test_compiled_backend_fuses_every_layer_and_runs_other_nodes_by_rule():
+    program = random_program(seed=2, n_layers=3)
+    assert sorted(emulator.fused_layers(program)) == ["layer0.ssm", "layer1.ssm", "layer2.ssm"]
+    # a program whose LIF output also feeds something else is not the fusable pattern: node by node
+    nodes = list(program.nodes)
+    extra = ProgramNode("probe", program.op("layer0.mixer"), 0)
+    edges = program.edges + (("layer0.neuron", "probe", "main"),)
+    odd = Program(tuple(nodes[:5] + [extra] + nodes[5:]), edges, program.model, {**program.delays, "probe": 1})
+    assert "layer0.ssm" not in emulator.fused_layers(odd)
+    raw = random_raw(odd, 3, 1)
+    assert_same(emulator.emulate(odd, raw, record=True, backend="compiled"), oracle(odd, raw))
+
+
+def test_both_backends_agree_on_wide_dense_sums():
     program = random_program(seed=7, H=16, L=40, n_layers=2)
-    first = program.layers[0]                              # Dense sums beyond int32, the stream unchanged:
-    wide = replace(first, mix_weight=first.mix_weight << 20, mix_bias=first.mix_bias << 20,
-                   value_shift=first.value_shift + 20, gate_shift=first.gate_shift + 20)
-    assert np.abs(wide.mix_weight).sum(1).max() > 2 ** 31
-    program = replace(program, layers=(wide,) + program.layers[1:])
-    levels = _levels(8, 3, 40)
-    a = emulator.emulate(program, levels, record=True, device="cpu", backend="compiled")
-    b = emulator.emulate(program, levels, record=True, device="cpu", backend="torch")
-    assert_same(a, oracle(program, levels))
-    for key in ("logits", "stream_in"):
-        np.testing.assert_array_equal(a[key], b[key])
-    for key in ("ssm", "spikes", "voltage", "stream"):
-        for x, y in zip(a[key], b[key]):
-            np.testing.assert_array_equal(x, y)
+    dense, glu = program.op("layer0.mixer"), program.op("layer0.residual")    # Dense sums beyond int32:
+    wide = {"layer0.mixer": replace(dense, weight=dense.weight << 20),
+            "layer0.residual": replace(glu, bias=glu.bias << 20, value_shift=glu.value_shift + 20,
+                                       gate_shift=glu.gate_shift + 20)}
+    program = Program(tuple(ProgramNode(n.name, wide.get(n.name, n.op), n.layer) for n in program.nodes),
+                      program.edges, program.model, program.delays)
+    assert np.abs(program.op("layer0.mixer").weight).sum(1).max() > 2 ** 31
+    raw = random_raw(program, 3, 8)
+    a = emulator.emulate(program, raw, record=True, device="cpu", backend="compiled")
+    b = emulator.emulate(program, raw, record=True, device="cpu", backend="torch")
+    assert_same(a, oracle(program, raw))
+    assert_same(a, b)
 
 
 def test_without_record_only_logits_and_progress_counts_samples():
     program = random_program(seed=9)
-    levels = _levels(9, 6, 12)
+    raw = random_raw(program, 6, 9)
     seen = []
-    out = emulator.emulate(program, levels, device="cpu", progress=seen.append)
+    out = emulator.emulate(program, raw, device="cpu", progress=seen.append)
     assert set(out) == {"logits"}
-    np.testing.assert_array_equal(out["logits"], oracle(program, levels)["logits"])
+    np.testing.assert_array_equal(out["logits"], oracle(program, raw)["logits"])
     assert sorted(seen) == list(range(1, 7))
 
 
@@ -61,26 +76,36 @@ def test_convolution_results_off_the_integers_are_refused(monkeypatch):
     program = random_program(seed=10)
     real = emulator._ConvBuffers.convolve
     monkeypatch.setattr(emulator._ConvBuffers, "convolve", lambda self, parts, spec: real(self, parts, spec) + 0.4)
-    with pytest.raises(ArithmeticError, match="layer 0: FFT convolution left the integers"):
-        emulator.emulate(program, _levels(10, 2, 12), device="cpu", backend="compiled")
+    with pytest.raises(ArithmeticError, match="layer0.ssm: FFT convolution left the integers"):
+        emulator.emulate(program, random_raw(program, 2, 10), device="cpu", backend="compiled")
     with pytest.raises(ArithmeticError, match="left the integers"):
         emulator.rounded(torch.tensor([1.0, 2.4]))
 
 
-def test_unknown_or_misplaced_backend_is_refused():
+def test_unknown_or_misplaced_backend_device_and_inputs_are_refused():
     program = random_program(seed=11)
+    raw = random_raw(program, 1, 11)
     with pytest.raises(ValueError, match="unknown emulator backend 'fast'"):
-        emulator.emulate(program, _levels(11, 1, 12), device="cpu", backend="fast")
-    with pytest.raises(ValueError, match="runs on the CPU"):
-        emulator.emulate(program, _levels(11, 1, 12), device="cuda", backend="compiled")
+        emulator.emulate(program, raw, device="cpu", backend="fast")
+    with pytest.raises(ValueError, match="unknown device"):
+        emulator.emulate(program, raw, device="bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            emulator.emulate(program, raw, device="cuda")
+    with pytest.raises(ValueError, match=r"inputs must be \(n, 12, 1\)"):
+        emulator.emulate(program, raw[:, :5], device="cpu")
+    with pytest.raises(ValueError, match="integers in 0..255"):
+        emulator.emulate(program, raw + 300, device="cpu")
 
 
-def test_machine_code_cache_is_keyed_by_the_rule_and_the_loop(tmp_path, monkeypatch):
+def test_machine_code_cache_is_keyed_by_the_rule_its_constants_and_the_loop(tmp_path, monkeypatch):
     import hashlib
 
     from neurocompile import arith, compiled_layer
+    from neurocompile.targets.loihi2 import target
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    digest = hashlib.sha256(open(arith.__file__, "rb").read() + open(compiled_layer.__file__, "rb").read())
+    digest = hashlib.sha256(b"".join(open(f, "rb").read() for f in (arith.__file__, target.__file__,
+                                                                       compiled_layer.__file__)))
     assert compiled_layer.machine_code_cache() == str(tmp_path / "neurocompile" / "numba" / digest.hexdigest()[:16])
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("")

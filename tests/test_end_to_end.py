@@ -14,6 +14,7 @@ from neurocompile.cli import main as cli
 from neurocompile.datasets import load_dataset
 from neurocompile.emulator import emulate
 from neurocompile.models.checkpoint import build_model, load_checkpoint
+from neurocompile.input_format import InputFormat
 from neurocompile.validate import compare_traces, validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,6 +25,11 @@ FASHION = os.path.join(ROOT, "examples", "fashion-mnist", "ckpt.pt")
 def export(ckpt, out, *extra):
     assert cli(["export", ckpt, "--target", "loihi2", "-o", str(out), *extra]) == 0
     return load_program(str(out))
+
+
+def prepared(program, data):
+    """(model values, raw integers) of a dataset under the artifact's input format."""
+    return InputFormat.from_dict(program.model["input"]).prepare(data.x, data.name, data.levels)
 
 
 @pytest.fixture(scope="module")
@@ -47,34 +53,40 @@ def test_lava_equals_emulator_on_16_digits(digits_artifact):
     lava = run_lava(program, data.x[:16], record=True, timeout_s=600)
     emu = emulate(program, data.x[:16], record=True, device="cpu")
     assert compare_traces(lava, emu) == []
-    assert sum(s.sum() for s in emu["spikes"]) > 0          # the comparison is not over silent layers
+    assert all(emu[name].mean() > 0.01 for name in program.spike_nodes)   # not a comparison of silent layers
 
 
 def test_integer_accuracy_within_one_point_of_float_on_all_digits(digits_artifact):
     kind, config, state_dict, _ = load_checkpoint(DIGITS)
     data = load_dataset("digits", "test")
-    report = validate(build_model(config, state_dict), load_program(str(digits_artifact)), data.x, data.y,
+    program = load_program(str(digits_artifact))
+    report = validate(build_model(config, state_dict), program, *prepared(program, data), data.y,
                       lava_samples=0, device="cpu")
     acc = report["accuracy"]
     assert report["samples"] == 360
     assert abs(acc["float"] - acc["integer"]) <= 0.01, acc
     assert acc["float"] > 0.85
-    for layer in report["layers"]:
-        assert layer["spike_agreement_float_vs_integer"] > 0.98
-        assert layer["spike_agreement_sdn_vs_lif"] > 0.9
-        assert 0.0 < layer["firing_rate_integer"] < 0.6
+    assert [row["node"] for row in report["spike_nodes"]] == ["layer0.neuron", "layer1.neuron"]
+    for row in report["spike_nodes"]:
+        assert row["spike_agreement_float_vs_integer"] > 0.98
+        assert row["spike_agreement_sdn_vs_lif"] > 0.9
+        # per spike the comparison is stricter than per cell: silent cells no longer count
+        assert row["mismatches_per_float_spike"] > 1 - row["spike_agreement_float_vs_integer"]
+        assert row["mismatches_per_float_spike"] < 0.1
+        assert 0.0 < row["firing_rate_integer"] < 0.6
 
 
 def test_validate_cli_report(digits_artifact, tmp_path, capsys):
     out = tmp_path / "report.json"
-    code = cli(["validate", DIGITS, str(digits_artifact), "--dataset", "digits", "--lava-samples", "4",
+    code = cli(["validate", DIGITS, str(digits_artifact), "--data", "digits", "--lava-samples", "4",
                 "--max-samples", "64", "--json", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
     assert report["lava_samples"] == 4 and report["lava_bit_exact"] is True
+    assert "layer1.mixer" in report["lava_compared"] and "logits" in report["lava_compared"]
     for key in ("float", "integer", "lava"):
         assert 0.0 <= report["accuracy"][key] <= 1.0
-    assert len(report["layers"]) == 2 and "firing_rate_integer" in report["layers"][0]
+    assert len(report["spike_nodes"]) == 2 and "firing_rate_integer" in report["spike_nodes"][0]
     assert "Lava vs emulator bit-exact" in capsys.readouterr().out
 
 
@@ -85,8 +97,10 @@ def test_simulate_cli_traces_and_plot(digits_artifact, tmp_path):
     traces = np.load(npz)
     program = load_program(str(digits_artifact))
     emu = emulate(program, load_dataset("digits", "test").x[3:4], record=True, device="cpu")
-    assert np.array_equal(traces["spikes_0"], emu["spikes"][0]) and np.array_equal(traces["ssm_1"], emu["ssm"][1])
-    assert traces["spikes_0"].shape == (1, program.d_model, program.seq_len)
+    assert np.array_equal(traces["layer0.neuron"], emu["layer0.neuron"])
+    assert np.array_equal(traces["layer1.ssm"], emu["layer1.ssm"])
+    assert np.array_equal(traces["layer1.residual"], emu["layer1.residual"])
+    assert traces["layer0.neuron"].shape == (1, 64, program.seq_len)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -95,10 +109,14 @@ def test_simulate_with_user_npz(digits_artifact, tmp_path):
     user = tmp_path / "mine.npz"
     np.savez(user, x=data.x[:5, :, 0] / 16.0, y=data.y[:5])
     out = tmp_path / "t.npz"
-    assert cli(["simulate", str(digits_artifact), "--dataset", str(user), "--engine", "emulator", "--count", "5",
+    assert cli(["simulate", str(digits_artifact), "--data", str(user), "--engine", "emulator", "--count", "5",
                 "--record", "spikes,voltage", "-o", str(out)]) == 0
     program = load_program(str(digits_artifact))
-    assert np.load(out)["voltage_1"].shape == (5, program.d_model, program.seq_len)
+    saved = np.load(out)
+    assert saved["layer1.neuron.v"].shape == (5, 64, program.seq_len)
+    # floats in the declared range are quantized by the recorded rule: x / 16 lands on the levels
+    emu = emulate(program, data.x[:5], record=True)
+    assert np.array_equal(saved["layer1.neuron"], emu["layer1.neuron"])
 
 
 # ------------------------------------------------------------------ bad input: one line, exit 2
@@ -187,6 +205,7 @@ def test_fashion_mnist_parity(tmp_path):
     emu = emulate(program, data.x[:16], record=True, device="cpu")
     assert compare_traces(lava, emu) == []
     kind, config, state_dict, _ = load_checkpoint(FASHION)
-    report = validate(build_model(config, state_dict), program, data.x, data.y, lava_samples=0, device="cpu")
+    report = validate(build_model(config, state_dict), program, *prepared(program, data), data.y, lava_samples=0,
+                      device="cpu")
     assert report["samples"] == 10000
     assert abs(report["accuracy"]["float"] - report["accuracy"]["integer"]) <= 0.01, report["accuracy"]

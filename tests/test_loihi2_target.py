@@ -23,8 +23,8 @@ def test_floating_pt_mode_tracks_the_float_network(small):
     lava = run_lava(program, levels, mode="floating_pt", record=True, timeout_s=300)
     f_logits, f_spikes = float_reference(g, levels)
     # same float64 arithmetic in another order: only a membrane within ~1e-12 of threshold could flip
-    for i in range(2):
-        assert (lava["spikes"][i] == f_spikes[i]).mean() > 0.995
+    for name, spikes in f_spikes.items():
+        assert (lava[name] == spikes).mean() > 0.995
     assert np.allclose(lava["logits"], f_logits, rtol=1e-6, atol=1e-6)
 
 

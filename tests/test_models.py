@@ -335,24 +335,59 @@ def test_digits_dataset():
     assert np.array_equal(load_dataset("digits", "test").x, te.x)
 
 
-def test_npz_dataset(tmp_path):
+def test_npz_dataset_and_input_format(tmp_path):
     from neurocompile.datasets import load_dataset
     from neurocompile.errors import DatasetError
+    from neurocompile.input_format import InputFormat
 
     p = str(tmp_path / "d.npz")
-    np.savez(p, x=np.array([[0.0, 0.5, 1.0]]), y=np.array([3]))
-    d = load_dataset(p, "test", levels=16)
-    assert d.x.tolist() == [[[0], [8], [16]]] and d.levels == 16
+    fmt = InputFormat(levels=16)
+    np.savez(p, x=np.array([[0.0, 0.5, 1.0, 0.52]]), y=np.array([3]))
+    d = load_dataset(p, "test")
+    values, raw = fmt.prepare(d.x, p, d.levels)
+    assert d.x.shape == (1, 4, 1) and values[0, :, 0].tolist() == [0.0, 0.5, 1.0, 0.52]   # the float model: as given
+    assert raw[0, :, 0].tolist() == [0, 8, 16, 8]                                          # integer runs: rounded
     np.savez(p, x=np.array([[0, 7]]), y=np.array([1]), levels=np.array(7))
-    assert load_dataset(p, "test").levels == 7
+    d = load_dataset(p, "test")
+    assert d.levels == 7
+    values, raw = fmt.prepare(d.x, p, d.levels)              # other levels: re-quantized to ours
+    assert raw[0, :, 0].tolist() == [0, 16] and values[0, 1, 0] == 1.0
     np.savez(p, x=np.array([[0, 9]]), y=np.array([1]), levels=np.array(7))
     with pytest.raises(DatasetError, match="d.npz"):
-        load_dataset(p, "test")
+        fmt.prepare(load_dataset(p, "test").x, p, 7)
+    np.savez(p, x=np.array([[0.0, 1.5]]), y=np.array([1]))
+    with pytest.raises(DatasetError, match=r"input range \[0, 1\]"):
+        fmt.prepare(load_dataset(p, "test").x, p)
+    tokens = InputFormat(kind="tokens", vocab=5)
+    assert tokens.prepare(np.array([[1, 4]]), p)[1].tolist() == [[1, 4]]
+    with pytest.raises(DatasetError, match="token ids must lie in 0..4"):
+        tokens.prepare(np.array([[1, 5]]), p)
     np.savez(p, z=np.zeros(3))
     with pytest.raises(DatasetError, match="needs arrays 'x' and 'y'"):
         load_dataset(p, "test")
     with pytest.raises(DatasetError, match="unknown dataset"):
         load_dataset("mnist-ish", "test")
+
+
+def test_npz_with_a_huge_claimed_shape_is_refused_before_loading(tmp_path):
+    import io
+    import zipfile
+
+    from neurocompile.datasets import load_dataset
+    from neurocompile.errors import DatasetError
+
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((2, 3)))
+    blob = buf.getvalue()
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (200000000, 3000), }"
+    fake = np.lib.format.MAGIC_PREFIX + b"\x01\x00" + len(header + b" " * 10 + b"\n").to_bytes(2, "little") \
+        + header + b" " * 10 + b"\n" + b"\0" * 48
+    p = tmp_path / "huge.npz"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("x.npy", fake)
+        zf.writestr("y.npy", blob)
+    with pytest.raises(DatasetError, match="claims shape"):
+        load_dataset(str(p), "test")
 
 
 # -------------------------------------------------------------------------------------- training

@@ -1,19 +1,23 @@
-"""Time alignment: on Lava every Dense synapse delays by one step (it sends at t what it got at
-t-1); LIF and our own processes add none.  Record, per node, how many steps it lags the input, so
-the lowering can size the per-sample window and the runner can shift traces back to logical time.
+"""Time alignment: when does each node's output for logical step 0 appear on the target?
+
+A node's output lags its latest input by the target's latency for it (one step per synapse hop on
+Lava, ``lag`` steps for a two-sided convolution streamed causally, none otherwise).  The lowering
+sizes the per-sample window and holds earlier inputs of multi-input nodes from these delays; the
+runner shifts traces back to logical time with them.
 """
-import networkx as nx
-
-from ..ir import Graph, IntDense
+from ..ir import Graph
 
 
-def align_time_steps(graph: Graph) -> Graph:
-    graph = graph.copy()
+def node_delays(graph, target) -> dict:
     delay = {}
-    for name in nx.topological_sort(graph.g):
-        ins = graph.predecessors(name)
-        lag = max((delay[s] + isinstance(graph.op(s), IntDense) for s in ins), default=0)
-        delay[name] = lag
-    graph.meta["delays"] = delay
-    graph.meta["window_extra_steps"] = max(delay.values())
+    for name in graph.topo():
+        arrival = max((delay[src] for src in graph.inputs(name).values()), default=0)
+        delay[name] = arrival + target.latency(graph.op(name))
+    return delay
+
+
+def align_time_steps(graph: Graph, target=None) -> Graph:
+    from ..target import get_target
+    graph = graph.copy()
+    graph.meta["delays"] = node_delays(graph, target or get_target())
     return graph

@@ -1,7 +1,21 @@
-"""Turn each SSM's trained parameters into its length-L causal kernel (float64), D in tap 0."""
+"""Turn each SSM's trained parameters into the kernel the chip streams (float64), D included.
+
+Causal SSM: L taps, output read at once (lag 0), D in tap 0.  Two-sided (bidirectional) SSM:
+y[t] = sum_{s<=t} k0[t-s] u[s] + sum_{s>t} k1[s-t-1] u[s] + D u[t] needs the future, so it is
+streamed as one causal kernel of 2L - 1 taps, c = [k1[L-2], ..., k1[0], k0[0], ..., k0[L-1]],
+whose output for step t is read L - 1 steps late: c * u at t + L - 1 is exactly y[t].
+"""
 import numpy as np
 
-from ..ir import Graph, SSMConv, S4DKernelParams
+from ..ir import Graph, S4DKernelParams, SSMConv
+
+
+def two_sided_as_causal(k0: np.ndarray, k1: np.ndarray, D: np.ndarray):
+    """(kernel (H, 2L-1), lag) streaming the two-sided convolution with kernels k0, k1 (H, L)."""
+    L = k0.shape[1]
+    kernel = np.concatenate([k1[:, L - 2::-1] if L > 1 else k1[:, :0], k0], axis=1)
+    kernel[:, L - 1] += D
+    return kernel, L - 1
 
 
 def materialize_kernels(graph: Graph) -> Graph:
@@ -14,7 +28,12 @@ def materialize_kernels(graph: Graph) -> Graph:
     for name in list(graph.nodes_of(S4DKernelParams)):
         op = graph.op(name)
         params = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in op.params.items()}
-        k = materialize_kernel(params, op.variant, L, dtype=torch.float64).numpy()[0].copy()   # causal half
-        k[:, 0] += op.D                       # y = K*u + D u == (K + D delta) * u
-        graph.set_op(name, SSMConv(k))
+        k = materialize_kernel(params, op.variant, L, dtype=torch.float64).numpy()
+        H = k.shape[1]
+        if op.bidirectional:
+            kernel, lag = two_sided_as_causal(k[0], k[1], op.D)
+        else:
+            kernel, lag = k[0].copy(), 0
+            kernel[:, 0] += op.D                       # y = K*u + D u == (K + D delta) * u
+        graph.set_op(name, SSMConv(kernel, lag, np.zeros((H, 0))))
     return graph

@@ -1,82 +1,50 @@
 """Quantize the float graph to integer nodes, choosing every scale so the registers fit.
 
-The residual stream (analog in the model) becomes an integer at one scale 2**f for the whole
-network.  We try the finest f first and step down until the range analysis proves every 24-bit
-register safe; with an explicit ``act_bits`` only that width is tried, and a misfit is an error.
-Per-layer choices for a given f:
-  * kernel: 8-bit mantissa per channel (quant.quantize_kernel), D and 1/Vth already folded;
-  * LIF input scale 2**g_i: the finest g (threshold vth = 2**g <= 2**16) whose u and v fit;
-  * mixer: Lava Dense weights 2*m (m an 8-bit mantissa per output row: Dense drops the LSB of
-    mixed-sign weights, so even weights pass through it unchanged);
-  * GLU: the value is pre-shifted just enough that value * sigmoid_lut fits a register.
+One rule per float node type (``RULES``).  A rule turns its float node into an integer node given
+its inputs, already quantized (their integer node, exact integer interval and fixed-point
+position ``frac``: value ~ integer * 2**-frac, per channel), and says at which ``frac`` its own
+output lies.  Intervals come from the interval rules (``neurocompile.intervals``), the same ones
+the range analysis proves the result with.
+
+The residual stream (analog in the model) gets one fixed point per channel for the whole network,
+``stream_frac``: as fine as that channel's registers allow.  It is estimated from float bounds
+(``Rule.bound``) and per-op limits (``Rule.frac_limit``); then the whole graph is quantized and
+proved, stepping the stream down a bit when the estimate was a rounding too fine.  With an explicit
+``act_bits`` only that width is tried, and a misfit is an error.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable, Optional
+
 import numpy as np
 
-from ..arith import REGISTER_MAX
 from ..errors import RangeError
-from ..intervals import (bits_for, conv_interval, lif_ranges, magnitude, product_interval, shift_interval,
-                         spike_dense_interval, split_intervals, ssm_intervals)
-from ..ir import (LIF, Affine, Graph, IntDense, IntEncoder, IntGLUResidual, IntLIF, IntReadout, IntSSMConv,
-                  ResidualAdd, SSMConv)
+from ..input_format import InputFormat
+from ..intervals import (Context, bits_for, conv_interval, magnitude, node_interval, register_table, shift_interval,
+                         split_intervals)
+from ..ir import (LIF, Dense, Embedding, GLUResidual, Graph, Input, IntDense, IntEmbedding, IntEncoder,
+                  IntGLUResidual, IntInput, IntLIF, IntReadout, IntSSMConv, LinearEncoder, Readout, SSMConv)
 from ..options import CompileOptions
 from ..quant import quantize_kernel, quantize_rows, quantize_scalar_scale, sigmoid_lut, to_fixed
-from .ranges import Violation, range_violations
+from ..target import Target
 
-MAX_VTH_BITS = 16          # vth = 2**g must fit Lava's 17-bit unsigned threshold
-
-
-def lif_decay(tau: float) -> int:
-    """dv such that (4096 - dv) / 4096 == tau (0.125 -> 3584, exact)."""
-    return int(min(max(round((1.0 - tau) * 4096), 0), 4095))
+READOUT_BITS = 16          # decoder weights live on the host core, not in a synapse
 
 
-def float_stream_bounds(graph: Graph) -> list:
-    """Worst-case |x| per channel of the residual stream entering each layer, and leaving the last."""
-    enc = graph.op("encoder")
-    lo = enc.bias + np.minimum(enc.weight, 0).sum(1)          # model inputs lie in [0, 1]
-    hi = enc.bias + np.maximum(enc.weight, 0).sum(1)
-    bounds = [magnitude(lo, hi)]
-    for name in graph.nodes_of(ResidualAdd):
-        mixer = graph.op(name.replace("residual", "mixer"))
-        H = mixer.weight.shape[1]
-        w = mixer.weight[:H]
-        lo = lo + np.minimum(mixer.bias[:H] + np.minimum(w, 0).sum(1), 0)    # GLU out lies between 0 and a
-        hi = hi + np.maximum(mixer.bias[:H] + np.maximum(w, 0).sum(1), 0)
-        bounds.append(magnitude(lo, hi))
-    return [np.maximum(b, 1e-12) for b in bounds]
+@dataclass(frozen=True)
+class Quantized:
+    op: object                 # the integer node
+    interval: tuple            # (lo, hi) int64 per output channel
+    frac: np.ndarray           # value ~ integer * 2**-frac, per output channel
 
 
-def channel_frac_bits(graph: Graph, opt: CompileOptions) -> np.ndarray:
-    """Fixed-point position of each residual-stream channel: as fine as its registers allow.
-
-    A channel's stream meets only its own SSM taps, its own GLU output and (once per sample) the
-    decoder, so every channel can have its own scale.  Its finest scale is limited by the stream
-    width (--act-bits), by each layer's SSM accumulator (sum of |taps| x stream bound), and by the
-    readout's time sum; all three are estimated here from float bounds and proven afterwards.
-    """
-    bounds = float_stream_bounds(graph)
-    peak = np.max(bounds, axis=0)
-    top = opt.act_bits or opt.max_act_bits
-    f = np.floor(np.log2(((1 << (top - 1)) - 1) / peak))
-    why = np.array(["--act-bits"] * len(f), dtype=object)
-
-    def limit(candidate, reason):
-        nonlocal f
-        tighter = candidate < f
-        why[tighter] = reason
-        f = np.minimum(f, candidate)
-
-    if opt.act_bits is None:
-        # two accumulators of 24 bits hold taps * |x| when taps * 2**split and taps * |x| / 2**split
-        # both fit, i.e. when taps**2 * |x| <= REGISTER_MAX**2
-        slack = 1.0 + 2.0 ** -4
-        for i, name in enumerate(graph.nodes_of(SSMConv)):
-            kq, _ = quantize_kernel(graph.op(name).kernel, opt.kernel_bits)
-            taps = np.maximum(np.abs(kq).sum(1), 1).astype(np.float64)
-            limit(np.floor(np.log2(REGISTER_MAX ** 2 / (taps ** 2 * bounds[i] * slack + 1))), f"{name} accumulators")
-    return f.astype(np.int64), why
+@dataclass(frozen=True)
+class Violation:
+    node: str
+    register: str
+    bound: int
+    limit: int
 
 
 class _Misfit(Exception):
@@ -84,11 +52,257 @@ class _Misfit(Exception):
         self.violation = violation
 
 
-def quantize(graph: Graph, options: CompileOptions = CompileOptions()) -> Graph:
-    f, why = channel_frac_bits(graph, options)
+class State:
+    """What rules see: the float graph, options, target, the stream's fixed point, finished nodes."""
+
+    def __init__(self, graph: Graph, options: CompileOptions, target: Target, stream_frac: np.ndarray):
+        self.graph, self.options, self.target = graph, options, target
+        self.L = int(graph.meta["config"]["l_max"])
+        self.stream_frac = np.asarray(stream_frac, dtype=np.int64)
+        self.ctx = Context(self.L, target)
+        self.done: dict = {}
+
+    def finish(self, name: str, op, frac, ins: dict) -> Quantized:
+        interval, rows = node_interval(op, {p: v.interval for p, v in ins.items()}, self.ctx)
+        return Quantized(op, interval, np.broadcast_to(np.asarray(frac, dtype=np.int64), interval[0].shape).copy())
+
+    def fits_consumers(self, name: str, candidate: Quantized) -> Optional[Violation]:
+        """First register overflow in ``name``'s consumers if ``name`` were quantized to ``candidate``."""
+        for dst in self.graph.consumers(name):
+            srcs = self.graph.inputs(dst)
+            if any(src != name and src not in self.done for src in srcs.values()):
+                continue                            # decided when its other inputs are known
+            ins = {p: (candidate if src == name else self.done[src]) for p, src in srcs.items()}
+            op, _ = RULES[type(self.graph.op(dst))].quantize(self.graph.op(dst), ins, self, dst)
+            _, rows = node_interval(op, {p: v.interval for p, v in ins.items()}, self.ctx)
+            for reg, worst, limit in rows:
+                if worst > limit:
+                    return Violation(dst, reg, worst, limit)
+        return None
+
+
+@dataclass(frozen=True)
+class Rule:
+    quantize: Callable                   # (float op, {port: Quantized}, State, name) -> (int op, output frac)
+    bound: Optional[Callable] = None     # (float op, {port: (lo, hi) floats}) -> (lo, hi) of the float output
+    on_stream: bool = False              # the output is at the residual stream's fixed point
+    frac_limit: Optional[Callable] = None  # (float op, input bound, options, target) -> max stream frac per channel
+
+
+def lif_decay(tau: float, target: Target) -> int:
+    """dv such that (4096 - dv) / 4096 == tau (0.125 -> 3584, exact)."""
+    unity = target.lif_decay_unity
+    return int(min(max(round((1.0 - tau) * unity), 0), unity - 1))
+
+
+def _affine_bound(weight, lo, hi, bias=0.0):
+    a, b = weight * lo[None, :], weight * hi[None, :]
+    return np.minimum(a, b).sum(1) + bias, np.maximum(a, b).sum(1) + bias
+
+
+# ------------------------------------------------------------------ the rules
+def quantize_input(op: Input, ins, s: State, name):
+    fmt = InputFormat.from_dict(op.fmt)
+    return IntInput(op.channels, fmt.max_raw, fmt.kind == "tokens"), 0
+
+
+def bound_input(op: Input, ins):
+    fmt = InputFormat.from_dict(op.fmt)
+    lo, hi = (fmt.low, fmt.high) if fmt.kind == "levels" else (0, fmt.vocab - 1)
+    return np.full(op.channels, float(lo)), np.full(op.channels, float(hi))
+
+
+def quantize_linear_encoder(op: LinearEncoder, ins, s: State, name):
+    fmt = InputFormat.from_dict(s.graph.op(s.graph.inputs(name)["main"]).fmt)
+    w, b = op.weight * fmt.step, op.bias + op.weight.sum(1) * fmt.low      # per raw level
+    f = s.stream_frac
+    return IntEncoder(to_fixed(w, f[:, None]), to_fixed(b, f), max(int(fmt.levels).bit_length(), 1), w, b), f
+
+
+def quantize_embedding(op: Embedding, ins, s: State, name):
+    """8-bit mantissas with one exponent per channel (a synapse row), held at the stream's scale."""
+    from ..arith import shift_round
+    m, e = quantize_rows(op.table.T, s.options.weight_bits)
+    f = s.stream_frac
+    table = shift_round(m.T, (e - f)[None, :])
+    return IntEmbedding(table, op.table.copy()), f
+
+
+def quantize_ssm_conv(op: SSMConv, ins, s: State, name):
+    """8-bit taps per channel; the output scale 2**g is the finest the consumers (the LIF) accept."""
+    x = ins["main"]
+    lo, hi = x.interval
+    kq, e = quantize_kernel(op.kernel, s.options.kernel_bits)
+    split = accumulator_split(kq, lo, hi, s.target.register_max)
+    if split is None:
+        raise _Misfit(Violation(name, "accumulators (even split in two)",
+                                int(magnitude(*conv_interval(kq, lo, hi)).max()), s.target.register_max))
+    last = None
+    for g in range(s.target.vth_bits - 1, 0, -1):
+        conv = IntSSMConv(kq, e + x.frac - g, to_fixed(op.bias, g), bits_for(lo, hi), split, int(op.lag),
+                          op.kernel.copy(), op.bias.copy())
+        candidate = s.finish(name, conv, g, ins)
+        last = s.fits_consumers(name, candidate)
+        if last is None:
+            return conv, g
+    raise _Misfit(last)
+
+
+def ssm_frac_limit(op: SSMConv, bound, options: CompileOptions, target: Target):
+    """Two 24-bit accumulators hold taps * |x| when taps * 2**split and taps * |x| / 2**split both
+    fit, i.e. when taps**2 * |x| <= REGISTER_MAX**2 (|x| in stream units)."""
+    kq, _ = quantize_kernel(op.kernel, options.kernel_bits)
+    taps = np.maximum(np.abs(kq).sum(1), 1).astype(np.float64)
+    peak = np.maximum(np.maximum(np.abs(bound[0]), np.abs(bound[1])), 1e-12)
+    slack = 1.0 + 2.0 ** -4
+    return np.floor(np.log2(target.register_max ** 2 / (taps ** 2 * peak * slack + 1)))
+
+
+def bound_ssm_conv(op: SSMConv, ins):
+    lo, hi = ins["main"]
+    a, b = op.kernel * lo[:, None], op.kernel * hi[:, None]
+    blo = op.bias.min(1) if op.bias.shape[1] else 0.0
+    bhi = op.bias.max(1) if op.bias.shape[1] else 0.0
+    return np.minimum(a, b).sum(1) + blo, np.maximum(a, b).sum(1) + bhi
+
+
+def quantize_lif(op: LIF, ins, s: State, name):
+    g = np.unique(ins["main"].frac)
+    if len(g) != 1:
+        raise ValueError(f"{name}: a LIF population needs one input scale (one threshold), got {g}")
+    return IntLIF(lif_decay(op.tau, s.target), int(round(op.threshold * 2.0 ** int(g[0]))), float(op.tau)), 0
+
+
+def quantize_dense(op: Dense, ins, s: State, name):
+    """Lava Dense weights: a mantissa per output row, stored even when the target drops the LSB of
+    mixed-sign weights (so the truncation leaves them intact)."""
+    m, em = quantize_rows(op.weight, min(s.options.weight_bits, s.target.weight_bits))
+    even = int(s.target.weights_even)
+    return IntDense(m << even, op.weight.copy()), em + even
+
+
+def quantize_glu_residual(op: GLUResidual, ins, s: State, name):
+    """The value is pre-shifted just enough that value * sigmoid_lut fits a register."""
+    opt = s.options
+    skip, main = ins["skip"], ins["main"]
+    H = len(skip.frac)
+    lut = sigmoid_lut(opt.sigmoid_in_frac_bits, opt.sigmoid_lut_bits, opt.sigmoid_out_frac_bits)
+    scale = main.frac
+    bias = to_fixed(op.bias, scale)
+    d_lo, d_hi = main.interval[0] + bias, main.interval[1] + bias
+    value_shift = np.zeros(H, dtype=np.int64)
+    while True:
+        s_lo, s_hi = shift_interval(d_lo[:H], d_hi[:H], value_shift)
+        too_big = magnitude(s_lo, s_hi) * int(lut.max()) > s.target.register_max
+        if not too_big.any():
+            break
+        value_shift = value_shift + too_big
+    gate_shift = scale[H:] - opt.sigmoid_in_frac_bits
+    out_shift = scale[:H] - value_shift + opt.sigmoid_out_frac_bits - skip.frac
+    return IntGLUResidual(bias, value_shift, gate_shift, out_shift, lut, op.bias.copy()), skip.frac
+
+
+def bound_glu_residual(op: GLUResidual, ins):
+    """The GLU's output a * sigmoid(g) lies between 0 and a."""
+    H = len(ins["skip"][0])
+    a_lo, a_hi = ins["main"][0][:H] + op.bias[:H], ins["main"][1][:H] + op.bias[:H]
+    return ins["skip"][0] + np.minimum(a_lo, 0), ins["skip"][1] + np.maximum(a_hi, 0)
+
+
+def quantize_readout(op: Readout, ins, s: State, name):
+    """The time sum adds x_h >> r_h (r_h just enough for 24 bits over L steps), so
+    logits * 2**E * L = sum_h W[c,h] 2**(E - f_h + r_h) * sum_t (x_h[t] 2**(f_h - r_h)) + bias * 2**E * L."""
+    x = ins["main"]
+    lo, hi = x.interval
+    pre = np.zeros_like(x.frac)
+    while True:
+        s_lo, s_hi = shift_interval(lo, hi, pre)
+        over = magnitude(s_lo, s_hi) * s.L > s.target.register_max
+        if not over.any():
+            break
+        pre = pre + over
+    per_unit = op.weight * np.exp2((pre - x.frac).astype(np.float64))[None]
+    E = quantize_scalar_scale(per_unit, READOUT_BITS)
+    return IntReadout(to_fixed(per_unit, E), np.round(op.bias * 2.0 ** E * s.L).astype(np.int64), pre, E,
+                      op.weight.copy(), op.bias.copy()), E
+
+
+RULES = {
+    Input: Rule(quantize_input, bound=bound_input),
+    LinearEncoder: Rule(quantize_linear_encoder, bound=lambda op, ins: _affine_bound(op.weight, *ins["main"], op.bias),
+                        on_stream=True),
+    Embedding: Rule(quantize_embedding, bound=lambda op, ins: (op.table.min(0), op.table.max(0)), on_stream=True),
+    SSMConv: Rule(quantize_ssm_conv, bound=bound_ssm_conv, frac_limit=ssm_frac_limit),
+    LIF: Rule(quantize_lif, bound=lambda op, ins: (np.zeros_like(ins["main"][0]), np.ones_like(ins["main"][0]))),
+    Dense: Rule(quantize_dense, bound=lambda op, ins: _affine_bound(op.weight, *ins["main"])),
+    GLUResidual: Rule(quantize_glu_residual, bound=bound_glu_residual, on_stream=True),
+    Readout: Rule(quantize_readout),
+}
+
+
+def _rule(graph: Graph, name: str) -> Rule:
+    op = graph.op(name)
+    if type(op) not in RULES:
+        raise ValueError(f"{name}: no quantize rule for {type(op).__name__} (run the earlier passes first)")
+    return RULES[type(op)]
+
+
+# ------------------------------------------------------------------ the stream's fixed point
+def float_bounds(graph: Graph) -> dict:
+    """Float range of every node's output for any admissible input (None where a rule has none)."""
+    out = {}
+    for name in graph.topo():
+        rule = _rule(graph, name)
+        ins = {p: out[src] for p, src in graph.inputs(name).items()}
+        out[name] = rule.bound(graph.op(name), ins) if rule.bound and all(v is not None for v in ins.values()) else None
+    return out
+
+
+def stream_frac_bits(graph: Graph, opt: CompileOptions, target: Target):
+    """(fixed point per stream channel, what limits each channel, worst-case |x| per channel)."""
+    bounds = float_bounds(graph)
+    stream = [np.maximum(np.abs(bounds[n][0]), np.abs(bounds[n][1])) for n in graph.topo() if _rule(graph, n).on_stream]
+    peak = np.maximum(np.max(stream, axis=0), 1e-12)
+    top = opt.act_bits or opt.max_act_bits
+    f = np.floor(np.log2(((1 << (top - 1)) - 1) / peak))
+    why = np.array(["--act-bits"] * len(f), dtype=object)
+    if opt.act_bits is None:
+        for name in graph.topo():
+            rule = _rule(graph, name)
+            if rule.frac_limit is None:
+                continue
+            (src,) = graph.inputs(name).values()
+            limit = rule.frac_limit(graph.op(name), bounds[src], opt, target)
+            why[limit < f] = f"{name} accumulators"
+            f = np.minimum(f, limit)
+    return f.astype(np.int64), why, peak
+
+
+def quantize_at(graph: Graph, stream_frac: np.ndarray, options: CompileOptions, target: Target) -> Graph:
+    """The integer graph with the stream at fixed point 2**-stream_frac (per channel)."""
+    s = State(graph, options, target, stream_frac)
+    for name in graph.topo():
+        ins = {p: s.done[src] for p, src in graph.inputs(name).items()}
+        op, frac = _rule(graph, name).quantize(graph.op(name), ins, s, name)
+        s.done[name] = s.finish(name, op, frac, ins)
+    q = graph.copy()
+    for name, done in s.done.items():
+        q.set_op(name, done.op)
+    q.meta.update(stream_frac_bits=s.stream_frac, act_bits=options.act_bits, options=options.to_dict())
+    return q
+
+
+def range_violations(graph: Graph, target: Target) -> list:
+    rows, _ = register_table(graph, Context(int(graph.meta["config"]["l_max"]), target))
+    return [Violation(n, r, w, lim) for n, r, w, lim in rows if w > lim]
+
+
+def quantize(graph: Graph, options: CompileOptions = CompileOptions(), target: Target = None) -> Graph:
+    from ..target import get_target
+    target = target or get_target()
+    f, why, peak = stream_frac_bits(graph, options, target)
     where = graph.meta.get("source") or "model"
     if options.act_bits is None:
-        peak = np.max(float_stream_bounds(graph), axis=0)
         width = np.floor(np.log2(peak * 2.0 ** f)) + 2
         if width.min() < options.min_act_bits:
             h = int(width.argmin())
@@ -98,11 +312,11 @@ def quantize(graph: Graph, options: CompileOptions = CompileOptions()) -> Graph:
     last = None
     for step_down in ([0] if options.act_bits else [0, 1, 2, 3]):   # float estimates can miss by a rounding
         try:
-            q = quantize_at(graph, f - step_down, options, act_bits=options.act_bits)
+            q = quantize_at(graph, f - step_down, options, target)
         except _Misfit as exc:
             last = exc.violation
             continue
-        problems = range_violations(q)
+        problems = range_violations(q, target)
         if not problems:
             return q
         last = problems[0]
@@ -111,100 +325,14 @@ def quantize(graph: Graph, options: CompileOptions = CompileOptions()) -> Graph:
                      f"limit {last.limit} ({hint})")
 
 
-READOUT_BITS = 16          # decoder weights live on the host core, not in a synapse
-
-
-def quantize_at(graph: Graph, f: np.ndarray, opt: CompileOptions, act_bits=None) -> Graph:
-    """Quantize with stream channel h at fixed point 2**-f[h]."""
-    q = graph.copy()
-    f = np.asarray(f, dtype=np.int64)
-    q.meta.update(stream_frac_bits=f, act_bits=act_bits, options=opt.to_dict())
-    lut = sigmoid_lut(opt.sigmoid_in_frac_bits, opt.sigmoid_lut_bits, opt.sigmoid_out_frac_bits)
-    q.meta["sigmoid_lut"] = lut
-    lut_max = int(lut.max())
-    L = int(q.meta["config"]["l_max"])
-
-    inp, enc = q.op("input"), q.op("encoder")
-    w_enc = to_fixed(enc.weight / inp.levels, f[:, None])
-    b_enc = to_fixed(enc.bias, f)
-    _replace(q, "encoder", IntEncoder(w_enc, b_enc, int(inp.levels).bit_length()))
-    lo = b_enc + np.minimum(w_enc * inp.levels, 0).sum(1)
-    hi = b_enc + np.maximum(w_enc * inp.levels, 0).sum(1)
-
-    for name in list(q.nodes_of(ResidualAdd)):
-        layer = name.split(".")[0]
-        conv, lif, mixer = (q.op(f"{layer}.{part}") for part in ("ssm", "neuron", "mixer"))
-        assert isinstance(conv, SSMConv) and isinstance(lif, LIF) and isinstance(mixer, Affine), \
-            f"{layer}: expected SSMConv -> LIF -> Affine (run the earlier passes first)"
-        H = conv.kernel.shape[0]
-        # SSM convolution and the LIF input scale
-        kq, e = quantize_kernel(conv.kernel, opt.kernel_bits)
-        split = accumulator_split(kq, lo, hi)
-        if split is None:
-            acc = conv_interval(kq, lo, hi)
-            raise _Misfit(Violation(f"{layer}.ssm", "accumulators (even split in two)", int(magnitude(*acc).max())))
-        dv = lif_decay(lif.tau)
-        for g in range(MAX_VTH_BITS, 0, -1):
-            shift = e + f - g
-            _, _, (a_lo, a_hi) = ssm_intervals(kq, lo, hi, split, shift)
-            (u_lo, u_hi), (v_lo, v_hi) = lif_ranges(a_lo, a_hi, dv, 1 << g)
-            if max(int(magnitude(u_lo, u_hi).max()), int(magnitude(v_lo, v_hi).max())) <= REGISTER_MAX:
-                break
-        else:
-            raise _Misfit(Violation(f"{layer}.neuron", "LIF current/voltage", int(magnitude(v_lo, v_hi).max())))
-        _replace(q, f"{layer}.ssm", IntSSMConv(kq, shift, bits_for(lo, hi), split))
-        _replace(q, f"{layer}.neuron", IntLIF(dv, 1 << g))
-        # mixer: Dense weights 2*m, one exponent per output row
-        m, em = quantize_rows(mixer.weight, opt.weight_bits)
-        scale = em + 1
-        bias = to_fixed(mixer.bias, scale)
-        _replace(q, f"{layer}.mixer", IntDense(2 * m))
-        d_lo, d_hi = spike_dense_interval(2 * m, bias)
-        value_shift = np.zeros(H, dtype=np.int64)
-        while True:
-            s_lo, s_hi = shift_interval(d_lo[:H], d_hi[:H], value_shift)
-            too_big = magnitude(s_lo, s_hi) * lut_max > REGISTER_MAX
-            if not too_big.any():
-                break
-            value_shift = value_shift + too_big
-        gate_shift = scale[H:] - opt.sigmoid_in_frac_bits
-        out_shift = scale[:H] - value_shift + opt.sigmoid_out_frac_bits - f
-        _replace(q, name, IntGLUResidual(bias, value_shift, gate_shift, out_shift), float_op=mixer)
-        q.bypass(f"{layer}.glu")
-        p_lo, p_hi = product_interval(s_lo, s_hi, lut_max)
-        o_lo, o_hi = shift_interval(p_lo, p_hi, out_shift)
-        lo, hi = lo + o_lo, hi + o_hi
-
-    # readout: the time sum adds x_h >> r_h (r_h just enough for 24 bits over L steps), so
-    # logits * 2**E * L = sum_h W[c,h] 2**(E - f_h + r_h) * sum_t (x_h[t] 2**(f_h - r_h)) + bias * 2**E * L
-    pre = np.zeros_like(f)
-    while True:
-        s_lo, s_hi = shift_interval(lo, hi, pre)
-        over = magnitude(s_lo, s_hi) * L > REGISTER_MAX
-        if not over.any():
-            break
-        pre = pre + over
-    dec = q.op("decoder")
-    per_unit = dec.weight * np.exp2((pre - f).astype(np.float64))[None]
-    E = quantize_scalar_scale(per_unit, READOUT_BITS)
-    wq = to_fixed(per_unit, E)
-    bq = np.round(dec.bias * 2.0 ** E * L).astype(np.int64)
-    _replace(q, "decoder", IntReadout(wq, bq, E, pre))
-    q.bypass("pool")
-    return q
-
-
-def accumulator_split(kernel, lo, hi):
-    """Smallest split putting both SSM accumulators inside 24 bits for a stream in [lo, hi], or None."""
+def accumulator_split(kernel, lo, hi, register_max: int):
+    """Smallest split putting both SSM accumulators inside the register for a stream in [lo, hi], or None."""
     for split in range(0, bits_for(lo, hi)):
         (h_lo, h_hi), (l_lo, l_hi) = split_intervals(lo, hi, split)
-        if magnitude(*conv_interval(kernel, l_lo, l_hi)).max() > REGISTER_MAX:
+        if magnitude(*conv_interval(kernel, l_lo, l_hi)).max() > register_max:
             return None                     # the low part only grows with the split
-        if magnitude(*conv_interval(kernel, h_lo, h_hi)).max() <= REGISTER_MAX:
+        if magnitude(*conv_interval(kernel, h_lo, h_hi)).max() <= register_max:
             return split
     return None
 
 
-def _replace(graph: Graph, name: str, op, float_op=None) -> None:
-    graph.g.nodes[name]["float_op"] = float_op if float_op is not None else graph.op(name)
-    graph.set_op(name, op)

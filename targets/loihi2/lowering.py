@@ -1,14 +1,19 @@
 """Program -> a network of Lava processes, shaped like the hardware mapping.
 
-Per layer: SSMConv (ours) -> LIFReset (stock) -> Dense (stock) -> GLUResidual (ours), with the
-stream also fed to GLUResidual as the skip.  Encoder and Readout (ours) at the ends, a
-SampleSource feeding preloaded samples back to back, and Extractors where traces are recorded.
+One row per integer node type (``LOWER``): how to build its process, which of the process's ports
+each graph port feeds, and which port carries its output.  Our own processes (``processes/``)
+implement the encoders, the SSM convolution, the GLU mixer and the readout; the LIF and the Dense
+synapse are Lava's stock ``LIFReset`` and ``Dense``.  Samples play back to back, one window each;
+every stage knows from the compiler's time alignment (``Program.delays``) when its input arrives,
+and multi-input stages hold their earlier inputs to meet the later ones.  Extractors read every
+node's output when traces are recorded.
 """
 from __future__ import annotations
 
 import inspect
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -17,40 +22,27 @@ from lava.proc.dense.process import Dense
 from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 from lava.proc.lif.process import LIFReset
 
+from ...ir import IntDense, IntEmbedding, IntEncoder, IntGLUResidual, IntInput, IntLIF, IntReadout, IntSSMConv
 from ...program import Program
-from .processes import encoder, fused_layer, glu_residual, readout, source, ssm_conv
+from .processes import encoder, glu_residual, readout, source, ssm_conv, token_encoder
 
 MODES = ("fixed_pt", "floating_pt")
-LOWERINGS = ("hardware", "fused")
 
-_MODELS = {
-    "fixed_pt": {source.SampleSource: source.SampleSourceFixed, encoder.StreamEncoder: encoder.StreamEncoderFixed,
-                 ssm_conv.SSMConv: ssm_conv.SSMConvFixed, glu_residual.GLUResidual: glu_residual.GLUResidualFixed,
-                 readout.Readout: readout.ReadoutFixed, fused_layer.FusedLayer: fused_layer.FusedLayerFixed},
-    "floating_pt": {source.SampleSource: source.SampleSourceFloat, encoder.StreamEncoder: encoder.StreamEncoderFloat,
-                    ssm_conv.SSMConv: ssm_conv.SSMConvFloat, glu_residual.GLUResidual: glu_residual.GLUResidualFloat,
-                    readout.Readout: readout.ReadoutFloat, fused_layer.FusedLayer: fused_layer.FusedLayerFloat},
-}
+_OURS = (source.SampleSource, encoder.StreamEncoder, token_encoder.TokenEncoder, ssm_conv.SSMConv,
+         glu_residual.GLUResidual, readout.Readout)
 
 
-@dataclass
-class Network:
-    """Handles of a built network.  ``taps``: trace name -> (Extractor, lag in steps), the lag being
-    the Lava step (0-based, inside a window) that carries logical time 0 of that trace."""
-    source: object
-    mode: str
-    n_samples: int
-    window: int
-    taps: dict = field(default_factory=dict)
-    processes: list = field(default_factory=list)
-    layers: list = field(default_factory=list)   # per layer: dict conv, lif, dense, glu
+def _models(mode: str) -> dict:
+    """Our process classes -> their model for ``mode`` (each module defines <Process>Fixed / Float)."""
+    suffix = "Fixed" if mode == "fixed_pt" else "Float"
+    return {cls: getattr(inspect.getmodule(cls), cls.__name__ + suffix) for cls in _OURS}
 
 
 def run_config(mode: str, backend: str = "sim"):
     """Loihi2SimCfg for the CPU simulator; Loihi2HwCfg (needs lava-loihi) for the chip."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
-    models = {**_MODELS[mode], Extractor: PyLoihiExtractorModel}
+    models = {**_models(mode), Extractor: PyLoihiExtractorModel}
     if backend == "hw":
         from lava.magma.core.run_configs import Loihi2HwCfg
         return Loihi2HwCfg(select_tag=mode, exception_proc_model_map=models)
@@ -78,113 +70,142 @@ def _stock(cls, **kwargs):
     return proc
 
 
-def _lif(layer, H: int, window: int, mode: str) -> LIFReset:
+@dataclass(frozen=True)
+class Stage:
+    """What a builder knows of its node: when its inputs arrive and the sample layout."""
+    name: str
+    fixed: bool
+    window: int
+    length: int
+    delay: int                   # window step at which its latest input for logical step 0 arrives
+    arrivals: dict               # port -> window step of that input's logical step 0
+    channels: int                # of its output
+    raw: np.ndarray              # (n, L, C) raw inputs (the source plays them)
+
+
+@dataclass(frozen=True)
+class Lowering:
+    build: Callable              # (op, Stage) -> Lava process
+    inputs: dict                 # graph port -> the process's InPort attribute
+    output: str                  # the process's OutPort attribute
+
+
+def _timing(st: Stage) -> dict:
+    return dict(window=st.window, delay=st.delay, length=st.length)
+
+
+def _source(op: IntInput, st: Stage):
+    return source.SampleSource(levels=st.raw, window=st.window)
+
+
+def _encoder(op: IntEncoder, st: Stage):
+    return encoder.StreamEncoder(weight=op.weight, bias=op.bias, input_bits=op.input_bits,
+                                 weight_float=op.weight_float, bias_float=op.bias_float, **_timing(st))
+
+
+def _token_encoder(op: IntEmbedding, st: Stage):
+    return token_encoder.TokenEncoder(table=op.table, table_float=op.table_float, **_timing(st))
+
+
+def _ssm_conv(op: IntSSMConv, st: Stage):
+    return ssm_conv.SSMConv(kernel=op.kernel, shift=op.shift, bias=op.bias, stream_bits=op.stream_bits,
+                            acc_split=int(op.split), lag=int(op.lag), kernel_float=op.kernel_float,
+                            bias_float=op.bias_float, **_timing(st))
+
+
+def _lif(op: IntLIF, st: Stage):
     # LIFReset zeroes u and v, before integrating, when time_step % reset_interval == reset_offset:
     # offset 1 is the first step of every window (Lava time starts at 1); the tests check no leak.
-    if mode == "fixed_pt":
-        return _stock(LIFReset, shape=(H,), du=4095, dv=int(layer.dv), vth=int(layer.vth), bias_mant=0, bias_exp=0,
-                      reset_interval=window, reset_offset=1)
-    return _stock(LIFReset, shape=(H,), du=1.0, dv=1.0 - float(layer.tau), vth=1.0, bias_mant=0.0, bias_exp=0.0,
-                  reset_interval=window, reset_offset=1)
+    H = st.channels
+    if st.fixed:
+        return _stock(LIFReset, shape=(H,), du=4095, dv=int(op.dv), vth=int(op.vth), bias_mant=0, bias_exp=0,
+                      reset_interval=st.window, reset_offset=1)
+    return _stock(LIFReset, shape=(H,), du=1.0, dv=1.0 - float(op.tau), vth=1.0, bias_mant=0.0, bias_exp=0.0,
+                  reset_interval=st.window, reset_offset=1)
 
 
-def build_network(program: Program, mode: str = "fixed_pt", n_samples: int = None, record: bool = True, *,
-                  levels, lowering: str = "hardware") -> Network:
-    """Lower ``program`` to Lava processes for ``levels`` (n, L, d_in) raw input integers, played back
-    to back one window per sample.  ``n_samples`` (optional) must be n.
+def _dense(op: IntDense, st: Stage):
+    return _stock(Dense, weights=op.weight if st.fixed else op.weight_float, num_message_bits=0)
 
-    ``lowering='hardware'``: per layer SSMConv -> stock LIFReset -> stock Dense -> GLUResidual, window
-    ``program.window`` (L + one step per Dense hop).  ``lowering='fused'``: one FusedLayer process per
-    layer with the same integers (bit-exact, faster on CPU), window L."""
+
+def _glu_residual(op: IntGLUResidual, st: Stage):
+    return glu_residual.GLUResidual(mix_bias=op.bias, value_shift=op.value_shift, gate_shift=op.gate_shift,
+                                    out_shift=op.out_shift, sigmoid_lut=op.lut, mix_bias_float=op.bias_float,
+                                    skip_depth=st.delay - st.arrivals["skip"], **_timing(st))
+
+
+def _readout(op: IntReadout, st: Stage):
+    return readout.Readout(weight=op.weight, bias=op.bias, pre_shift=op.pre_shift, weight_float=op.weight_float,
+                           bias_float=op.bias_float, **_timing(st))
+
+
+LOWER = {
+    IntInput: Lowering(_source, {}, "levels_out"),
+    IntEncoder: Lowering(_encoder, {"main": "levels_in"}, "stream_out"),
+    IntEmbedding: Lowering(_token_encoder, {"main": "tokens_in"}, "stream_out"),
+    IntSSMConv: Lowering(_ssm_conv, {"main": "stream_in"}, "current_out"),
+    IntLIF: Lowering(_lif, {"main": "a_in"}, "s_out"),
+    IntDense: Lowering(_dense, {"main": "s_in"}, "a_out"),
+    IntGLUResidual: Lowering(_glu_residual, {"skip": "skip_in", "main": "dense_in"}, "stream_out"),
+    IntReadout: Lowering(_readout, {"main": "stream_in"}, "logits_out"),
+}
+
+
+@dataclass
+class Network:
+    """Handles of a built network.  ``taps``: node name -> (Extractor, lag), the lag being the
+    window step that carries that node's logical step 0 (for the readout: its logits)."""
+    source: object
+    mode: str
+    n_samples: int
+    window: int
+    taps: dict = field(default_factory=dict)
+    processes: dict = field(default_factory=dict)
+
+
+def build_network(program: Program, mode: str = "fixed_pt", record: bool = True, *, levels) -> Network:
+    """Lower ``program`` to Lava processes for ``levels`` (n, L, C) raw inputs, played back to back,
+    one window of ``program.window`` steps per sample."""
+    from ...program import raw_inputs
+
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
-    if lowering not in LOWERINGS:
-        raise ValueError(f"unknown lowering {lowering!r} (choose from {', '.join(LOWERINGS)})")
-    fused = lowering == "fused"
-    levels = np.asarray(levels, dtype=np.int64)
-    W, L, H = (program.seq_len if fused else program.window), program.seq_len, program.d_model
-    if levels.ndim != 3 or levels.shape[1] != L or levels.shape[2] != program.encoder.weight.shape[1]:
-        raise ValueError(f"levels must be (n, {L}, {program.encoder.weight.shape[1]}), got {levels.shape}")
-    if n_samples is not None and n_samples != len(levels):
-        raise ValueError(f"n_samples={n_samples} but {len(levels)} samples of levels were given")
-    fixed = mode == "fixed_pt"
-    src = source.SampleSource(levels=levels, window=W)
-    e = program.encoder
-    enc = encoder.StreamEncoder(weight=e.weight, bias=e.bias, input_bits=e.input_bits, weight_float=e.weight_float,
-                                bias_float=e.bias_float, window=W, length=L)
-    src.levels_out.connect(enc.levels_in)
-    net = Network(source=src, mode=mode, n_samples=len(levels), window=W, processes=[src, enc])
-
-    def tap(name, port, lag, size):
-        ext = _stock(Extractor, shape=(size,), buffer_size=max(4 * W, 64))
-        port.connect(ext.in_port)
-        net.taps[name] = (ext, lag)
-
-    stream = enc.stream_out
-    if record:
-        tap("stream_in", stream, 0, H)
-    for i, layer in enumerate(program.layers):
-        if fused:
-            fl = fused_layer.FusedLayer(
-                kernel=layer.kernel, shift=layer.kernel_shift, stream_bits=layer.stream_bits,
-                acc_split=int(layer.acc_split), dv=int(layer.dv),
-                vth=int(layer.vth), mix_weight=layer.mix_weight, mix_bias=layer.mix_bias,
-                value_shift=layer.value_shift, gate_shift=layer.gate_shift, out_shift=layer.out_shift,
-                sigmoid_lut=program.sigmoid_lut, kernel_float=layer.kernel_float,
-                mix_weight_float=layer.mix_weight_float, mix_bias_float=layer.mix_bias_float, tau=float(layer.tau),
-                window=W, delay=0, length=L)
-            stream.connect(fl.stream_in)
-            if record:
-                tap(f"ssm.{i}", fl.current_out, 0, H)
-                tap(f"spikes.{i}", fl.spikes_out, 0, H)
-                tap(f"stream.{i}", fl.stream_out, 0, H)
-            net.processes.append(fl)
-            net.layers.append(dict(fused=fl))
-            stream = fl.stream_out
-            continue
-        d = program.layer_delay(i)
-        conv = ssm_conv.SSMConv(kernel=layer.kernel, shift=layer.kernel_shift, stream_bits=layer.stream_bits,
-                                acc_split=int(layer.acc_split), kernel_float=layer.kernel_float, window=W, delay=d,
-                                length=L)
-        lif = _lif(layer, H, W, mode)
-        dense = _stock(Dense, weights=layer.mix_weight if fixed else layer.mix_weight_float, num_message_bits=0)
-        glu = glu_residual.GLUResidual(mix_bias=layer.mix_bias, value_shift=layer.value_shift,
-                                       gate_shift=layer.gate_shift, out_shift=layer.out_shift,
-                                       sigmoid_lut=program.sigmoid_lut, mix_bias_float=layer.mix_bias_float,
-                                       window=W, delay=d, length=L)
-        stream.connect(conv.stream_in)
-        stream.connect(glu.skip_in)
-        conv.current_out.connect(lif.a_in)
-        lif.s_out.connect(dense.s_in)
-        dense.a_out.connect(glu.dense_in)
-        if record:
-            tap(f"ssm.{i}", conv.current_out, d, H)
-            tap(f"spikes.{i}", lif.s_out, d, H)
-            tap(f"stream.{i}", glu.stream_out, d + 1, H)
-        net.processes += [conv, lif, dense, glu]
-        net.layers.append(dict(conv=conv, lif=lif, dense=dense, glu=glu))
-        stream = glu.stream_out
-    r = program.readout
-    ro_delay = 0 if fused else program.n_layers
-    ro = readout.Readout(weight=r.weight, bias=r.bias, pre_shift=r.pre_shift, weight_float=r.weight_float,
-                         bias_float=r.bias_float,
-                         window=W, delay=ro_delay, length=L)
-    stream.connect(ro.stream_in)
-    tap("logits", ro.logits_out, ro_delay + L - 1, 2 * program.n_classes)    # the window's last step
-    net.processes.append(ro)
+    raw = raw_inputs(program, levels).transpose(0, 2, 1)                 # (n, L, C)
+    W, L = program.window, program.seq_len
+    net = Network(source=None, mode=mode, n_samples=len(raw), window=W)
+    channels = {}
+    for name in program.topo():
+        op = program.op(name)
+        arrivals = {port: program.delays[src] for port, src in program.inputs(name).items()}
+        channels[name] = op.channels({port: channels[src] for port, src in program.inputs(name).items()}, L)
+        st = Stage(name, mode == "fixed_pt", W, L, max(arrivals.values(), default=0), arrivals, channels[name], raw)
+        rule = LOWER[type(op)]
+        proc = rule.build(op, st)
+        for port, src in program.inputs(name).items():
+            src_port = getattr(net.processes[src], LOWER[type(program.op(src))].output)
+            src_port.connect(getattr(proc, rule.inputs[port]))
+        net.processes[name] = proc
+        if isinstance(op, IntInput):
+            net.source = proc
+        elif isinstance(op, IntReadout) or record:
+            size = getattr(proc, rule.output).shape[0]
+            ext = _stock(Extractor, shape=(size,), buffer_size=max(4 * W, 64))
+            getattr(proc, rule.output).connect(ext.in_port)
+            lag = program.delays[name] + (L - 1 if isinstance(op, IntReadout) else 0)
+            net.taps[name] = (ext, lag)
     return net
 
 
 def simulate(program: Program, levels, mode: str = "fixed_pt", backend: str = "sim", record: bool = True,
-             progress=None, lowering: str = "hardware") -> dict:
+             progress=None) -> dict:
     """Build, run and read back in THIS process (``runner.run_lava`` calls it in a killable child).
 
     The run is non-blocking and the host drains every Extractor each step, so no buffer ever fills.
-    Returns the flat result: ``logits`` and, with ``record``, ``stream_in``, ``ssm.i``, ``spikes.i``,
-    ``stream.i`` as (n, channels, L) in logical time, plus ``seconds`` (wall time of the run)."""
+    Returns the flat result: ``logits`` and, with ``record``, every node's output by node name as
+    (n, channels, L) in logical time, plus ``seconds`` (wall time of the run)."""
     from lava.magma.core.run_conditions import RunSteps
 
-    net = build_network(program, mode=mode, record=record, levels=levels, lowering=lowering)
+    net = build_network(program, mode=mode, record=record, levels=levels)
     n, W, L = net.n_samples, net.window, program.seq_len
     steps = n * W
     cfg = run_config(mode, backend)
@@ -206,11 +227,12 @@ def simulate(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
     out = {"seconds": np.float64(seconds)}
     for name, (_, lag) in taps:
         per_sample = buffers[name].reshape(n, W, -1)
-        if name == "logits":
-            out[name] = readout.decode_logits(per_sample[:, lag], fixed)
+        op = program.op(name)
+        if isinstance(op, IntReadout):
+            out["logits"] = readout.decode_logits(per_sample[:, lag], fixed)
             continue
         trace = per_sample[:, lag:lag + L].transpose(0, 2, 1)       # (n, channels, time)
-        if name.startswith("spikes"):
+        if isinstance(op, IntLIF):
             trace = trace != 0
         elif fixed:
             trace = np.rint(trace).astype(np.int64)

@@ -45,24 +45,24 @@ def check_backend(backend: str) -> None:
 
 
 def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "sim", record: bool = True,
-             timeout_s: float = 600, progress=None, lowering: str = "hardware") -> dict:
+             timeout_s: float = 600, progress=None) -> dict:
     """Run (n, L, d_in) raw input levels on Lava; samples run back to back in one built network.
 
     Returns ``logits`` (n, d_out) (int64 in fixed_pt, float64 in floating_pt) and, with ``record``,
-    traces in logical time (delays removed): ``stream_in`` (n, H, L) and per-layer lists ``ssm``
-    (LIF input), ``spikes`` (bool), ``stream`` (the layer's output stream), each (n, H, L); plus
-    ``seconds`` (wall time of the Lava run itself, build and start-up excluded).
+    every node's output by node name, (n, channels, L) in logical time (delays removed; spikes as
+    bool), plus ``seconds`` (wall time of the Lava run itself, build and start-up excluded).
     ``progress(done, total)`` is called after every sample.  Raises ``LavaRunError`` on a timeout, an
     error in the run (with its message) or a missing back end; never hangs.
-    ``lowering``: 'hardware' (stock LIFReset + Dense, the chip-shaped graph) or 'fused' (one process
-    per layer, same integers, faster on the CPU simulator).
     """
     check_backend(backend)
     if mode not in MODES:
         raise LavaRunError(f"unknown Lava mode {mode!r} (choose from {', '.join(MODES)})")
+    from ...program import raw_inputs
+    try:
+        raw_inputs(program, levels)                        # shape and range, before forking
+    except ValueError as exc:
+        raise LavaRunError(f"Lava run: {exc}") from None
     levels = np.asarray(levels)
-    if levels.ndim == 2:                                   # (n, L) with d_in = 1
-        levels = levels[..., None]
     with tempfile.TemporaryDirectory(prefix="neurocompile-lava-") as tmp:
         output = os.path.join(tmp, "out.npz")
         prog_r, prog_w = os.pipe()
@@ -73,7 +73,7 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
         if pid == 0:                                       # child: never returns
             os.close(prog_r)
             os.close(err_r)
-            _child(program, levels, mode, backend, record, lowering, output, tmp, prog_w, err_w)
+            _child(program, levels, mode, backend, record, output, tmp, prog_w, err_w)
         os.close(prog_w)
         os.close(err_w)
         try:
@@ -90,10 +90,11 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
             raise LavaRunError(f"Lava run failed: the worker exited with status {status} and no message")
         with np.load(output) as data:
             flat = {k: data[k] for k in data.files}
-    return _group_layers(flat, program.n_layers, record)
+    flat["seconds"] = float(flat["seconds"])
+    return flat
 
 
-def _child(program, levels, mode, backend, record, lowering, output, tmp, prog_w, err_w) -> None:
+def _child(program, levels, mode, backend, record, output, tmp, prog_w, err_w) -> None:
     code = 1
     try:
         os.setpgid(0, 0)
@@ -110,8 +111,7 @@ def _child(program, levels, mode, backend, record, lowering, output, tmp, prog_w
         def report(done, total):
             os.write(prog_w, f"progress {done} {total}\n".encode())
 
-        out = simulate(program, levels, mode=mode, backend=backend, record=record, progress=report,
-                       lowering=lowering)
+        out = simulate(program, levels, mode=mode, backend=backend, record=record, progress=report)
         np.savez(output, **out)
         os.write(prog_w, b"done\n")
         code = 0
@@ -186,12 +186,3 @@ def _kill_group(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
-
-
-def _group_layers(flat: dict, n_layers: int, record: bool) -> dict:
-    out = {"logits": flat["logits"], "seconds": float(flat["seconds"])}
-    if record:
-        out["stream_in"] = flat["stream_in"]
-        for key in ("ssm", "spikes", "stream"):
-            out[key] = [flat[f"{key}.{i}"] for i in range(n_layers)]
-    return out

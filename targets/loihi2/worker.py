@@ -3,8 +3,7 @@
     python -m neurocompile.targets.loihi2.worker ARTIFACT INPUTS.npz OUTPUT.npz MODE BACKEND RECORD
 
 INPUTS.npz holds ``levels`` (n, L, d_in); OUTPUT.npz gets the flat result of ``lowering.simulate``
-(``logits`` and, with RECORD=1, ``stream_in``, ``ssm.i``, ``spikes.i``, ``stream.i`` in logical
-time).  Runs in this process: wrap it in ``runner.run_lava`` semantics (timeout, kill) yourself.
+(``logits`` and, with RECORD=1, every node's output by node name in logical time).  Runs in this process: wrap it in ``runner.run_lava`` semantics (timeout, kill) yourself.
 """
 import sys
 

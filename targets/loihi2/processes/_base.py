@@ -38,8 +38,9 @@ def report_error(where: str, exc: BaseException) -> None:
 
 
 class WindowedModel(PyLoihiProcessModel):
-    """Samples run back to back, ``window`` steps each; a stage is live for ``L`` steps starting
-    ``delay`` steps into the window (the Dense hops before it) and outputs zeros otherwise.
+    """Samples run back to back, ``window`` steps each.  A stage's input for logical step 0 arrives
+    ``delay`` steps into the window (set by the compiler's time alignment), it is live for the
+    ``length`` steps that follow, and it outputs zeros otherwise.
 
     Subclasses implement ``step()`` (receive, then send); ``run_spk`` wraps it for error reports."""
 
@@ -53,9 +54,12 @@ class WindowedModel(PyLoihiProcessModel):
         """0-based step inside the current sample's window (Lava time starts at 1)."""
         return (self.time_step - 1) % self.window
 
+    def logical(self, offset: int = 0) -> int:
+        """The logical step this stage's input (offset 0) or output (offset lag) is at now."""
+        return self.local_step() - self.delay - offset
+
     def live(self, offset: int = 0) -> bool:
-        tau = self.local_step() - self.delay - offset
-        return 0 <= tau < self.length
+        return 0 <= self.logical(offset) < self.length
 
     def step(self):
         raise NotImplementedError
@@ -66,6 +70,22 @@ class WindowedModel(PyLoihiProcessModel):
         except BaseException as exc:
             report_error(f"{type(self).__name__} at Lava step {self.time_step}", exc)
             raise
+
+
+class DelayLine:
+    """Holds a port's values ``depth`` steps so they meet a later-arriving input (depth 0: none)."""
+
+    def __init__(self, depth: int, size: int, dtype):
+        self.buffer = np.zeros((depth + 1, size), dtype=dtype)
+        self.head = 0
+
+    def push(self, value) -> np.ndarray:
+        """Store this step's value and return the one from ``depth`` steps ago."""
+        depth = self.buffer.shape[0] - 1
+        self.buffer[self.head] = value
+        out = self.buffer[(self.head - depth) % (depth + 1)].copy()
+        self.head = (self.head + 1) % (depth + 1)
+        return out
 
 
 def float_glu_residual(skip, dense, bias):

@@ -13,9 +13,9 @@ from neurocompile.targets.loihi2.processes._base import FLOAT_OUT, INT_IN, INT_O
 
 
 class StreamEncoder(AbstractProcess):
-    def __init__(self, *, weight, bias, input_bits, weight_float, bias_float, window, length):
+    def __init__(self, *, weight, bias, input_bits, weight_float, bias_float, window, delay, length):
         super().__init__(weight=weight, bias=bias, input_bits=input_bits, weight_float=weight_float,
-                         bias_float=bias_float, window=window, delay=0, length=length)
+                         bias_float=bias_float, window=window, delay=delay, length=length)
         self.levels_in = InPort(shape=(weight.shape[1],))
         self.stream_out = OutPort(shape=(weight.shape[0],))
 

@@ -1,7 +1,8 @@
-"""GLUResidual: x_next = x + GLU(Dense(spikes)), the mixer's neuron side and the residual add.
+"""GLUResidual: x_next = x + GLU(Dense(spikes) + bias), the mixer's neuron side and the residual add.
 
-The Dense synapse delivers step t's spikes at t+1, so the skip input is held one step to meet
-them.  It also forwards, for recording, the layer's LIF input and spikes of the current step."""
+The Dense output reaches this process later than the stream it is added to (one synapse hop, plus
+the lag of a two-sided convolution), so the skip input goes through a delay line of
+``skip_depth`` steps (from the compiler's time alignment) to meet it."""
 import numpy as np
 
 from lava.magma.core.decorator import implements, requires, tag
@@ -12,16 +13,16 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from neurocompile import arith
 
-from neurocompile.targets.loihi2.processes._base import (FLOAT_IN, FLOAT_OUT, INT_IN, INT_OUT, WindowedModel,
-                                                        float_glu_residual)
+from neurocompile.targets.loihi2.processes._base import (FLOAT_IN, FLOAT_OUT, INT_IN, INT_OUT, DelayLine,
+                                                        WindowedModel, float_glu_residual)
 
 
 class GLUResidual(AbstractProcess):
     def __init__(self, *, mix_bias, value_shift, gate_shift, out_shift, sigmoid_lut, mix_bias_float,
-                 window, delay, length):
+                 skip_depth, window, delay, length):
         super().__init__(mix_bias=mix_bias, value_shift=value_shift, gate_shift=gate_shift, out_shift=out_shift,
-                         sigmoid_lut=sigmoid_lut, mix_bias_float=mix_bias_float, window=window, delay=delay,
-                         length=length)
+                         sigmoid_lut=sigmoid_lut, mix_bias_float=mix_bias_float, skip_depth=skip_depth,
+                         window=window, delay=delay, length=length)
         H = value_shift.shape[0]
         self.dense_in = InPort(shape=(2 * H,))
         self.skip_in = InPort(shape=(H,))
@@ -31,15 +32,13 @@ class GLUResidual(AbstractProcess):
 class _GLUModel(WindowedModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        self.held_skip = np.zeros(proc_params["value_shift"].shape[0], dtype=self.dtype)
+        H = proc_params["value_shift"].shape[0]
+        self.skip_line = DelayLine(proc_params["skip_depth"], H, self.dtype)
 
     def step(self):
         dense, skip = self.dense_in.recv(), self.skip_in.recv()
-        if self.live(offset=1):                       # Dense output of the previous step is here now
-            out = self.mix(self.held_skip, dense)
-        else:
-            out = np.zeros_like(self.held_skip)
-        self.held_skip = skip.astype(self.dtype)
+        held = self.skip_line.push(skip)
+        out = self.mix(held, dense) if self.live() else np.zeros_like(held)
         self.stream_out.send(out)
 
 

@@ -48,12 +48,12 @@ class _ReadoutModel(WindowedModel):
 
     def step(self):
         x = self.stream_in.recv()
-        tau = self.local_step() - self.delay
-        if tau == 0:
+        t = self.logical()
+        if t == 0:
             self.total[:] = 0
         if self.live():
             self.total = self.accumulate(x.astype(self.dtype))
-        last = tau == self.length - 1
+        last = t == self.length - 1
         self.logits_out.send(self.logits() if last else np.zeros(2 * self.proc_params["weight"].shape[0], dtype=self.dtype))
 
 

@@ -1,13 +1,14 @@
-"""SSMConv: causal L-tap depthwise convolution of the residual stream, accumulate-only.
+"""SSMConv: depthwise L-sample convolution of the stream, streamed causally, accumulate-only.
 
-fixed_pt: a history of the stream; each step, for every bit plane of the history the taps where
-the bit is set are summed, and the plane sums are shifted and added (arith.conv_taps_bit_serial),
-then rescaled to the LIF input (arith.shift_round).  floating_pt: the float kernel.
+fixed_pt: a history of the stream; each live output step, for every bit plane of the history the
+taps where the bit is set are summed, and the plane sums are shifted and added into two
+accumulators (arith.conv_taps_bit_serial), then rescaled, plus the step's bias (arith.ssm_current).
+floating_pt: the float kernel.
 
-The history is kept in arrival order (row j = x[j], j = 0..tau) and only the tau + 1 rows written
-so far in this sample are used, against the taps reversed (kernel[:, tau::-1]):
-sum_l kernel[h, l] x[tau - l] over l <= tau, the same integers as a full, zero-padded history of
-x[tau], x[tau-1], ... but without shifting the buffer and without the rows that are all zero."""
+Timing: input sample s arrives at window step delay + s (s < L) and is kept at history row s.  At
+window step delay + c the causal result is sum_j kernel[h, j] x[c - j] over the rows that exist;
+it is the output for logical step t = c - lag (a two-sided kernel is read lag = L - 1 steps late),
+so the process keeps running for lag steps after its last input."""
 import numpy as np
 
 from lava.magma.core.decorator import implements, requires, tag
@@ -22,9 +23,11 @@ from neurocompile.targets.loihi2.processes._base import FLOAT_IN, FLOAT_OUT, INT
 
 
 class SSMConv(AbstractProcess):
-    def __init__(self, *, kernel, shift, stream_bits, acc_split, kernel_float, window, delay, length):
-        super().__init__(kernel=kernel, shift=shift, stream_bits=stream_bits, acc_split=acc_split,
-                         kernel_float=kernel_float, window=window, delay=delay, length=length)
+    def __init__(self, *, kernel, shift, bias, stream_bits, acc_split, lag, kernel_float, bias_float, window, delay,
+                 length):
+        super().__init__(kernel=kernel, shift=shift, bias=bias, stream_bits=stream_bits, acc_split=acc_split,
+                         lag=lag, kernel_float=kernel_float, bias_float=bias_float, window=window, delay=delay,
+                         length=length)
         self.stream_in = InPort(shape=(kernel.shape[0],))
         self.current_out = OutPort(shape=(kernel.shape[0],))
 
@@ -32,15 +35,19 @@ class SSMConv(AbstractProcess):
 class _ConvModel(WindowedModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        H, L = proc_params["kernel"].shape
-        self.history = np.zeros((L, H), dtype=self.dtype)
+        H = proc_params["kernel"].shape[0]
+        self.history = np.zeros((self.length, H), dtype=self.dtype)
 
     def step(self):
         x = self.stream_in.recv()
-        tau = self.local_step() - self.delay
-        if 0 <= tau < self.length:
-            self.history[tau] = x                    # rows > tau are stale or zero: never read
-            y = self.convolve(tau)
+        c = self.logical()                               # causal index of this step
+        if 0 <= c < self.length:
+            self.history[c] = x                          # rows > c are stale or zero: never read
+        t = c - self.proc_params["lag"]
+        if 0 <= t < self.length:
+            K = self.proc_params["kernel"].shape[1]
+            rows = np.arange(max(0, c - K + 1), min(c, self.length - 1) + 1)
+            y = self.convolve(rows, c - rows, t)
         else:
             y = np.zeros(self.history.shape[1], dtype=self.dtype)
         self.current_out.send(y)
@@ -54,11 +61,12 @@ class SSMConvFixed(_ConvModel):
     current_out = INT_OUT
     dtype = np.int64
 
-    def convolve(self, tau):
+    def convolve(self, rows, taps, t):
         p = self.proc_params
-        hi, lo = arith.conv_taps_bit_serial(self.history[:tau + 1], p["kernel"][:, tau::-1], p["stream_bits"],
+        hi, lo = arith.conv_taps_bit_serial(self.history[rows], p["kernel"][:, taps], p["stream_bits"],
                                             p["acc_split"])
-        return arith.ssm_current(hi, lo, p["acc_split"], p["shift"]).astype(np.int32)
+        bias = p["bias"][:, t] if p["bias"].shape[1] else 0
+        return arith.ssm_current(hi, lo, p["acc_split"], p["shift"], bias).astype(np.int32)
 
 
 @implements(proc=SSMConv, protocol=LoihiProtocol)
@@ -69,5 +77,7 @@ class SSMConvFloat(_ConvModel):
     current_out = FLOAT_OUT
     dtype = np.float64
 
-    def convolve(self, tau):
-        return (self.proc_params["kernel_float"][:, tau::-1] * self.history[:tau + 1].T).sum(1)
+    def convolve(self, rows, taps, t):
+        p = self.proc_params
+        bias = p["bias_float"][:, t] if p["bias_float"].shape[1] else 0.0
+        return (p["kernel_float"][:, taps] * self.history[rows].T).sum(1) + bias
