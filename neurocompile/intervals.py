@@ -64,12 +64,30 @@ def matvec_interval(weight, lo, hi, what: str = "weighted sum"):
     return np.minimum(a, b).sum(1), np.maximum(a, b).sum(1)
 
 
+_TAP_SUMS: dict = {}              # id(kernel) -> (kernel, positive tap sums, negative tap sums)
+
+
+def tap_sums(kernel):
+    """(sum of positive taps, sum of negative taps) per channel, cached: the quantizer asks the same
+    kernel's range many times while it searches scales."""
+    hit = _TAP_SUMS.get(id(kernel))
+    if hit is None or hit[0] is not kernel:
+        k = as_int(kernel)
+        _exact(np.abs(k.astype(np.float64)).sum(1), "SSM tap sum")
+        hit = (kernel, np.maximum(k, 0).sum(1), np.minimum(k, 0).sum(1))
+        if len(_TAP_SUMS) > 64:
+            _TAP_SUMS.clear()
+        _TAP_SUMS[id(kernel)] = hit
+    return hit[1], hit[2]
+
+
 def conv_interval(kernel, lo, hi):
-    """Range of sum_j kernel[h, j] * x[h, t - j] when each x[h, .] lies in [lo[h], hi[h]]."""
-    k = as_int(kernel)
-    _exact(np.abs(k.astype(np.float64)).sum(1) * magnitude(lo, hi), "SSM accumulator")
-    a, b = k * as_int(lo)[:, None], k * as_int(hi)[:, None]
-    return np.minimum(a, b).sum(1), np.maximum(a, b).sum(1)
+    """Range of sum_j kernel[h, j] * x[h, t - j] when each x[h, .] lies in [lo[h], hi[h]] (lo <= hi):
+    the positive taps meet the ends of the interval, the negative taps the opposite ends."""
+    pos, neg = tap_sums(kernel)
+    lo, hi = as_int(lo), as_int(hi)
+    _exact((pos - neg).astype(np.float64) * magnitude(lo, hi), "SSM accumulator")
+    return pos * lo + neg * hi, pos * hi + neg * lo
 
 
 def split_intervals(lo, hi, split: int):

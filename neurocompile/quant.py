@@ -25,7 +25,20 @@ def quantize_rows(w: np.ndarray, bits: int):
     return m, e
 
 
+_KERNELS: dict = {}              # (id(kernel), bits) -> (kernel, result): the compiler asks twice per SSM
+
+
 def quantize_kernel(kernel: np.ndarray, bits: int):
+    """Cached ``quantize_kernel_taps`` (keyed by the array object itself, which the cache holds)."""
+    hit = _KERNELS.get((id(kernel), bits))
+    if hit is None or hit[0] is not kernel:
+        if len(_KERNELS) > 64:
+            _KERNELS.clear()
+        hit = _KERNELS[(id(kernel), bits)] = (kernel, quantize_kernel_taps(kernel, bits))
+    return hit[1]
+
+
+def quantize_kernel_taps(kernel: np.ndarray, bits: int):
     """SSM kernel (H, L): one exponent per channel, so slow and fast channels both keep 8 bits.
 
     Taps are rounded with error feedback along the kernel (first-order sigma-delta): each tap's
@@ -40,7 +53,7 @@ def quantize_kernel(kernel: np.ndarray, bits: int):
     carry = np.zeros(kernel.shape[0])
     for l in range(kernel.shape[1]):
         want = scaled[:, l] + carry
-        q[:, l] = np.clip(np.round(want), -top, top)
+        q[:, l] = np.minimum(np.maximum(np.round(want), -top), top)
         carry = want - q[:, l]
     return q, e
 
