@@ -119,7 +119,12 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
         raise ArchiveError(f"corrupt tensor record: size {size} and stride {stride} differ in rank")
     if metadata:
         raise ArchiveError("unsupported tensor record: tensor metadata flags (conjugate/negative views)")
-    if all(size):
+    numel = 1
+    for n in size:
+        numel *= n
+    if numel > MAX_MEMBER_BYTES:    # a zero-stride view could claim any size; later checks would allocate it
+        raise ArchiveError(f"corrupt tensor record: a {list(size)} tensor ({numel} elements) is absurd")
+    if numel:
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= storage.numel():
             raise ArchiveError(f"corrupt tensor record: a {list(size)} tensor reaches element {last} of a "
@@ -162,7 +167,6 @@ CALLABLES = {
     "collections.defaultdict": _defaultdict,
     "_codecs.encode": _latin1_bytes,
     "builtins.set": set, "builtins.frozenset": frozenset, "builtins.complex": complex,
-    "builtins.bytearray": bytearray,
 }
 VALUES = {
     "builtins.dict": dict, "builtins.list": list, "builtins.tuple": tuple, "builtins.int": int,

@@ -241,7 +241,8 @@ def test_non_allow_listed_classes_are_refused_by_name(tmp_path, obj, name):
 
 
 @pytest.mark.parametrize("program, what", [
-    (b"\x80\x02c__builtin__\nbytearray\n)R}b.", "sets the state of a bytearray object"),     # BUILD on a non-stand-in
+    (b"\x80\x02c__builtin__\nset\n)R}b.", "sets the state of a set object"),                # BUILD on a non-stand-in
+    (b"\x80\x02c__builtin__\nbytearray\n\x8a\x05\x00\x00\x00\x00\x01\x85R.", "references builtins.bytearray"),  # 4 GiB alloc
     (b"\x80\x02c__builtin__\ndict\n)R.", "calls builtins.dict"),                              # REDUCE on a value-only name
     (b"\x80\x02c__builtin__\ndict\n)\x81.", "instantiates builtins.dict"),                    # NEWOBJ outside stand-ins
     (b"(cos\nsystem\nS'true'\no.", "references os.system"),                                 # protocol 0 OBJ
@@ -266,6 +267,17 @@ def test_reader_matches_torch_on_plain_archives(tmp_path):
     for k in ("a", "c", "d", "f", "view"):
         assert torch.equal(mine[k], got[k]) and mine[k].dtype == got[k].dtype and mine[k].shape == got[k].shape
     assert mine["b"] == got["b"] and mine["e"] == got["e"]
+
+
+def test_tensor_records_are_bounds_checked():
+    storage = torchzip._Storage(torch.arange(6.0))
+    assert torch.equal(torchzip._rebuild_tensor_v2(storage, 1, (2, 2), (2, 1)), torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    with pytest.raises(torchzip.ArchiveError, match="reaches element 6 of a storage of 6"):
+        torchzip._rebuild_tensor_v2(storage, 2, (2, 2), (3, 1))
+    with pytest.raises(torchzip.ArchiveError, match="absurd"):     # a zero-stride view claiming 10^12 elements
+        torchzip._rebuild_tensor_v2(storage, 0, (10**6, 10**6), (0, 0))
+    with pytest.raises(torchzip.ArchiveError, match="non-negative"):
+        torchzip._rebuild_tensor_v2(storage, 0, (2,), (-1,))
 
 
 # ------------------------------------------------------------------------------------ integrity
