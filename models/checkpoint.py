@@ -1,10 +1,11 @@
-"""neurocompile checkpoint format (torch.save of plain dicts and tensors; read with weights_only=True).
+"""neurocompile checkpoint format (torch.save of plain dicts and tensors), and loading of any checkpoint.
 
 {'format': 'neurocompile-checkpoint', 'version': 1, 'kind': 'spikingssm', 'config': {...},
  'state_dict': {name: tensor}, 'meta': {'dataset', 'seed', 'command', 'metrics', 'epochs', ...}}
 
-``load_checkpoint`` dispatches on the file's layout through ``READERS``, so another reader (e.g. the
-official Lightning ``.ckpt``) can be registered beside ours without touching callers.
+Every file, ours or a foreign one, is read by ``torchzip`` (allow-listed unpickling, sizes and CRCs
+checked, no pickled code run); ``load_checkpoint`` then dispatches on the layout through ``READERS``:
+our format, or an official Lightning ``.ckpt`` (``official``).
 """
 from __future__ import annotations
 
@@ -14,17 +15,14 @@ import zipfile
 
 import torch
 
-from ..errors import NeurocompileError
+from ..errors import CheckpointError
+from . import official, torchzip
 from .config import SpikingSSMConfig
 
 FORMAT = "neurocompile-checkpoint"
 VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 KINDS = {"spikingssm": SpikingSSMConfig}
-
-
-class CheckpointError(NeurocompileError, ValueError):
-    """A checkpoint is missing, corrupt, foreign, of another version, or inconsistent with its config."""
 
 
 def _build(kind: str, config):
@@ -85,6 +83,7 @@ def save_checkpoint(path: str, model, meta: dict | None = None, kind: str = "spi
 
 
 def _read_raw(path: str):
+    """The file's object graph as plain Python (dicts, lists, values, CPU tensors)."""
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such file")
     if os.path.isdir(path):
@@ -103,13 +102,11 @@ def _read_raw(path: str):
     if not any(n.endswith("data.pkl") for n in names):
         raise CheckpointError(f"{path}: not a neurocompile checkpoint (a zip archive without torch data, e.g. an .npz)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:   # weights_only refuses unknown pickles; broken archives raise RuntimeError
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "Weights only load failed" in msg or "Unsupported" in msg:
-            raise CheckpointError(f"{path}: refused to load: contains pickled objects that are not plain "
-                                  "tensors/containers (loading them could run code)") from None
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({msg[:160]})") from None
+        return torchzip.plain(torchzip.load(path))
+    except torchzip.RefusedError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except torchzip.ArchiveError as exc:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint: {exc}") from None
 
 
 def _read_neurocompile(path: str, obj: dict):
@@ -133,7 +130,8 @@ def _read_neurocompile(path: str, obj: dict):
 
 
 # (predicate on the loaded object, reader) pairs; first match wins.
-READERS = [(lambda o: isinstance(o, dict) and o.get("format") == FORMAT, _read_neurocompile)]
+READERS = [(lambda o: isinstance(o, dict) and o.get("format") == FORMAT, _read_neurocompile),
+           (official.is_lightning, official.read_lightning)]
 
 
 def _check_state_dict(path: str, kind: str, config, state_dict: dict) -> None:
@@ -159,17 +157,31 @@ def _check_state_dict(path: str, kind: str, config, state_dict: dict) -> None:
                 raise CheckpointError(f"{path}: tensor {k!r} contains NaN or Inf")
 
 
-def load_checkpoint(path: str):
-    """-> (kind, config, state_dict, meta). Never executes pickled code (weights_only=True)."""
+def read_checkpoint(path: str):
+    """-> (kind, config, state_dict, meta) as the file's reader maps it, not yet checked against this build.
+
+    ``config`` is a config object, or a plain dict for a kind this build may not know."""
     path = os.fspath(path)
     obj = _read_raw(path)
     for accepts, reader in READERS:
         if accepts(obj):
-            kind, config, state_dict, meta = reader(path, obj)
-            break
-    else:
-        what = (f"a dict with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, dict)
-                else f"a {type(obj).__name__}")
-        raise CheckpointError(f"{path}: not a neurocompile checkpoint (holds {what})")
+            return reader(path, obj)
+    what = (f"a dict with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, dict)
+            else f"a {type(obj).__name__}")
+    raise CheckpointError(f"{path}: not a neurocompile checkpoint (holds {what})")
+
+
+def load_checkpoint(path: str):
+    """-> (kind, config, state_dict, meta). Never executes pickled code."""
+    path = os.fspath(path)
+    kind, config, state_dict, meta = read_checkpoint(path)
+    if kind not in KINDS:
+        family = official.FAMILIES.get(kind, repr(kind))
+        raise CheckpointError(f"{path}: {family} checkpoints are not supported by this build (it reads: {', '.join(KINDS)})")
+    if isinstance(config, dict):
+        try:
+            config = KINDS[kind].from_dict(config)
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path}: bad config: {exc}") from None
     _check_state_dict(path, kind, config, state_dict)
     return kind, config, state_dict, meta

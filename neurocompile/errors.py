@@ -5,6 +5,10 @@ class NeurocompileError(Exception):
     """Base: a problem with the user's input or environment, not a bug."""
 
 
+class CheckpointError(NeurocompileError, ValueError):
+    """A checkpoint is missing, corrupt, foreign, of another version, or inconsistent with its config."""
+
+
 class ArtifactError(NeurocompileError):
     """A .loihi2 artifact is missing, corrupt, foreign or of another version."""
 
