@@ -399,7 +399,7 @@ def test_model_matches_float64_reference(kw):
     for i in range(cfg.n_layers):
         h = _block_ref(cfg, sd, i, h, used[(i, 1)], used[(i, 2)])
         assert _rel(rec[f"layer{i}.stream"], h) < 1e-9, i
-        n_spikes += float(rec[f"layer{i}.s_in"].mean())
+        n_spikes += float(rec[f"layer{i}.s_in"].detach().mean())
     if cfg.prenorm:
         h = _norm_ref(cfg, sd, "backbone.norm", h)
     ref = torch.einsum("oh,bh->bo", sd["decoder.weight"], h.mean(-1)) + sd["decoder.bias"]
