@@ -1,6 +1,6 @@
 """neurocompile checkpoint format (torch.save of plain dicts and tensors), and loading of any checkpoint.
 
-{'format': 'neurocompile-checkpoint', 'version': 1, 'kind': 'spikingssm', 'config': {...},
+{'format': 'neurocompile-checkpoint', 'version': 1, 'kind': 'spikingssm' | 'pspikessm', 'config': {...},
  'state_dict': {name: tensor}, 'meta': {'dataset', 'seed', 'command', 'metrics', 'epochs', ...}}
 
 Every file, ours or a foreign one, is read by ``torchzip`` (allow-listed unpickling, sizes and CRCs
@@ -18,23 +18,39 @@ import torch
 from ..errors import CheckpointError
 from . import official, torchzip
 from .config import SpikingSSMConfig
+from .pspikessm import PSpikeSSMConfig
 
 FORMAT = "neurocompile-checkpoint"
 VERSION = 1
 SUPPORTED_VERSIONS = (1,)
-KINDS = {"spikingssm": SpikingSSMConfig}
+KINDS = {"spikingssm": SpikingSSMConfig, "pspikessm": PSpikeSSMConfig}
 
 
 def _build(kind: str, config):
+    from .pspikessm import PSpikeSSM
     from .spikingssm import SpikingSSM
 
     if kind == "spikingssm":
         return SpikingSSM(config)
+    if kind == "pspikessm":
+        return PSpikeSSM(config)
     raise ValueError(f"unknown kind {kind!r}")
 
 
-def build_model(config, state_dict: dict, kind: str = "spikingssm"):
-    """Fresh model from the config with the given weights loaded (strict), in eval mode."""
+def kind_of(config) -> str:
+    """The model kind a config object belongs to (``KINDS`` by class)."""
+    for kind, cls in KINDS.items():
+        if isinstance(config, cls):
+            return kind
+    raise ValueError(f"not a model config: {type(config).__name__}")
+
+
+def build_model(config, state_dict: dict, kind: str | None = None):
+    """Fresh model from the config with the given weights loaded (strict), in eval mode.
+
+    ``kind`` defaults to the config object's kind, or 'spikingssm' for a plain dict."""
+    if kind is None:
+        kind = "spikingssm" if isinstance(config, dict) else kind_of(config)
     if isinstance(config, dict):
         config = KINDS[kind].from_dict(config)
     model = _build(kind, config)
@@ -61,8 +77,11 @@ def _plain(v):
     return str(v)
 
 
-def save_checkpoint(path: str, model, meta: dict | None = None, kind: str = "spikingssm") -> None:
-    """Write atomically (temp file in the same folder, then os.replace)."""
+def save_checkpoint(path: str, model, meta: dict | None = None, kind: str | None = None) -> None:
+    """Write atomically (temp file in the same folder, then os.replace); ``kind`` defaults to the
+    model config's kind."""
+    if kind is None:
+        kind = kind_of(model.config)
     obj = {"format": FORMAT, "version": VERSION, "kind": kind, "config": _plain(model.config.to_dict()),
            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
            "meta": _plain(dict(meta or {}))}

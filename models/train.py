@@ -1,6 +1,11 @@
-"""Train a SpikingSSM on a built-in dataset and write a neurocompile checkpoint (DIR/ckpt.pt).
+"""Train a SpikingSSM or a P-SpikeSSM on a built-in dataset and write a neurocompile checkpoint (DIR/ckpt.pt).
 
     python -m neurocompile.models.train --dataset digits --out examples/digits --epochs 40
+    python -m neurocompile.models.train --model pspikessm --dataset digits --out runs/pspike --prenorm
+
+P-SpikeSSM samples its spikes at random in every forward pass (training and test alike, as the
+official code), so its test accuracy is a Monte-Carlo figure: the mean (and standard deviation)
+of the accuracy over ``--mc-passes`` independent passes over the test set.
 """
 from __future__ import annotations
 
@@ -16,12 +21,15 @@ from torch import nn
 
 from .checkpoint import save_checkpoint
 from .config import SpikingSSMConfig
+from .pspikessm import PSpikeSSM, PSpikeSSMConfig
 from .spikingssm import SpikingSSM
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neurocompile train", description="Train a SpikingSSM (SDN neuron by default) "
-                                "and write DIR/ckpt.pt in the neurocompile checkpoint format.")
+                                "or a P-SpikeSSM (--model pspikessm) and write DIR/ckpt.pt in the neurocompile "
+                                "checkpoint format.")
+    p.add_argument("--model", choices=["spikingssm", "pspikessm"], default="spikingssm")
     p.add_argument("--dataset", required=True, choices=["digits", "fashion-mnist"])
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (DIR/ckpt.pt is written)")
     p.add_argument("--d-model", type=int, default=64)
@@ -33,13 +41,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--neuron", choices=["sdn", "lif"], default="sdn", help="neuron used while training")
-    p.add_argument("--kernel", choices=["s4d", "diag_b"], default="s4d")
+    p.add_argument("--neuron", choices=["sdn", "lif"], default="sdn", help="SpikingSSM: neuron used while training")
+    p.add_argument("--kernel", choices=["s4d", "diag_b"], default="s4d", help="SpikingSSM: kernel parameterisation")
     p.add_argument("--max-train", type=int, default=0, metavar="N", help="train on the first N samples only")
     p.add_argument("--max-test", type=int, default=0, metavar="N", help="evaluate on the first N test samples only")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("P-SpikeSSM (--model pspikessm)")
+    g.add_argument("--bidirectional", action="store_true",
+                   help="bidirectional blocks (a second, reverse S4 layer per block)")
+    g.add_argument("--causal", action="store_true",
+                   help="one-sided (causal) SSM kernels instead of the official two-sided ones")
+    g.add_argument("--prenorm", action="store_true", help="normalise before the block (default: after)")
+    g.add_argument("--norm", choices=["batch", "layer", "none"], default="batch")
+    g.add_argument("--no-residual", action="store_true", help="no residual connection (official residual: null)")
+    g.add_argument("--n-ssm", type=int, default=1, help="independent (A,B,P) copies per layer (1: shared)")
+    g.add_argument("--mc-passes", type=int, default=8, metavar="K",
+                   help="test accuracy = mean over K random passes (default 8)")
     return p
+
+
+PSPIKE_ONLY = ("bidirectional", "causal", "prenorm", "no_residual")
 
 
 def _device(name: str) -> torch.device:
@@ -79,13 +101,62 @@ def evaluate(model: SpikingSSM, x: np.ndarray, y: np.ndarray, levels: int, neuro
     return correct / max(1, len(y))
 
 
+@torch.no_grad()
+def evaluate_mc(model: PSpikeSSM, x: np.ndarray, y: np.ndarray, levels: int, device, passes: int = 8,
+                seed: int = 0, batch_size: int = 256, progress: bool = False) -> dict:
+    """Monte-Carlo test accuracy of a P-SpikeSSM (random spikes in every pass).
+
+    Runs ``passes`` independent passes over the test set (RNG forked and seeded with ``seed``, so
+    the figure is reproducible and training's RNG is untouched).  Returns the per-pass accuracies,
+    their mean and sample standard deviation, the accuracy of the pass-averaged softmax, and the
+    mean firing rate of every spike population (over all passes)."""
+    model.eval()
+    n = len(y)
+    accs, probs, rates = [], torch.zeros(n, model.config.d_output, dtype=torch.float64), {}
+    bars = None
+    if progress:
+        from tqdm import tqdm
+        bars = tqdm(total=passes * math.ceil(n / batch_size), desc="test (MC passes)", unit="batch", leave=False)
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for k in range(passes):
+            correct = 0
+            for s in range(0, n, batch_size):
+                xb = torch.as_tensor(x[s:s + batch_size].astype(np.float32) / levels, device=device)
+                logits, rec = model(xb, record=True)
+                pred = logits.argmax(-1).cpu().numpy()
+                correct += int((pred == y[s:s + batch_size]).sum())
+                probs[s:s + len(pred)] += torch.softmax(logits.double(), -1).cpu()
+                for name, t in rec.items():
+                    if ".s_" in name:
+                        tot, cnt = rates.get(name, (0.0, 0))
+                        rates[name] = (tot + float(t.sum()), cnt + t.numel())
+                if bars is not None:
+                    bars.update(1)
+            accs.append(correct / max(1, n))
+    if bars is not None:
+        bars.close()
+    ensemble = float((probs.argmax(-1).numpy() == y).mean()) if n else 0.0
+    return {"test_acc_mc": float(np.mean(accs)),
+            "test_acc_mc_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+            "test_acc_passes": [float(a) for a in accs], "test_acc_mc_ensemble": ensemble,
+            "spike_rates": {k: v[0] / max(1, v[1]) for k, v in sorted(rates.items())}}
+
+
 def main(argv=None) -> int:
     from tqdm import tqdm
 
     from ..datasets import load_dataset
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.model == "spikingssm":
+        given = [f"--{n.replace('_', '-')}" for n in PSPIKE_ONLY if getattr(args, n)]
+        if given:
+            parser.error(f"{given[0]} applies to --model pspikessm only")
+    if args.mc_passes < 1:
+        parser.error("--mc-passes must be >= 1")
     device = _device(args.device)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -99,10 +170,20 @@ def main(argv=None) -> int:
     if args.max_test:
         xte, yte = xte[:args.max_test], yte[:args.max_test]
     n_classes = int(max(ytr.max(), yte.max()) + 1)
-    cfg = SpikingSSMConfig(d_input=int(xtr.shape[2]), d_output=n_classes, d_model=args.d_model,
-                           n_layers=args.n_layers, d_state=args.d_state, l_max=int(xtr.shape[1]),
-                           kernel=args.kernel, dropout=args.dropout, input_levels=int(train.levels))
-    model = SpikingSSM(cfg).to(device)
+    if args.model == "spikingssm":
+        cfg = SpikingSSMConfig(d_input=int(xtr.shape[2]), d_output=n_classes, d_model=args.d_model,
+                               n_layers=args.n_layers, d_state=args.d_state, l_max=int(xtr.shape[1]),
+                               kernel=args.kernel, dropout=args.dropout, input_levels=int(train.levels))
+        model = SpikingSSM(cfg).to(device)
+        forward = lambda xb: model(xb, neuron=args.neuron)       # noqa: E731
+    else:
+        cfg = PSpikeSSMConfig(d_input=int(xtr.shape[2]), d_output=n_classes, d_model=args.d_model,
+                              n_layers=args.n_layers, d_state=args.d_state, l_max=int(xtr.shape[1]),
+                              bidirectional=args.bidirectional, ssm_bidirectional=not args.causal,
+                              n_ssm=args.n_ssm, prenorm=args.prenorm, norm=args.norm,
+                              residual=not args.no_residual, dropout=args.dropout, input_levels=int(train.levels))
+        model = PSpikeSSM(cfg).to(device)
+        forward = model
     opt = make_optimizer(model, args.lr, args.weight_decay)
     steps_per_epoch = math.ceil(len(ytr) / args.batch_size)
     total = max(1, args.epochs * steps_per_epoch)
@@ -123,7 +204,7 @@ def main(argv=None) -> int:
         for b in batches:
             idx = perm[b * args.batch_size:(b + 1) * args.batch_size]
             xb, yb = xt[idx].to(device), yt[idx].to(device)
-            loss = loss_fn(model(xb, neuron=args.neuron), yb)
+            loss = loss_fn(forward(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -136,6 +217,8 @@ def main(argv=None) -> int:
         if not show:
             print(f"epoch {epoch + 1}/{args.epochs} train_loss {train_loss:.4f} ({time.time() - t0:.0f} s)", flush=True)
     train_time = time.time() - t0
+    if args.model == "pspikessm":
+        return _finish_pspike(args, argv, model, xte, yte, test.levels, device, show, train_loss, train_time, len(ytr))
     acc_sdn = evaluate(model, xte, yte, test.levels, "sdn", device, progress=show)
     acc_lif = evaluate(model, xte, yte, test.levels, "lif", device, progress=show)
     metrics = {"test_acc_sdn": acc_sdn, "test_acc_lif": acc_lif, "train_loss": train_loss,
@@ -150,6 +233,25 @@ def main(argv=None) -> int:
           f"train loss {train_loss:.4f}; {train_time:.0f} s training")
     return 0
 
+
+def _finish_pspike(args, argv, model, xte, yte, levels, device, show, train_loss, train_time, n_train) -> int:
+    t0 = time.time()
+    mc = evaluate_mc(model, xte, yte, levels, device, passes=args.mc_passes, seed=args.seed, progress=show)
+    metrics = {"test_acc_mc": mc["test_acc_mc"], "test_acc_mc_std": mc["test_acc_mc_std"],
+               "test_acc_passes": mc["test_acc_passes"], "test_acc_mc_ensemble": mc["test_acc_mc_ensemble"],
+               "mc_passes": args.mc_passes, "mc_seed": args.seed, "spike_rates": mc["spike_rates"],
+               "train_loss": train_loss, "n_train": int(n_train), "n_test": int(len(yte)),
+               "train_seconds": round(train_time, 1), "eval_seconds": round(time.time() - t0, 1)}
+    meta = {"dataset": args.dataset, "seed": args.seed, "model": "pspikessm",
+            "command": "neurocompile train " + " ".join(argv), "argv": argv,
+            "metrics": metrics, "epochs": args.epochs, "train_neuron": "stochastic (Bernoulli spike sampler)",
+            "device": str(device), "torch": str(torch.__version__)}
+    path = os.path.join(args.out, "ckpt.pt")
+    save_checkpoint(path, model.cpu(), meta)
+    print(f"wrote {path}: test accuracy {100 * mc['test_acc_mc']:.2f} +- {100 * mc['test_acc_mc_std']:.2f} % "
+          f"(mean +- std over {args.mc_passes} random passes; pass-averaged softmax "
+          f"{100 * mc['test_acc_mc_ensemble']:.2f} %); train loss {train_loss:.4f}; {train_time:.0f} s training")
+    return 0
 
 if __name__ == "__main__":
     raise SystemExit(main())

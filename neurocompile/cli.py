@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(Lava), simulate them, and validate accuracy parity.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("train", help="train a model on a built-in dataset (see `neurocompile train --help`)",
+    sub.add_parser("train", help="train a SpikingSSM or P-SpikeSSM on a built-in dataset (see `neurocompile train --help`)",
                    add_help=False)
 
     e = sub.add_parser("export", help="compile a checkpoint to a .loihi2 artifact")
