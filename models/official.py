@@ -188,12 +188,24 @@ def _read_pspikessm(path: str, obj: dict, w: _Weights, hp: dict):
     d_output = w.shape("decoder.0.output_transform.weight")[0]
     l_kernel = [int(w.sd[f"model.layers.{i}.layer.layer.kernel.l_kernel"]) for i in range(n_layers)]
     dt_transform = layer_hp.get("dt_transform", "exp")     # the s4 kernel's default when the config is silent
-    config = {"d_input": d_input, "d_output": d_output, "d_model": H, "n_layers": n_layers, "d_state": 2 * half,
-              "n_ssm": n_ssm, "rank": rank, "l_max": _l_max(path, hp), "l_kernel": l_kernel,
-              "encoder": encoder, "n_tokens": n_tokens, "block_bidirectional": block_bidirectional,
-              "kernel_bidirectional": channels == 2, "prenorm": prenorm, "norm": norm,
-              "final_norm": final_norm, "residual": residual is not None, "dt_transform": dt_transform,
-              "dropout": float(model_hp.get("dropout", 0.0) or 0.0)}
+    # what our P-SpikeSSM fixes rather than configures (as every official config does)
+    for ok, what in ((rank == 1, f"rank {rank} (only rank 1)"),
+                     (dt_transform == "softplus", f"dt_transform {dt_transform!r} (only 'softplus')"),
+                     (not prenorm or final_norm == norm, f"a final {final_norm} norm after {norm} prenorm blocks")):
+        if not ok:
+            raise CheckpointError(f"{path}: official P-SpikeSSM with {what} is not supported")
+    dataset = _section(hp, "dataset").get("_name_")
+    from .pspikessm import PSpikeSSMConfig
+    try:
+        config = PSpikeSSMConfig(
+            d_input=d_input, d_output=d_output, d_model=H, n_layers=n_layers, d_state=2 * half,
+            l_max=_l_max(path, hp), encoder=encoder, n_tokens=n_tokens, bidirectional=block_bidirectional,
+            ssm_bidirectional=channels == 2, n_ssm=n_ssm, prenorm=prenorm, norm=norm or "none",
+            residual=residual is not None, dropout=float(model_hp.get("dropout", 0.0) or 0.0),
+            dt_min=float(layer_hp.get("dt_min", 0.001)), dt_max=float(layer_hp.get("dt_max", 0.1)),
+            **({"input_levels": 255} if dataset in _PIXEL_DATASETS else {}))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: official P-SpikeSSM with an unusable config: {exc}") from None
     if norm is None:
         ndesc = "no norm"
     elif prenorm:

@@ -53,10 +53,6 @@ def compile_checkpoint(path: str, options: CompileOptions = CompileOptions(), ta
     from .models.checkpoint import load_checkpoint
 
     kind, config, state_dict, meta = load_checkpoint(path)
-    if kind != "spikingssm":
-        from .errors import UnsupportedModelError
-        raise UnsupportedModelError(f"{path}: model kind {kind!r} cannot be compiled to Loihi 2 yet "
-                                    "(only 'spikingssm')")
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     name = os.path.basename(path)
     try:

@@ -104,22 +104,36 @@ def test_official_pspikessm_detected(name):
     kind, cfg, sd, meta = read_checkpoint(fixture(name))
     assert kind == "pspikessm" and meta["detected"] == PSPIKESSM[name] and meta["family"] == "P-SpikeSSM"
     bidir = "bidirectional_postnorm" in name
-    assert cfg["block_bidirectional"] is bidir and cfg["kernel_bidirectional"] is True
-    assert cfg["residual"] is bidir and cfg["prenorm"] is not bidir and cfg["norm"] == "batch"
-    assert cfg["final_norm"] == (None if bidir else "batch") and cfg["dt_transform"] == "softplus"
+    assert cfg.bidirectional is bidir and cfg.ssm_bidirectional is True
+    assert cfg.residual is bidir and cfg.prenorm is not bidir and cfg.norm == "batch"
     assert sd["backbone.layers.0.layer.layer.kernel.C"].shape == (2, 8, 4, 2)
     assert ("backbone.layers.1.reverse_layer.layer.kernel.P" in sd) is bidir
     assert "encoder.weight" in sd and sd["decoder.weight"].shape == (10, 8)
     assert not any(k.startswith(("model.", "encoder.0.", "decoder.0.")) for k in sd)
+
+
+@pytest.mark.parametrize("name", sorted(PSPIKESSM))
+def test_official_pspikessm_reproduces_authors_logits_and_kernels(name):
+    """Fed the uniforms the authors' forward drew, our P-SpikeSSM gives their logits (float64, only the
+    summation order differs); its kernels are the ones their DPLR kernel module computed."""
+    from neurocompile.models.dplr_kernel import materialize_dplr_kernel
+
+    kind, cfg, sd, _ = load_checkpoint(fixture(name))
+    model = build_model(cfg, sd).double().eval()
     ex = np.load(fixture(name, ".expected.npz"))
-    assert sorted(k for k in ex.files if k.startswith("u_")) == [f"u_layer{i}_{j}" for i in range(2) for j in (1, 2)]
-    assert ex["u_layer0_1"].shape == ex["x"].shape[:2] + (8,) and ex["logits"].shape == (ex["x"].shape[0], 10)
-    if "pspikessm" in KINDS:       # once the P-SpikeSSM model is merged, the file loads
-        assert load_checkpoint(fixture(name))[0] == "pspikessm"
-    else:
-        with pytest.raises(CheckpointError, match=r"P-SpikeSSM checkpoints are not supported by this build") as info:
-            load_checkpoint(fixture(name))
-        assert "\n" not in str(info.value) and name in str(info.value)
+    uniforms = lambda layer, which, shape: torch.as_tensor(ex[f"u_layer{layer}_{which}"]).double().transpose(1, 2)
+    x = torch.as_tensor(ex["x"])
+    with torch.no_grad():
+        logits = model(x if cfg.encoder == "embedding" else x.double(), uniforms=uniforms).numpy()
+    np.testing.assert_allclose(logits, ex["logits"], rtol=1e-12, atol=1e-12)
+    for i in range(cfg.n_layers):
+        for half, prefix in (("fwd", "layer"), ("rev", "reverse_layer")):
+            if f"k_layer{i}_{half}" not in ex.files:
+                continue
+            p = f"backbone.layers.{i}.{prefix}.layer.kernel."
+            params = {k[len(p):]: v.double() for k, v in sd.items() if k.startswith(p)}
+            K = materialize_dplr_kernel(params, cfg.l_max).numpy()
+            np.testing.assert_allclose(K, ex[f"k_layer{i}_{half}"], rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", sorted(SPIKINGSSM) + sorted(PSPIKESSM))

@@ -24,6 +24,25 @@ VARIANTS = {
 }
 
 
+def trained_looking(cfg: SpikingSSMConfig, seed: int, encoder_gain: float = 2.0) -> SpikingSSM:
+    """A model with trained-looking parameters (not the init's symmetric ones) and BatchNorm
+    statistics, in eval mode."""
+    torch.manual_seed(seed)
+    model = SpikingSSM(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("ln_vth", ".D", "output_linear.0.bias", "log_A_real", "A_real", "B")):
+                p.add_(0.3 * torch.randn_like(p))
+        for norm in model.backbone.norms:
+            if hasattr(norm, "running_mean"):
+                norm.running_mean.normal_(0, 0.3)
+                norm.running_var.uniform_(0.5, 2.0)
+                norm.weight.uniform_(0.5, 1.5)
+                norm.bias.normal_(0, 0.3)
+        model.encoder.weight.mul_(encoder_gain)
+    return model
+
+
 def _c(t):
     return t.detach().double().numpy()
 
@@ -84,20 +103,8 @@ def oracle_forward(sd: dict, cfg: SpikingSSMConfig, x: np.ndarray):
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_float_model_equals_independent_float64_oracle(variant):
-    torch.manual_seed(hash(variant) % 1000)
     cfg = SpikingSSMConfig(d_model=12, n_layers=2, d_state=8, l_max=40, **VARIANTS[variant])
-    model = SpikingSSM(cfg).double().eval()
-    with torch.no_grad():                      # trained-looking parameters, not the init's symmetric ones
-        for name, p in model.named_parameters():
-            if name.endswith(("ln_vth", ".D", "output_linear.0.bias", "log_A_real", "A_real", "B")):
-                p.add_(0.3 * torch.randn_like(p))
-        for norm in model.backbone.norms:
-            if hasattr(norm, "running_mean"):
-                norm.running_mean.normal_(0, 0.3)
-                norm.running_var.uniform_(0.5, 2.0)
-                norm.weight.uniform_(0.5, 1.5)
-                norm.bias.normal_(0, 0.3)
-        model.encoder.weight.mul_(2.0)
+    model = trained_looking(cfg, seed=sum(map(ord, variant)), encoder_gain=6.0).double()
     rng = np.random.default_rng(1)
     x = rng.integers(0, 7, (6, 40)) if cfg.encoder == "embedding" else rng.random((6, 40, 1))
     with torch.no_grad():
