@@ -153,10 +153,25 @@ READERS = [(lambda o: isinstance(o, dict) and o.get("format") == FORMAT, _read_n
            (official.is_lightning, official.read_lightning)]
 
 
+MAX_PARAMETERS = 2 ** 28          # 1 GiB of float32: far above any published SpikingSSM / P-SpikeSSM
+
+
+def parameter_bound(config) -> int:
+    """An upper bound on the parameter count a config implies, computed without building it: both
+    families hold per layer a few H x H (or 2H x H) matrices and H x N (or n_ssm x N) SSM tensors."""
+    H, N, layers = config.d_model, config.d_state, config.n_layers
+    per_layer = 8 * H * H + 8 * H * (N + 2) + 256
+    return layers * per_layer + (config.d_input + config.d_output + config.n_tokens + 2) * H
+
+
 def _check_state_dict(path: str, kind: str, config, state_dict: dict) -> None:
     bad = [k for k, v in state_dict.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: state_dict entry {bad[0]!r} is not a named tensor")
+    stored = sum(v.numel() for v in state_dict.values())
+    if parameter_bound(config) > max(MAX_PARAMETERS, 4 * stored):
+        raise CheckpointError(f"{path}: the config implies up to {parameter_bound(config)} parameters but the file holds "
+                              f"{stored}; refusing to build a model that large")
     try:
         ref = _build(kind, config).state_dict()
     except Exception as exc:

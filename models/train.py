@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "or a P-SpikeSSM (--model pspikessm) and write DIR/ckpt.pt in the neurocompile "
                                 "checkpoint format.")
     p.add_argument("--model", choices=["spikingssm", "pspikessm"], default="spikingssm")
-    p.add_argument("--dataset", required=True, choices=["digits", "fashion-mnist"])
+    p.add_argument("--dataset", required=True, choices=["digits", "fashion-mnist", "listops"],
+                   help="listops: token inputs, the model gets an Embedding encoder")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (DIR/ckpt.pt is written)")
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--n-layers", type=int, default=2)
@@ -42,18 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--neuron", choices=["sdn", "lif"], default="sdn", help="SpikingSSM: neuron used while training")
-    p.add_argument("--kernel", choices=["s4d", "diag_b"], default="s4d", help="SpikingSSM: kernel parameterisation")
+    p.add_argument("--kernel", choices=["s4d", "diag_b"], default="s4d",
+                   help="SpikingSSM: kernel parameterisation (diag_b: trainable B, s4 SSMKernelDiag)")
+    p.add_argument("--shared-vth", action="store_true", help="SpikingSSM: one learnable threshold per layer")
+    p.add_argument("--bidirectional", action="store_true",
+                   help="SpikingSSM: two-sided kernels; P-SpikeSSM: bidirectional blocks (a second, reverse S4 layer)")
+    p.add_argument("--prenorm", action="store_true", help="normalise before each block's SSM (default: after)")
+    p.add_argument("--norm", choices=["batch", "layer", "none"], default=None,
+                   help="normalisation (default: layer for SpikingSSM, batch for P-SpikeSSM)")
     p.add_argument("--max-train", type=int, default=0, metavar="N", help="train on the first N samples only")
     p.add_argument("--max-test", type=int, default=0, metavar="N", help="evaluate on the first N test samples only")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = p.add_argument_group("P-SpikeSSM (--model pspikessm)")
-    g.add_argument("--bidirectional", action="store_true",
-                   help="bidirectional blocks (a second, reverse S4 layer per block)")
     g.add_argument("--causal", action="store_true",
                    help="one-sided (causal) SSM kernels instead of the official two-sided ones")
-    g.add_argument("--prenorm", action="store_true", help="normalise before the block (default: after)")
-    g.add_argument("--norm", choices=["batch", "layer", "none"], default="batch")
     g.add_argument("--no-residual", action="store_true", help="no residual connection (official residual: null)")
     g.add_argument("--n-ssm", type=int, default=1, help="independent (A,B,P) copies per layer (1: shared)")
     g.add_argument("--mc-passes", type=int, default=8, metavar="K",
@@ -61,7 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-PSPIKE_ONLY = ("bidirectional", "causal", "prenorm", "no_residual")
+PSPIKE_ONLY = ("causal", "no_residual")
+
+
+def model_inputs(x: np.ndarray, levels) -> torch.Tensor:
+    """Dataset samples -> what the model reads: token ids (n, L) long, or levels / levels as float32."""
+    if levels is None:
+        return torch.as_tensor(np.asarray(x)[..., 0] if np.ndim(x) == 3 else x, dtype=torch.long)
+    return torch.as_tensor(np.asarray(x).astype(np.float32) / levels)
 
 
 def _device(name: str) -> torch.device:
@@ -95,7 +106,7 @@ def evaluate(model: SpikingSSM, x: np.ndarray, y: np.ndarray, levels: int, neuro
         from tqdm import tqdm
         starts = tqdm(starts, desc=f"test ({neuron})", unit="batch", leave=False)
     for s in starts:
-        xb = torch.as_tensor(x[s:s + batch_size].astype(np.float32) / levels, device=device)
+        xb = model_inputs(x[s:s + batch_size], levels).to(device)
         pred = model(xb, neuron=neuron).argmax(-1).cpu().numpy()
         correct += int((pred == y[s:s + batch_size]).sum())
     return correct / max(1, len(y))
@@ -122,7 +133,7 @@ def evaluate_mc(model: PSpikeSSM, x: np.ndarray, y: np.ndarray, levels: int, dev
         for k in range(passes):
             correct = 0
             for s in range(0, n, batch_size):
-                xb = torch.as_tensor(x[s:s + batch_size].astype(np.float32) / levels, device=device)
+                xb = model_inputs(x[s:s + batch_size], levels).to(device)
                 logits, rec = model(xb, record=True)
                 pred = logits.argmax(-1).cpu().numpy()
                 correct += int((pred == y[s:s + batch_size]).sum())
@@ -170,25 +181,31 @@ def main(argv=None) -> int:
     if args.max_test:
         xte, yte = xte[:args.max_test], yte[:args.max_test]
     n_classes = int(max(ytr.max(), yte.max()) + 1)
+    tokens = train.levels is None
+    encoder = dict(encoder="embedding", n_tokens=int(train.vocab or xtr.max() + 1)) if tokens else \
+        dict(input_levels=int(train.levels))
     if args.model == "spikingssm":
+        if args.norm == "none":
+            parser.error("--norm none applies to --model pspikessm only (SpikingSSM has layer or batch norms)")
         cfg = SpikingSSMConfig(d_input=int(xtr.shape[2]), d_output=n_classes, d_model=args.d_model,
                                n_layers=args.n_layers, d_state=args.d_state, l_max=int(xtr.shape[1]),
-                               kernel=args.kernel, dropout=args.dropout, input_levels=int(train.levels))
+                               kernel=args.kernel, dropout=args.dropout, bidirectional=args.bidirectional,
+                               shared_vth=args.shared_vth, prenorm=args.prenorm, norm=args.norm or "layer", **encoder)
         model = SpikingSSM(cfg).to(device)
         forward = lambda xb: model(xb, neuron=args.neuron)       # noqa: E731
     else:
         cfg = PSpikeSSMConfig(d_input=int(xtr.shape[2]), d_output=n_classes, d_model=args.d_model,
                               n_layers=args.n_layers, d_state=args.d_state, l_max=int(xtr.shape[1]),
                               bidirectional=args.bidirectional, ssm_bidirectional=not args.causal,
-                              n_ssm=args.n_ssm, prenorm=args.prenorm, norm=args.norm,
-                              residual=not args.no_residual, dropout=args.dropout, input_levels=int(train.levels))
+                              n_ssm=args.n_ssm, prenorm=args.prenorm, norm=args.norm or "batch",
+                              residual=not args.no_residual, dropout=args.dropout, **encoder)
         model = PSpikeSSM(cfg).to(device)
         forward = model
     opt = make_optimizer(model, args.lr, args.weight_decay)
     steps_per_epoch = math.ceil(len(ytr) / args.batch_size)
     total = max(1, args.epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    xt = torch.as_tensor(xtr.astype(np.float32) / train.levels)
+    xt = model_inputs(xtr, train.levels)
     yt = torch.as_tensor(ytr)
     gen = torch.Generator().manual_seed(args.seed)
     loss_fn = nn.CrossEntropyLoss()

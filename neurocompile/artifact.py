@@ -18,6 +18,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -251,12 +252,15 @@ def load_program(path: str, target=None) -> Program:
         program = verified(program, manifest["delays"], target)
     except _Refuse as exc:
         raise ArtifactError(f"{path}: {exc}") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
         raise ArtifactError(f"{path}: not a readable artifact ({type(exc).__name__}: {str(exc)[:160]})") from None
     except (RangeError, ShapeError) as exc:
         raise ArtifactError(f"{path}: refused: {exc}") from None
     except NeurocompileError as exc:
         raise ArtifactError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, RecursionError, OverflowError) as exc:
+        # the checks above cover the format; anything else a malformed manifest trips is refused too
+        raise ArtifactError(f"{path}: malformed artifact ({type(exc).__name__}: {str(exc)[:160]})") from None
     return program
 
 

@@ -36,6 +36,7 @@ class Dataset:
     y: np.ndarray       # (n,) int64
     name: str
     levels: int | None = None   # largest raw level of integer x (None: tokens, floats, or unknown)
+    vocab: int | None = None    # token vocabulary size (token datasets)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -79,10 +80,10 @@ def _fashion(split: str) -> Dataset:
 
 
 def _listops(split: str) -> Dataset:
-    from .listops import LISTOPS_SMALL, load_listops
+    from .listops import LISTOPS_SMALL, VOCAB_SIZE, load_listops
 
     x, y = load_listops(split, **LISTOPS_SMALL)
-    return Dataset(np.ascontiguousarray(x[..., None]), y.astype(np.int64), "listops")
+    return Dataset(np.ascontiguousarray(x[..., None]), y.astype(np.int64), "listops", vocab=VOCAB_SIZE)
 
 
 def _npz_member(zf: zipfile.ZipFile, path: str, key: str) -> np.ndarray:

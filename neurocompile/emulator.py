@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from . import arith
+from .errors import EmulatorError
 from .ir import IntDense, IntEmbedding, IntEncoder, IntGLUResidual, IntInput, IntLIF, IntReadout, IntSSMConv
 from .program import Program, raw_inputs
 
@@ -98,7 +99,7 @@ OFF_INTEGER_LIMIT = 0.25         # an exact result lies on an integer; further a
 def check_on_integers(worst: float, where: str = "") -> None:
     """Refuse convolution results whose largest distance to an integer is ``worst``."""
     if not worst <= OFF_INTEGER_LIMIT:
-        raise ArithmeticError(f"{where}FFT convolution left the integers: bounds exceeded")
+        raise EmulatorError(f"{where}FFT convolution left the integers: bounds exceeded")
 
 
 def rounded(y: torch.Tensor) -> torch.Tensor:

@@ -27,3 +27,7 @@ class LavaRunError(NeurocompileError):
 
 class DatasetError(NeurocompileError):
     """A dataset is unknown, missing, or a user data file is malformed."""
+
+
+class EmulatorError(NeurocompileError, ArithmeticError):
+    """The emulator refused a result it cannot vouch for (an FFT result off the integers)."""

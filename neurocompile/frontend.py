@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import UnsupportedModelError
 from .input_format import InputFormat
 from .ir import (ChannelAffine, Dense, Embedding, GLUResidual, Graph, Input, LayerNorm, LinearEncoder, Readout,
                  S4DKernelParams, SDNNeuron, add, new_graph)
@@ -61,7 +62,11 @@ def import_spikingssm(config: dict, state_dict: dict, fmt: InputFormat, source: 
                                                         bool(config.get("bidirectional", False)),
                                                         _np(state_dict[p + "D"]).reshape(-1)), [z], layer=i)
         if config.get("learnable_vth", True):
-            inv = np.broadcast_to(np.exp(-_np(state_dict[p + "ln_vth"]).reshape(-1)), (H,)).copy()
+            with np.errstate(over="ignore"):
+                inv = np.broadcast_to(np.exp(-_np(state_dict[p + "ln_vth"]).reshape(-1)), (H,)).copy()
+            if not np.isfinite(inv).all() or not inv.all():
+                raise UnsupportedModelError(f"{source}: {p}ln_vth: exp(ln_vth) over- or underflows float64 "
+                                            "(the threshold cannot be represented)")
             y = add(graph, f"layer{i}.vth", ChannelAffine(inv, np.zeros(H)), [y], layer=i)
         s = add(graph, f"layer{i}.neuron", SDNNeuron(float(config.get("tau", 0.125))), [y], layer=i)
         m = add(graph, f"layer{i}.mixer", Dense(_np(state_dict[p + "output_linear.0.weight"])[..., 0]), [s], layer=i)
@@ -101,7 +106,6 @@ FRONTENDS = {
 
 
 def frontend_for(kind: str) -> Frontend:
-    from .errors import UnsupportedModelError
     if kind not in FRONTENDS:
         raise UnsupportedModelError(f"model kind {kind!r} has no compiler frontend (available: {', '.join(FRONTENDS)})")
     return FRONTENDS[kind]

@@ -149,9 +149,17 @@ def input_interval(op: IntInput, ins, ctx):
     return (np.zeros(C, np.int64), np.full(C, op.levels, np.int64)), []
 
 
+def _plane_width(bits: int, what: str, ctx) -> None:
+    """Bit-serial operands: 1..register_bits planes (the chip's stream is a register)."""
+    if not 1 <= bits <= ctx.target.register_bits:
+        raise RangeError(f"{what} has {bits} bit planes (1..{ctx.target.register_bits})")
+
+
 def encoder_interval(op: IntEncoder, ins, ctx):
     lo, hi = ins["main"]
     reg = ctx.target.register_max
+    _plane_width(op.input_bits, "encoder input", ctx)
+    _exact(np.abs(as_int(op.weight).astype(np.float64)).sum(1) * 2.0 ** op.input_bits, "bit-serial encoder sum")
     out = matvec_interval(op.weight, lo, hi, "encoder")
     out = (out[0] + as_int(op.bias), out[1] + as_int(op.bias))
     need = max(int(np.max(hi, initial=0)).bit_length(), 1)          # levels are unsigned
@@ -169,8 +177,11 @@ def embedding_interval(op: IntEmbedding, ins, ctx):
 def ssm_conv_interval(op: IntSSMConv, ins, ctx):
     lo, hi = ins["main"]
     reg = ctx.target.register_max
+    _plane_width(op.stream_bits, "SSM stream", ctx)
     if not 0 <= op.split < op.stream_bits:
         raise RangeError(f"accumulator split {op.split} outside 0..{op.stream_bits - 1}")
+    pos, neg = tap_sums(op.kernel)     # every plane's partial sum times its weight, as the chip adds it
+    _exact((pos - neg).astype(np.float64) * 2.0 ** (op.stream_bits - 1), "bit-serial SSM partial sum")
     acc_hi, acc_lo, out = ssm_intervals(op.kernel, lo, hi, op.split, op.shift, op.bias)
     return out, [(f"stream bit planes ({op.stream_bits} used)", bits_for(lo, hi), op.stream_bits),
                  (f"accumulator, planes >= {op.split}", worst(*acc_hi), reg),
@@ -239,6 +250,9 @@ def register_table(graph, ctx: Context):
     rows, out = [], {}
     for name in graph.topo():
         ins = {port: out[src] for port, src in graph.inputs(name).items()}
-        out[name], regs = node_interval(graph.op(name), ins, ctx)
+        try:
+            out[name], regs = node_interval(graph.op(name), ins, ctx)
+        except RangeError as exc:
+            raise RangeError(f"{name}: {exc}") from None
         rows += [(name, reg, w, lim) for reg, w, lim in regs]
     return rows, out

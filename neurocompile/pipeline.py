@@ -59,12 +59,35 @@ def compile_checkpoint(path: str, options: CompileOptions = CompileOptions(), ta
         fmt = checkpoint_input_format(kind, cfg, input_format)
     except UnsupportedModelError as exc:
         raise UnsupportedModelError(f"{path}: {exc}") from None
+    check_compile_size(cfg, path)
     graph = frontend_for(kind).import_graph(cfg, state_dict, fmt, source=path)
     graph = compile_graph(graph, options, target)
     source = {"kind": kind, "checkpoint": name, "checkpoint_sha256": file_sha256(path),
               "detected": meta.get("detected", f"neurocompile {kind} checkpoint") if isinstance(meta, dict) else kind,
               "train_metrics": meta.get("metrics", {}) if isinstance(meta, dict) else {}}
     return to_program(graph, source, target)
+
+
+MAX_SEQ_LEN = 2 ** 17            # beyond LRA's Path-X (16k); the quantizer walks every tap
+
+
+def physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def check_compile_size(cfg: dict, path: str) -> None:
+    """Refuse, before allocating, a model whose kernels would not fit in memory while compiling
+    (each layer holds ~40 float64 copies of an H x 2L kernel at its peak)."""
+    L, H, layers = int(cfg["l_max"]), int(cfg["d_model"]), int(cfg["n_layers"])
+    if L > MAX_SEQ_LEN:
+        raise UnsupportedModelError(f"{path}: l_max = {L} steps is beyond the {MAX_SEQ_LEN} this compiler handles")
+    need = 40 * 8 * 2 * H * L * max(layers, 1)
+    if need > physical_memory() // 2:
+        raise UnsupportedModelError(f"{path}: compiling {layers} layers of {H} channels x {L} steps needs about "
+                                    f"{need >> 30} GiB, more than half of this machine's memory")
 
 
 MODEL_FIELDS = ("d_input", "d_output", "d_model", "n_layers", "d_state", "l_max", "encoder", "n_tokens",
@@ -88,7 +111,8 @@ def to_program(graph: Graph, source: dict, target: Target = None) -> Program:
         model=_plain(model), delays={n: int(d) for n, d in graph.meta["delays"].items()})
     report = {"source": source, "options": graph.meta["options"], "target": target.name,
               "stream_frac_bits": graph.meta["stream_frac_bits"], "ranges": graph.meta["ranges"],
-              "latency_steps": program.latency, "operations": operation_summary(program, L)}
+              "latency_steps": program.latency, "operations": operation_summary(program, L),
+              "quantization_error": graph.meta.get("quantization_error", {})}
     problems = target.check(program)
     if problems:
         raise RangeError(f"{graph.meta.get('source') or 'model'}: {problems[0]}")

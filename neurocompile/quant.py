@@ -10,6 +10,9 @@ def mantissa_max(bits: int) -> int:
 
 def row_exponents(w: np.ndarray, bits: int) -> np.ndarray:
     """Largest e per row with max|w_row| * 2**e <= mantissa_max (0 for all-zero rows)."""
+    if not np.isfinite(w).all():
+        from .errors import RangeError
+        raise RangeError("weights are not finite")
     peak = np.abs(w).max(axis=1)
     safe = np.where(peak > 0, peak, 1.0)
     e = np.floor(np.log2(mantissa_max(bits) / safe)).astype(np.int64)
@@ -46,6 +49,9 @@ def quantize_kernel_taps(kernel: np.ndarray, bits: int):
     within half a step of the exact one.  The convolution's error is then high-pass and the slow
     part of the response -- most of what an SSM kernel does over a long sequence -- is kept exactly.
     """
+    if not np.isfinite(kernel).all():
+        from .errors import RangeError
+        raise RangeError("the kernel is not finite (its SSM parameters overflow float64)")
     e = row_exponents(kernel, bits)
     scaled = kernel * np.exp2(e.astype(np.float64))[:, None]
     top = mantissa_max(bits)
@@ -63,8 +69,17 @@ def quantize_scalar_scale(w: np.ndarray, bits: int) -> int:
     return int(row_exponents(np.abs(w).reshape(1, -1), bits)[0])
 
 
+FIXED_LIMIT = 2.0 ** 62          # int64 holds these exactly; anything larger cannot be a register value
+
+
 def to_fixed(x: np.ndarray, frac_bits) -> np.ndarray:
-    return np.round(np.asarray(x, dtype=np.float64) * np.exp2(np.asarray(frac_bits, dtype=np.float64))).astype(np.int64)
+    """round(x * 2**frac_bits) as int64; refuses values that are not finite or do not fit."""
+    scaled = np.round(np.asarray(x, dtype=np.float64) * np.exp2(np.asarray(frac_bits, dtype=np.float64)))
+    if not np.all(np.abs(scaled) < FIXED_LIMIT):
+        from .errors import RangeError
+        worst = np.max(np.abs(scaled)) if np.isfinite(scaled).all() else float("nan")
+        raise RangeError(f"a value scales to {worst:.3g}, which no 64-bit integer (let alone a 24-bit register) holds")
+    return scaled.astype(np.int64)
 
 
 def sigmoid_lut(in_frac_bits: int, lut_bits: int, out_frac_bits: int) -> np.ndarray:

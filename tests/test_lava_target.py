@@ -2,6 +2,7 @@
 neurocompile.arith (bit-serial convolution), for causal and two-sided kernels, per-step biases and
 token inputs; no state leak between samples run back to back; stock LIF == arith.lif_step; errors
 and timeouts surface as LavaRunError without hanging; the floating_pt models."""
+import os
 import time
 
 import numpy as np
@@ -113,22 +114,30 @@ def test_stock_lif_equals_arith_lif_step():
     assert (np.abs(want_v) == arith.REGISTER_MAX).any() or (np.abs(a << 6) > arith.REGISTER_MAX).any()
 
 
+def _ours_in_dev_shm(before: set) -> set:
+    return {n for n in set(os.listdir("/dev/shm")) - before if n.startswith("psm_")}
+
+
 def test_a_raising_process_gives_lava_run_error_quickly(program, levels, monkeypatch):
     def boom(self, skip, dense):  # noqa: ARG001
         raise ValueError("injected failure in GLU")
     monkeypatch.setattr(glu_residual.GLUResidualFixed, "mix", boom)
     t0 = time.monotonic()
+    before = set(os.listdir("/dev/shm"))
     with pytest.raises(LavaRunError, match="injected failure in GLU"):
         runner.run_lava(program, levels[:1], timeout_s=60)
     assert time.monotonic() - t0 < 30
+    assert _ours_in_dev_shm(before) == set()             # the killed run's channels are unlinked
 
 
 def test_timeout_stops_a_hanging_run(program, levels, monkeypatch):
     monkeypatch.setattr(ssm_conv.SSMConvFixed, "convolve", lambda self, rows, taps, t: time.sleep(3600))
     t0 = time.monotonic()
+    before = set(os.listdir("/dev/shm"))
     with pytest.raises(LavaRunError, match="timeout"):
         runner.run_lava(program, levels[:1], timeout_s=4)
     assert time.monotonic() - t0 < 15
+    assert _ours_in_dev_shm(before) == set()             # ~70 psm_* segments without the clean-up
 
 
 def test_hw_backend_and_bad_arguments_are_one_line_errors(program, levels):

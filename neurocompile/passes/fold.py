@@ -49,6 +49,9 @@ def fold_channel_affines(graph: Graph) -> Graph:
         graph.bypass(name)
     for name in graph.nodes_of(SSMConv):                   # an all-zero bias is no bias
         conv = graph.op(name)
+        if not (np.isfinite(conv.kernel).all() and np.isfinite(conv.bias).all()):
+            raise UnsupportedModelError(f"{where}: {name}: folding the norm and threshold scales makes the kernel "
+                                        "overflow float64 (a scale is too large)")
         if conv.bias.shape[1] and not np.any(conv.bias):
             graph.set_op(name, SSMConv(conv.kernel, conv.lag, np.zeros((conv.kernel.shape[0], 0))))
     return graph

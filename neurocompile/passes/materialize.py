@@ -7,6 +7,7 @@ whose output for step t is read L - 1 steps late: c * u at t + L - 1 is exactly 
 """
 import numpy as np
 
+from ..errors import UnsupportedModelError
 from ..ir import Graph, S4DKernelParams, SSMConv
 
 
@@ -35,5 +36,8 @@ def materialize_kernels(graph: Graph) -> Graph:
         else:
             kernel, lag = k[0].copy(), 0
             kernel[:, 0] += op.D                       # y = K*u + D u == (K + D delta) * u
+        if not np.isfinite(kernel).all():
+            raise UnsupportedModelError(f"{graph.meta.get('source') or 'model'}: {name}: the kernel computed from its "
+                                        "SSM parameters is not finite (dt or A overflow float64)")
         graph.set_op(name, SSMConv(kernel, lag, np.zeros((H, 0))))
     return graph

@@ -30,6 +30,7 @@ from ..quant import quantize_kernel, quantize_rows, quantize_scalar_scale, sigmo
 from ..target import Target
 
 READOUT_BITS = 16          # decoder weights live on the host core, not in a synapse
+STREAM_FRAC_LIMIT = 32     # the stream's fixed point 2**-f must leave every rescaling shift within +-40
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,12 @@ class State:
         self.stream_frac = np.asarray(stream_frac, dtype=np.int64)
         self.ctx = Context(self.L, target)
         self.done: dict = {}
+        self.errors: dict = {}       # node -> relative error of its quantized weights, for the report
+
+    def error(self, name: str, exact, approx) -> None:
+        """Record ||approx - exact|| / ||exact|| (the weights a node's integers stand for)."""
+        norm = float(np.linalg.norm(exact))
+        self.errors[name] = float(np.linalg.norm(np.asarray(approx) - exact) / norm) if norm else 0.0
 
     def finish(self, name: str, op, frac, ins: dict) -> Quantized:
         interval, rows = node_interval(op, {p: v.interval for p, v in ins.items()}, self.ctx)
@@ -116,7 +123,9 @@ def quantize_linear_encoder(op: LinearEncoder, ins, s: State, name):
     fmt = InputFormat.from_dict(s.graph.op(s.graph.inputs(name)["main"]).fmt)
     w, b = op.weight * fmt.step, op.bias + op.weight.sum(1) * fmt.low      # per raw level
     f = s.stream_frac
-    return IntEncoder(to_fixed(w, f[:, None]), to_fixed(b, f), max(int(fmt.levels).bit_length(), 1), w, b), f
+    wq = to_fixed(w, f[:, None])
+    s.error(name, w, wq * np.exp2(-f.astype(np.float64))[:, None])
+    return IntEncoder(wq, to_fixed(b, f), max(int(fmt.levels).bit_length(), 1), w, b), f
 
 
 def quantize_embedding(op: Embedding, ins, s: State, name):
@@ -125,6 +134,7 @@ def quantize_embedding(op: Embedding, ins, s: State, name):
     m, e = quantize_rows(op.table.T, s.options.weight_bits)
     f = s.stream_frac
     table = shift_round(m.T, (e - f)[None, :])
+    s.error(name, op.table, table * np.exp2(-f.astype(np.float64))[None, :])
     return IntEmbedding(table, op.table.copy()), f
 
 
@@ -133,6 +143,13 @@ def quantize_ssm_conv(op: SSMConv, ins, s: State, name):
     x = ins["main"]
     lo, hi = x.interval
     kq, e = quantize_kernel(op.kernel, s.options.kernel_bits)
+    if np.any(np.abs(e) > STREAM_FRAC_LIMIT):
+        h = int(np.argmax(np.abs(e)))
+        raise RangeError(f"kernel channel {h} has taps up to |k| = {np.abs(op.kernel[h]).max():.3g} (D and the "
+                         f"threshold scale folded in): its 8-bit mantissa needs a scale of 2^{int(e[h])}, beyond the "
+                         f"+-{STREAM_FRAC_LIMIT}-bit rescaling the target supports")
+    # error feedback keeps the kernel's partial sums (its step response), not each tap: measure those
+    s.error(name, np.cumsum(op.kernel, 1), np.cumsum(kq * np.exp2(-e.astype(np.float64))[:, None], 1))
     split = accumulator_split(kq, lo, hi, s.target.register_max)
     if split is None:
         raise _Misfit(Violation(name, "accumulators (even split in two)",
@@ -177,6 +194,7 @@ def quantize_dense(op: Dense, ins, s: State, name):
     """Lava Dense weights: a mantissa per output row, stored even when the target drops the LSB of
     mixed-sign weights (so the truncation leaves them intact)."""
     m, em = quantize_rows(op.weight, min(s.options.weight_bits, s.target.weight_bits))
+    s.error(name, op.weight, m * np.exp2(-em.astype(np.float64))[:, None])
     even = int(s.target.weights_even)
     return IntDense(m << even, op.weight.copy()), em + even
 
@@ -223,6 +241,7 @@ def quantize_readout(op: Readout, ins, s: State, name):
         pre = pre + over
     per_unit = op.weight * np.exp2((pre - x.frac).astype(np.float64))[None]
     E = quantize_scalar_scale(per_unit, READOUT_BITS)
+    s.error(name, per_unit, to_fixed(per_unit, E) * 2.0 ** -E)
     return IntReadout(to_fixed(per_unit, E), np.round(op.bias * 2.0 ** E * s.L).astype(np.int64), pre, E,
                       op.weight.copy(), op.bias.copy()), E
 
@@ -261,10 +280,17 @@ def float_bounds(graph: Graph) -> dict:
 def stream_frac_bits(graph: Graph, opt: CompileOptions, target: Target):
     """(fixed point per stream channel, what limits each channel, worst-case |x| per channel)."""
     bounds = float_bounds(graph)
-    stream = [np.maximum(np.abs(bounds[n][0]), np.abs(bounds[n][1])) for n in graph.topo() if _rule(graph, n).on_stream]
-    peak = np.maximum(np.max(stream, axis=0), 1e-12)
+    names = [n for n in graph.topo() if _rule(graph, n).on_stream]
+    stream = np.array([np.maximum(np.abs(bounds[n][0]), np.abs(bounds[n][1])) for n in names])
+    peak = np.maximum(stream.max(axis=0), 1e-12)
     top = opt.act_bits or opt.max_act_bits
-    f = np.floor(np.log2(((1 << (top - 1)) - 1) / peak))
+    with np.errstate(over="ignore", divide="ignore"):
+        f = np.floor(np.log2(((1 << (top - 1)) - 1) / peak))
+    if not np.all(np.abs(f) <= STREAM_FRAC_LIMIT):
+        node, h = np.unravel_index(np.argmax(np.where(np.isfinite(stream), stream, np.inf)), stream.shape)
+        raise RangeError(f"{names[node]}: residual-stream channel {h} can reach |x| = {stream[node, h]:.3g} for "
+                         f"admissible inputs; a {top}-bit fixed point for it needs a scale of 2^{-f[h]:.0f}, beyond "
+                         f"the +-{STREAM_FRAC_LIMIT}-bit rescaling the target supports")
     why = np.array(["--act-bits"] * len(f), dtype=object)
     if opt.act_bits is None:
         for name in graph.topo():
@@ -283,13 +309,21 @@ def quantize_at(graph: Graph, stream_frac: np.ndarray, options: CompileOptions, 
     s = State(graph, options, target, stream_frac)
     for name in graph.topo():
         ins = {p: s.done[src] for p, src in graph.inputs(name).items()}
-        op, frac = _rule(graph, name).quantize(graph.op(name), ins, s, name)
-        s.done[name] = s.finish(name, op, frac, ins)
+        try:
+            op, frac = _rule(graph, name).quantize(graph.op(name), ins, s, name)
+            s.done[name] = s.finish(name, op, frac, ins)
+        except RangeError as exc:
+            raise RangeError(_named(name, exc)) from None
     q = graph.copy()
     for name, done in s.done.items():
         q.set_op(name, done.op)
-    q.meta.update(stream_frac_bits=s.stream_frac, act_bits=options.act_bits, options=options.to_dict())
+    q.meta.update(stream_frac_bits=s.stream_frac, act_bits=options.act_bits, options=options.to_dict(),
+                  quantization_error=dict(s.errors))
     return q
+
+
+def _named(name: str, exc: Exception) -> str:
+    return str(exc) if str(exc).startswith(name) else f"{name}: {exc}"
 
 
 def range_violations(graph: Graph, target: Target) -> list:
@@ -300,8 +334,11 @@ def range_violations(graph: Graph, target: Target) -> list:
 def quantize(graph: Graph, options: CompileOptions = CompileOptions(), target: Target = None) -> Graph:
     from ..target import get_target
     target = target or get_target()
-    f, why, peak = stream_frac_bits(graph, options, target)
     where = graph.meta.get("source") or "model"
+    try:
+        f, why, peak = stream_frac_bits(graph, options, target)
+    except RangeError as exc:
+        raise RangeError(f"{where}: {exc}") from None
     if options.act_bits is None:
         width = np.floor(np.log2(peak * 2.0 ** f)) + 2
         if width.min() < options.min_act_bits:
@@ -316,6 +353,8 @@ def quantize(graph: Graph, options: CompileOptions = CompileOptions(), target: T
         except _Misfit as exc:
             last = exc.violation
             continue
+        except RangeError as exc:
+            raise RangeError(f"{where}: {exc}") from None
         problems = range_violations(q, target)
         if not problems:
             return q

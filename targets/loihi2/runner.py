@@ -9,7 +9,10 @@ waiting forever.  So the whole run happens in a child forked into its own proces
   in the parent while it waits;
 * the child always ``stop()``s the Lava runtime, sends progress lines, and writes its result
   into a private temporary folder (also the child's TMPDIR, so multiprocessing's ``pymp-*``
-  folders of a killed run are removed with it).
+  folders of a killed run are removed with it);
+* every shared-memory segment the run creates (Lava's channels, ``/dev/shm/psm_*``) is logged by
+  name in that folder, and the parent unlinks them all when the run ends, however it ends: a
+  killed run leaves no shared memory behind.
 """
 from __future__ import annotations
 
@@ -86,6 +89,7 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
             _kill_group(pid)
             os.close(prog_r)
             os.close(err_r)
+            release_shared_memory(os.path.join(tmp, SHM_LOG))
         if status != 0:
             raise LavaRunError(f"Lava run failed: the worker exited with status {status} and no message")
         with np.load(output) as data:
@@ -101,6 +105,7 @@ def _child(program, levels, mode, backend, record, output, tmp, prog_w, err_w) -
         os.environ[ERROR_FD_ENV] = str(err_w)
         os.environ["TMPDIR"] = tmp
         tempfile.tempdir = tmp
+        log_shared_memory(os.path.join(tmp, SHM_LOG))
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         # Lava calls multiprocessing.set_start_method('fork') when it is imported, which raises if
         # the parent already fixed a start method (tqdm's lock, torch, ...): forget it in the child.
@@ -122,6 +127,43 @@ def _child(program, levels, mode, backend, record, output, tmp, prog_w, err_w) -
             pass
     finally:
         os._exit(code)
+
+
+SHM_LOG = "shared-memory.log"
+SHM_DIR = "/dev/shm"
+
+
+def log_shared_memory(log: str) -> None:
+    """From now on (in this process and the processes it forks), append the name of every shared
+    memory segment created to ``log``."""
+    from multiprocessing import shared_memory
+
+    original = shared_memory.SharedMemory.__init__
+
+    def logged(self, name=None, create=False, size=0):
+        original(self, name, create, size)
+        if create:
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, (self.name.lstrip("/") + "\n").encode())
+            finally:
+                os.close(fd)
+    shared_memory.SharedMemory.__init__ = logged
+
+
+def release_shared_memory(log: str) -> None:
+    """Unlink every segment named in ``log`` that still exists (a finished run unlinked its own)."""
+    try:
+        with open(log) as fh:
+            names = {line.strip() for line in fh if line.strip()}
+    except FileNotFoundError:
+        return
+    for name in names:
+        if "/" not in name:
+            try:
+                os.unlink(os.path.join(SHM_DIR, name))
+            except FileNotFoundError:
+                pass
 
 
 def _follow(pid: int, prog_r: int, err_r: int, timeout_s: float, progress) -> int:
