@@ -190,3 +190,57 @@ def readout_accumulate(total, stream, pre_shift):
 def readout_logits(stream_sum, weight, bias):
     """Decoder on the time-summed stream: logits = weight @ sum_t x[t] + bias (host / x86 core)."""
     return (stream_sum[..., None, :] * weight).sum(-1) + bias
+
+
+# --------------------------------------------------------------------------------------------
+# Stochastic spikes (P-SpikeSSM): a counter-based PRNG and a fixed-point Bernoulli sampler.
+# --------------------------------------------------------------------------------------------
+MASK32 = (1 << 32) - 1
+
+
+def _mul32(x, c: int):
+    """(x * c) mod 2**32 for 0 <= x < 2**32 and a 32-bit constant, in pieces no int64 overflows."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & MASK32
+
+
+def hash32(x):
+    """A 32-bit integer hash with full avalanche (Wellons' lowbias32), on int64 holding 32 bits."""
+    x = x & MASK32
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def uniform_bits(seed, stream, neuron, step, bits: int):
+    """A uniform integer in [0, 2**bits) for each (seed, stream, neuron, step): no state, so the
+    emulator (whole sequences) and a Lava process (one step) draw the very same numbers.  ``stream``
+    names a uniform source (one per layer and uniform tensor of the model)."""
+    h = hash32(hash32(seed) + stream)
+    h = hash32(hash32(h + neuron) + step)
+    return h >> (32 - bits)
+
+
+def channel_affine(v, in_shift, mult, offset, out_shift):
+    """y = (shift_round(v, in_shift) * mult + offset) rescaled by out_shift, per channel: a
+    neuron-level multiply (a BatchNorm, or the affine that makes a firing probability)."""
+    return shift_round(shift_round(v, in_shift) * mult + offset, out_shift)
+
+
+def sample(v, in_shift, mult, offset, out_shift, bits: int, uniform):
+    """Bernoulli spikes: p = clip(channel_affine(v), 0, 2**bits) compared with a ``bits``-bit
+    uniform, spike when p > u (so P(spike) = p / 2**bits).  Returns (p, spikes)."""
+    p = _clip(channel_affine(v, in_shift, mult, offset, out_shift), 0, 1 << bits)
+    return p, p > uniform
+
+
+def gelu(z, value_shift, gate_shift, out_shift, phi_lut):
+    """GELU(z) = z * Phi(z): the value z (pre-shifted) times the normal CDF from a table indexed by
+    z itself -- the GLU's arithmetic with the gate equal to the value."""
+    return gated_residual(0 * z, z, z, value_shift, gate_shift, out_shift, phi_lut)
+
+
+def gelu_residual(stream, z, value_shift, gate_shift, out_shift, phi_lut):
+    """x_next = x + GELU(z) at the stream's scale."""
+    return gated_residual(stream, z, z, value_shift, gate_shift, out_shift, phi_lut)

@@ -58,7 +58,8 @@ def cmd_export(args) -> int:
     from .target import get_target
 
     target = get_target(args.target)
-    options = CompileOptions(kernel_bits=args.kernel_bits, weight_bits=args.weight_bits, act_bits=args.act_bits)
+    options = CompileOptions(kernel_bits=args.kernel_bits, weight_bits=args.weight_bits, act_bits=args.act_bits,
+                             prob_bits=args.prob_bits)
     out = args.output or os.path.splitext(os.path.basename(args.checkpoint))[0] + ".loihi2"
     from .fileio import check_output_path
     check_output_path(out, [args.checkpoint])
@@ -162,10 +163,10 @@ def cmd_simulate(args) -> int:
             raise ValueError("--record voltage: the stock Lava LIF keeps v internal; use --engine emulator for membrane traces")
         from .targets.loihi2.runner import run_lava
         traces = run_lava(program, raw[idx], mode="fixed_pt", backend=args.backend, record=True, timeout_s=args.timeout,
-                          progress=_progress("Lava", len(idx)) if len(idx) > 1 else None)
+                          progress=_progress("Lava", len(idx)) if len(idx) > 1 else None, seed=args.seed)
     else:
         from .emulator import emulate
-        traces = emulate(program, raw[idx], record=True)
+        traces = emulate(program, raw[idx], record=True, seed=args.seed)
     preds = traces["logits"].argmax(1)
     for j, i in enumerate(idx):
         rates = ", ".join(f"{name} {traces[name][j].mean():.3f}" for name in program.spike_nodes)
@@ -189,7 +190,8 @@ def cmd_validate(args) -> int:
     from .fileio import check_output_path, write_atomic
     from .models.checkpoint import build_model, load_checkpoint
     from .pipeline import file_sha256
-    from .validate import format_report, validate
+    from .frontend import frontend_for
+    from .validate import format_report, format_stochastic_report, validate, validate_stochastic
 
     inputs = [args.checkpoint, args.artifact, args.dataset]
     if args.json:
@@ -204,14 +206,20 @@ def cmd_validate(args) -> int:
     y = data.y
     if args.max_samples:
         values, raw, y = values[:args.max_samples], raw[:args.max_samples], y[:args.max_samples]
-    report = validate(model, program, values, raw, y, lava_samples=args.lava_samples, batch_size=args.batch_size,
-                      device=device, progress=_progress("float+integer", len(y)), lava_timeout_s=args.timeout,
-                      lava_progress=_progress("Lava", min(args.lava_samples, len(y))) if args.lava_samples else None,
-                      emulator_backend=args.emulator)
+    common = dict(lava_samples=args.lava_samples, batch_size=args.batch_size, device=device,
+                  progress=_progress("float+integer", len(y)), lava_timeout_s=args.timeout,
+                  lava_progress=_progress("Lava", min(args.lava_samples, len(y))) if args.lava_samples else None,
+                  emulator_backend=args.emulator)
+    if frontend_for(kind).stochastic:
+        report = validate_stochastic(model, program, values, raw, y, mc_passes=args.mc_passes, seed=args.seed, **common)
+        text_report = format_stochastic_report
+    else:
+        report = validate(model, program, values, raw, y, **common)
+        text_report = format_report
     report["dataset"] = {"name": args.dataset, "split": args.split}
     report["checkpoint"] = os.path.basename(args.checkpoint)
     report["artifact"] = os.path.basename(args.artifact)
-    print(format_report(report))
+    print(text_report(report))
     if args.json:
         text = json.dumps(report, indent=1, default=float).encode()
         write_atomic(args.json, lambda fh: fh.write(text), inputs)
@@ -247,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--act-bits", type=int, default=None,
                    help="residual-stream width in bits; default: the widest (<= 16) that the range analysis proves safe. "
                         "An explicit width that would overflow a 24-bit register is an error")
+    e.add_argument("--prob-bits", type=int, default=16,
+                   help="stochastic spikes (P-SpikeSSM): bits of the firing probability and the uniform (default 16)")
     e.add_argument("--input-range", type=_input_range, default=None, metavar="LOW,HIGH",
                    help="values the model was trained on for raw level 0 and the top level (default 0,1)")
     e.add_argument("--input-levels", type=_positive(int), default=None, metavar="N",
@@ -273,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", help="write traces to this .npz")
     s.add_argument("--plot", help="write a raster plot of the first sample to this .png")
     s.add_argument("--timeout", type=_positive(float), default=900, help="seconds before a Lava run is stopped (default 900)")
+    s.add_argument("--seed", type=_non_negative, default=0,
+                   help="stochastic spikes (P-SpikeSSM): the PRNG seed; Lava and the emulator give the same spikes for it")
 
     v = sub.add_parser("validate", help="float vs integer (whole split) vs Lava (first N samples) parity report")
     v.add_argument("checkpoint")
@@ -288,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="integer emulator back end: compiled (numba, CPU; the default there) or torch (the default on CUDA)")
     v.add_argument("--json", help="write the report as JSON here")
     v.add_argument("--timeout", type=_positive(float), default=1800, help="seconds before the Lava run is stopped (default 1800)")
+    v.add_argument("--mc-passes", type=_positive(int), default=8,
+                   help="stochastic spikes (P-SpikeSSM): Monte-Carlo passes per side (default 8)")
+    v.add_argument("--seed", type=_non_negative, default=0,
+                   help="stochastic spikes: first seed (pass k uses seed + k; Lava runs seed)")
     return p
 
 

@@ -8,7 +8,8 @@ type), every rule calling the ``neurocompile.arith`` functions the Lava process 
 * ``compiled`` (CPU, the default there): one sample per worker thread; wherever the graph holds the
   pattern SSMConv -> LIF -> Dense -> GLUResidual (a SpikingSSM layer), that layer runs as one
   compiled pass over time (``compiled_layer.run_layer``, numba over the same arith functions) after
-  its FFT convolution; every other node runs its torch rule.
+  its FFT convolution; every other node runs its torch rule.  A graph without that pattern (P-SpikeSSM
+  has no sequential scan at all) runs the torch rules over whole batches instead.
 
 The one place the emulator computes differently from the chip is the SSM convolution: an FFT in
 float64 instead of bit-serial accumulation.  Both are the exact integer sum of kernel x stream: the
@@ -29,7 +30,8 @@ import torch
 
 from . import arith
 from .errors import EmulatorError
-from .ir import IntDense, IntEmbedding, IntEncoder, IntGLUResidual, IntInput, IntLIF, IntReadout, IntSSMConv
+from .ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
+                 IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
 from .program import Program, raw_inputs
 
 BACKENDS = ("compiled", "torch")
@@ -210,6 +212,49 @@ def emulate_readout(op: IntReadout, ins, run, name):
     return arith.readout_logits(total, _t(op.weight, x.device), _t(op.bias, x.device))
 
 
+def _channels_last(fn, x, *params, device):
+    """Apply an elementwise arith rule with per-channel parameters (H,) to x (B, H, L)."""
+    return fn(x.transpose(1, 2), *(p if isinstance(p, int) else _t(p, device) for p in params)).transpose(1, 2)
+
+
+def emulate_channel_affine(op: IntChannelAffine, ins, run, name):
+    return _channels_last(arith.channel_affine, ins["main"], op.in_shift, op.mult, op.offset, op.out_shift,
+                          device=run.device)
+
+
+def uniforms(op: IntSampler, H: int, L: int, seed: int, device) -> torch.Tensor:
+    """(H, L) uniform integers of the sampler's stream (the same for every sample of a run)."""
+    neuron = torch.arange(H, device=device, dtype=torch.int64)[:, None]
+    step = torch.arange(L, device=device, dtype=torch.int64)[None, :]
+    return arith.uniform_bits(int(seed), int(op.stream), neuron, step, int(op.prob_bits))
+
+
+def emulate_sampler(op: IntSampler, ins, run, name):
+    x = ins["main"]
+    u = uniforms(op, x.shape[1], x.shape[2], run.seed, x.device).transpose(0, 1)          # (L, H)
+    p, spikes = arith.sample(x.transpose(1, 2), *(_t(a, x.device) for a in (op.in_shift, op.mult, op.offset,
+                                                                                op.out_shift)), int(op.prob_bits), u)
+    if run.record:
+        run.extra[f"{name}.p"] = p.transpose(1, 2)
+    return spikes.transpose(1, 2)
+
+
+def emulate_gelu(op: IntGELU, ins, run, name):
+    z = ins["main"] + _t(op.bias, run.device)[:, None]
+    return _channels_last(arith.gelu, z, op.value_shift, op.gate_shift, op.out_shift, op.lut, device=run.device)
+
+
+def emulate_gelu_residual(op: IntGELUResidual, ins, run, name):
+    z = (ins["main"] + _t(op.bias, run.device)[:, None]).transpose(1, 2)
+    d = run.device
+    return arith.gelu_residual(ins["skip"].transpose(1, 2), z, _t(op.value_shift, d), _t(op.gate_shift, d),
+                               _t(op.out_shift, d), _t(op.lut, d)).transpose(1, 2)
+
+
+def emulate_concat(op: IntConcat, ins, run, name):
+    return torch.cat([ins["main"], ins["rest"]], 1)
+
+
 EMULATE = {
     IntInput: emulate_input,
     IntEncoder: emulate_encoder,
@@ -219,14 +264,19 @@ EMULATE = {
     IntDense: emulate_dense,
     IntGLUResidual: emulate_glu_residual,
     IntReadout: emulate_readout,
+    IntChannelAffine: emulate_channel_affine,
+    IntSampler: emulate_sampler,
+    IntGELU: emulate_gelu,
+    IntGELUResidual: emulate_gelu_residual,
+    IntConcat: emulate_concat,
 }
 
 
 class _Run:
     """One walk of the graph: the raw input, where tensors live, and the extra traces."""
 
-    def __init__(self, raw: torch.Tensor, record: bool):
-        self.raw, self.record, self.device = raw, record, raw.device
+    def __init__(self, raw: torch.Tensor, record: bool, seed: int = 0):
+        self.raw, self.record, self.device, self.seed = raw, record, raw.device, seed
         self.extra = {}
 
 
@@ -247,10 +297,10 @@ def _to_numpy(outputs: dict, extra: dict, program: Program, record: bool) -> dic
     return res
 
 
-def _run_torch(program: Program, raw: np.ndarray, record: bool, device, batch_size: int, progress) -> dict:
+def _run_torch(program: Program, raw: np.ndarray, record: bool, device, batch_size: int, progress, seed) -> dict:
     chunks = []
     for start in range(0, len(raw), batch_size):
-        run = _Run(torch.as_tensor(raw[start:start + batch_size], dtype=torch.int64, device=device), record)
+        run = _Run(torch.as_tensor(raw[start:start + batch_size], dtype=torch.int64, device=device), record, seed)
         outputs = {}
         run_nodes(program, program.topo(), outputs, run)
         chunks.append(_to_numpy(outputs, run.extra, program, record))
@@ -326,10 +376,10 @@ class _CompiledNetwork:
     FFT convolution plus one compiled pass, other nodes through their torch rules -- so samples
     run in parallel with no synchronisation and a sample's working set stays in its core's cache."""
 
-    def __init__(self, program: Program, L: int, record: bool, n: int):
+    def __init__(self, program: Program, L: int, record: bool, n: int, seed: int):
         from .compiled_layer import run_layer       # numba: imported (and compiled) on first use
         self.run_layer = run_layer
-        self.program, self.L, self.record = program, L, record
+        self.program, self.L, self.record, self.seed = program, L, record, seed
         heads = fused_layers(program)
         self.layers = {conv: _CompiledLayer(program, conv, *rest, L) for conv, rest in heads.items()}
         inner = {n for conv, rest in heads.items() for n in (conv,) + rest}
@@ -355,7 +405,7 @@ class _CompiledNetwork:
         self.out[name][b] = value
 
     def run_sample(self, b: int, raw: np.ndarray, n: int) -> None:
-        run = _Run(torch.as_tensor(raw[None], dtype=torch.int64), self.record)
+        run = _Run(torch.as_tensor(raw[None], dtype=torch.int64), self.record, self.seed)
         outputs = {}
         for kind, name in self.plan:
             if kind == "node":
@@ -389,8 +439,8 @@ class _CompiledNetwork:
                     self._store(b, name, t.numpy()[0], n)
 
 
-def _run_compiled(program: Program, raw: np.ndarray, record: bool, progress) -> dict:
-    net = _CompiledNetwork(program, raw.shape[-1], record, len(raw))
+def _run_compiled(program: Program, raw: np.ndarray, record: bool, progress, seed) -> dict:
+    net = _CompiledNetwork(program, raw.shape[-1], record, len(raw), seed)
     if record and len(raw):                        # allocate the trace arrays before threads write them
         net.run_sample(0, raw[0], len(raw))
         first = 1
@@ -407,13 +457,15 @@ def _run_compiled(program: Program, raw: np.ndarray, record: bool, progress) -> 
 
 
 def emulate(program: Program, levels, record: bool = False, device=None, batch_size: int = 256,
-            progress=None, backend: str = None) -> dict:
+            progress=None, backend: str = None, seed: int = 0) -> dict:
     """Run the integer program on (n, L, C) raw inputs (levels or token ids).
 
     Returns ``logits`` (n, d_out) int64 and, with ``record``, every node's output by node name in
     (n, channels, L) layout plus ``<lif>.v`` voltages.  ``backend``: ``compiled`` (CPU only) or
     ``torch``; by default ``torch`` on CUDA, else ``compiled``.  ``batch_size`` is the torch back
-    end's batch; ``progress(done)`` is called as samples finish.
+    end's batch; ``progress(done)`` is called as samples finish.  ``seed`` keys the PRNG of
+    stochastic samplers (P-SpikeSSM): the same seed gives the same spikes here and on Lava; with
+    ``record`` each sampler also gives its integer firing probability as ``<sampler>.p``.
     """
     device = check_device(device)
     backend = backend or default_backend(device)
@@ -425,6 +477,7 @@ def emulate(program: Program, levels, record: bool = False, device=None, batch_s
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     raw = raw_inputs(program, levels)
     with torch.no_grad():
-        if backend == "compiled":
-            return _run_compiled(program, raw, record, progress)
-        return _run_torch(program, raw, record, device, batch_size, progress)
+        if backend == "compiled" and fused_layers(program):
+            return _run_compiled(program, raw, record, progress, seed)
+        # nothing to fuse (e.g. P-SpikeSSM: no sequential scan): the node rules over whole batches
+        return _run_torch(program, raw, record, device, batch_size, progress, seed)

@@ -17,7 +17,8 @@ import numpy as np
 
 from .arith import shift_round
 from .errors import RangeError
-from .ir import (IntDense, IntEmbedding, IntEncoder, IntGLUResidual, IntInput, IntLIF, IntReadout, IntSSMConv)
+from .ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
+                 IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
 
 EXACT_LIMIT = 2.0 ** 62          # int64 arithmetic below this cannot overflow
 SHIFT_LIMIT = 40                 # |shift| of any rescaling; compiled programs stay far inside
@@ -227,6 +228,66 @@ def readout_interval(op: IntReadout, ins, ctx):
                     ("logits (host)", worst(*logits), ctx.target.host_max)]
 
 
+def scale_interval(lo, hi, m):
+    """Range of v * m[h] for v in [lo[h], hi[h]] (a per-channel multiplier of either sign)."""
+    m = as_int(m)
+    _exact(magnitude(lo, hi) * np.abs(m).astype(np.float64), "per-channel product")
+    a, b = as_int(lo) * m, as_int(hi) * m
+    return np.minimum(a, b), np.maximum(a, b)
+
+
+def affine_intervals(op, lo, hi):
+    """(product range, output range) of arith.channel_affine."""
+    v_lo, v_hi = shift_interval(lo, hi, op.in_shift)
+    p_lo, p_hi = scale_interval(v_lo, v_hi, op.mult)
+    _exact(magnitude(p_lo, p_hi) + np.abs(as_int(op.offset)).astype(np.float64), "affine sum")
+    s_lo, s_hi = p_lo + as_int(op.offset), p_hi + as_int(op.offset)
+    return (s_lo, s_hi), shift_interval(s_lo, s_hi, op.out_shift)
+
+
+def channel_affine_interval(op: IntChannelAffine, ins, ctx):
+    (s_lo, s_hi), out = affine_intervals(op, *ins["main"])
+    reg = ctx.target.register_max
+    return out, [("affine product + offset", worst(s_lo, s_hi), reg), ("stream", worst(*out), reg)]
+
+
+def sampler_interval(op: IntSampler, ins, ctx):
+    if not 1 <= op.prob_bits <= ctx.target.register_bits - 2 or not 0 <= op.stream < 2 ** 31:
+        raise RangeError(f"probability bits {op.prob_bits} (1..{ctx.target.register_bits - 2}) or uniform stream "
+                         f"{op.stream} out of range")
+    (s_lo, s_hi), _ = affine_intervals(op, *ins["main"])
+    n = len(op.mult)
+    return (np.zeros(n, np.int64), np.ones(n, np.int64)), [("affine product + offset", worst(s_lo, s_hi),
+                                                           ctx.target.register_max)]
+
+
+def _gelu_ranges(op, ins, ctx):
+    """(value/gate range, value x Phi range, GELU output range) of value x table[value]."""
+    z_lo, z_hi = ins["main"][0] + as_int(op.bias), ins["main"][1] + as_int(op.bias)
+    check_shift(op.gate_shift, "GELU gate")
+    v_lo, v_hi = shift_interval(z_lo, z_hi, op.value_shift)
+    p_lo, p_hi = product_interval(v_lo, v_hi, op.lut)
+    return (z_lo, z_hi), (p_lo, p_hi), shift_interval(p_lo, p_hi, op.out_shift)
+
+
+def gelu_interval(op: IntGELU, ins, ctx):
+    z, p, out = _gelu_ranges(op, ins, ctx)
+    reg = ctx.target.register_max
+    return out, [("value/gate", worst(*z), reg), ("value x Phi", worst(*p), reg), ("GELU output", worst(*out), reg)]
+
+
+def gelu_residual_interval(op: IntGELUResidual, ins, ctx):
+    z, p, (o_lo, o_hi) = _gelu_ranges(op, ins, ctx)
+    lo, hi = ins["skip"]
+    out = (as_int(lo) + o_lo, as_int(hi) + o_hi)
+    reg = ctx.target.register_max
+    return out, [("value/gate", worst(*z), reg), ("value x Phi", worst(*p), reg), ("stream", worst(*out), reg)]
+
+
+def concat_interval(op: IntConcat, ins, ctx):
+    return (np.concatenate([ins["main"][0], ins["rest"][0]]), np.concatenate([ins["main"][1], ins["rest"][1]])), []
+
+
 INTERVAL = {
     IntInput: input_interval,
     IntEncoder: encoder_interval,
@@ -236,6 +297,11 @@ INTERVAL = {
     IntDense: dense_interval,
     IntGLUResidual: glu_interval,
     IntReadout: readout_interval,
+    IntChannelAffine: channel_affine_interval,
+    IntSampler: sampler_interval,
+    IntGELU: gelu_interval,
+    IntGELUResidual: gelu_residual_interval,
+    IntConcat: concat_interval,
 }
 
 

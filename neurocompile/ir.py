@@ -67,6 +67,15 @@ class LayerNorm:
     """Per-step normalisation over channels (needs per-step statistics: not accumulate-only)."""
     weight: np.ndarray
     bias: np.ndarray
+    position: str = "prenorm"
+
+
+@_node
+class DPLRKernelParams:
+    """An S4 DPLR layer's parameters as trained (P-SpikeSSM); materialised like ``S4DKernelParams``."""
+    params: dict               # name -> float64 array (inv_dt, C, B, A_real, A_imag, P, l_kernel)
+    bidirectional: bool
+    D: np.ndarray
 
 
 @_node
@@ -112,6 +121,34 @@ class Dense:
 class GLUResidual:
     """x_next = skip + a * sigmoid(g), [a, g] = main + bias (the SpikingSSM mixer and residual)."""
     bias: np.ndarray           # (2H,)
+
+
+@_node
+class Sampler:
+    """Stochastic spikes (P-SpikeSSM): s = (scale * x + shift > U), U uniform in [0, 1) from the
+    uniform source ``stream`` (one per layer and uniform tensor; sources are shared by samplers)."""
+    scale: np.ndarray
+    shift: np.ndarray
+    stream: int
+
+
+@_node
+class GELU:
+    """y = GELU(x + bias) (erf form).  ``to_stream``: the output is the residual stream itself (a
+    block without a residual connection)."""
+    bias: np.ndarray
+    to_stream: bool = False
+
+
+@_node
+class GELUResidual:
+    """x_next = skip + GELU(main + bias) (the P-SpikeSSM mixer and residual)."""
+    bias: np.ndarray
+
+
+@_node
+class Concat:
+    """Channels of ``main`` then ``rest`` (the forward and reverse spikes of a bidirectional block)."""
 
 
 @_node
@@ -277,8 +314,93 @@ class IntReadout(IntNode):
         return D
 
 
+@_node
+class IntChannelAffine(IntNode):
+    """y = channel_affine(x): a per-channel multiply and add (an unfolded BatchNorm) (arith.channel_affine)."""
+    TRACE = "stream"
+    in_shift: np.ndarray = arr("int", "H")
+    mult: np.ndarray = arr("int", "H")
+    offset: np.ndarray = arr("int", "H")
+    out_shift: np.ndarray = arr("int", "H")
+    scale_float: np.ndarray = arr("float", "H")
+    shift_float: np.ndarray = arr("float", "H")
+
+    def channels(self, ins, length):
+        H = self.mult.shape[0]
+        _want(ins["main"] == H, f"affine over {H} channels is fed {ins['main']}")
+        _want(all(a.shape == (H,) for a in (self.in_shift, self.offset, self.out_shift, self.scale_float,
+                                             self.shift_float)), "affine arrays disagree on H")
+        return H
+
+
+@_node
+class IntSampler(IntNode):
+    """Bernoulli spikes: p = clip(channel_affine(x), 0, 2**prob_bits), spike when p > a prob_bits-bit
+    uniform from the counter-based PRNG keyed by (run seed, stream, neuron, step) (arith.sample)."""
+    TRACE = "spikes"
+    in_shift: np.ndarray = arr("int", "H")
+    mult: np.ndarray = arr("int", "H")
+    offset: np.ndarray = arr("int", "H")
+    out_shift: np.ndarray = arr("int", "H")
+    prob_bits: int
+    stream: int
+    scale_float: np.ndarray = arr("float", "H")
+    shift_float: np.ndarray = arr("float", "H")
+
+    def channels(self, ins, length):
+        return IntChannelAffine.channels(self, ins, length)
+
+
+@_node
+class IntGELU(IntNode):
+    """y = GELU(x + bias) as value x Phi-table[value] (arith.gelu)."""
+    TRACE = "current"
+    bias: np.ndarray = arr("int", "H")
+    value_shift: np.ndarray = arr("int", "H")
+    gate_shift: np.ndarray = arr("int", "H")
+    out_shift: np.ndarray = arr("int", "H")
+    lut: np.ndarray = arr("int", "n")
+    bias_float: np.ndarray = arr("float", "H")
+
+    def channels(self, ins, length):
+        H = self.value_shift.shape[0]
+        _want(ins["main"] == H, f"GELU over {H} channels is fed {ins['main']}")
+        _want(all(a.shape == (H,) for a in (self.bias, self.gate_shift, self.out_shift, self.bias_float)),
+              "GELU arrays disagree on H")
+        _want(self.lut.shape[0] >= 2 and self.lut.shape[0] % 2 == 0, "GELU table needs an even length >= 2")
+        return H
+
+
+@_node
+class IntGELUResidual(IntNode):
+    """x_next = x + GELU(main + bias) at the stream's scale (arith.gelu_residual)."""
+    PORTS = ("skip", "main")
+    TRACE = "stream"
+    bias: np.ndarray = arr("int", "H")
+    value_shift: np.ndarray = arr("int", "H")
+    gate_shift: np.ndarray = arr("int", "H")
+    out_shift: np.ndarray = arr("int", "H")
+    lut: np.ndarray = arr("int", "n")
+    bias_float: np.ndarray = arr("float", "H")
+
+    def channels(self, ins, length):
+        H = IntGELU.channels(self, {"main": ins["main"]}, length)
+        _want(ins["skip"] == H, f"GELU residual over {H} channels has a {ins['skip']}-channel skip")
+        return H
+
+
+@_node
+class IntConcat(IntNode):
+    """The channels of ``main`` followed by those of ``rest`` (wiring: no arithmetic)."""
+    PORTS = ("main", "rest")
+
+    def channels(self, ins, length):
+        return ins["main"] + ins["rest"]
+
+
 INT_NODES = {cls.__name__: cls for cls in (IntInput, IntEncoder, IntEmbedding, IntSSMConv, IntLIF, IntDense,
-                                           IntGLUResidual, IntReadout)}
+                                           IntGLUResidual, IntReadout, IntChannelAffine, IntSampler, IntGELU,
+                                           IntGELUResidual, IntConcat)}
 
 
 def array_fields(cls) -> list:

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .ir import IntInput, IntLIF, IntReadout
+from .ir import IntInput, IntReadout
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ class Program:
 
     @property
     def spike_nodes(self) -> list:
-        return list(self.nodes_of(IntLIF))
+        """Nodes whose output is spikes (LIF populations, stochastic samplers), in order."""
+        return [n.name for n in self.nodes if type(n.op).TRACE == "spikes"]
 
     @property
     def seq_len(self) -> int:

@@ -87,3 +87,17 @@ def sigmoid_lut(in_frac_bits: int, lut_bits: int, out_frac_bits: int) -> np.ndar
     n = 1 << lut_bits
     z = (np.arange(n, dtype=np.float64) - n // 2) / (1 << in_frac_bits)
     return np.round((1 << out_frac_bits) / (1 + np.exp(-z))).astype(np.int64)
+
+
+def phi_lut(in_frac_bits: int, lut_bits: int, out_frac_bits: int) -> np.ndarray:
+    """Phi((i - n/2) / 2**in_frac_bits) * 2**out_frac_bits, rounded: the normal CDF for GELU = z Phi(z)."""
+    from math import erf, sqrt
+    n = 1 << lut_bits
+    z = (np.arange(n, dtype=np.float64) - n // 2) / (1 << in_frac_bits)
+    return np.round((1 << out_frac_bits) * 0.5 * (1.0 + np.vectorize(erf)(z / sqrt(2.0)))).astype(np.int64)
+
+
+def gelu(z: np.ndarray) -> np.ndarray:
+    """The exact (erf) GELU in float64."""
+    from math import erf, sqrt
+    return z * 0.5 * (1.0 + np.vectorize(erf)(np.asarray(z, dtype=np.float64) / sqrt(2.0)))

@@ -1,4 +1,6 @@
-"""Fold per-channel affines (y = scale * x + shift) into the SSM convolution next to them.
+"""Fold per-channel affines (y = scale * x + shift) into the node next to them where one absorbs it:
+the SSM convolution (below) or the decoder (a final norm before the mean and Linear).  An affine
+on the residual stream with other consumers (a P-SpikeSSM post-norm) stays, as an integer op.
 
 * After the SSM: the division by the learnable threshold exp(ln_vth).  The LIF then has threshold
   1 in every channel, so one scalar threshold serves the whole population (Lava's LIF has a
@@ -11,7 +13,7 @@
 import numpy as np
 
 from ..errors import UnsupportedModelError
-from ..ir import ChannelAffine, Graph, SSMConv
+from ..ir import ChannelAffine, Graph, Readout, SSMConv
 
 
 def constant_response(kernel: np.ndarray, lag: int, L: int) -> np.ndarray:
@@ -39,13 +41,15 @@ def fold_channel_affines(graph: Graph) -> Graph:
             conv = graph.op(src)
             bias = _bias(conv, L) * aff.scale[:, None] + aff.shift[:, None]
             graph.set_op(src, SSMConv(conv.kernel * aff.scale[:, None], conv.lag, bias))
+        elif len(consumers) == 1 and isinstance(graph.op(consumers[0]), Readout):    # final norm -> decoder
+            ro = graph.op(consumers[0])
+            graph.set_op(consumers[0], Readout(ro.weight * aff.scale[None, :], ro.bias + ro.weight @ aff.shift))
         elif len(consumers) == 1 and isinstance(graph.op(consumers[0]), SSMConv):     # affine -> SSM
             conv = graph.op(consumers[0])
             bias = _bias(conv, L) + aff.shift[:, None] * constant_response(conv.kernel, conv.lag, L)
             graph.set_op(consumers[0], SSMConv(conv.kernel * aff.scale[:, None], conv.lag, bias))
         else:
-            raise UnsupportedModelError(f"{where}: {name} is a per-channel affine that is not next to an SSM "
-                                        "convolution; it cannot be folded")
+            continue                 # on the residual stream (a post-norm): an integer affine op of its own
         graph.bypass(name)
     for name in graph.nodes_of(SSMConv):                   # an all-zero bias is no bias
         conv = graph.op(name)

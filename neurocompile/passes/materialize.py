@@ -1,4 +1,5 @@
-"""Turn each SSM's trained parameters into the kernel the chip streams (float64), D included.
+"""Turn each SSM's trained parameters into the kernel the chip streams (float64), D included:
+S4D (SpikingSSM) or S4 DPLR (P-SpikeSSM, from the dense real recurrence, never diagonalised).
 
 Causal SSM: L taps, output read at once (lag 0), D in tap 0.  Two-sided (bidirectional) SSM:
 y[t] = sum_{s<=t} k0[t-s] u[s] + sum_{s>t} k1[s-t-1] u[s] + D u[t] needs the future, so it is
@@ -8,7 +9,7 @@ whose output for step t is read L - 1 steps late: c * u at t + L - 1 is exactly 
 import numpy as np
 
 from ..errors import UnsupportedModelError
-from ..ir import Graph, S4DKernelParams, SSMConv
+from ..ir import DPLRKernelParams, Graph, S4DKernelParams, SSMConv
 
 
 def two_sided_as_causal(k0: np.ndarray, k1: np.ndarray, D: np.ndarray):
@@ -19,17 +20,30 @@ def two_sided_as_causal(k0: np.ndarray, k1: np.ndarray, D: np.ndarray):
     return kernel, L - 1
 
 
-def materialize_kernels(graph: Graph) -> Graph:
+def s4d_kernel(op: S4DKernelParams, params: dict, L: int) -> np.ndarray:
     import torch
 
     from ..models.ssm_kernel import materialize_kernel
+    return materialize_kernel(params, op.variant, L, dtype=torch.float64).numpy()
+
+
+def dplr_kernel(op: DPLRKernelParams, params: dict, L: int) -> np.ndarray:
+    from ..models.dplr_kernel import materialize_dplr_kernel
+    return materialize_dplr_kernel(params, L).numpy()
+
+
+KERNELS = {S4DKernelParams: s4d_kernel, DPLRKernelParams: dplr_kernel}    # (ch, H, L) float64 taps
+
+
+def materialize_kernels(graph: Graph) -> Graph:
+    import torch
 
     graph = graph.copy()
     L = int(graph.meta["config"]["l_max"])
-    for name in list(graph.nodes_of(S4DKernelParams)):
+    for name in list(graph.nodes_of(*KERNELS)):
         op = graph.op(name)
         params = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in op.params.items()}
-        k = materialize_kernel(params, op.variant, L, dtype=torch.float64).numpy()
+        k = KERNELS[type(op)](op, params, L)
         H = k.shape[1]
         if op.bidirectional:
             kernel, lag = two_sided_as_causal(k[0], k[1], op.D)

@@ -23,10 +23,12 @@ from ..errors import RangeError
 from ..input_format import InputFormat
 from ..intervals import (Context, bits_for, conv_interval, magnitude, node_interval, register_table, shift_interval,
                          split_intervals)
-from ..ir import (LIF, Dense, Embedding, GLUResidual, Graph, Input, IntDense, IntEmbedding, IntEncoder,
-                  IntGLUResidual, IntInput, IntLIF, IntReadout, IntSSMConv, LinearEncoder, Readout, SSMConv)
+from ..ir import (GELU, LIF, ChannelAffine, Concat, Dense, Embedding, GELUResidual, GLUResidual, Graph, Input,
+                  IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
+                  IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv, LinearEncoder, Readout,
+                  Sampler, SSMConv)
 from ..options import CompileOptions
-from ..quant import quantize_kernel, quantize_rows, quantize_scalar_scale, sigmoid_lut, to_fixed
+from ..quant import gelu, phi_lut, quantize_kernel, quantize_rows, quantize_scalar_scale, sigmoid_lut, to_fixed
 from ..target import Target
 
 READOUT_BITS = 16          # decoder weights live on the host core, not in a synapse
@@ -92,7 +94,7 @@ class State:
 class Rule:
     quantize: Callable                   # (float op, {port: Quantized}, State, name) -> (int op, output frac)
     bound: Optional[Callable] = None     # (float op, {port: (lo, hi) floats}) -> (lo, hi) of the float output
-    on_stream: bool = False              # the output is at the residual stream's fixed point
+    on_stream: object = False            # the output is at the stream's fixed point (or a predicate on the op)
     frac_limit: Optional[Callable] = None  # (float op, input bound, options, target) -> max stream frac per channel
 
 
@@ -159,7 +161,9 @@ def quantize_ssm_conv(op: SSMConv, ins, s: State, name):
         conv = IntSSMConv(kq, e + x.frac - g, to_fixed(op.bias, g), bits_for(lo, hi), split, int(op.lag),
                           op.kernel.copy(), op.bias.copy())
         candidate = s.finish(name, conv, g, ins)
-        last = s.fits_consumers(name, candidate)
+        _, rows = node_interval(conv, {p: v.interval for p, v in ins.items()}, s.ctx)
+        last = next((Violation(name, r, w, lim) for r, w, lim in rows if w > lim), None) \
+            or s.fits_consumers(name, candidate)
         if last is None:
             return conv, g
     raise _Misfit(last)
@@ -246,6 +250,119 @@ def quantize_readout(op: Readout, ins, s: State, name):
                       op.weight.copy(), op.bias.copy()), E
 
 
+# ------------------------------------------------------------------ P-SpikeSSM: affines, samplers, GELU
+GELU_MIN = -0.17                     # GELU's minimum is -0.1700 at z = -0.75
+
+
+def affine_params(scale, shift, q: Quantized, out_frac, s: State):
+    """Integers of arith.channel_affine for y = scale * x + shift, x the quantized input, y at fixed
+    point ``out_frac``: the value is pre-shifted to ``operand_bits`` and the multiplier gets the
+    rest of the register (less a bit for the offset).  Returns (in_shift, mult, offset, out_shift, em)."""
+    lo, hi = q.interval
+    bits = np.array([int(m).bit_length() for m in magnitude(lo, hi)], dtype=np.int64)
+    in_shift = np.maximum(bits - (s.options.operand_bits - 1), 0)
+    vmag = np.maximum(magnitude(*shift_interval(lo, hi, in_shift)), 1).astype(np.float64)
+    # |mult * v| + |offset| = 2**em (|scale| vmag + |shift| 2**(frac - in_shift)) must fit the register,
+    # with a few units to spare for the rounding of mult and offset
+    need = np.abs(np.asarray(scale, dtype=np.float64)) * vmag + \
+        np.abs(np.asarray(shift, dtype=np.float64)) * np.exp2((q.frac - in_shift).astype(np.float64))
+    budget = 0.99 * s.target.register_max - 2 * vmag
+    with np.errstate(divide="ignore"):
+        em = np.where(need > 0, np.floor(np.log2(budget / np.where(need > 0, need, 1.0))), 0).astype(np.int64)
+    em = np.minimum(em, STREAM_FRAC_LIMIT)
+    mult = np.round(np.asarray(scale) * np.exp2(em.astype(np.float64))).astype(np.int64)
+    afrac = q.frac - in_shift + em
+    return in_shift, mult, to_fixed(shift, afrac), afrac - out_frac, em
+
+
+def _affine_error(scale, mult, em) -> float:
+    a = np.abs(scale)
+    err = np.abs(mult * np.exp2(-em.astype(np.float64)) - scale)
+    return float(np.max(np.where(a > 0, err / np.where(a > 0, a, 1), 0), initial=0))
+
+
+def quantize_sampler(op: Sampler, ins, s: State, name):
+    """p = clip(scale * x + shift, 0, 1) in prob_bits against a prob_bits-bit uniform.  A shift
+    beyond |scale| max|x| + 1 cannot change a decision, so it is clamped there first."""
+    x = ins["main"]
+    vmax = magnitude(*x.interval) * np.exp2(-x.frac.astype(np.float64))
+    reach = np.abs(op.scale) * vmax + 1.0
+    shift = np.clip(op.shift, -reach, reach)
+    k = s.options.prob_bits
+    in_shift, mult, offset, out_shift, em = affine_params(op.scale, shift, x, k, s)
+    s.errors[name] = _affine_error(op.scale, mult, em)
+    return IntSampler(in_shift, mult, offset, out_shift, k, int(op.stream), op.scale.copy(), op.shift.copy()), 0
+
+
+def quantize_channel_affine(op: ChannelAffine, ins, s: State, name):
+    """An affine on the residual stream (a post-norm BatchNorm): stream in, stream out."""
+    in_shift, mult, offset, out_shift, em = affine_params(op.scale, op.shift, ins["main"], s.stream_frac, s)
+    s.errors[name] = _affine_error(op.scale, mult, em)
+    return IntChannelAffine(in_shift, mult, offset, out_shift, op.scale.copy(), op.shift.copy()), s.stream_frac
+
+
+def _gelu_params(bias, main: Quantized, out_frac, s: State, name):
+    """GELU(z) = z Phi(z) as the GLU's value x table[gate] with gate = value = z (arith.gelu)."""
+    opt = s.options
+    lut = phi_lut(opt.phi_in_frac_bits, opt.phi_lut_bits, opt.phi_out_frac_bits)
+    b = to_fixed(bias, main.frac)
+    z_lo, z_hi = main.interval[0] + b, main.interval[1] + b
+    value_shift = np.zeros_like(main.frac)
+    while True:
+        v_lo, v_hi = shift_interval(z_lo, z_hi, value_shift)
+        too_big = magnitude(v_lo, v_hi) * int(lut.max()) > s.target.register_max
+        if not too_big.any():
+            break
+        value_shift = value_shift + too_big
+    gate_shift = main.frac - opt.phi_in_frac_bits
+    out_shift = main.frac - value_shift + opt.phi_out_frac_bits - out_frac
+    s.errors[name] = _gelu_error(z_lo, z_hi, main.frac, value_shift, gate_shift, out_shift, lut, out_frac)
+    return b, value_shift, gate_shift, out_shift, lut
+
+
+def _gelu_error(z_lo, z_hi, frac, value_shift, gate_shift, out_shift, lut, out_frac) -> float:
+    """Largest |integer GELU - GELU| over each channel's input range (256 points), relative to the
+    largest |GELU| there: the table's and the rescalings' error together."""
+    from ..arith import gelu as int_gelu
+    worst = 0.0
+    for h in range(len(frac)):
+        z = np.unique(np.linspace(z_lo[h], z_hi[h], 256).round().astype(np.int64))
+        got = int_gelu(z, value_shift[h], gate_shift[h], out_shift[h], lut) * 2.0 ** -int(np.broadcast_to(out_frac, frac.shape)[h])
+        want = gelu(z * 2.0 ** -int(frac[h]))
+        worst = max(worst, float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-12)))
+    return worst
+
+
+def quantize_gelu(op: GELU, ins, s: State, name):
+    """The output is the stream (a block without residual) or, before a sampler, an operand of
+    ``operand_bits`` bits at the finest fixed point that holds it."""
+    main = ins["main"]
+    if op.to_stream:
+        out_frac = s.stream_frac
+    else:
+        z = magnitude(main.interval[0] + to_fixed(op.bias, main.frac), main.interval[1] + to_fixed(op.bias, main.frac))
+        peak = np.maximum(z * np.exp2(-main.frac.astype(np.float64)), -GELU_MIN)
+        out_frac = np.floor(np.log2(((1 << (s.options.operand_bits - 1)) - 1) / peak)).astype(np.int64)
+    b, vs, gs, os_, lut = _gelu_params(op.bias, main, out_frac, s, name)
+    return IntGELU(b, vs, gs, os_, lut, op.bias.copy()), out_frac
+
+
+def quantize_gelu_residual(op: GELUResidual, ins, s: State, name):
+    skip, main = ins["skip"], ins["main"]
+    b, vs, gs, os_, lut = _gelu_params(op.bias, main, skip.frac, s, name)
+    return IntGELUResidual(b, vs, gs, os_, lut, op.bias.copy()), skip.frac
+
+
+def bound_gelu(op, z_lo, z_hi):
+    """GELU's float range over [z_lo, z_hi] + bias: its minimum is -0.17, then it rises like z."""
+    lo, hi = z_lo + op.bias, z_hi + op.bias
+    return np.where(hi < -0.75, gelu(hi), np.where(lo > -0.75, gelu(lo), GELU_MIN)), np.maximum(gelu(hi), gelu(lo))
+
+
+def quantize_concat(op: Concat, ins, s: State, name):
+    return IntConcat(), np.concatenate([ins["main"].frac, ins["rest"].frac])
+
+
 RULES = {
     Input: Rule(quantize_input, bound=bound_input),
     LinearEncoder: Rule(quantize_linear_encoder, bound=lambda op, ins: _affine_bound(op.weight, *ins["main"], op.bias),
@@ -256,7 +373,20 @@ RULES = {
     Dense: Rule(quantize_dense, bound=lambda op, ins: _affine_bound(op.weight, *ins["main"])),
     GLUResidual: Rule(quantize_glu_residual, bound=bound_glu_residual, on_stream=True),
     Readout: Rule(quantize_readout),
+    Sampler: Rule(quantize_sampler, bound=lambda op, ins: (np.zeros_like(ins["main"][0]), np.ones_like(ins["main"][0]))),
+    ChannelAffine: Rule(quantize_channel_affine, on_stream=True, bound=lambda op, ins: (
+        np.minimum(op.scale * ins["main"][0], op.scale * ins["main"][1]) + op.shift,
+        np.maximum(op.scale * ins["main"][0], op.scale * ins["main"][1]) + op.shift)),
+    GELU: Rule(quantize_gelu, bound=lambda op, ins: bound_gelu(op, *ins["main"]), on_stream=lambda op: op.to_stream),
+    GELUResidual: Rule(quantize_gelu_residual, on_stream=True, bound=lambda op, ins: tuple(
+        skip + g for skip, g in zip(ins["skip"], bound_gelu(op, *ins["main"])))),
+    Concat: Rule(quantize_concat, bound=lambda op, ins: tuple(np.concatenate([a, b]) for a, b in zip(ins["main"], ins["rest"]))),
 }
+
+
+def _on_stream(graph: Graph, name: str) -> bool:
+    flag = _rule(graph, name).on_stream
+    return bool(flag(graph.op(name)) if callable(flag) else flag)
 
 
 def _rule(graph: Graph, name: str) -> Rule:
@@ -280,10 +410,14 @@ def float_bounds(graph: Graph) -> dict:
 def stream_frac_bits(graph: Graph, opt: CompileOptions, target: Target):
     """(fixed point per stream channel, what limits each channel, worst-case |x| per channel)."""
     bounds = float_bounds(graph)
-    names = [n for n in graph.topo() if _rule(graph, n).on_stream]
+    names = [n for n in graph.topo() if _on_stream(graph, n)]
     stream = np.array([np.maximum(np.abs(bounds[n][0]), np.abs(bounds[n][1])) for n in names])
     peak = np.maximum(stream.max(axis=0), 1e-12)
-    top = opt.act_bits or opt.max_act_bits
+    # the stream's width is capped (max_act_bits) where bit-serial convolutions read it: each bit is
+    # a plane of adds; a stream nothing convolves (P-SpikeSSM's) may fill its register
+    convolved = any(_rule(graph, n).frac_limit and _on_stream(graph, src)
+                    for n in graph.topo() for src in graph.inputs(n).values())
+    top = opt.act_bits or (opt.max_act_bits if convolved else target.register_bits - 2)
     with np.errstate(over="ignore", divide="ignore"):
         f = np.floor(np.log2(((1 << (top - 1)) - 1) / peak))
     if not np.all(np.abs(f) <= STREAM_FRAC_LIMIT):
@@ -298,6 +432,8 @@ def stream_frac_bits(graph: Graph, opt: CompileOptions, target: Target):
             if rule.frac_limit is None:
                 continue
             (src,) = graph.inputs(name).values()
+            if not _on_stream(graph, src):
+                continue                       # e.g. a convolution over spikes: no stream in its accumulators
             limit = rule.frac_limit(graph.op(name), bounds[src], opt, target)
             why[limit < f] = f"{name} accumulators"
             f = np.minimum(f, limit)

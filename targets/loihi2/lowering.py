@@ -22,14 +22,17 @@ from lava.proc.dense.process import Dense
 from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 from lava.proc.lif.process import LIFReset
 
-from ...ir import IntDense, IntEmbedding, IntEncoder, IntGLUResidual, IntInput, IntLIF, IntReadout, IntSSMConv
+from ...ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
+                   IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
 from ...program import Program
-from .processes import encoder, glu_residual, readout, source, ssm_conv, token_encoder
+from .processes import (channel_affine, concat, encoder, gelu, glu_residual, readout, sampler, source, ssm_conv,
+                        token_encoder)
 
 MODES = ("fixed_pt", "floating_pt")
 
 _OURS = (source.SampleSource, encoder.StreamEncoder, token_encoder.TokenEncoder, ssm_conv.SSMConv,
-         glu_residual.GLUResidual, readout.Readout)
+         glu_residual.GLUResidual, readout.Readout, sampler.Sampler, gelu.GELU, gelu.GELUResidual,
+         channel_affine.ChannelAffine, concat.Concat)
 
 
 def _models(mode: str) -> dict:
@@ -81,6 +84,8 @@ class Stage:
     arrivals: dict               # port -> window step of that input's logical step 0
     channels: int                # of its output
     raw: np.ndarray              # (n, L, C) raw inputs (the source plays them)
+    seed: int                    # keys the PRNG of stochastic samplers
+    in_channels: dict            # port -> channel count of that input
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,34 @@ def _readout(op: IntReadout, st: Stage):
                            bias_float=op.bias_float, **_timing(st))
 
 
+def _sampler(op: IntSampler, st: Stage):
+    return sampler.Sampler(in_shift=op.in_shift, mult=op.mult, offset=op.offset, out_shift=op.out_shift,
+                           prob_bits=int(op.prob_bits), stream=int(op.stream), seed=int(st.seed),
+                           scale_float=op.scale_float, shift_float=op.shift_float, **_timing(st))
+
+
+def _gelu(op: IntGELU, st: Stage):
+    return gelu.GELU(bias=op.bias, value_shift=op.value_shift, gate_shift=op.gate_shift, out_shift=op.out_shift,
+                     lut=op.lut, bias_float=op.bias_float, **_timing(st))
+
+
+def _gelu_residual(op: IntGELUResidual, st: Stage):
+    return gelu.GELUResidual(bias=op.bias, value_shift=op.value_shift, gate_shift=op.gate_shift,
+                             out_shift=op.out_shift, lut=op.lut, bias_float=op.bias_float,
+                             skip_depth=st.delay - st.arrivals["skip"], **_timing(st))
+
+
+def _channel_affine(op: IntChannelAffine, st: Stage):
+    return channel_affine.ChannelAffine(in_shift=op.in_shift, mult=op.mult, offset=op.offset, out_shift=op.out_shift,
+                                        scale_float=op.scale_float, shift_float=op.shift_float, **_timing(st))
+
+
+def _concat(op: IntConcat, st: Stage):
+    ports = ("main", "rest")
+    return concat.Concat(sizes=[st.in_channels[p] for p in ports], depths=[st.delay - st.arrivals[p] for p in ports],
+                         **_timing(st))
+
+
 LOWER = {
     IntInput: Lowering(_source, {}, "levels_out"),
     IntEncoder: Lowering(_encoder, {"main": "levels_in"}, "stream_out"),
@@ -148,6 +181,11 @@ LOWER = {
     IntDense: Lowering(_dense, {"main": "s_in"}, "a_out"),
     IntGLUResidual: Lowering(_glu_residual, {"skip": "skip_in", "main": "dense_in"}, "stream_out"),
     IntReadout: Lowering(_readout, {"main": "stream_in"}, "logits_out"),
+    IntSampler: Lowering(_sampler, {"main": "value_in"}, "spikes_out"),
+    IntGELU: Lowering(_gelu, {"main": "value_in"}, "value_out"),
+    IntGELUResidual: Lowering(_gelu_residual, {"skip": "skip_in", "main": "value_in"}, "stream_out"),
+    IntChannelAffine: Lowering(_channel_affine, {"main": "value_in"}, "value_out"),
+    IntConcat: Lowering(_concat, {"main": "main_in", "rest": "rest_in"}, "joined_out"),
 }
 
 
@@ -163,9 +201,9 @@ class Network:
     processes: dict = field(default_factory=dict)
 
 
-def build_network(program: Program, mode: str = "fixed_pt", record: bool = True, *, levels) -> Network:
+def build_network(program: Program, mode: str = "fixed_pt", record: bool = True, *, levels, seed: int = 0) -> Network:
     """Lower ``program`` to Lava processes for ``levels`` (n, L, C) raw inputs, played back to back,
-    one window of ``program.window`` steps per sample."""
+    one window of ``program.window`` steps per sample; ``seed`` keys stochastic samplers."""
     from ...program import raw_inputs
 
     if mode not in MODES:
@@ -177,8 +215,10 @@ def build_network(program: Program, mode: str = "fixed_pt", record: bool = True,
     for name in program.topo():
         op = program.op(name)
         arrivals = {port: program.delays[src] for port, src in program.inputs(name).items()}
-        channels[name] = op.channels({port: channels[src] for port, src in program.inputs(name).items()}, L)
-        st = Stage(name, mode == "fixed_pt", W, L, max(arrivals.values(), default=0), arrivals, channels[name], raw)
+        in_channels = {port: channels[src] for port, src in program.inputs(name).items()}
+        channels[name] = op.channels(in_channels, L)
+        st = Stage(name, mode == "fixed_pt", W, L, max(arrivals.values(), default=0), arrivals, channels[name], raw,
+                   seed, in_channels)
         rule = LOWER[type(op)]
         proc = rule.build(op, st)
         for port, src in program.inputs(name).items():
@@ -197,7 +237,7 @@ def build_network(program: Program, mode: str = "fixed_pt", record: bool = True,
 
 
 def simulate(program: Program, levels, mode: str = "fixed_pt", backend: str = "sim", record: bool = True,
-             progress=None) -> dict:
+             progress=None, seed: int = 0) -> dict:
     """Build, run and read back in THIS process (``runner.run_lava`` calls it in a killable child).
 
     The run is non-blocking and the host drains every Extractor each step, so no buffer ever fills.
@@ -205,7 +245,7 @@ def simulate(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
     (n, channels, L) in logical time, plus ``seconds`` (wall time of the run)."""
     from lava.magma.core.run_conditions import RunSteps
 
-    net = build_network(program, mode=mode, record=record, levels=levels)
+    net = build_network(program, mode=mode, record=record, levels=levels, seed=seed)
     n, W, L = net.n_samples, net.window, program.seq_len
     steps = n * W
     cfg = run_config(mode, backend)
@@ -232,7 +272,7 @@ def simulate(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
             out["logits"] = readout.decode_logits(per_sample[:, lag], fixed)
             continue
         trace = per_sample[:, lag:lag + L].transpose(0, 2, 1)       # (n, channels, time)
-        if isinstance(op, IntLIF):
+        if type(op).TRACE == "spikes":
             trace = trace != 0
         elif fixed:
             trace = np.rint(trace).astype(np.int64)

@@ -48,14 +48,15 @@ def check_backend(backend: str) -> None:
 
 
 def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "sim", record: bool = True,
-             timeout_s: float = 600, progress=None) -> dict:
+             timeout_s: float = 600, progress=None, seed: int = 0) -> dict:
     """Run (n, L, d_in) raw input levels on Lava; samples run back to back in one built network.
 
     Returns ``logits`` (n, d_out) (int64 in fixed_pt, float64 in floating_pt) and, with ``record``,
     every node's output by node name, (n, channels, L) in logical time (delays removed; spikes as
     bool), plus ``seconds`` (wall time of the Lava run itself, build and start-up excluded).
     ``progress(done, total)`` is called after every sample.  Raises ``LavaRunError`` on a timeout, an
-    error in the run (with its message) or a missing back end; never hangs.
+    error in the run (with its message) or a missing back end; never hangs.  ``seed`` keys the PRNG of
+    stochastic samplers (the emulator with the same seed gives the same spikes).
     """
     check_backend(backend)
     if mode not in MODES:
@@ -76,7 +77,7 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
         if pid == 0:                                       # child: never returns
             os.close(prog_r)
             os.close(err_r)
-            _child(program, levels, mode, backend, record, output, tmp, prog_w, err_w)
+            _child(program, levels, mode, backend, record, seed, output, tmp, prog_w, err_w)
         os.close(prog_w)
         os.close(err_w)
         try:
@@ -98,7 +99,7 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
     return flat
 
 
-def _child(program, levels, mode, backend, record, output, tmp, prog_w, err_w) -> None:
+def _child(program, levels, mode, backend, record, seed, output, tmp, prog_w, err_w) -> None:
     code = 1
     try:
         os.setpgid(0, 0)
@@ -116,7 +117,7 @@ def _child(program, levels, mode, backend, record, output, tmp, prog_w, err_w) -
         def report(done, total):
             os.write(prog_w, f"progress {done} {total}\n".encode())
 
-        out = simulate(program, levels, mode=mode, backend=backend, record=record, progress=report)
+        out = simulate(program, levels, mode=mode, backend=backend, record=record, progress=report, seed=seed)
         np.savez(output, **out)
         os.write(prog_w, b"done\n")
         code = 0
