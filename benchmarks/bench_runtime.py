@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from neurocompile.emulator import default_backend, emulate
-from neurocompile.frontend import default_input_format, import_spikingssm
+from neurocompile.frontend import default_input_format, frontend_for
 from neurocompile.models.config import SpikingSSMConfig
+from neurocompile.models.pspikessm import PSpikeSSM, PSpikeSSMConfig
 from neurocompile.models.spikingssm import SpikingSSM
 from neurocompile.pipeline import compile_graph, to_program
 
@@ -58,12 +59,14 @@ def timed(fn, repeat: int = 1):
     return best, out
 
 
-def compile_model(cfg: SpikingSSMConfig):
+def compile_model(cfg):
     """(seconds to compile with the range proof, the float model, the Program)."""
-    model = SpikingSSM(cfg).eval()
+    kind = "pspikessm" if isinstance(cfg, PSpikeSSMConfig) else "spikingssm"
+    model = (PSpikeSSM if kind == "pspikessm" else SpikingSSM)(cfg).eval()
     state = {k: v.detach() for k, v in model.state_dict().items()}
     fmt = default_input_format(cfg.to_dict())
-    seconds, program = timed(lambda: to_program(compile_graph(import_spikingssm(cfg.to_dict(), state, fmt)), {}))
+    importer = frontend_for(kind).import_graph
+    seconds, program = timed(lambda: to_program(compile_graph(importer(cfg.to_dict(), state, fmt)), {}))
     return seconds, model, program
 
 
@@ -100,6 +103,17 @@ def main(argv=None) -> int:
                SpikingSSMConfig(d_input=1, d_output=10, d_model=512, n_layers=6, d_state=64, l_max=1024,
                                 bidirectional=True, input_levels=255))
     t_big_compile, _, big = compile_model(big_cfg)
+
+    # P-SpikeSSM of the same size (two-sided kernels as every official config, post-norm BatchNorm)
+    ps_cfg = PSpikeSSMConfig(d_input=1, d_output=10, d_model=H, n_layers=n_layers, d_state=N, l_max=L,
+                             input_levels=255)
+    t_ps_compile, ps_model, ps = compile_model(ps_cfg)
+    with torch.no_grad():
+        ps_model(x[:2])
+        t_ps_float, _ = timed(lambda: ps_model(x), 2)
+    emulate(ps, levels[:2], device="cpu")
+    t_ps_emu, _ = timed(lambda: emulate(ps, levels[:args.batch], device="cpu", batch_size=args.batch), 2)
+    ps_lava = run_lava(ps, levels[:args.lava_samples], record=False, timeout_s=3600)["seconds"] / args.lava_samples
     big_levels, _ = inputs(4, big_cfg.l_max)
     emulate(big, big_levels[:2], device="cpu")
     t_big_emu, _ = timed(lambda: emulate(big, big_levels, device="cpu"))
@@ -122,6 +136,13 @@ def main(argv=None) -> int:
         "emulator_backend": default_backend("cpu"),
         "emulator_first_call_seconds": t_jit,
         "emulator_speedup_vs_lava": lava / per["integer_emulator"],
+        "pspikessm": {"config": {k: ps_cfg.to_dict()[k] for k in ("n_layers", "d_model", "d_state", "l_max",
+                                                                  "bidirectional", "ssm_bidirectional")},
+                      "seconds_per_sample": {"float_stochastic": t_ps_float / args.batch,
+                                             "integer_emulator": t_ps_emu / args.batch, "lava_fixed_pt": ps_lava},
+                      "compile_seconds": t_ps_compile, "window_steps": ps.window,
+                      "lava_seconds_per_step": ps_lava / ps.window,
+                      "emulator_speedup_vs_lava": ps_lava / (t_ps_emu / args.batch)},
         "official_size": {"config": {k: big_cfg.to_dict()[k] for k in ("n_layers", "d_model", "d_state", "l_max",
                                                                         "bidirectional")},
                           "compile_seconds_with_range_proof": t_big_compile,
@@ -134,10 +155,14 @@ def main(argv=None) -> int:
     name = "runtime_small" if args.small else "runtime"
     with open(os.path.join(args.out, f"{name}.json"), "w") as fh:
         json.dump(result, fh, indent=1)
-    big_row = result["official_size"]
+    big_row, ps_row = result["official_size"], result["pspikessm"]
     table = ["| path | seconds per sample |", "|---|---|"] + [f"| {k} | {v:.5f} |" for k, v in per.items()]
     table += ["", f"emulator speed-up over Lava: {result['emulator_speedup_vs_lava']:.0f}x; "
                   f"compile {t_compile:.2f} s; Lava {1e3 * result['lava_seconds_per_step']:.2f} ms per step",
+              f"P-SpikeSSM, same size, two-sided kernels: float {ps_row['seconds_per_sample']['float_stochastic']:.5f}, "
+              f"emulator {ps_row['seconds_per_sample']['integer_emulator']:.5f}, Lava {ps_lava:.1f} s per sample "
+              f"({ps.window} steps); emulator speed-up over Lava {ps_row['emulator_speedup_vs_lava']:.0f}x; "
+              f"compile {t_ps_compile:.2f} s",
               f"official size {big_row['config']}: compile with range proof {t_big_compile:.2f} s, "
               f"emulator {big_row['emulator_seconds_per_sample']:.3f} s per sample, latency {big.latency} steps"]
     with open(os.path.join(args.out, f"{name}.md"), "w") as fh:

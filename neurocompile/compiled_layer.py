@@ -1,9 +1,8 @@
 """One SpikingSSM layer (SSMConv -> LIF -> Dense -> GLUResidual) as a compiled CPU loop (numba), per sample.
 
 This is the emulator's CPU fast path.  It does not restate the arithmetic: numba compiles the
-``neurocompile.arith`` functions themselves (registered below as jitable, with scalar versions
-of the two helpers that dispatch on numpy/torch), so the Lava process models, the torch path
-and this loop all run the one written rule.
+``neurocompile.arith`` functions themselves (registered in ``neurocompile.jit``), so the Lava
+process models, the torch path and this loop all run the one written rule.
 
 Why a compiled loop: after the FFT convolution, everything in a layer is a scan over time
 (LIF) or cheap per-element work (current scaling, GLU, residual).  As torch ops each is a pass
@@ -13,33 +12,12 @@ spiked, its weight row is added (accumulate-only, no GEMM, cost proportional to 
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
-
-import numba
 import numpy as np
-from numba.extending import overload, register_jitable
 
 from . import arith
-from .targets.loihi2 import target as _target_facts
+from .jit import kernel, rounded_pair
 
-
-@overload(arith._where)
-def _where_scalar(cond, a, b):
-    return lambda cond, a, b: a if cond else b
-
-
-@overload(arith._clip)
-def _clip_scalar(x, lo, hi):
-    return lambda x, lo, hi: min(max(x, lo), hi)
-
-
-for _rule in (arith._relu, arith.shift_round, arith.ssm_current, arith.lif_current, arith.lif_voltage_step,
-              arith.lif_step, arith.gated_residual):
-    register_jitable(_rule)
-
-# the rule, as the compiled loop calls it (numba resolves these to the registered functions)
+# the rule, as the compiled loop calls it (numba resolves these to the functions jit.py registered)
 _ssm_current = arith.ssm_current
 _lif_step = arith.lif_step
 _gated_residual = arith.gated_residual
@@ -48,34 +26,7 @@ _gated_residual = arith.gated_residual
 TIME_BLOCK = 32     # steps per block: every row is read and written in runs of 32 (full cache lines)
 
 
-RULE_FILES = (arith.__file__, _target_facts.__file__, __file__)   # the rule, its constants, this loop
-
-
-def machine_code_cache() -> str | None:
-    """Where numba may keep the compiled loop between runs (it saves a few seconds of JIT per
-    command): a folder named by the hash of this file, ``arith.py`` and the target facts it reads, so machine code can
-    never outlive a change to the rule.  None (no caching) when the folder cannot be written."""
-    digest = hashlib.sha256()
-    for path in RULE_FILES:
-        with open(path, "rb") as fh:
-            digest.update(fh.read())
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    folder = os.path.join(base, "neurocompile", "numba", digest.hexdigest()[:16])
-    try:
-        os.makedirs(folder, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError:
-        return None
-    return folder
-
-
-# numba reads CACHE_DIR once, when the decorator below runs; it is restored right after so other
-# numba users in the process keep their own setting.
-_CACHE = machine_code_cache()
-_previous_cache_dir, numba.config.CACHE_DIR = numba.config.CACHE_DIR, _CACHE or numba.config.CACHE_DIR
-
-
-@numba.njit(nogil=True, cache=_CACHE is not None)     # nogil: the emulator runs samples on parallel threads
+@kernel(__file__)     # nogil (in kernel): the emulator runs samples on parallel threads
 def run_layer(x, y_hi, y_lo, split, lag, shift, conv_bias, dv, vth, weight_rows, bias, value_shift, gate_shift,
               out_shift, lut, x_next, record, rec_a, rec_s, rec_v, rec_d, worst):  # pragma: no cover (compiled)
     """x (B, H, L) int64 stream in; y_hi / y_lo (B, H, >= L + lag) float64 causal FFT convolutions
@@ -102,16 +53,10 @@ def run_layer(x, y_hi, y_lo, split, lag, shift, conv_bias, dv, vth, weight_rows,
             for h in range(H):                          # current scaling and the LIF scan
                 vh = v[h]
                 for k in range(steps):
-                    y = y_hi[b, h, lag + t0 + k]
-                    hi = np.rint(y)
-                    dev = max(dev, abs(y - hi))
-                    lo = 0.0
-                    if split:
-                        y = y_lo[b, h, lag + t0 + k]
-                        lo = np.rint(y)
-                        dev = max(dev, abs(y - lo))
+                    hi, lo, d = rounded_pair(y_hi, y_lo, b, h, lag + t0 + k, split)
+                    dev = max(dev, d)
                     bh = conv_bias[h, t0 + k] if has_bias else 0
-                    a = _ssm_current(np.int64(hi), np.int64(lo), split, shift[h], bh)
+                    a = _ssm_current(hi, lo, split, shift[h], bh)
                     vh, s = _lif_step(vh, a, dv, vth)
                     spikes[k, h] = s
                     if record:
@@ -134,5 +79,3 @@ def run_layer(x, y_hi, y_lo, split, lag, shift, conv_bias, dv, vth, weight_rows,
                                                            gate_shift[h], out_shift[h], lut)
         worst[b] = dev
 
-
-numba.config.CACHE_DIR = _previous_cache_dir

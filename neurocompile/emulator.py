@@ -8,8 +8,9 @@ type), every rule calling the ``neurocompile.arith`` functions the Lava process 
 * ``compiled`` (CPU, the default there): one sample per worker thread; wherever the graph holds the
   pattern SSMConv -> LIF -> Dense -> GLUResidual (a SpikingSSM layer), that layer runs as one
   compiled pass over time (``compiled_layer.run_layer``, numba over the same arith functions) after
-  its FFT convolution; every other node runs its torch rule.  A graph without that pattern (P-SpikeSSM
-  has no sequential scan at all) runs the torch rules over whole batches instead.
+  its FFT convolution; pointwise nodes (samplers, GELU, affines) run compiled loops
+  (``compiled_pointwise``) and the rest their torch rules.  A graph without the layer pattern
+  (P-SpikeSSM has no sequential scan at all) runs over whole batches instead.
 
 The one place the emulator computes differently from the chip is the SSM convolution: an FFT in
 float64 instead of bit-serial accumulation.  Both are the exact integer sum of kernel x stream: the
@@ -169,7 +170,7 @@ def emulate_embedding(op: IntEmbedding, ins, run, name):
 
 
 def emulate_ssm_conv(op: IntSSMConv, ins, run, name):
-    x = ins["main"]
+    x = ins["main"].to(torch.int64)                                       # spikes arrive as bool
     hi, lo = arith.split_stream(x, op.split)
     kernel = _t(op.kernel, x.device)
     acc_hi = streamed_conv_exact(hi, kernel, op.lag)
@@ -272,11 +273,74 @@ EMULATE = {
 }
 
 
-class _Run:
-    """One walk of the graph: the raw input, where tensors live, and the extra traces."""
+# ---- the compiled back end's rules for pointwise nodes: numba loops over the same arith functions
+def _i64(a):
+    return np.ascontiguousarray(a, dtype=np.int64)
 
-    def __init__(self, raw: torch.Tensor, record: bool, seed: int = 0):
-        self.raw, self.record, self.device, self.seed = raw, record, raw.device, seed
+
+def compiled_sampler(op: IntSampler, ins, run, name):
+    from . import compiled_pointwise as cp
+    x = cp.as_int64(ins["main"])
+    p, spikes = np.empty_like(x), np.empty(x.shape, bool)
+    cp.sample(x, _i64(op.in_shift), _i64(op.mult), _i64(op.offset), _i64(op.out_shift), int(op.prob_bits),
+              int(run.seed), int(op.stream), p, spikes)
+    if run.record:
+        run.extra[f"{name}.p"] = torch.from_numpy(p)
+    return torch.from_numpy(spikes)
+
+
+def compiled_channel_affine(op: IntChannelAffine, ins, run, name):
+    from . import compiled_pointwise as cp
+    x = cp.as_int64(ins["main"])
+    out = np.empty_like(x)
+    cp.channel_affine(x, _i64(op.in_shift), _i64(op.mult), _i64(op.offset), _i64(op.out_shift), out)
+    return torch.from_numpy(out)
+
+
+def compiled_gelu(op: IntGELU, ins, run, name):
+    from . import compiled_pointwise as cp
+    z = cp.as_int64(ins["main"])
+    out = np.empty_like(z)
+    cp.gelu(z, _i64(op.bias), _i64(op.value_shift), _i64(op.gate_shift), _i64(op.out_shift), _i64(op.lut), out)
+    return torch.from_numpy(out)
+
+
+def compiled_gelu_residual(op: IntGELUResidual, ins, run, name):
+    from . import compiled_pointwise as cp
+    z, skip = cp.as_int64(ins["main"]), cp.as_int64(ins["skip"])
+    out = np.empty_like(z)
+    cp.gelu_residual(skip, z, _i64(op.bias), _i64(op.value_shift), _i64(op.gate_shift), _i64(op.out_shift),
+                     _i64(op.lut), out)
+    return torch.from_numpy(out)
+
+
+def compiled_ssm_conv(op: IntSSMConv, ins, run, name):
+    """FFT convolutions (torch, a few samples at a time), then one compiled pass for the rest."""
+    from . import compiled_pointwise as cp
+    x = ins["main"].to(torch.int64)
+    B, H, L = x.shape
+    n = fft_size(L, op.kernel.shape[1])
+    spectrum = kernel_spectrum(op.kernel, n, x.device)
+    out, worst = np.empty((B, H, L), np.int64), np.zeros(B)
+    step = max(1, FFT_SIGNALS_PER_CHUNK // max(H, 1))
+    for b in range(0, B, step):
+        parts = arith.split_stream(x[b:b + step], op.split) if op.split else (x[b:b + step],)
+        ys = [fft_conv(torch.nn.functional.pad(p.to(torch.float64), (0, n - L)), spectrum).numpy() for p in parts]
+        cp.ssm_output(ys[0], ys[-1], int(op.split), int(op.lag), _i64(op.shift), _i64(op.bias), out[b:b + step],
+                      worst[b:b + step])
+    check_on_integers(float(worst.max(initial=0.0)), f"{name}: ")
+    return torch.from_numpy(out)
+
+
+COMPILED = {**EMULATE, IntSSMConv: compiled_ssm_conv, IntSampler: compiled_sampler, IntChannelAffine: compiled_channel_affine,
+            IntGELU: compiled_gelu, IntGELUResidual: compiled_gelu_residual}
+
+
+class _Run:
+    """One walk of the graph: the raw input, where tensors live, the rules, and the extra traces."""
+
+    def __init__(self, raw: torch.Tensor, record: bool, seed: int = 0, rules: dict = EMULATE):
+        self.raw, self.record, self.device, self.seed, self.rules = raw, record, raw.device, seed, rules
         self.extra = {}
 
 
@@ -285,7 +349,7 @@ def run_nodes(program: Program, names, outputs: dict, run: _Run) -> None:
     for name in names:
         op = program.op(name)
         ins = {port: outputs[src] for port, src in program.inputs(name).items()}
-        outputs[name] = EMULATE[type(op)](op, ins, run, name)
+        outputs[name] = run.rules[type(op)](op, ins, run, name)
 
 
 def _to_numpy(outputs: dict, extra: dict, program: Program, record: bool) -> dict:
@@ -297,10 +361,12 @@ def _to_numpy(outputs: dict, extra: dict, program: Program, record: bool) -> dic
     return res
 
 
-def _run_torch(program: Program, raw: np.ndarray, record: bool, device, batch_size: int, progress, seed) -> dict:
+def _run_torch(program: Program, raw: np.ndarray, record: bool, device, batch_size: int, progress, seed,
+               rules: dict = EMULATE) -> dict:
     chunks = []
     for start in range(0, len(raw), batch_size):
-        run = _Run(torch.as_tensor(raw[start:start + batch_size], dtype=torch.int64, device=device), record, seed)
+        run = _Run(torch.as_tensor(raw[start:start + batch_size], dtype=torch.int64, device=device), record, seed,
+                   rules)
         outputs = {}
         run_nodes(program, program.topo(), outputs, run)
         chunks.append(_to_numpy(outputs, run.extra, program, record))
@@ -405,7 +471,7 @@ class _CompiledNetwork:
         self.out[name][b] = value
 
     def run_sample(self, b: int, raw: np.ndarray, n: int) -> None:
-        run = _Run(torch.as_tensor(raw[None], dtype=torch.int64), self.record, self.seed)
+        run = _Run(torch.as_tensor(raw[None], dtype=torch.int64), self.record, self.seed, COMPILED)
         outputs = {}
         for kind, name in self.plan:
             if kind == "node":
@@ -479,5 +545,6 @@ def emulate(program: Program, levels, record: bool = False, device=None, batch_s
     with torch.no_grad():
         if backend == "compiled" and fused_layers(program):
             return _run_compiled(program, raw, record, progress, seed)
-        # nothing to fuse (e.g. P-SpikeSSM: no sequential scan): the node rules over whole batches
+        if backend == "compiled":     # nothing to fuse (P-SpikeSSM): compiled pointwise rules over whole batches
+            return _run_torch(program, raw, record, device, batch_size, progress, seed, COMPILED)
         return _run_torch(program, raw, record, device, batch_size, progress, seed)

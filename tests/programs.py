@@ -5,8 +5,8 @@ floating_pt Lava models' operations in the same order."""
 import numpy as np
 
 from neurocompile import arith
-from neurocompile.ir import (IntDense, IntEmbedding, IntEncoder, IntGLUResidual, IntInput, IntLIF, IntReadout,
-                             IntSSMConv)
+from neurocompile.ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU,
+                             IntGELUResidual, IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
 from neurocompile.passes.align import node_delays
 from neurocompile.program import Program, ProgramNode
 from neurocompile.target import get_target
@@ -75,7 +75,7 @@ def _conv_bit_serial(op: IntSSMConv, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def oracle(program: Program, raw) -> dict:
+def oracle(program: Program, raw, seed: int = 0) -> dict:
     """Per sample, node by node, time-major numpy over arith: {node: (n, C, L)} and logits."""
     res = {}
     for sample in np.asarray(raw, dtype=np.int64):                      # (L, C)
@@ -89,7 +89,7 @@ def oracle(program: Program, raw) -> dict:
             elif isinstance(op, IntEmbedding):
                 out = arith.embed(ins["main"][:, 0], op.table)
             elif isinstance(op, IntSSMConv):
-                out = _conv_bit_serial(op, ins["main"])
+                out = _conv_bit_serial(op, ins["main"].astype(np.int64))
             elif isinstance(op, IntLIF):
                 v, out, volts = np.zeros(ins["main"].shape[1], np.int64), [], []
                 for a in ins["main"]:
@@ -107,6 +107,24 @@ def oracle(program: Program, raw) -> dict:
                 total = arith.readout_accumulate(0, ins["main"], op.pre_shift).sum(0)
                 res.setdefault("logits", []).append(arith.readout_logits(total, op.weight, op.bias))
                 continue
+            elif isinstance(op, IntSampler):                   # one step at a time, as the Lava process draws
+                p_all, out = [], []
+                for t, v in enumerate(ins["main"]):
+                    u = arith.uniform_bits(seed, op.stream, np.arange(len(v)), t, op.prob_bits)
+                    p, s = arith.sample(v, op.in_shift, op.mult, op.offset, op.out_shift, op.prob_bits, u)
+                    p_all.append(p)
+                    out.append(s)
+                out = np.stack(out)
+                res.setdefault(f"{name}.p", []).append(np.stack(p_all).T)
+            elif isinstance(op, IntGELU):
+                out = arith.gelu(ins["main"] + op.bias, op.value_shift, op.gate_shift, op.out_shift, op.lut)
+            elif isinstance(op, IntGELUResidual):
+                out = arith.gelu_residual(ins["skip"], ins["main"] + op.bias, op.value_shift, op.gate_shift,
+                                          op.out_shift, op.lut)
+            elif isinstance(op, IntChannelAffine):
+                out = arith.channel_affine(ins["main"], op.in_shift, op.mult, op.offset, op.out_shift)
+            elif isinstance(op, IntConcat):
+                out = np.concatenate([ins["main"], ins["rest"]], axis=1)
             val[name] = out
             if name != program.input_node:
                 res.setdefault(name, []).append(out.T)

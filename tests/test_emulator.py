@@ -98,16 +98,17 @@ def test_unknown_or_misplaced_backend_device_and_inputs_are_refused():
         emulator.emulate(program, raw + 300, device="cpu")
 
 
-def test_machine_code_cache_is_keyed_by_the_rule_its_constants_and_the_loop(tmp_path, monkeypatch):
+def test_machine_code_cache_is_keyed_by_the_rule_its_constants_and_the_kernels(tmp_path, monkeypatch):
     import hashlib
 
-    from neurocompile import arith, compiled_layer
+    from neurocompile import arith, compiled_layer, jit
     from neurocompile.targets.loihi2 import target
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    digest = hashlib.sha256(b"".join(open(f, "rb").read() for f in (arith.__file__, target.__file__,
+    digest = hashlib.sha256(b"".join(open(f, "rb").read() for f in (arith.__file__, target.__file__, jit.__file__,
                                                                        compiled_layer.__file__)))
-    assert compiled_layer.machine_code_cache() == str(tmp_path / "neurocompile" / "numba" / digest.hexdigest()[:16])
+    folder = jit.machine_code_cache(compiled_layer.__file__)
+    assert folder == str(tmp_path / "neurocompile" / "numba" / digest.hexdigest()[:16])
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
-    assert compiled_layer.machine_code_cache() is None          # unwritable: no caching, never a fallback
+    assert jit.machine_code_cache(compiled_layer.__file__) is None    # unwritable: no caching, never a fallback

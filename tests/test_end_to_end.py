@@ -209,3 +209,20 @@ def test_fashion_mnist_parity(tmp_path):
                       device="cpu")
     assert report["samples"] == 10000
     assert abs(report["accuracy"]["float"] - report["accuracy"]["integer"]) <= 0.01, report["accuracy"]
+
+
+# ------------------------------------------------------------------ ListOps (tokens, two-sided, trainable B)
+LISTOPS = os.path.join(ROOT, "examples", "listops", "ckpt.pt")
+
+
+def test_listops_token_model_parity(tmp_path):
+    """Embedding encoder, bidirectional trainable-B kernels: integer within a point of float on the
+    whole test split, Lava bit-exact on 8 sequences (the two-sided latency included)."""
+    program = export(LISTOPS, tmp_path / "listops.loihi2")
+    assert program.model["input"] == {"kind": "tokens", "vocab": 16} and program.latency == 2 * 127 + 2
+    data = load_dataset("listops", "test")
+    kind, config, state_dict, _ = load_checkpoint(LISTOPS)
+    report = validate(build_model(config, state_dict), program, *prepared(program, data), data.y, lava_samples=8,
+                      device="cpu")
+    assert report["samples"] == 1000 and report["lava_bit_exact"] is True
+    assert abs(report["accuracy"]["float"] - report["accuracy"]["integer"]) <= 0.01, report["accuracy"]

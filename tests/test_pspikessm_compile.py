@@ -1,0 +1,136 @@
+"""P-SpikeSSM compiled to Loihi 2: the shared PRNG and sampler, both emulator back ends and Lava
+bit-exact with the numpy oracle for the same seed, official files end to end, and Monte-Carlo
+parity of the trained digits examples on the full test split."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from neurocompile import arith
+from neurocompile.artifact import load_program
+from neurocompile.cli import main as cli
+from neurocompile.datasets import load_dataset
+from neurocompile.emulator import emulate
+from neurocompile.input_format import InputFormat
+from neurocompile.models.checkpoint import build_model, load_checkpoint
+from neurocompile.validate import compare_traces, validate_stochastic
+from programs import assert_same, oracle
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = {"uni": os.path.join(ROOT, "examples", "pspikessm-digits", "ckpt.pt"),
+            "bi": os.path.join(ROOT, "examples", "pspikessm-digits-bi", "ckpt.pt")}
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "official")
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    out = {}
+    for name, ckpt in EXAMPLES.items():
+        path = tmp_path_factory.mktemp(name) / f"{name}.loihi2"
+        assert cli(["export", ckpt, "-o", str(path)]) == 0
+        out[name] = load_program(str(path))
+    return out
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "test")
+
+
+def test_prng_is_one_rule_for_numpy_torch_and_scalars_and_is_uniform():
+    neuron, step = np.arange(64)[:, None], np.arange(2000)[None, :]
+    u = arith.uniform_bits(7, 3, neuron, step, 16)
+    assert np.array_equal(arith.uniform_bits(7, 3, torch.as_tensor(neuron), torch.as_tensor(step), 16).numpy(), u)
+    assert all(arith.uniform_bits(7, 3, int(h), int(t), 16) == u[h, t] for h, t in ((0, 0), (5, 17), (63, 1999)))
+    counts = np.bincount((u >> 12).ravel(), minlength=16)           # 16 bins of 8000 expected
+    chi2 = ((counts - counts.mean()) ** 2 / counts.mean()).sum()
+    assert chi2 < 40                                                 # p ~ 0.0006 for 15 degrees of freedom
+    assert abs(np.corrcoef(u[:, 1:].ravel(), u[:, :-1].ravel())[0, 1]) < 0.01
+    assert not np.array_equal(arith.uniform_bits(8, 3, neuron, step, 16), u)          # the seed matters
+    assert not np.array_equal(arith.uniform_bits(7, 4, neuron, step, 16), u)          # so does the stream
+
+
+def test_fixed_point_sampler_fires_with_probability_p():
+    bits, p_num = 12, 1000                                           # p = 1000 / 4096
+    u = arith.uniform_bits(1, 0, np.arange(100)[:, None], np.arange(4000)[None, :], bits)
+    v = np.full((100, 4000), p_num)
+    p, s = arith.sample(v, 0, 1, 0, 0, bits, u)
+    assert np.all(p == p_num) and abs(s.mean() - p_num / 4096) < 0.003
+    p, s = arith.sample(np.array([-5, 5000, 4096]), 0, 1, 0, 0, bits, np.array([0, 4095, 4095]))
+    assert p.tolist() == [0, 4096, 4096] and s.tolist() == [False, True, True]      # clamped to [0, 1]
+
+
+@pytest.mark.parametrize("name", ["uni", "bi"])
+def test_both_backends_equal_the_oracle_for_a_seed(programs, digits, name):
+    program = programs[name]
+    want = oracle(program, digits.x[:3], seed=4)
+    for backend in ("compiled", "torch"):
+        assert_same(emulate(program, digits.x[:3], record=True, backend=backend, seed=4), want)
+    assert all(0.05 < want[n].mean() < 0.6 for n in program.spike_nodes)
+    again = emulate(program, digits.x[:3], seed=4)["logits"]
+    assert np.array_equal(again, want["logits"])
+    assert not np.array_equal(emulate(program, digits.x[:3], record=True, seed=5)["layer1.s_in"], want["layer1.s_in"])
+
+
+def test_observed_registers_stay_inside_the_proof(programs, digits):
+    program = programs["bi"]
+    extreme = np.concatenate([np.zeros((1, 64, 1), int), np.full((1, 64, 1), 16), digits.x[:20]])
+    emu = emulate(program, extreme, record=True, seed=1)
+    worst = {(r["node"], r["register"]): r["worst"] for r in program.report["ranges"]}
+    for name in program.topo():
+        kind = type(program.op(name)).__name__
+        if kind in ("IntGELUResidual", "IntEncoder"):
+            assert np.abs(emu[name]).max() <= worst[(name, "stream")]
+        elif kind == "IntGELU":
+            assert np.abs(emu[name]).max() <= worst[(name, "GELU output")]
+        elif kind == "IntSSMConv":
+            assert np.abs(emu[name]).max() <= worst[(name, "output current")]
+
+
+@pytest.mark.parametrize("name", ["uni", "bi"])
+def test_lava_equals_the_emulator_on_16_digits_with_the_same_seed(programs, digits, name):
+    from neurocompile.targets.loihi2.runner import run_lava
+    program = programs[name]
+    lava = run_lava(program, digits.x[:16], record=True, timeout_s=900, seed=11)
+    emu = emulate(program, digits.x[:16], record=True, seed=11)
+    assert compare_traces(lava, emu) == []
+    assert "layer1.s_ssm" in lava and all(emu[n].mean() > 0.05 for n in program.spike_nodes)
+
+
+@pytest.mark.parametrize("fixture,samples", [("pspikessm_bidirectional_postnorm_bn", 8),
+                                             ("pspikessm_unidirectional_prenorm_bn", 2)])
+def test_authors_files_compile_and_run_bit_exact_on_lava(fixture, samples, tmp_path, capsys):
+    """Official files written by the authors' code: the bidirectional one (Embedding, post-norm
+    BatchNorm applied on the stream, n_ssm = 2) on 8 samples; the unidirectional one (L = 784,
+    prenorm BatchNorm and a final norm folded into the decoder, no residual) on 2."""
+    from neurocompile.targets.loihi2.runner import run_lava
+    ckpt, art = os.path.join(FIXTURES, fixture + ".ckpt"), tmp_path / "m.loihi2"
+    assert cli(["export", ckpt, "-o", str(art)]) == 0
+    assert "detected: official P-SpikeSSM" in capsys.readouterr().out
+    program = load_program(str(art))
+    _, cfg, _, _ = load_checkpoint(ckpt)
+    rng = np.random.default_rng(0)
+    raw = (rng.integers(0, cfg.n_tokens, (samples, cfg.l_max, 1)) if cfg.encoder == "embedding"
+           else rng.integers(0, 256, (samples, cfg.l_max, 1)))
+    emu = emulate(program, raw, record=True, seed=2)
+    assert compare_traces(run_lava(program, raw, record=True, timeout_s=900, seed=2), emu) == []
+    if "postnorm" in fixture:
+        assert any(type(program.op(n)).__name__ == "IntChannelAffine" for n in program.topo())
+
+
+@pytest.mark.parametrize("name", ["uni", "bi"])
+def test_monte_carlo_accuracy_within_one_point_on_all_digits(programs, digits, name):
+    kind, cfg, sd, _ = load_checkpoint(EXAMPLES[name])
+    program = programs[name]
+    values, raw = InputFormat.from_dict(program.model["input"]).prepare(digits.x, "digits", digits.levels)
+    r = validate_stochastic(build_model(cfg, sd), program, values, raw, digits.y, mc_passes=8, seed=0,
+                            lava_samples=0, device="cpu")
+    acc = r["accuracy"]
+    assert r["samples"] == 360 and r["mc_passes"] == 8 and len(acc["integer_passes"]) == 8
+    assert abs(acc["float"] - acc["integer"]) <= 0.01, acc
+    assert acc["float"] > 0.9 and acc["integer_ci"][0] < acc["integer"] < acc["integer_ci"][1]
+    assert r["majority_vote_agreement"] > 0.95
+    for row in r["spike_nodes"]:
+        assert abs(row["mean_probability_float"] - row["mean_probability_integer"]) < 0.01, row
+        assert row["same_uniforms_spike_agreement"] > 0.95
