@@ -57,18 +57,9 @@ import torch
 from torch import Tensor, nn
 
 PARAM_NAMES = ("inv_dt", "C", "B", "A_real", "A_imag", "P")
-BUFFER_NAMES = ("l_kernel",)
 SSM_PARAM_NAMES = ("inv_dt", "B", "A_real", "A_imag", "P")   # trained at the small SSM learning rate
 
 
-def param_shapes(H: int, N: int, channels: int, n_ssm: int) -> dict:
-    """Expected shape of every kernel tensor (keys without the ``kernel.`` prefix)."""
-    n = N // 2
-    return {"inv_dt": (H, 1), "C": (channels, H, n, 2), "B": (1, n_ssm, n, 2), "A_real": (n_ssm, n),
-            "A_imag": (n_ssm, n), "P": (1, n_ssm, n, 2), "l_kernel": ()}
-
-
-# ------------------------------------------------------------------------------------ HiPPO-LegS
 def hippo_legs_dplr(N: int):
     """Normal-plus-low-rank form of the HiPPO-LegS matrix, N/2 conjugate pairs kept (float64).
 

@@ -38,18 +38,18 @@ official S4 algorithm (``dplr_kernel.dplr_kernel_woodbury``), then cast to the a
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
+from .config import ModelConfig, build_encoder, encode
 from .dplr_kernel import SSM_PARAM_NAMES, DPLRKernel, fft_conv
 
 
 @dataclass(frozen=True)
-class PSpikeSSMConfig:
+class PSpikeSSMConfig(ModelConfig):
     """P-SpikeSSM hyper-parameters (frozen; validated on construction).
 
     Fixed by every official config and therefore not fields: S4 kernel ``mode: nplr, init: legs,
@@ -79,63 +79,17 @@ class PSpikeSSMConfig:
     input_levels: int = 16         # raw inputs are integers 0..input_levels; the model sees x / input_levels
 
     def __post_init__(self):
-        def bad(name, why):
-            raise ValueError(f"config field {name!r}: {why} (got {getattr(self, name)!r})")
-
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.type in ("int", int):
-                if isinstance(v, bool) or not isinstance(v, int):
-                    bad(f.name, "must be an integer")
-            elif f.type in ("bool", bool):
-                if not isinstance(v, bool):
-                    bad(f.name, "must be true or false")
-            elif f.type in ("float", float):
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
-                    bad(f.name, "must be a finite number")
-                object.__setattr__(self, f.name, float(v))
-            elif f.type in ("str", str):
-                if not isinstance(v, str):
-                    bad(f.name, "must be a string")
-        for name in ("d_input", "d_output", "d_model", "n_layers", "l_max", "input_levels", "n_ssm"):
-            if getattr(self, name) < 1:
-                bad(name, "must be >= 1")
-        if self.d_state < 2 or self.d_state % 2:
-            bad("d_state", "must be an even integer >= 2")
+        self.check_common(("d_input", "d_output", "d_model", "n_layers", "l_max", "input_levels", "n_ssm"))
         if self.d_model % self.n_ssm:
-            bad("n_ssm", f"must divide d_model ({self.d_model})")
-        if self.encoder not in ("linear", "embedding"):
-            bad("encoder", "must be 'linear' or 'embedding'")
-        if self.encoder == "embedding" and self.n_tokens < 1:
-            bad("n_tokens", "must be >= 1 with encoder='embedding'")
-        if self.n_tokens < 0:
-            bad("n_tokens", "must be >= 0")
+            self.bad("n_ssm", f"must divide d_model ({self.d_model})")
         if self.norm not in ("batch", "layer", "none"):
-            bad("norm", "must be 'batch', 'layer' or 'none'")
-        if not 0.0 <= self.dropout < 1.0:
-            bad("dropout", "must be in [0, 1)")
-        if not self.dt_min > 0.0:
-            bad("dt_min", "must be > 0")
-        if not self.dt_max >= self.dt_min:
-            bad("dt_max", "must be >= dt_min")
+            self.bad("norm", "must be 'batch', 'layer' or 'none'")
 
     @property
     def channels(self) -> int:
         """Kernel channels: 2 (two-sided) with ssm_bidirectional, else 1 (causal)."""
         return 2 if self.ssm_bidirectional else 1
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d) -> "PSpikeSSMConfig":
-        if not isinstance(d, dict):
-            raise ValueError(f"config must be a dict, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(str(k) for k in d if k not in known)
-        if unknown:
-            raise ValueError(f"config field {unknown[0]!r}: unknown field" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
-        return cls(**d)
 
 
 # ------------------------------------------------------------------------------------ sampler
@@ -327,22 +281,12 @@ class PSpikeSSM(nn.Module):
     def __init__(self, config: PSpikeSSMConfig):
         super().__init__()
         self.config = config
-        H = config.d_model
-        if config.encoder == "linear":
-            self.encoder = nn.Linear(config.d_input, H)
-        else:
-            self.encoder = nn.Embedding(config.n_tokens, H)
+        self.encoder = build_encoder(config)
         self.backbone = PSpikeBackbone(config)
-        self.decoder = nn.Linear(H, config.d_output)
+        self.decoder = nn.Linear(config.d_model, config.d_output)
 
     def encode(self, x: Tensor) -> Tensor:
-        if self.config.encoder == "embedding":
-            if x.dim() == 3:
-                x = x.squeeze(-1)
-            return self.encoder(x.long())
-        if x.dim() == 2:
-            x = x.unsqueeze(-1)
-        return self.encoder(x.to(self.encoder.weight.dtype))
+        return encode(self.encoder, self.config, x)
 
     def forward(self, x: Tensor, record: bool = False, uniforms: Optional[UniformFn] = None):
         """x (B,L,d_input) float in [0,1] (raw levels / input_levels), or (B,L) long tokens.

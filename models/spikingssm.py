@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .config import SpikingSSMConfig
+from .config import SpikingSSMConfig, build_encoder, encode
 from .neurons import SDN, lif_sequence
 from .ssm_kernel import SSMKernel, ssm_convolution
 
@@ -91,22 +91,12 @@ class SpikingSSM(nn.Module):
     def __init__(self, config: SpikingSSMConfig):
         super().__init__()
         self.config = config
-        H = config.d_model
-        if config.encoder == "linear":
-            self.encoder = nn.Linear(config.d_input, H)
-        else:
-            self.encoder = nn.Embedding(config.n_tokens, H)
+        self.encoder = build_encoder(config)
         self.backbone = SpikingSSMBackbone(config)
-        self.decoder = nn.Linear(H, config.d_output)
+        self.decoder = nn.Linear(config.d_model, config.d_output)
 
     def encode(self, x: Tensor) -> Tensor:
-        if self.config.encoder == "embedding":
-            if x.dim() == 3:
-                x = x.squeeze(-1)
-            return self.encoder(x.long())
-        if x.dim() == 2:
-            x = x.unsqueeze(-1)
-        return self.encoder(x.to(self.encoder.weight.dtype))
+        return encode(self.encoder, self.config, x)
 
     def forward(self, x: Tensor, neuron: str = "sdn", record: bool = False):
         """x (B,L,d_input) float in [0,1] (raw levels / input_levels), or (B,L) long tokens.

@@ -20,16 +20,6 @@ PARAM_NAMES = {"s4d": ("C", "log_dt", "log_A_real", "A_imag"),
                "diag_b": ("inv_dt", "C", "B", "A_real", "A_imag")}
 
 
-def param_shapes(variant: str, H: int, N: int, channels: int) -> dict:
-    """Expected shape of every kernel parameter (keys without the ``kernel.`` prefix)."""
-    n = N // 2
-    if variant == "s4d":
-        return {"C": (channels, H, n, 2), "log_dt": (H,), "log_A_real": (H, n), "A_imag": (H, n)}
-    if variant == "diag_b":
-        return {"inv_dt": (H, 1), "C": (channels, H, n, 2), "B": (1, H, n, 2), "A_real": (H, n), "A_imag": (H, n)}
-    raise ValueError(f"unknown kernel variant {variant!r} (expected one of {VARIANTS})")
-
-
 def init_kernel_params(variant: str, H: int, N: int, channels: int = 1, dt_min: float = 0.001,
                        dt_max: float = 0.1, generator: torch.Generator | None = None) -> dict:
     """S4D-Lin initialisation: A = -0.5 + 1j*pi*n, log dt ~ U[log dt_min, log dt_max], C ~ CN(0, 1), B = 1."""
@@ -61,13 +51,6 @@ def continuous_params(params: dict, variant: str, dtype=torch.float64):
     else:
         raise ValueError(f"unknown kernel variant {variant!r} (expected one of {VARIANTS})")
     return dt, A.to(cdtype), C.to(cdtype)
-
-
-def discretize_zoh(dt: Tensor, A: Tensor):
-    """Zero-order hold: dA = exp(dt A), dB = (exp(dt A) - 1) / A  (B = 1; B is folded into C)."""
-    dtA = A * dt.unsqueeze(-1)
-    dA = torch.exp(dtA)
-    return dA, (dA - 1.0) / A
 
 
 def materialize_kernel(params: dict, variant: str, L: int, dtype=torch.float64) -> Tensor:

@@ -22,7 +22,6 @@ import numpy as np
 
 from .targets.loihi2.target import LOIHI2
 
-REGISTER_BITS = LOIHI2.register_bits
 REGISTER_MAX = LOIHI2.register_max                    # largest value of a 24-bit signed register
 
 # Stock Lava LIF (lava/proc/lif/models.py, PyLifModelBitAcc) constants: facts of the Loihi 2 target.

@@ -334,21 +334,12 @@ class IntChannelAffine(IntNode):
 
 
 @_node
-class IntSampler(IntNode):
+class IntSampler(IntChannelAffine):
     """Bernoulli spikes: p = clip(channel_affine(x), 0, 2**prob_bits), spike when p > a prob_bits-bit
     uniform from the counter-based PRNG keyed by (run seed, stream, neuron, step) (arith.sample)."""
     TRACE = "spikes"
-    in_shift: np.ndarray = arr("int", "H")
-    mult: np.ndarray = arr("int", "H")
-    offset: np.ndarray = arr("int", "H")
-    out_shift: np.ndarray = arr("int", "H")
     prob_bits: int
     stream: int
-    scale_float: np.ndarray = arr("float", "H")
-    shift_float: np.ndarray = arr("float", "H")
-
-    def channels(self, ins, length):
-        return IntChannelAffine.channels(self, ins, length)
 
 
 @_node
@@ -372,16 +363,10 @@ class IntGELU(IntNode):
 
 
 @_node
-class IntGELUResidual(IntNode):
+class IntGELUResidual(IntGELU):
     """x_next = x + GELU(main + bias) at the stream's scale (arith.gelu_residual)."""
     PORTS = ("skip", "main")
     TRACE = "stream"
-    bias: np.ndarray = arr("int", "H")
-    value_shift: np.ndarray = arr("int", "H")
-    gate_shift: np.ndarray = arr("int", "H")
-    out_shift: np.ndarray = arr("int", "H")
-    lut: np.ndarray = arr("int", "n")
-    bias_float: np.ndarray = arr("float", "H")
 
     def channels(self, ins, length):
         H = IntGELU.channels(self, {"main": ins["main"]}, length)

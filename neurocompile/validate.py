@@ -23,7 +23,7 @@ class _SpikeTally:
 
     def __init__(self):
         self.cells = self.agree = self.agree_sdn = 0
-        self.float_spikes = self.int_spikes = self.sdn_spikes = 0
+        self.float_spikes = self.int_spikes = 0
 
     def add(self, f: np.ndarray, i: np.ndarray, sdn: np.ndarray | None) -> None:
         self.cells += f.size
@@ -32,7 +32,6 @@ class _SpikeTally:
         self.int_spikes += int(i.sum())
         if sdn is not None:
             self.agree_sdn += int((f == sdn).sum())
-            self.sdn_spikes += int(sdn.sum())
 
     def row(self, node: str, layer, with_sdn: bool) -> dict:
         per_spike = lambda agree: (self.cells - agree) / max(self.float_spikes, 1)

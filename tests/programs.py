@@ -116,11 +116,11 @@ def oracle(program: Program, raw, seed: int = 0) -> dict:
                     out.append(s)
                 out = np.stack(out)
                 res.setdefault(f"{name}.p", []).append(np.stack(p_all).T)
-            elif isinstance(op, IntGELU):
-                out = arith.gelu(ins["main"] + op.bias, op.value_shift, op.gate_shift, op.out_shift, op.lut)
             elif isinstance(op, IntGELUResidual):
                 out = arith.gelu_residual(ins["skip"], ins["main"] + op.bias, op.value_shift, op.gate_shift,
                                           op.out_shift, op.lut)
+            elif isinstance(op, IntGELU):
+                out = arith.gelu(ins["main"] + op.bias, op.value_shift, op.gate_shift, op.out_shift, op.lut)
             elif isinstance(op, IntChannelAffine):
                 out = arith.channel_affine(ins["main"], op.in_shift, op.mult, op.offset, op.out_shift)
             elif isinstance(op, IntConcat):

@@ -522,14 +522,19 @@ def test_checkpoint_round_trip(tmp_path):
         load_checkpoint(path)
 
 
-def test_export_refuses_pspikessm_with_one_line(tmp_path):
+def test_compile_refuses_layernorm_and_handles_causal_kernels(tmp_path):
+    """A LayerNorm needs per-step statistics: refused with the reason.  One-sided (causal) kernels
+    compile with no added latency beyond one hop per synapse."""
     from neurocompile.errors import UnsupportedModelError
     from neurocompile.pipeline import compile_checkpoint
 
     path = str(tmp_path / "ckpt.pt")
-    save_checkpoint(path, PSpikeSSM(_cfg()))
-    with pytest.raises(UnsupportedModelError, match="pspikessm"):
+    save_checkpoint(path, PSpikeSSM(_cfg(norm="layer")))
+    with pytest.raises(UnsupportedModelError, match="postnorm LayerNorm: it needs each step's mean and variance"):
         compile_checkpoint(path)
+    save_checkpoint(path, PSpikeSSM(_cfg(ssm_bidirectional=False)))
+    program = compile_checkpoint(path)
+    assert program.latency == _cfg().n_layers                   # one Dense hop per layer, no two-sided lag
 
 
 # -------------------------------------------------------------------------------- training

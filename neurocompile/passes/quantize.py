@@ -291,7 +291,8 @@ def quantize_sampler(op: Sampler, ins, s: State, name):
     k = s.options.prob_bits
     in_shift, mult, offset, out_shift, em = affine_params(op.scale, shift, x, k, s)
     s.errors[name] = _affine_error(op.scale, mult, em)
-    return IntSampler(in_shift, mult, offset, out_shift, k, int(op.stream), op.scale.copy(), op.shift.copy()), 0
+    return IntSampler(in_shift=in_shift, mult=mult, offset=offset, out_shift=out_shift, scale_float=op.scale.copy(),
+                      shift_float=op.shift.copy(), prob_bits=k, stream=int(op.stream)), 0
 
 
 def quantize_channel_affine(op: ChannelAffine, ins, s: State, name):
