@@ -561,5 +561,5 @@ def test_train_command_rejects_pspike_flags_for_spikingssm(tmp_path, capsys):
     from neurocompile.models.train import main
 
     with pytest.raises(SystemExit):
-        main(["--dataset", "digits", "--out", str(tmp_path / "r"), "--bidirectional"])
+        main(["--dataset", "digits", "--out", str(tmp_path / "r"), "--no-residual"])
     assert "applies to --model pspikessm only" in capsys.readouterr().err
