@@ -509,7 +509,7 @@ class ArtifactMutators:
             ("array_shift", self.array_shift), ("lut", self.lut), ("array_dtype", self.array_dtype),
             ("float_array", self.float_array), ("npy_header", self.npy_header), ("array_scale", self.array_scale),
             ("array_perturb", self.array_perturb), ("array_reshape", self.array_reshape),
-            ("input_format", self.input_format), ("identity", self.identity),
+            ("input_format", self.input_format), ("nodes_flood", self.nodes_flood), ("identity", self.identity),
         ]
 
     # --- plumbing
@@ -1049,6 +1049,24 @@ class ArtifactMutators:
         if twin in members and rng.random() < 0.5:
             self._set_array(manifest, members, twin, a.astype(np.float64))
         return self._pack(manifest, members, fix=rng.random() < 0.8), f"{member}: {how} -> {a.shape}"
+
+    def nodes_flood(self, rng, seed):
+        """Thousands of (valid) LIF nodes before the readout: loading must stay fast."""
+        manifest, members = self._parts(seed)
+        n = int(rng.choice([10, 2000, 5000, 100000]))
+        i = next(k for k, e in enumerate(manifest["nodes"]) if e["type"] == "IntReadout")
+        readout = manifest["nodes"][i]["name"]
+        lif = next(e for e in manifest["nodes"] if e["type"] == "IntLIF")
+        names = [f"flood{k}" for k in range(n)]
+        manifest["nodes"][i:i] = [{"name": nm, "type": "IntLIF", "layer": None, "params": dict(lif["params"]),
+                                   "arrays": {}} for nm in names]
+        (src,) = [e[0] for e in manifest["edges"] if e[1] == readout]
+        manifest["edges"] = [e for e in manifest["edges"] if e[1] != readout]
+        for nm in names:
+            manifest["edges"].append([src, nm, "main"])
+            src = nm
+        manifest["edges"].append([src, readout, "main"])
+        return self._pack(manifest, members, fix=n <= 20000 and rng.random() < 0.7), f"{n} LIF nodes inserted"
 
     def identity(self, rng, seed):
         return self.seeds.artifacts[seed], "unchanged (control)"
@@ -2422,6 +2440,33 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown(results: dict) -> str:
+    """The short results page (benchmarks/results/fuzz.md)."""
+    mem, t, sc = results["memory"], results["timings"], results["soundness_checks"]
+    lines = ["# Fuzzing the loaders and CLI paths (issue 8)", "",
+             f"`{results['command']}`", "",
+             f"{results['cases']} cases, **{results['failures']} failures**. Every case ran in a child forked from a "
+             f"warmed process, under `RLIMIT_AS` = {mem['rlimit_as_gib']:g} GiB ({mem['note']}); peak case RSS "
+             f"{mem['peak_case_rss_mib']} MiB. Wall time {t['total_s']} s on {results['machine']['cpus']} shared CPU "
+             f"cores ({results['jobs']} case at a time), mean {t['mean_case_s']} s per case.", "",
+             table(results), "",
+             f"- accepted artifact mutants whose fixed-point program differs from their seed: "
+             f"{results['accepted_artifact_mutants_that_differ_from_their_seed']}; emulator back ends compared "
+             f"(compiled vs torch, 4 samples each, every trace): {sc['emulator_backends_compared']}"
+             f" (skipped as too large for the bound: {sc['skipped_too_large']})",
+             f"- Lava fixed_pt vs emulator, bit for bit on 2 samples: {sc['lava_compared']} accepted mutants "
+             "(" + ", ".join(f"{r['mutator']}: {r['note']}" for r in sc["lava_runs"]) + ")",
+             "- interrupted Lava runs: " + "; ".join(f"{r['id']}: {r['category']} ({r['stderr']})"
+                                                     for r in results["interrupted_lava_runs"]),
+             f"- /dev/shm: {results['dev_shm']['segments_our_cases_created']} shared-memory segments created by "
+             f"our Lava runs, {len(results['dev_shm']['ours_left_after_run'])} left afterwards",
+             "", "Outcomes per mutator:", "", "| mutator | " + " | ".join(CATEGORIES) + " |",
+             "|---|" + "---:|" * len(CATEGORIES)]
+    for k, v in results["by_mutator"].items():
+        lines.append(f"| {k} | " + " | ".join(str(v.get(c, 0)) for c in CATEGORIES) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifacts", type=int, default=10000)
@@ -2430,6 +2475,7 @@ def parse_args(argv=None):
     p.add_argument("--lava", type=int, default=20, help="accepted artifact mutants also run on Lava (and 2 interrupted runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the results JSON here")
+    p.add_argument("--md", help="write a short markdown summary here")
     p.add_argument("--jobs", type=int, default=1, help="cases run at once (default 1)")
     p.add_argument("--mem-gib", type=float, default=6.0, help="RLIMIT_AS of every case, GiB (default 6)")
     p.add_argument("--lava-timeout", type=float, default=300.0)
@@ -2459,6 +2505,10 @@ def main(argv=None) -> int:
         with open(args.out, "w") as fh:
             json.dump(results, fh, indent=1, default=str)
         print(f"\nwrote {args.out}")
+    if args.md:
+        with open(args.md, "w") as fh:
+            fh.write(markdown(results))
+        print(f"wrote {args.md}")
     return 1 if results["failures"] else 0
 
 

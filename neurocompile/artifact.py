@@ -37,6 +37,7 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_ARRAY_BYTES = 2 << 30           # all arrays together, as loaded (int64 / float64)
 MAX_MEMBERS = 100_000
+MAX_NODES = 4096                    # a 1000-layer network; keeps every pass over the graph quick
 MAX_SEQ_LEN = 1 << 20
 _INT_DTYPES = ("int8", "int16", "int32", "int64")
 
@@ -149,6 +150,8 @@ def _read_manifest(zf: zipfile.ZipFile) -> dict:
     for key, typ in (("model", dict), ("nodes", list), ("edges", list), ("delays", dict), ("arrays", dict),
                      ("report", dict)):
         _need(isinstance(manifest.get(key), typ), f"manifest field '{key}' is missing or not a {typ.__name__}")
+    _need(len(manifest["nodes"]) <= MAX_NODES, f"{len(manifest['nodes'])} nodes (limit {MAX_NODES})")
+    _need(len(manifest["edges"]) <= 2 * MAX_NODES, f"{len(manifest['edges'])} edges (limit {2 * MAX_NODES})")
     return manifest
 
 
@@ -235,13 +238,14 @@ def _check_graph(nodes, edges, model) -> None:
     names = [n.name for n in nodes]
     _need(len(set(names)) == len(names), "duplicate node names")
     order = {n: i for i, n in enumerate(names)}
+    by_name = dict(zip(names, nodes))
     seen = set()
     for e in edges:
         _need(isinstance(e, list) and len(e) == 3 and all(isinstance(x, str) for x in e), f"bad edge {str(e)[:80]}")
         src, dst, port = e
-        _need(src in order and dst in order, f"edge {src} -> {dst} names an unknown node")
+        _need(src in order and dst in order, f"edge {src[:60]} -> {dst[:60]} names an unknown node")
         _need(order[src] < order[dst], f"edge {src} -> {dst} goes backwards (nodes must be in data-flow order)")
-        _need(port in type(dict(zip(names, nodes))[dst].op).PORTS, f"edge {src} -> {dst}: {dst} has no port {port!r}")
+        _need(port in type(by_name[dst].op).PORTS, f"edge {src} -> {dst}: {dst} has no port {port[:40]!r}")
         _need((dst, port) not in seen, f"{dst} port {port} is fed twice")
         seen.add((dst, port))
     for n in nodes:

@@ -411,3 +411,29 @@ def test_nan_is_not_a_positive_timeout(digits_art, tmp_path, capsys):
         cli(["simulate", str(digits_art), "--data", str(data), "--timeout", "nan"])
     assert exc.value.code == 2
     assert "must be > 0, got nan" in capsys.readouterr().err
+
+
+def test_a_graph_of_thousands_of_nodes_loads_in_linear_time_or_is_refused(digits_art, tmp_path, capsys, fz):
+    """_check_graph rebuilt a name -> node dict for every edge: 4000 inserted LIF nodes took 1.4 s,
+    300,000 (a 64 MB manifest) would take hours; the node count is now bounded (speed itself is the
+    fuzz benchmark's business, not a timed test)."""
+    from neurocompile.artifact import MAX_NODES, load_program
+
+    class Rng:                                    # nodes_flood's only random choice: how many nodes
+        def __init__(self, n):
+            self.n = n
+
+        def choice(self, options):
+            return self.n
+
+        def random(self):
+            return 0.0                            # fix the bookkeeping (delays, report) for the new graph
+
+    mut = fz.ArtifactMutators.__new__(fz.ArtifactMutators)
+    mut.seeds = type("S", (), {"manifests": {"digits": fz._manifest_and_members(digits_art.read_bytes())}})()
+    ok, big = tmp_path / "ok.loihi2", tmp_path / "big.loihi2"
+    ok.write_bytes(mut.nodes_flood(Rng(MAX_NODES - 20), "digits")[0])
+    big.write_bytes(mut.nodes_flood(Rng(MAX_NODES), "digits")[0])
+    assert len(load_program(str(ok)).nodes) == MAX_NODES - 9
+    assert cli(["inspect", str(big)]) == 2
+    assert f"(limit {MAX_NODES})" in _one_line_error(capsys, str(big))
