@@ -77,6 +77,21 @@ def _plain(v):
     return str(v)
 
 
+def _json_plain(v, depth: int = 0) -> bool:
+    """Whether v is JSON data that reads back as itself (numbers within int64, string keys)."""
+    if depth > 32:
+        return False
+    if v is None or isinstance(v, (bool, str, float)):
+        return True
+    if isinstance(v, int):
+        return -2 ** 63 <= v < 2 ** 63
+    if isinstance(v, list):
+        return all(_json_plain(x, depth + 1) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _json_plain(x, depth + 1) for k, x in v.items())
+    return False
+
+
 def save_checkpoint(path: str, model, meta: dict | None = None, kind: str | None = None) -> None:
     """Write atomically (temp file in the same folder, then os.replace); ``kind`` defaults to the
     model config's kind."""
@@ -116,7 +131,7 @@ def _read_raw(path: str):
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:     # ValueError: undecodable names
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({exc})") from None
     if not any(n.endswith("data.pkl") for n in names):
         raise CheckpointError(f"{path}: not a neurocompile checkpoint (a zip archive without torch data, e.g. an .npz)")
@@ -133,7 +148,7 @@ def _read_neurocompile(path: str, obj: dict):
     if version not in SUPPORTED_VERSIONS:
         raise CheckpointError(f"{path}: unsupported checkpoint version {version!r} (this build reads {SUPPORTED_VERSIONS})")
     kind = obj.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise CheckpointError(f"{path}: unknown model kind {kind!r} (known: {', '.join(KINDS)})")
     for key, typ in (("config", dict), ("state_dict", dict)):
         if not isinstance(obj.get(key), typ):
@@ -141,6 +156,12 @@ def _read_neurocompile(path: str, obj: dict):
     meta = obj.get("meta", {})
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: 'meta' is not a dict")
+    # the compiler records these two in the artifact's JSON report: they must survive a JSON round trip
+    if not isinstance(meta.get("detected", ""), str):
+        raise CheckpointError(f"{path}: meta field 'detected' is not a string")
+    if not _json_plain(meta.get("metrics", {})):
+        raise CheckpointError(f"{path}: meta field 'metrics' holds values other than plain numbers, strings, "
+                              "lists and string-keyed dicts")
     try:
         config = KINDS[kind].from_dict(obj["config"])
     except (ValueError, TypeError) as exc:
@@ -164,11 +185,24 @@ def parameter_bound(config) -> int:
     return layers * per_layer + (config.d_input + config.d_output + config.n_tokens + 2) * H
 
 
+def stored_elements(tensors) -> int:
+    """Elements the file really holds: each distinct storage once, by its size.  ``numel`` would count
+    views (a zero-stride view of one element can claim 2**30), and shared storages repeatedly."""
+    seen, total = set(), 0
+    for t in tensors:
+        storage = t.untyped_storage()
+        key = (storage.data_ptr(), storage.nbytes())
+        if key not in seen:
+            seen.add(key)
+            total += storage.nbytes() // max(t.element_size(), 1)
+    return total
+
+
 def _check_state_dict(path: str, kind: str, config, state_dict: dict) -> None:
     bad = [k for k, v in state_dict.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: state_dict entry {bad[0]!r} is not a named tensor")
-    stored = sum(v.numel() for v in state_dict.values())
+    stored = stored_elements(state_dict.values())
     if parameter_bound(config) > max(MAX_PARAMETERS, 4 * stored):
         raise CheckpointError(f"{path}: the config implies up to {parameter_bound(config)} parameters but the file holds "
                               f"{stored}; refusing to build a model that large")

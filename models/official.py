@@ -52,10 +52,21 @@ class _Weights:
     def has(self, key: str) -> bool:
         return key in self.sd
 
-    def shape(self, key: str) -> tuple:
+    def shape(self, key: str, ndim: int | None = None) -> tuple:
         if key not in self.sd or not hasattr(self.sd[key], "shape"):
             raise CheckpointError(f"{self.path}: Lightning state_dict has no tensor {key!r}")
-        return tuple(self.sd[key].shape)
+        shape = tuple(self.sd[key].shape)
+        if ndim is not None and len(shape) != ndim:
+            raise CheckpointError(f"{self.path}: tensor {key!r} has shape {shape}, expected {ndim} dimensions")
+        return shape
+
+    def integer(self, key: str) -> int:
+        """A one-element integer tensor's value (e.g. a stored kernel length)."""
+        t = self.sd.get(key)
+        if not (hasattr(t, "numel") and t.numel() == 1 and not (t.is_floating_point() or t.is_complex())):
+            raise CheckpointError(f"{self.path}: {key!r} must be a one-element integer tensor, got "
+                                  f"{tuple(t.shape) if hasattr(t, 'shape') else type(t).__name__}")
+        return int(t.reshape(-1)[0])
 
     def indices(self, prefix: str) -> int:
         """Number of blocks prefix{i}.*, checking they are numbered 0..n-1."""
@@ -81,7 +92,7 @@ def rename_state_dict(path: str, sd: dict) -> dict:
 
 def _encoder(w: _Weights):
     """(name, d_input, n_tokens, description) from encoder.0: Linear has a bias, Embedding has none."""
-    rows, cols = w.shape("encoder.0.weight")
+    rows, cols = w.shape("encoder.0.weight", 2)
     if w.has("encoder.0.bias"):
         return "linear", cols, 0, f"Linear({cols} input{'s' if cols > 1 else ''})"
     return "embedding", 1, rows, f"Embedding({rows} tokens)"
@@ -120,14 +131,14 @@ def _read_spikingssm(path: str, obj: dict, w: _Weights, hp: dict):
     model_hp, layer_hp = _section(hp, "model"), _section(hp, "model", "layer")
     n_layers = w.indices("model.s4_layers.")
     p = "model.s4_layers.0."
-    H = w.shape(p + "D")[-1]
+    H = w.shape(p + "D", 2)[-1]
     if w.has(p + "kernel.log_dt"):
-        kernel, N, kdesc = "s4d", 2 * w.shape(p + "kernel.log_A_real")[-1], "S4D kernels (S4DKernel, fixed B)"
+        kernel, N, kdesc = "s4d", 2 * w.shape(p + "kernel.log_A_real", 2)[-1], "S4D kernels (S4DKernel, fixed B)"
     elif w.has(p + "kernel.inv_dt"):
-        kernel, N, kdesc = "diag_b", 2 * w.shape(p + "kernel.A_real")[-1], "trainable-B diagonal kernels (SSMKernelDiag)"
+        kernel, N, kdesc = "diag_b", 2 * w.shape(p + "kernel.A_real", 2)[-1], "trainable-B diagonal kernels (SSMKernelDiag)"
     else:
         raise CheckpointError(f"{path}: SpikingSSM layer 0 has neither kernel.log_dt (S4DKernel) nor kernel.inv_dt (SSMKernelDiag)")
-    channels = w.shape(p + "kernel.C")[0]
+    channels = w.shape(p + "kernel.C", 4)[0]
     if channels not in (1, 2):
         raise CheckpointError(f"{path}: SpikingSSM kernel.C has {channels} channels (expected 1 causal or 2 bidirectional)")
     if w.has(p + "ln_vth"):
@@ -136,7 +147,7 @@ def _read_spikingssm(path: str, obj: dict, w: _Weights, hp: dict):
     else:
         learnable, shared, vdesc = False, False, "no threshold scaling (learnable_vth=False)"
     encoder, d_input, n_tokens, edesc = _encoder(w)
-    d_output = w.shape("decoder.0.output_transform.weight")[0]
+    d_output = w.shape("decoder.0.output_transform.weight", 2)[0]
     norm = _norm_kind(w, "model.norms.0.")
     if norm is None:
         raise CheckpointError(f"{path}: SpikingSSM without model.norms.0.* (the official backbone zips layers with "
@@ -167,11 +178,11 @@ def _read_pspikessm(path: str, obj: dict, w: _Weights, hp: dict):
     n_layers = w.indices("model.layers.")
     p = "model.layers.0."
     k = p + "layer.layer.kernel."
-    H = w.shape(p + "inp_a")[0]
+    H = w.shape(p + "inp_a", 1)[0]
     if not w.has(k + "P"):
         raise CheckpointError(f"{path}: P-SpikeSSM block without kernel.P: not the DPLR (S4) kernel every official config uses")
-    rank, n_ssm, half, _ = w.shape(k + "P")
-    channels = w.shape(k + "C")[0]
+    rank, n_ssm, half, _ = w.shape(k + "P", 4)
+    channels = w.shape(k + "C", 4)[0]
     block_bidirectional = w.has(p + "reverse_layer.layer.D")
     residual = model_hp.get("residual", "R")
     if isinstance(residual, dict):
@@ -185,8 +196,8 @@ def _read_pspikessm(path: str, obj: dict, w: _Weights, hp: dict):
     prenorm = bool(model_hp.get("prenorm", True))
     final_norm = _norm_kind(w, "model.norm.norm.")
     encoder, d_input, n_tokens, edesc = _encoder(w)
-    d_output = w.shape("decoder.0.output_transform.weight")[0]
-    l_kernel = [int(w.sd[f"model.layers.{i}.layer.layer.kernel.l_kernel"]) for i in range(n_layers)]
+    d_output = w.shape("decoder.0.output_transform.weight", 2)[0]
+    l_kernel = [w.integer(f"model.layers.{i}.layer.layer.kernel.l_kernel") for i in range(n_layers)]
     dt_transform = layer_hp.get("dt_transform", "exp")     # the s4 kernel's default when the config is silent
     # what our P-SpikeSSM fixes rather than configures (as every official config does)
     for ok, what in ((rank == 1, f"rank {rank} (only rank 1)"),
@@ -225,6 +236,9 @@ def read_lightning(path: str, obj: dict):
     """-> (kind, config, state_dict in our layout, meta with 'detected' and plain 'hyper_parameters')."""
     hp = obj.get("hyper_parameters")
     hp = hp if isinstance(hp, dict) else {}
+    bad = [k for k in obj["state_dict"] if not isinstance(k, str)]
+    if bad:
+        raise CheckpointError(f"{path}: Lightning state_dict key {str(bad[0])[:60]!r} is not a string")
     w = _Weights(path, obj["state_dict"])
     if any(isinstance(k, str) and k.startswith("model.s4_layers.") for k in w.sd):
         return _read_spikingssm(path, obj, w, hp)

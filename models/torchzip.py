@@ -27,10 +27,14 @@ import pickle
 import pickletools
 import re
 import zipfile
+import zlib
 
 import torch
 
+from ..fileio import zip_member_problem
+
 MAX_MEMBER_BYTES = 2 << 30      # no member of a sane checkpoint is larger than 2 GiB
+MAX_ARCHIVE_BYTES = 2 << 30     # nor all of them together (storages are read into memory as they are met)
 MAX_PICKLE_BYTES = 256 << 20    # the object graph without tensor data: configs, names, small lists
 
 
@@ -266,14 +270,29 @@ class _Unpickler(pickle._Unpickler):
     del _op
 
 
-def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytearray:
+    """The member's bytes, read in chunks into one buffer of its declared size (z.read would hold
+    the data twice at its peak); zipfile checks the CRC-32 when the end is reached."""
     try:
-        return z.read(info)
+        out = bytearray(info.file_size)
+        view, pos = memoryview(out), 0
+        with z.open(info) as fh:
+            while pos < len(out):
+                chunk = fh.read(min(1 << 24, len(out) - pos))
+                if not chunk:
+                    raise ArchiveError(f"member {info.filename!r} is truncated ({pos} of {len(out)} bytes)")
+                view[pos:pos + len(chunk)] = chunk
+                pos += len(chunk)
+            if fh.read(1):
+                raise ArchiveError(f"member {info.filename!r} holds more than its declared {len(out)} bytes")
+        return out
+    except ArchiveError:
+        raise
     except zipfile.BadZipFile as exc:
         if "CRC" in str(exc):
             raise ArchiveError(f"member {info.filename!r} is corrupt (CRC-32 mismatch)") from None
         raise ArchiveError(f"member {info.filename!r} is unreadable ({exc})") from None
-    except (OSError, EOFError, ValueError, NotImplementedError) as exc:
+    except (OSError, EOFError, ValueError, NotImplementedError, zlib.error) as exc:
         raise ArchiveError(f"member {info.filename!r} is unreadable ({exc})") from None
 
 
@@ -285,6 +304,10 @@ def load(path: str):
         raise ArchiveError(f"truncated or corrupt checkpoint ({exc})") from None
     with z:
         infos = {i.filename: i for i in z.infolist()}
+        for info in infos.values():
+            problem = zip_member_problem(info)
+            if problem:
+                raise ArchiveError(problem)
         pkl = [n for n in infos if re.fullmatch(r"[^/]+/data\.pkl|data\.pkl", n)]
         if len(pkl) != 1:
             raise ArchiveError("not a torch.save archive (no single data.pkl member)")
@@ -292,6 +315,10 @@ def load(path: str):
         for info in infos.values():
             if info.file_size > MAX_MEMBER_BYTES:
                 raise ArchiveError(f"member {info.filename!r} declares {info.file_size} bytes (absurd; refusing to read it)")
+        total = sum(info.file_size for info in infos.values())
+        if total > MAX_ARCHIVE_BYTES:
+            raise ArchiveError(f"members declare {total} bytes in all (more than {MAX_ARCHIVE_BYTES >> 30} GiB; "
+                               "refusing to read them)")
         if infos[pkl[0]].file_size > MAX_PICKLE_BYTES:
             raise ArchiveError(f"member {pkl[0]!r} declares {infos[pkl[0]].file_size} bytes (absurd for an object graph)")
         order = infos.get(prefix + "byteorder")
@@ -319,7 +346,7 @@ def load(path: str):
             if info.file_size != need:
                 raise ArchiveError(f"member {name!r} holds {info.file_size} bytes but the pickle declares "
                                    f"{numel} x {stype.dtype} ({need} bytes)")
-            raw = bytearray(_read_member(z, info))
+            raw = _read_member(z, info)
             t = torch.frombuffer(raw, dtype=stype.dtype) if numel else torch.empty(0, dtype=stype.dtype)
             storages[key] = _Storage(t)
             return storages[key]
@@ -333,15 +360,30 @@ def load(path: str):
 
 
 # ------------------------------------------------------------------------------------------ plain()
-def plain(obj, _depth: int = 0):
-    """Stand-ins -> plain dicts/lists/values (omegaconf containers by their content); tensors untouched."""
-    if _depth > 200:
+MAX_PLAIN_VALUES = 1_000_000     # values in the object graph once shared references are expanded
+MAX_DEPTH = 200
+
+
+def plain(obj, _depth: int = 0, _budget: list = None):
+    """Stand-ins -> plain dicts/lists/values (omegaconf containers by their content); tensors untouched.
+
+    The result is a tree: a value the pickle references twice (through its memo) is copied twice, so
+    a few hundred bytes of pickle can describe 2**80 values ("billion laughs").  A budget counts every
+    value produced (long strings and bytes by their length) and refuses the file past ``MAX_PLAIN_VALUES``."""
+    if _depth > MAX_DEPTH:
         raise ArchiveError("object graph nested too deeply")
-    rec = lambda v: plain(v, _depth + 1)
+    budget = [MAX_PLAIN_VALUES] if _budget is None else _budget
+    budget[0] -= 1 + (len(obj) // 64 if isinstance(obj, (str, bytes)) else 0)
+    if budget[0] < 0:
+        raise ArchiveError(f"object graph too large (more than {MAX_PLAIN_VALUES} values once shared references "
+                           "are expanded)")
+    rec = lambda v: plain(v, _depth + 1, budget)
     if isinstance(obj, StandIn):
         state = getattr(obj, "state", None) or {}
         if isinstance(state, tuple):          # (dict state, slot state) form
             state = {k: v for part in state if isinstance(part, dict) for k, v in part.items()}
+        if not isinstance(state, dict):
+            raise ArchiveError(f"corrupt pickle ({obj.qualname} with a {type(state).__name__} as its state)")
         if "_content" in state:
             content = state["_content"]
             if isinstance(content, dict):

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
+import tokenize
 import zipfile
 import zlib
 
 import numpy as np
 
 from .errors import ArtifactError, NeurocompileError, RangeError
-from .fileio import write_atomic
+from .fileio import write_atomic, zip_member_problem
 from .intervals import Context, register_table
 from .ir import INT_NODES, IntInput, IntReadout, ShapeError, array_fields, scalar_fields
 from .program import Program, ProgramNode
@@ -35,6 +37,7 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_ARRAY_BYTES = 2 << 30           # all arrays together, as loaded (int64 / float64)
 MAX_MEMBERS = 100_000
+MAX_NODES = 4096                    # a 1000-layer network; keeps every pass over the graph quick
 MAX_SEQ_LEN = 1 << 20
 _INT_DTYPES = ("int8", "int16", "int32", "int64")
 
@@ -147,6 +150,8 @@ def _read_manifest(zf: zipfile.ZipFile) -> dict:
     for key, typ in (("model", dict), ("nodes", list), ("edges", list), ("delays", dict), ("arrays", dict),
                      ("report", dict)):
         _need(isinstance(manifest.get(key), typ), f"manifest field '{key}' is missing or not a {typ.__name__}")
+    _need(len(manifest["nodes"]) <= MAX_NODES, f"{len(manifest['nodes'])} nodes (limit {MAX_NODES})")
+    _need(len(manifest["edges"]) <= 2 * MAX_NODES, f"{len(manifest['edges'])} edges (limit {2 * MAX_NODES})")
     return manifest
 
 
@@ -175,9 +180,21 @@ def _check_array_specs(zf: zipfile.ZipFile, manifest: dict) -> None:
 
 def _load_array(zf, member, spec):
     try:
-        arr = np.load(io.BytesIO(zf.read(member)), allow_pickle=False)
-    except (ValueError, zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
-        raise _Refuse(f"array {member} is corrupt ({str(exc)[:120]})") from None
+        data = io.BytesIO(zf.read(member))
+        version = np.lib.format.read_magic(data)
+        _need(version in ((1, 0), (2, 0)), f"array {member}: .npy format version {version} is not supported")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(data)
+        # the header, not the manifest, decides what np.load allocates: it must say what the manifest says
+        _need(list(shape) == spec["shape"] and str(dtype) == spec["dtype"],
+              f"array {member}: its .npy header says {str(shape)[:60]} {str(dtype)[:20]}, the manifest says "
+              f"{spec['shape']} {spec['dtype']}")
+        data.seek(0)
+        arr = np.load(data, allow_pickle=False)
+    except (ValueError, SyntaxError, tokenize.TokenError, RecursionError, zipfile.BadZipFile, OSError, EOFError, KeyError,
+            zlib.error) as exc:            # a malformed .npy header trips numpy's parser in any of these ways
+        raise _Refuse(f"array {member} is corrupt ({type(exc).__name__}: {str(exc)[:120]})") from None
     _need(list(arr.shape) == spec["shape"] and str(arr.dtype) == spec["dtype"],
           f"array {member} has shape {arr.shape} {arr.dtype}, the manifest says {spec['shape']} {spec['dtype']}")
     return arr
@@ -207,6 +224,9 @@ def _build_node(entry, zf, specs, used):
         if kind == "int":
             _need(a.dtype.kind == "i", f"node {name}: {f} must hold integers, holds {a.dtype}")
             a = a.astype(np.int64)
+            # as for scalar params: the interval rules add and multiply these in int64
+            _need(not a.size or (int(a.min()) > -2 ** 62 and int(a.max()) < 2 ** 62),
+                  f"node {name}: {f} holds a value beyond +-2**62")
         else:
             _need(a.dtype == np.float64, f"node {name}: {f} must be float64")
             _need(bool(np.isfinite(a).all()), f"node {name}: {f} holds NaN or Inf")
@@ -218,13 +238,14 @@ def _check_graph(nodes, edges, model) -> None:
     names = [n.name for n in nodes]
     _need(len(set(names)) == len(names), "duplicate node names")
     order = {n: i for i, n in enumerate(names)}
+    by_name = dict(zip(names, nodes))
     seen = set()
     for e in edges:
         _need(isinstance(e, list) and len(e) == 3 and all(isinstance(x, str) for x in e), f"bad edge {str(e)[:80]}")
         src, dst, port = e
-        _need(src in order and dst in order, f"edge {src} -> {dst} names an unknown node")
+        _need(src in order and dst in order, f"edge {src[:60]} -> {dst[:60]} names an unknown node")
         _need(order[src] < order[dst], f"edge {src} -> {dst} goes backwards (nodes must be in data-flow order)")
-        _need(port in type(dict(zip(names, nodes))[dst].op).PORTS, f"edge {src} -> {dst}: {dst} has no port {port!r}")
+        _need(port in type(by_name[dst].op).PORTS, f"edge {src} -> {dst}: {dst} has no port {port[:40]!r}")
         _need((dst, port) not in seen, f"{dst} port {port} is fed twice")
         seen.add((dst, port))
     for n in nodes:
@@ -243,6 +264,9 @@ def load_program(path: str, target=None) -> Program:
         raise ArtifactError(f"{path}: no such artifact file")
     try:
         with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                problem = zip_member_problem(info)
+                _need(problem is None, problem)
             manifest = _read_manifest(zf)
             _check_array_specs(zf, manifest)
             used = set()
@@ -274,6 +298,8 @@ def verified(program: Program, stored_delays: dict, target) -> Program:
     for name in program.topo():
         ins = {port: channels[src] for port, src in program.inputs(name).items()}
         channels[name] = program.op(name).channels(ins, L)
+        _need(channels[name] >= 1, f"node {name} has no output channels")
+    _need(isinstance(program.model.get("kind"), str), "model kind is not a string")
     try:
         fmt = InputFormat.from_dict(program.model.get("input"))
     except (ValueError, TypeError, KeyError) as exc:
@@ -290,4 +316,35 @@ def verified(program: Program, stored_delays: dict, target) -> Program:
     problems = target.check(program)
     if problems:
         raise RangeError(problems[0])
+    _check_report(program, rows, delays, target)
     return Program(program.nodes, program.edges, program.model, delays, program.report)
+
+
+def _finite_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_report(program: Program, rows, delays: dict, target) -> None:
+    """The compile report is what ``inspect`` prints and ``validate`` reads: its proof tables must be
+    the proof just made (register table, operation summary, latency), the rest well typed."""
+    from .operations import operation_summary
+    from .passes.ranges import range_report
+
+    report = program.report
+    _need(report.get("ranges") == range_report(rows),
+          "the stored register table disagrees with the range proof of the stored integers")
+    _need(report.get("operations") == json.loads(json.dumps(operation_summary(program, program.seq_len))),
+          "the stored operation summary disagrees with the graph")
+    latency = delays[program.inputs(program.output_node)["main"]]
+    _need(_is_int(report.get("latency_steps")) and report["latency_steps"] == latency,
+          f"stored latency {str(report.get('latency_steps'))[:20]} disagrees with the graph ({latency} steps)")
+    _need(report.get("target") == target.name,
+          f"compiled for target {str(report.get('target'))[:40]!r}, not {target.name!r}")
+    frac = report.get("stream_frac_bits")
+    _need(isinstance(frac, list) and frac and all(_is_int(f) and abs(f) < 2 ** 31 for f in frac),
+          "report field 'stream_frac_bits' is not a list of integers")
+    errors = report.get("quantization_error", {})
+    _need(isinstance(errors, dict) and all(isinstance(k, str) and _finite_number(v) for k, v in errors.items()),
+          "report field 'quantization_error' is not a table of finite numbers")
+    for key in ("source", "options"):
+        _need(isinstance(report.get(key, {}), dict), f"report field '{key}' is not an object")

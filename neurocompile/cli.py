@@ -27,7 +27,7 @@ def _progress(label: str, total: int):
 def _positive(kind):
     def parse(text):
         value = kind(text)
-        if value <= 0:
+        if not value > 0:                      # NaN too: a NaN timeout would never expire
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
     return parse

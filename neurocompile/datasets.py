@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import gzip
 import os
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import DatasetError
+from .fileio import zip_member_problem
 
 BUILTIN = ("digits", "fashion-mnist", "listops")
 SPLITS = ("train", "test")
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 MAX_NPZ_BYTES = 4 << 30          # refuse user data that would need more memory than this
+MAX_VALUES = 1 << 27             # values per array: each becomes int64 and float64 copies (1 GiB each here)
 
 
 @dataclass
@@ -95,14 +99,18 @@ def _npz_member(zf: zipfile.ZipFile, path: str, key: str) -> np.ndarray:
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
             shape, _, dtype = read_header(fh)
-        except (ValueError, OSError, EOFError) as exc:
+        except (ValueError, SyntaxError, tokenize.TokenError, RecursionError, OSError, EOFError) as exc:
             raise DatasetError(f"{path}: array {key} is not a readable .npy ({str(exc)[:100]})") from None
     if dtype.hasobject:
         raise DatasetError(f"{path}: array {key} holds Python objects (refused: loading them could run code)")
-    need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    values = int(np.prod(shape, dtype=np.float64))
+    need = values * dtype.itemsize
     if need > MAX_NPZ_BYTES or need > info.file_size:
         raise DatasetError(f"{path}: array {key} claims shape {shape} ({need} bytes) but the file holds "
                            f"{info.file_size} bytes")
+    if values > MAX_VALUES:          # a small deflated file can honestly declare that much
+        raise DatasetError(f"{path}: array {key} has {values} values, more than the {MAX_VALUES} this tool "
+                           f"loads (they are converted to 64-bit integers and floats)")
     with zf.open(info) as fh:
         return np.load(fh, allow_pickle=False)
 
@@ -113,6 +121,10 @@ def _npz(path: str, split: str) -> Dataset:
         raise DatasetError(f"{path}: no such dataset file (built-in datasets: {', '.join(BUILTIN)})")
     try:
         with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                problem = zip_member_problem(info)
+                if problem:
+                    raise DatasetError(f"{path}: not a readable .npz file ({problem})")
             keys = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
             xk = f"x_{split}" if f"x_{split}" in keys else "x"
             yk = f"y_{split}" if f"y_{split}" in keys else "y"
@@ -122,12 +134,14 @@ def _npz(path: str, split: str) -> Dataset:
             levels = _npz_member(zf, path, "levels") if "levels" in keys else None
     except DatasetError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, zlib.error) as exc:
         raise DatasetError(f"{path}: not a readable .npz file ({type(exc).__name__}: {str(exc)[:120]})") from None
     if x.ndim == 2:
         x = x[..., None]
     if x.ndim != 3:
         raise DatasetError(f"{path}: x must have shape (n, L) or (n, L, C), got {x.shape}")
+    if len(x) == 0:
+        raise DatasetError(f"{path}: holds no samples (x has shape {x.shape})")
     if y.ndim != 1 or len(y) != len(x):
         raise DatasetError(f"{path}: y must have shape ({len(x)},), got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import zipfile
 from typing import BinaryIO, Callable, Iterable
 
 from .errors import NeurocompileError
@@ -66,3 +67,20 @@ def write_atomic(path: str, write: Callable[[BinaryIO], None], inputs: Iterable[
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+
+
+def zip_member_problem(info: zipfile.ZipInfo) -> str | None:
+    """Why a member of a zip the tool reads (artifact, checkpoint, .npz) cannot be read, or None.
+
+    torch.save, numpy and neurocompile write members stored or deflated, never encrypted: an
+    encrypted member would make zipfile raise RuntimeError (asking for a password), and bzip2 / lzma
+    members bring those decompressors' own error types, so both are refused before any read."""
+    if info.flag_bits & 0x1:
+        return f"member {info.filename[:80]!r} is encrypted"
+    if info.compress_type not in ZIP_METHODS:
+        return (f"member {info.filename[:80]!r} uses compression method {info.compress_type} "
+                f"(only {' or '.join(ZIP_METHODS.values())})")
+    return None

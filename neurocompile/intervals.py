@@ -49,8 +49,15 @@ def bits_for(lo, hi) -> int:
     return bits
 
 
+INT64_MIN = np.iinfo(np.int64).min
+
+
 def magnitude(lo, hi) -> np.ndarray:
-    return np.maximum(np.abs(as_int(lo)), np.abs(as_int(hi)))
+    lo, hi = as_int(lo), as_int(hi)
+    # abs(-2**63) is -2**63 in int64: a bound that wrapped onto it would read as the smallest magnitude
+    if np.any(lo == INT64_MIN) or np.any(hi == INT64_MIN):
+        raise RangeError("a bound reaches -2**63: not provable in 64-bit integers")
+    return np.maximum(np.abs(lo), np.abs(hi))
 
 
 def worst(lo, hi) -> int:
@@ -119,6 +126,7 @@ def ssm_intervals(kernel, lo, hi, split: int, shift, bias):
     b = as_int(bias)
     b_lo = b.min(1, initial=0) if b.shape[1] else 0
     b_hi = b.max(1, initial=0) if b.shape[1] else 0
+    _exact(magnitude(*a_hi).astype(np.float64) + magnitude(*a_lo) + magnitude(b_lo, b_hi), "SSM output current")
     return acc_hi, acc_lo, (a_hi[0] + a_lo[0] + b_lo, a_hi[1] + a_lo[1] + b_hi)
 
 
@@ -209,6 +217,9 @@ def glu_interval(op: IntGLUResidual, ins, ctx):
     reg = ctx.target.register_max
     d_lo, d_hi = ins["main"][0] + as_int(op.bias), ins["main"][1] + as_int(op.bias)
     check_shift(op.gate_shift, "GLU gate")
+    # the gate is clamped to the table after its rescaling: the rescaled value must exist in 64 bits
+    _exact(magnitude(d_lo[H:], d_hi[H:]) * np.exp2(np.maximum(-as_int(op.gate_shift), 0).astype(np.float64)),
+           "rescaled gate")
     s_lo, s_hi = shift_interval(d_lo[:H], d_hi[:H], op.value_shift)
     p_lo, p_hi = product_interval(s_lo, s_hi, op.lut)
     o_lo, o_hi = shift_interval(p_lo, p_hi, op.out_shift)
@@ -221,6 +232,7 @@ def glu_interval(op: IntGLUResidual, ins, ctx):
 def readout_interval(op: IntReadout, ins, ctx):
     s_lo, s_hi = shift_interval(*ins["main"], op.pre_shift)
     L = ctx.length
+    _exact(magnitude(s_lo, s_hi).astype(np.float64) * L, "readout time sum")
     t_lo, t_hi = s_lo * L, s_hi * L
     logits = matvec_interval(op.weight, t_lo, t_hi, "decoder")
     logits = (logits[0] + as_int(op.bias), logits[1] + as_int(op.bias))
