@@ -10,12 +10,12 @@ our format, or an official Lightning ``.ckpt`` (``official``).
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 
 import torch
 
 from ..errors import CheckpointError
+from ..fileio import write_atomic
 from . import official, torchzip
 from .config import SpikingSSMConfig
 from .pspikessm import PSpikeSSMConfig
@@ -93,27 +93,15 @@ def _json_plain(v, depth: int = 0) -> bool:
 
 
 def save_checkpoint(path: str, model, meta: dict | None = None, kind: str | None = None) -> None:
-    """Write atomically (temp file in the same folder, then os.replace); ``kind`` defaults to the
-    model config's kind."""
+    """Write atomically with the user's ordinary permissions (``fileio.write_atomic``); ``kind``
+    defaults to the model config's kind."""
     if kind is None:
         kind = kind_of(model.config)
     obj = {"format": FORMAT, "version": VERSION, "kind": kind, "config": _plain(model.config.to_dict()),
            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
            "meta": _plain(dict(meta or {}))}
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-ckpt-", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)          # mkstemp creates 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomic(path, lambda fh: torch.save(obj, fh))
 
 
 def _read_raw(path: str):

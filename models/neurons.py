@@ -13,6 +13,8 @@ import os
 import torch
 from torch import Tensor, nn
 
+from ..fileio import write_atomic
+
 WEIGHTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -161,9 +163,7 @@ def train_sdn(tau: float = 0.125, seed: int = 0, steps: int = 4000, batch: int =
 
 def save_sdn_weights(model: SDNModel, path: str) -> None:
     sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    tmp = path + ".tmp"
-    torch.save(sd, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda fh: torch.save(sd, fh))
 
 
 def main(argv=None) -> int:
