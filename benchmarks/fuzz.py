@@ -448,7 +448,7 @@ class Case:
     lava: bool = False              # lava comparison of ``sound``
     interrupt: bool = False         # send SIGINT once Lava created shared memory
     expect: str = "input"           # input: errors name an input; any: any one line; interrupted: exit 130
-    timeout: float = 60.0
+    timeout: float = 180.0          # a 2000-node program takes ~50 s with its soundness runs on a busy machine
 
 
 def _fixup_bookkeeping(manifest: dict, arrays: dict) -> None:
@@ -1914,23 +1914,6 @@ def _lava_compare(path: str, rng_seed: int, timeout_s: float) -> dict:
             "lava_compared": len([k for k in lava if k != "seconds"])}
 
 
-def _log_shared_memory(log: str) -> None:
-    """Record the name of every shared-memory segment this process (and its forks) create."""
-    from multiprocessing import shared_memory
-
-    original = shared_memory.SharedMemory.__init__
-
-    def logged(self, name=None, create=False, size=0):
-        original(self, name, create, size)
-        if create:
-            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, (self.name.lstrip("/") + "\n").encode())
-            finally:
-                os.close(fd)
-    shared_memory.SharedMemory.__init__ = logged
-
-
 def _capture(fn, folder: str, tag: str):
     """Run fn() with fds 1 and 2 sent to files; -> (value, exception text, stdout, stderr)."""
     paths = (os.path.join(folder, tag + ".out"), os.path.join(folder, tag + ".err"))
@@ -1978,7 +1961,8 @@ def run_child(case: Case, folder: str, meta: str, mem_bytes: int, seed_digest: s
         signal.signal(signal.SIGINT, signal.default_int_handler)
         resource.setrlimit(resource.RLIMIT_AS, (mem_bytes, mem_bytes))
         os.chdir(folder)
-        _log_shared_memory(os.path.join(meta, "shm.log"))
+        from neurocompile.targets.loihi2.runner import log_shared_memory
+        log_shared_memory(os.path.join(meta, "shm.log"))
         from neurocompile.cli import main as cli
         result = {"commands": []}
         for k, argv in enumerate(case.commands):
@@ -2156,6 +2140,9 @@ class Fuzzer:
                 self.peak_rss_kib = max(self.peak_rss_kib, usage.ru_maxrss)
                 rec = self._finish(case, status, usage)
                 counts[rec["category"]] += 1
+                if rec["category"] in FAILURES:       # named at once: a long run need not end to be read
+                    print(f"[{label}] FAILURE {rec['id']} {rec['category']} ({rec['mutator']}: {rec['note']}): "
+                          f"{str(rec.get('detail'))[:300]}", flush=True)
                 done += 1
                 self._progress(label, done, total, counts, t0)
         self._progress(label, done, total, counts, t0, final=True)
@@ -2380,7 +2367,7 @@ class Fuzzer:
                                f"{parent.get('VmSize', '?')} of address space (RSS {parent.get('VmRSS', '?')}: "
                                "torch, numba/LLVM, numpy)",
                        "peak_case_rss_mib": round(self.peak_rss_kib / 1024, 1)},
-            "timeout_s": {"case": 60, "checkpoint_case": 120, "lava_case": a.lava_timeout + 120},
+            "timeout_s": {"case": 180, "checkpoint_case": 120, "lava_case": a.lava_timeout + 120},
             "timings": {**timings, "mean_case_s": round(float(np.mean([r["seconds"] for r in self.records]))
                                                         if self.records else 0, 3),
                         "slowest": [{"id": r["id"], "seconds": r["seconds"], "mutator": r["mutator"]} for r in slowest]},

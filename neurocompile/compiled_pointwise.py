@@ -4,12 +4,13 @@ everything of P-SpikeSSM but its synapses.
 
 Each loop calls the ``neurocompile.arith`` function on one element (registered in
 ``neurocompile.jit``): as torch ops, per-channel shifts of int64 tensors cost tens of ns per element
-and every rule is several of them; here each element is one pass in registers.  Samples are spread
-over cores with ``prange``.  Layout (B, H, L), per-channel parameters (H,).
+and every rule is several of them; here each element is one pass in registers.  The loops release the GIL; the emulator spreads slices of
+the batch over its worker threads (``emulator.over_batch``).  Not ``prange``: numba's OpenMP pool
+does not survive ``fork``, and a process that forks after an emulator run (a worker pool, a test
+harness) would hang in its first parallel loop.  Layout (B, H, L), per-channel parameters (H,).
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from . import arith
@@ -20,14 +21,14 @@ _affine, _sample, _gelu, _gelu_residual = arith.channel_affine, arith.sample, ar
 _uniform_bits = arith.uniform_bits
 
 
-@kernel(__file__, parallel=True)
+@kernel(__file__)
 def ssm_output(y_hi, y_lo, split, lag, shift, bias, out, worst):  # pragma: no cover (compiled)
     """The SSM convolution's output current from its float64 FFT results (read ``lag`` steps late):
     rounded to the exact integers, rescaled, plus the per-step bias; worst[b] = largest distance
     of a result to its integer."""
     B, H, L = out.shape
     has_bias = bias.shape[1] > 0
-    for b in numba.prange(B):
+    for b in range(B):
         dev = 0.0
         for h in range(H):
             for t in range(L):
@@ -37,19 +38,19 @@ def ssm_output(y_hi, y_lo, split, lag, shift, bias, out, worst):  # pragma: no c
         worst[b] = dev
 
 
-@kernel(__file__, parallel=True)
+@kernel(__file__)
 def channel_affine(x, in_shift, mult, offset, out_shift, out):  # pragma: no cover (compiled)
     B, H, L = x.shape
-    for b in numba.prange(B):
+    for b in range(B):
         for h in range(H):
             for t in range(L):
                 out[b, h, t] = _affine(x[b, h, t], in_shift[h], mult[h], offset[h], out_shift[h])
 
 
-@kernel(__file__, parallel=True)
+@kernel(__file__)
 def sample(x, in_shift, mult, offset, out_shift, bits, seed, stream, p_out, spikes):  # pragma: no cover (compiled)
     B, H, L = x.shape
-    for b in numba.prange(B):
+    for b in range(B):
         for h in range(H):
             for t in range(L):
                 u = _uniform_bits(seed, stream, h, t, bits)      # the same uniform for every sample of a run
@@ -58,19 +59,19 @@ def sample(x, in_shift, mult, offset, out_shift, bits, seed, stream, p_out, spik
                 spikes[b, h, t] = s
 
 
-@kernel(__file__, parallel=True)
+@kernel(__file__)
 def gelu(z, bias, value_shift, gate_shift, out_shift, lut, out):  # pragma: no cover (compiled)
     B, H, L = z.shape
-    for b in numba.prange(B):
+    for b in range(B):
         for h in range(H):
             for t in range(L):
                 out[b, h, t] = _gelu(z[b, h, t] + bias[h], value_shift[h], gate_shift[h], out_shift[h], lut)
 
 
-@kernel(__file__, parallel=True)
+@kernel(__file__)
 def gelu_residual(skip, z, bias, value_shift, gate_shift, out_shift, lut, out):  # pragma: no cover (compiled)
     B, H, L = z.shape
-    for b in numba.prange(B):
+    for b in range(B):
         for h in range(H):
             for t in range(L):
                 out[b, h, t] = _gelu_residual(skip[b, h, t], z[b, h, t] + bias[h], value_shift[h], gate_shift[h],

@@ -278,12 +278,28 @@ def _i64(a):
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
+def over_batch(kernel, *args, batched: tuple) -> None:
+    """Run a compiled (GIL-free) loop on slices of the batch, one per worker thread; ``batched``
+    are the positions of the arguments whose first axis is the sample."""
+    B = args[batched[0]].shape[0]
+    parts = min(WORKER_THREADS, B)
+    if parts <= 1:
+        kernel(*args)
+        return
+    bounds = np.linspace(0, B, parts + 1).astype(int)
+
+    def run(i):
+        kernel(*(a[bounds[i]:bounds[i + 1]] if k in batched else a for k, a in enumerate(args)))
+    with ThreadPoolExecutor(max_workers=parts) as pool:
+        list(pool.map(run, range(parts)))
+
+
 def compiled_sampler(op: IntSampler, ins, run, name):
     from . import compiled_pointwise as cp
     x = cp.as_int64(ins["main"])
     p, spikes = np.empty_like(x), np.empty(x.shape, bool)
-    cp.sample(x, _i64(op.in_shift), _i64(op.mult), _i64(op.offset), _i64(op.out_shift), int(op.prob_bits),
-              int(run.seed), int(op.stream), p, spikes)
+    over_batch(cp.sample, x, _i64(op.in_shift), _i64(op.mult), _i64(op.offset), _i64(op.out_shift),
+               int(op.prob_bits), int(run.seed), int(op.stream), p, spikes, batched=(0, 8, 9))
     if run.record:
         run.extra[f"{name}.p"] = torch.from_numpy(p)
     return torch.from_numpy(spikes)
@@ -293,7 +309,8 @@ def compiled_channel_affine(op: IntChannelAffine, ins, run, name):
     from . import compiled_pointwise as cp
     x = cp.as_int64(ins["main"])
     out = np.empty_like(x)
-    cp.channel_affine(x, _i64(op.in_shift), _i64(op.mult), _i64(op.offset), _i64(op.out_shift), out)
+    over_batch(cp.channel_affine, x, _i64(op.in_shift), _i64(op.mult), _i64(op.offset), _i64(op.out_shift), out,
+               batched=(0, 5))
     return torch.from_numpy(out)
 
 
@@ -301,7 +318,8 @@ def compiled_gelu(op: IntGELU, ins, run, name):
     from . import compiled_pointwise as cp
     z = cp.as_int64(ins["main"])
     out = np.empty_like(z)
-    cp.gelu(z, _i64(op.bias), _i64(op.value_shift), _i64(op.gate_shift), _i64(op.out_shift), _i64(op.lut), out)
+    over_batch(cp.gelu, z, _i64(op.bias), _i64(op.value_shift), _i64(op.gate_shift), _i64(op.out_shift),
+               _i64(op.lut), out, batched=(0, 6))
     return torch.from_numpy(out)
 
 
@@ -309,8 +327,8 @@ def compiled_gelu_residual(op: IntGELUResidual, ins, run, name):
     from . import compiled_pointwise as cp
     z, skip = cp.as_int64(ins["main"]), cp.as_int64(ins["skip"])
     out = np.empty_like(z)
-    cp.gelu_residual(skip, z, _i64(op.bias), _i64(op.value_shift), _i64(op.gate_shift), _i64(op.out_shift),
-                     _i64(op.lut), out)
+    over_batch(cp.gelu_residual, skip, z, _i64(op.bias), _i64(op.value_shift), _i64(op.gate_shift),
+               _i64(op.out_shift), _i64(op.lut), out, batched=(0, 1, 7))
     return torch.from_numpy(out)
 
 
@@ -326,8 +344,8 @@ def compiled_ssm_conv(op: IntSSMConv, ins, run, name):
     for b in range(0, B, step):
         parts = arith.split_stream(x[b:b + step], op.split) if op.split else (x[b:b + step],)
         ys = [fft_conv(torch.nn.functional.pad(p.to(torch.float64), (0, n - L)), spectrum).numpy() for p in parts]
-        cp.ssm_output(ys[0], ys[-1], int(op.split), int(op.lag), _i64(op.shift), _i64(op.bias), out[b:b + step],
-                      worst[b:b + step])
+        over_batch(cp.ssm_output, ys[0], ys[-1], int(op.split), int(op.lag), _i64(op.shift), _i64(op.bias),
+                   out[b:b + step], worst[b:b + step], batched=(0, 1, 6, 7))
     check_on_integers(float(worst.max(initial=0.0)), f"{name}: ")
     return torch.from_numpy(out)
 
