@@ -37,13 +37,50 @@ def test_compiled_backend_fuses_every_layer_and_runs_other_nodes_by_rule():
     program = random_program(seed=2, n_layers=3)
     assert sorted(emulator.fused_layers(program)) == ["layer0.ssm", "layer1.ssm", "layer2.ssm"]
     # a program whose LIF output also feeds something else is not the fusable pattern: node by node
-    nodes = list(program.nodes)
-    extra = ProgramNode("probe", program.op("layer0.mixer"), 0)
-    edges = program.edges + (("layer0.neuron", "probe", "main"),)
-    odd = Program(tuple(nodes[:5] + [extra] + nodes[5:]), edges, program.model, {**program.delays, "probe": 1})
+    odd = _unfused(program)
     assert "layer0.ssm" not in emulator.fused_layers(odd)
     raw = random_raw(odd, 3, 1)
     assert_same(emulator.emulate(odd, raw, record=True, backend="compiled"), oracle(odd, raw))
+
+
+def _unfused(program):
+    """The program with a probe on layer0's spikes, so layer0 runs node by node (compiled pointwise)."""
+    nodes = list(program.nodes)
+    extra = ProgramNode("probe", program.op("layer0.mixer"), 0)
+    edges = program.edges + (("layer0.neuron", "probe", "main"),)
+    return Program(tuple(nodes[:5] + [extra] + nodes[5:]), edges, program.model, {**program.delays, "probe": 1})
+
+
+def test_a_process_forked_after_an_emulator_run_can_emulate():
+    """numba's OpenMP pool does not survive fork: with prange loops, a child forked after the parent
+    had run one hung in its first parallel loop (found by the fuzzer).  The child must finish and
+    give the parent's integers."""
+    import os
+    import signal
+    import time
+
+    program = _unfused(random_program(seed=2, n_layers=2, H=16, L=24))
+    raw = random_raw(program, 4, 1)
+    want = emulator.emulate(program, raw, record=True, backend="compiled")["logits"]
+    pid = os.fork()
+    if pid == 0:                                   # child: same run, exit 0 only when the logits agree
+        code = 1
+        try:
+            torch.set_num_threads(1)               # torch's own pool does not survive fork either (its docs)
+            code = 0 if np.array_equal(emulator.emulate(program, raw, backend="compiled")["logits"], want) else 3
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 120             # a hang, not a slow machine: the run takes < 1 s
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked emulator run hung")
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_both_backends_agree_on_wide_dense_sums():
