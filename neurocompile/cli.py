@@ -191,7 +191,7 @@ def cmd_validate(args) -> int:
     from .models.checkpoint import build_model, load_checkpoint
     from .pipeline import file_sha256
     from .frontend import frontend_for
-    from .validate import format_report, format_stochastic_report, validate, validate_stochastic
+    from .validate import format_report, format_stochastic_report, model_mismatch, validate, validate_stochastic
 
     inputs = [args.checkpoint, args.artifact, args.dataset]
     if args.json:
@@ -203,6 +203,9 @@ def cmd_validate(args) -> int:
         raise ArtifactError(f"{args.artifact}: was exported from another checkpoint than {args.checkpoint}")
     model = build_model(config, state_dict, kind)
     data, values, raw = _load_data(args, program, args.split)
+    mismatch = model_mismatch(model, program, values, device)
+    if mismatch:
+        raise ArtifactError(f"{args.artifact}: not compiled from {args.checkpoint}: {mismatch}")
     y = data.y
     if args.max_samples:
         values, raw, y = values[:args.max_samples], raw[:args.max_samples], y[:args.max_samples]

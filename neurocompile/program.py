@@ -77,6 +77,13 @@ class Program:
         """Nodes whose output is spikes (LIF populations, stochastic samplers), in order."""
         return [n.name for n in self.nodes if type(n.op).TRACE == "spikes"]
 
+    def channel_counts(self) -> dict:
+        """Output channels of every node (each node checks its arrays against its inputs' counts)."""
+        counts = {}
+        for name in self.topo():
+            counts[name] = self.op(name).channels({p: counts[s] for p, s in self.inputs(name).items()}, self.seq_len)
+        return counts
+
     @property
     def seq_len(self) -> int:
         return int(self.model["l_max"])

@@ -46,6 +46,24 @@ class _SpikeTally:
         return row
 
 
+def model_mismatch(model, program: Program, values: np.ndarray, device="cpu") -> str | None:
+    """Why ``program`` cannot be the compilation of ``model`` (spike populations by name and width,
+    number of classes), or None.  The artifact's recorded checkpoint digest says the same when it is
+    there; this holds for any artifact, so the comparison below never pairs unrelated nodes."""
+    frontend = frontend_for(program.model["kind"])
+    out = frontend.float_run(model.to(device).eval(), values[:1], device)
+    logits, spikes = out[0], out[1] if frontend.stochastic else out[1]["lif"]
+    widths = {name: int(np.asarray(a).shape[1]) for name, a in spikes.items()}
+    counts = program.channel_counts()
+    want = {name: counts[name] for name in program.spike_nodes}
+    if widths != want:
+        odd = sorted(set(widths) ^ set(want)) or sorted(n for n in want if widths[n] != want[n])
+        return f"its spiking nodes differ from the model's ({', '.join(odd[:3])})"
+    if logits.shape[1] != program.n_classes:
+        return f"it has {program.n_classes} classes, the model {logits.shape[1]}"
+    return None
+
+
 def validate(model, program: Program, values: np.ndarray, raw: np.ndarray, labels: np.ndarray,
              lava_samples: int = 16, batch_size: int = 128, device=None, lava_runner=None, progress=None,
              lava_timeout_s: int = 1800, lava_progress=None, emulator_backend=None) -> dict:

@@ -437,3 +437,21 @@ def test_a_graph_of_thousands_of_nodes_loads_in_linear_time_or_is_refused(digits
     assert len(load_program(str(ok)).nodes) == MAX_NODES - 9
     assert cli(["inspect", str(big)]) == 2
     assert f"(limit {MAX_NODES})" in _one_line_error(capsys, str(big))
+
+
+def test_validate_refuses_an_artifact_whose_nodes_are_not_the_models(digits_art, tmp_path, capsys, fz):
+    """An artifact with ten extra LIF populations (same checkpoint digest) made validate raise
+    KeyError: 'flood0' when it paired the float model's spikes with the program's by name."""
+    class Rng:
+        def choice(self, options):
+            return 10
+
+        def random(self):
+            return 0.0
+
+    mut = fz.ArtifactMutators.__new__(fz.ArtifactMutators)
+    mut.seeds = type("S", (), {"manifests": {"digits": fz._manifest_and_members(digits_art.read_bytes())}})()
+    art = tmp_path / "flood.loihi2"
+    art.write_bytes(mut.nodes_flood(Rng(), "digits")[0])
+    assert cli(["validate", DIGITS, str(art), "--data", "digits", "--lava-samples", "0", "--max-samples", "8"]) == 2
+    assert "its spiking nodes differ from the model's (flood0, flood1, flood2)" in _one_line_error(capsys, str(art))
