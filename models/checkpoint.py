@@ -119,7 +119,8 @@ def _read_raw(path: str):
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:     # ValueError: undecodable names
+    # ValueError: undecodable names; NotImplementedError: a zip version zipfile does not read
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({exc})") from None
     if not any(n.endswith("data.pkl") for n in names):
         raise CheckpointError(f"{path}: not a neurocompile checkpoint (a zip archive without torch data, e.g. an .npz)")

@@ -300,7 +300,7 @@ def load(path: str):
     """The object graph of a torch.save zip archive, tensors on the CPU, foreign objects as stand-ins."""
     try:
         z = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
         raise ArchiveError(f"truncated or corrupt checkpoint ({exc})") from None
     with z:
         infos = {i.filename: i for i in z.infolist()}

@@ -455,3 +455,28 @@ def test_validate_refuses_an_artifact_whose_nodes_are_not_the_models(digits_art,
     art.write_bytes(mut.nodes_flood(Rng(), "digits")[0])
     assert cli(["validate", DIGITS, str(art), "--data", "digits", "--lava-samples", "0", "--max-samples", "8"]) == 2
     assert "its spiking nodes differ from the model's (flood0, flood1, flood2)" in _one_line_error(capsys, str(art))
+
+
+def test_a_zip_version_zipfile_cannot_read_is_a_corrupt_checkpoint(tmp_path, capsys):
+    """Three flipped bits in a 'version needed to extract' field: zipfile's constructor raised
+    NotImplementedError('zip file version 6.4'), a traceback."""
+    b = bytearray(open(DIGITS, "rb").read())
+    pos = b.rfind(b"PK\x05\x06")
+    cd = struct.unpack_from("<I", b, pos + 16)[0]
+    struct.pack_into("<H", b, cd + 6, 64)               # the first member's version needed: 6.4
+    bad = tmp_path / "v64.pt"
+    bad.write_bytes(bytes(b))
+    assert cli(["export", str(bad), "-o", str(tmp_path / "out.loihi2")]) == 2
+    assert "zip file version 6.4" in _one_line_error(capsys, str(bad))
+    assert os.listdir(tmp_path) == ["v64.pt"]
+
+
+def test_user_data_too_large_to_convert_is_refused_before_loading(digits_art, tmp_path, capsys):
+    """1.5 M honest samples (100 M int64 zeros, a few MB deflated) were loaded and converted to
+    model values and raw integers until the 6 GiB address-space bound of the fuzzer killed the run."""
+    from neurocompile.datasets import MAX_VALUES
+    big = tmp_path / "big.npz"
+    n = MAX_VALUES // 64 + 1
+    np.savez_compressed(big, x=np.zeros((n, 64), np.uint8), y=np.zeros(n, np.int64))
+    assert cli(["simulate", str(digits_art), "--data", str(big), "--engine", "emulator"]) == 2
+    assert "split the file" in _one_line_error(capsys, str(big))
