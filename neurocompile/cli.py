@@ -319,17 +319,33 @@ def main(argv=None) -> int:
     return _guard(lambda: handler[args.command](args))
 
 
+class Terminated(BaseException):
+    """SIGTERM (``kill``, ``timeout``) raised as an exception, so that clean-ups run as for Ctrl-C:
+    a Lava run's process group is killed and its shared memory unlinked, temp files removed."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def _guard(fn) -> int:
     """User errors become one line on stderr and exit code 2; bugs keep their traceback.  Library
     warnings (numpy overflow in a refused computation, deprecations) would add lines: every check
     that matters raises instead, so they are silenced."""
+    import signal
+    import threading
     import warnings
 
     from .errors import NeurocompileError
 
     warnings.simplefilter("ignore")
+    on_main = threading.current_thread() is threading.main_thread()    # only there can handlers be set
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main else None
     try:
         return fn()
+    except Terminated:
+        print("neurocompile: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:                      # `neurocompile inspect ... | head`
         try:
             sys.stdout = open(os.devnull, "w")
@@ -347,6 +363,9 @@ def _guard(fn) -> int:
     except KeyboardInterrupt:
         print("neurocompile: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

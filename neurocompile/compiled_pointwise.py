@@ -19,6 +19,7 @@ from .jit import kernel, rounded_pair
 _ssm_current = arith.ssm_current
 _affine, _sample, _gelu, _gelu_residual = arith.channel_affine, arith.sample, arith.gelu, arith.gelu_residual
 _uniform_bits = arith.uniform_bits
+_readout_accumulate = arith.readout_accumulate
 
 
 @kernel(__file__)
@@ -48,13 +49,22 @@ def channel_affine(x, in_shift, mult, offset, out_shift, out):  # pragma: no cov
 
 
 @kernel(__file__)
-def sample(x, in_shift, mult, offset, out_shift, bits, seed, stream, p_out, spikes):  # pragma: no cover (compiled)
+def uniform_table(seed, stream, bits, out):  # pragma: no cover (compiled)
+    """The PRNG's uniforms of one sampler for every (neuron, step): the same for every sample of a
+    run, so drawn once per batch instead of once per sample."""
+    H, L = out.shape
+    for h in range(H):
+        for t in range(L):
+            out[h, t] = _uniform_bits(seed, stream, h, t, bits)
+
+
+@kernel(__file__)
+def sample(x, in_shift, mult, offset, out_shift, bits, u, p_out, spikes):  # pragma: no cover (compiled)
     B, H, L = x.shape
     for b in range(B):
         for h in range(H):
             for t in range(L):
-                u = _uniform_bits(seed, stream, h, t, bits)      # the same uniform for every sample of a run
-                p, s = _sample(x[b, h, t], in_shift[h], mult[h], offset[h], out_shift[h], bits, u)
+                p, s = _sample(x[b, h, t], in_shift[h], mult[h], offset[h], out_shift[h], bits, u[h, t])
                 p_out[b, h, t] = p
                 spikes[b, h, t] = s
 
@@ -76,6 +86,18 @@ def gelu_residual(skip, z, bias, value_shift, gate_shift, out_shift, lut, out): 
             for t in range(L):
                 out[b, h, t] = _gelu_residual(skip[b, h, t], z[b, h, t] + bias[h], value_shift[h], gate_shift[h],
                                               out_shift[h], lut)
+
+
+@kernel(__file__)
+def readout_sum(x, pre_shift, out):  # pragma: no cover (compiled)
+    """The readout's time sum per sample and channel (B, H) of the pre-shifted stream (B, H, L)."""
+    B, H, L = x.shape
+    for b in range(B):
+        for h in range(H):
+            total = 0
+            for t in range(L):
+                total = _readout_accumulate(total, x[b, h, t], pre_shift[h])
+            out[b, h] = total
 
 
 def as_int64(t) -> np.ndarray:

@@ -64,10 +64,13 @@ def check_device(device: str) -> str:
 # --------------------------------------------------------------------------------------------
 # The SSM convolution: exact integer results through a float64 FFT.
 # --------------------------------------------------------------------------------------------
-def fft_size(L: int, K: int) -> int:
-    """Power-of-two transform length with no wrap-around for L inputs and K taps."""
+def fft_size(L: int, K: int, lag: int = 0) -> int:
+    """Power-of-two transform length N whose circular convolution of L inputs with K taps is exact
+    at the outputs read, t in [lag, lag + L): the linear result ends at L + K - 2, so what wraps onto
+    t (from t + N) is zero once N >= L + K - 1 - lag, and t itself must be < N.  A two-sided kernel
+    (K = 2L - 1, lag = L - 1) needs 2L - 1, not 3L - 2: half the transform."""
     n = 1
-    while n < L + K - 1:
+    while n < max(L + K - 1 - lag, lag + L):
         n *= 2
     return n
 
@@ -117,7 +120,7 @@ def streamed_conv_exact(x: torch.Tensor, kernel, lag: int) -> torch.Tensor:
     """out[b, h, t] = sum_j kernel[h, j] * x[b, h, t + lag - j] for integer x (B, H, L), taps (H, K),
     in chunks of samples whose FFT buffers stay in cache."""
     B, H, L = x.shape
-    n = fft_size(L, kernel.shape[-1])
+    n = fft_size(L, kernel.shape[-1], lag)
     spectrum = kernel_spectrum(kernel, n, x.device)
     out = torch.empty_like(x, dtype=torch.int64)
     step = max(1, FFT_SIGNALS_PER_CHUNK // max(H, 1))
@@ -196,7 +199,7 @@ def emulate_dense(op: IntDense, ins, run, name):
     s = ins["main"]
     dtype = _exact_float(op.weight)
     w = torch.as_tensor(op.weight, dtype=dtype, device=s.device)
-    return torch.round(torch.einsum("mn,bnl->bml", w, s.to(dtype))).to(torch.int64)
+    return torch.matmul(w, s.to(dtype)).to(torch.int64)     # integer sums, exact: no rounding needed
 
 
 def emulate_glu_residual(op: IntGLUResidual, ins, run, name):
@@ -298,8 +301,10 @@ def compiled_sampler(op: IntSampler, ins, run, name):
     from . import compiled_pointwise as cp
     x = cp.as_int64(ins["main"])
     p, spikes = np.empty_like(x), np.empty(x.shape, bool)
+    u = np.empty(x.shape[1:], np.int64)
+    cp.uniform_table(int(run.seed), int(op.stream), int(op.prob_bits), u)
     over_batch(cp.sample, x, _i64(op.in_shift), _i64(op.mult), _i64(op.offset), _i64(op.out_shift),
-               int(op.prob_bits), int(run.seed), int(op.stream), p, spikes, batched=(0, 8, 9))
+               int(op.prob_bits), u, p, spikes, batched=(0, 7, 8))
     if run.record:
         run.extra[f"{name}.p"] = torch.from_numpy(p)
     return torch.from_numpy(spikes)
@@ -337,20 +342,40 @@ def compiled_ssm_conv(op: IntSSMConv, ins, run, name):
     from . import compiled_pointwise as cp
     x = ins["main"].to(torch.int64)
     B, H, L = x.shape
-    n = fft_size(L, op.kernel.shape[1])
+    n = fft_size(L, op.kernel.shape[1], int(op.lag))
     spectrum = kernel_spectrum(op.kernel, n, x.device)
     out, worst = np.empty((B, H, L), np.int64), np.zeros(B)
     step = max(1, FFT_SIGNALS_PER_CHUNK // max(H, 1))
-    for b in range(0, B, step):
+
+    def chunk(b):                                  # torch's FFT and the compiled loop release the GIL
         parts = arith.split_stream(x[b:b + step], op.split) if op.split else (x[b:b + step],)
-        ys = [fft_conv(torch.nn.functional.pad(p.to(torch.float64), (0, n - L)), spectrum).numpy() for p in parts]
-        over_batch(cp.ssm_output, ys[0], ys[-1], int(op.split), int(op.lag), _i64(op.shift), _i64(op.bias),
-                   out[b:b + step], worst[b:b + step], batched=(0, 1, 6, 7))
+        ys = []
+        for p in parts:                             # zero-padded float64 copy in one pass
+            padded = torch.zeros(p.shape[:-1] + (n,), dtype=torch.float64)
+            padded[..., :L] = p
+            ys.append(fft_conv(padded, spectrum).numpy())
+        cp.ssm_output(ys[0], ys[-1], int(op.split), int(op.lag), _i64(op.shift), _i64(op.bias), out[b:b + step],
+                      worst[b:b + step])
+    starts = range(0, B, step)
+    if len(starts) > 1 and WORKER_THREADS > 1:
+        with ThreadPoolExecutor(max_workers=min(WORKER_THREADS, len(starts))) as pool:
+            list(pool.map(chunk, starts))
+    else:
+        for b in starts:
+            chunk(b)
     check_on_integers(float(worst.max(initial=0.0)), f"{name}: ")
     return torch.from_numpy(out)
 
 
-COMPILED = {**EMULATE, IntSSMConv: compiled_ssm_conv, IntSampler: compiled_sampler, IntChannelAffine: compiled_channel_affine,
+def compiled_readout(op: IntReadout, ins, run, name):
+    from . import compiled_pointwise as cp
+    x = cp.as_int64(ins["main"])
+    total = np.empty(x.shape[:2], np.int64)
+    over_batch(cp.readout_sum, x, _i64(op.pre_shift), total, batched=(0, 2))
+    return arith.readout_logits(torch.from_numpy(total), _t(op.weight, "cpu"), _t(op.bias, "cpu"))
+
+
+COMPILED = {**EMULATE, IntSSMConv: compiled_ssm_conv, IntReadout: compiled_readout, IntSampler: compiled_sampler, IntChannelAffine: compiled_channel_affine,
             IntGELU: compiled_gelu, IntGELUResidual: compiled_gelu_residual}
 
 
@@ -422,7 +447,7 @@ class _CompiledLayer:
     def __init__(self, program: Program, conv: str, lif: str, dense: str, glu: str, L: int):
         self.names = (conv, lif, dense, glu)
         c, self.lif, d, g = (program.op(n) for n in self.names)
-        self.conv, self.n = c, fft_size(L, c.kernel.shape[1])
+        self.conv, self.n = c, fft_size(L, c.kernel.shape[1], int(c.lag))
         self.spectrum = kernel_spectrum(c.kernel, self.n, "cpu")
         i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)
         # Dense sums are 24-bit register values: int32 rows halve the accumulation's memory traffic

@@ -235,3 +235,30 @@ def test_low_precision_exports_warn(work, tmp_path, capsys):
     assert "WARNING: layer0.ssm keeps its weights only to" in out
     assert cli(["export", str(ckpt), "-o", str(tmp_path / "k8.loihi2")]) == 0
     assert "WARNING" not in capsys.readouterr().out
+
+
+def test_sigterm_during_a_lava_run_ends_with_one_line_and_no_shared_memory(artifact, tmp_path):
+    """`kill` or `timeout` sends SIGTERM: Python's default action ended the CLI at once, leaving the
+    Lava run's ~70 /dev/shm segments behind.  Now it cleans up as for Ctrl-C."""
+    import signal
+    import time
+
+    before = set(os.listdir("/dev/shm"))
+    proc = subprocess.Popen([sys.executable, "-m", "neurocompile.cli", "simulate", str(artifact), "--data", "digits",
+                             "--engine", "lava", "--count", "40", "-o", str(tmp_path / "t.npz")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if {n for n in set(os.listdir("/dev/shm")) - before if n.startswith("psm_")}:
+            break                                     # the Lava network is up
+        time.sleep(0.2)
+    assert proc.poll() is None, "the Lava run ended before it could be terminated"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    lines = [ln.strip() for ln in err.decode().splitlines()]         # progress bars share stderr
+    assert [ln for ln in lines if ln.endswith("neurocompile: terminated")]
+    assert not any("Traceback" in ln for ln in lines)
+    assert {n for n in set(os.listdir("/dev/shm")) - before if n.startswith("psm_")} == set()
+    assert os.listdir(tmp_path) == []                 # no partial traces

@@ -108,6 +108,7 @@ def _child(program, levels, mode, backend, record, seed, output, tmp, prog_w, er
         tempfile.tempdir = tmp
         log_shared_memory(os.path.join(tmp, SHM_LOG))
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)       # the CLI's handler is for the parent only
         # Lava calls multiprocessing.set_start_method('fork') when it is imported, which raises if
         # the parent already fixed a start method (tqdm's lock, torch, ...): forget it in the child.
         import multiprocessing.context
