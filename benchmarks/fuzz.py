@@ -1880,9 +1880,7 @@ def _soundness(path: str, seed_digest: str, rng_seed: int) -> dict:
     out["digest"] = program_digest(program)
     out["changed"] = out["digest"] != seed_digest
     L, C, top = program.seq_len, program.input_channels, program.op(program.input_node).levels
-    channels = {}
-    for name in program.topo():
-        channels[name] = program.op(name).channels({p: channels[s] for p, s in program.inputs(name).items()}, L)
+    channels = program.channel_counts()
     cells = 4 * L * sum(channels.values())            # int64 traces of 4 samples, a few copies each
     if 8 * 6 * cells > 1 << 30:
         out["skipped"] = f"L={L}: too large for a soundness run within the memory bound"

@@ -294,11 +294,8 @@ def verified(program: Program, stored_delays: dict, target) -> Program:
     from .passes.align import node_delays
 
     L = program.seq_len
-    channels = {}
-    for name in program.topo():
-        ins = {port: channels[src] for port, src in program.inputs(name).items()}
-        channels[name] = program.op(name).channels(ins, L)
-        _need(channels[name] >= 1, f"node {name} has no output channels")
+    for name, count in program.channel_counts().items():
+        _need(count >= 1, f"node {name} has no output channels")
     _need(isinstance(program.model.get("kind"), str), "model kind is not a string")
     try:
         fmt = InputFormat.from_dict(program.model.get("input"))

@@ -413,27 +413,35 @@ def test_nan_is_not_a_positive_timeout(digits_art, tmp_path, capsys):
     assert "must be > 0, got nan" in capsys.readouterr().err
 
 
+class _FloodRng:
+    """nodes_flood's only random choice is how many nodes; random() < 0.7 fixes the bookkeeping
+    (delays, report) for the new graph."""
+    def __init__(self, n):
+        self.n = n
+
+    def choice(self, options):
+        return self.n
+
+    def random(self):
+        return 0.0
+
+
+def _digits_mutators(fz, digits_art):
+    mut = fz.ArtifactMutators.__new__(fz.ArtifactMutators)
+    mut.seeds = type("S", (), {"manifests": {"digits": fz._manifest_and_members(digits_art.read_bytes())}})()
+    return mut
+
+
 def test_a_graph_of_thousands_of_nodes_loads_in_linear_time_or_is_refused(digits_art, tmp_path, capsys, fz):
     """_check_graph rebuilt a name -> node dict for every edge: 4000 inserted LIF nodes took 1.4 s,
     300,000 (a 64 MB manifest) would take hours; the node count is now bounded (speed itself is the
     fuzz benchmark's business, not a timed test)."""
     from neurocompile.artifact import MAX_NODES, load_program
 
-    class Rng:                                    # nodes_flood's only random choice: how many nodes
-        def __init__(self, n):
-            self.n = n
-
-        def choice(self, options):
-            return self.n
-
-        def random(self):
-            return 0.0                            # fix the bookkeeping (delays, report) for the new graph
-
-    mut = fz.ArtifactMutators.__new__(fz.ArtifactMutators)
-    mut.seeds = type("S", (), {"manifests": {"digits": fz._manifest_and_members(digits_art.read_bytes())}})()
+    mut = _digits_mutators(fz, digits_art)
     ok, big = tmp_path / "ok.loihi2", tmp_path / "big.loihi2"
-    ok.write_bytes(mut.nodes_flood(Rng(MAX_NODES - 20), "digits")[0])
-    big.write_bytes(mut.nodes_flood(Rng(MAX_NODES), "digits")[0])
+    ok.write_bytes(mut.nodes_flood(_FloodRng(MAX_NODES - 20), "digits")[0])
+    big.write_bytes(mut.nodes_flood(_FloodRng(MAX_NODES), "digits")[0])
     assert len(load_program(str(ok)).nodes) == MAX_NODES - 9
     assert cli(["inspect", str(big)]) == 2
     assert f"(limit {MAX_NODES})" in _one_line_error(capsys, str(big))
@@ -442,17 +450,8 @@ def test_a_graph_of_thousands_of_nodes_loads_in_linear_time_or_is_refused(digits
 def test_validate_refuses_an_artifact_whose_nodes_are_not_the_models(digits_art, tmp_path, capsys, fz):
     """An artifact with ten extra LIF populations (same checkpoint digest) made validate raise
     KeyError: 'flood0' when it paired the float model's spikes with the program's by name."""
-    class Rng:
-        def choice(self, options):
-            return 10
-
-        def random(self):
-            return 0.0
-
-    mut = fz.ArtifactMutators.__new__(fz.ArtifactMutators)
-    mut.seeds = type("S", (), {"manifests": {"digits": fz._manifest_and_members(digits_art.read_bytes())}})()
     art = tmp_path / "flood.loihi2"
-    art.write_bytes(mut.nodes_flood(Rng(), "digits")[0])
+    art.write_bytes(_digits_mutators(fz, digits_art).nodes_flood(_FloodRng(10), "digits")[0])
     assert cli(["validate", DIGITS, str(art), "--data", "digits", "--lava-samples", "0", "--max-samples", "8"]) == 2
     assert "its spiking nodes differ from the model's (flood0, flood1, flood2)" in _one_line_error(capsys, str(art))
 

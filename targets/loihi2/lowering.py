@@ -212,12 +212,11 @@ def build_network(program: Program, mode: str = "fixed_pt", record: bool = True,
     raw = raw_inputs(program, levels).transpose(0, 2, 1)                 # (n, L, C)
     W, L = program.window, program.seq_len
     net = Network(source=None, mode=mode, n_samples=len(raw), window=W)
-    channels = {}
+    channels = program.channel_counts()
     for name in program.topo():
         op = program.op(name)
         arrivals = {port: program.delays[src] for port, src in program.inputs(name).items()}
         in_channels = {port: channels[src] for port, src in program.inputs(name).items()}
-        channels[name] = op.channels(in_channels, L)
         st = Stage(name, mode == "fixed_pt", W, L, max(arrivals.values(), default=0), arrivals, channels[name], raw,
                    seed, in_channels)
         rule = LOWER[type(op)]
