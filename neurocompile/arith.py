@@ -128,6 +128,42 @@ def ssm_current(acc_hi, acc_lo, split: int, shift, bias):
 
 
 # --------------------------------------------------------------------------------------------
+# The SSM as a diagonal recurrence: fan-out synapse, one neuron per complex mode, reduction synapse.
+# --------------------------------------------------------------------------------------------
+def ssm_fan_out(u, gain, shift):
+    """A graded synapse: the input times an integer gain, rescaled (half up) to the target's scale.
+    Feeds each mode neuron (gain = an input-gain component) and the direct term (gain = D)."""
+    return shift_round(u * gain, shift)
+
+
+def ssm_mode_step(s_re, s_im, x_re, x_im, a_re, a_im, decay_shift: int, e_re, e_im):
+    """One step of a mode neuron, s <- a s + x + e in integers: the complex product a s is formed
+    exactly (a_re s_re - a_im s_im, a_re s_im + a_im s_re), then each component is rounded ONCE,
+    half up (shift_round by ``decay_shift``), so a step's rounding error is in [-1/2, 1/2) per
+    component.  Returns (s_re, s_im)."""
+    re = shift_round(a_re * s_re - a_im * s_im, decay_shift) + x_re + e_re
+    im = shift_round(a_re * s_im + a_im * s_re, decay_shift) + x_im + e_im
+    return re, im
+
+
+def ssm_message(s, send_shift):
+    """The graded payload a mode neuron sends: its state component rescaled (half up)."""
+    return shift_round(s, send_shift)
+
+
+def ssm_reduce_term(m_re, m_im, g_re, g_im):
+    """One mode's contribution to the reduction synapse: Re(g m) with g = 2c (the sum over modes is
+    an accumulation: integers, so its order does not matter)."""
+    return g_re * m_re - g_im * m_im
+
+
+def ssm_recurrent_output(acc, out_shift, direct_term, out_bias):
+    """The recurrent SSM's output current: the reduction's sum rescaled, plus D u (ssm_fan_out) and
+    the folded constant."""
+    return shift_round(acc, out_shift) + direct_term + out_bias
+
+
+# --------------------------------------------------------------------------------------------
 # Neuron: Lava's stock LIF fixed_pt arithmetic with du = 4095 (u = a_in << 6).
 # --------------------------------------------------------------------------------------------
 def lif_current(a_in):

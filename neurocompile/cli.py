@@ -59,7 +59,7 @@ def cmd_export(args) -> int:
 
     target = get_target(args.target)
     options = CompileOptions(kernel_bits=args.kernel_bits, weight_bits=args.weight_bits, act_bits=args.act_bits,
-                             prob_bits=args.prob_bits)
+                             prob_bits=args.prob_bits, ssm_lowering=args.ssm_lowering, decay_bits=args.decay_bits)
     out = args.output or os.path.splitext(os.path.basename(args.checkpoint))[0] + ".loihi2"
     from .fileio import check_output_path
     check_output_path(out, [args.checkpoint])
@@ -95,6 +95,7 @@ def export_summary(program, path: str) -> str:
     worst = min(registers, key=lambda r: r["headroom_bits"])
     lines.append(f"  range analysis: every 24-bit register proven safe; least headroom {worst['headroom_bits']} bits "
                  f"({worst['node']} {worst['register']}: {worst['worst']} of {worst['limit']})")
+    lines += ssm_lowering_lines(rep.get("ssm_lowering", {}))
     errors = rep.get("quantization_error", {})
     if errors:
         lines.append("  weight quantization error (relative, L2): "
@@ -104,6 +105,19 @@ def export_summary(program, path: str) -> str:
             lines.append(f"  WARNING: {node} keeps its weights only to {100 * err:.0f} % relative error: expect an "
                          "accuracy loss; measure it with `neurocompile validate` (or raise --kernel-bits/--weight-bits)")
     return "\n".join(lines)
+
+
+def ssm_lowering_lines(table: dict) -> list:
+    """Each SSM layer's lowering, the reason, and the kernel error (taps / step response, relative L2)
+    of what its integers compute under each lowering."""
+    if not table:
+        return []
+    lines = ["  SSM lowering (kernel error: relative L2 of the taps / of the step response, integer vs float):"]
+    for name, row in table.items():
+        errs = row.get("kernel_error", {})
+        cells = ", ".join(f"{low} {100 * e['taps']:.3g} % / {100 * e['step']:.3g} %" for low, e in errs.items())
+        lines.append(f"  {name:<18}{row['lowering']:<11}{row['reason']}" + (f"; kernel error {cells}" if cells else ""))
+    return lines
 
 
 def cmd_inspect(args) -> int:
@@ -258,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--act-bits", type=int, default=None,
                    help="residual-stream width in bits; default: the widest (<= 16) that the range analysis proves safe. "
                         "An explicit width that would overflow a 24-bit register is an error")
+    e.add_argument("--ssm-lowering", default="conv", choices=["conv", "recurrent"],
+                   help="causal diagonal SSM layers: conv (accumulate-only convolution, default) or recurrent "
+                        "(integer diagonal recurrence, state independent of L); two-sided and DPLR layers stay conv")
+    e.add_argument("--decay-bits", type=int, default=18,
+                   help="recurrent SSM: decay mantissa bits incl. sign, one exponent per layer (default 18)")
     e.add_argument("--prob-bits", type=int, default=16,
                    help="stochastic spikes (P-SpikeSSM): bits of the firing probability and the uniform (default 16)")
     e.add_argument("--input-range", type=_input_range, default=None, metavar="LOW,HIGH",

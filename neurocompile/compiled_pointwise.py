@@ -20,6 +20,8 @@ _ssm_current = arith.ssm_current
 _affine, _sample, _gelu, _gelu_residual = arith.channel_affine, arith.sample, arith.gelu, arith.gelu_residual
 _uniform_bits = arith.uniform_bits
 _readout_accumulate = arith.readout_accumulate
+_fan_out, _mode_step, _message = arith.ssm_fan_out, arith.ssm_mode_step, arith.ssm_message
+_reduce_term, _recurrent_output = arith.ssm_reduce_term, arith.ssm_recurrent_output
 
 
 @kernel(__file__)
@@ -98,6 +100,34 @@ def readout_sum(x, pre_shift, out):  # pragma: no cover (compiled)
             for t in range(L):
                 total = _readout_accumulate(total, x[b, h, t], pre_shift[h])
             out[b, h] = total
+
+
+@kernel(__file__)
+def ssm_recurrence(x, decay, gain_in, in_shift, state_bias, decay_shift, send_shift, gain_out, out_shift, direct,
+                   direct_shift, out_bias, out):  # pragma: no cover (compiled)
+    """The recurrent SSM (fan-out, mode neurons, reduction) over time, per sample and channel, with
+    the channel's M complex states in registers: O(M) per step."""
+    B, H, L = x.shape
+    M = decay.shape[1]
+    s_re = np.zeros(M, np.int64)
+    s_im = np.zeros(M, np.int64)
+    for b in range(B):
+        for h in range(H):
+            s_re[:] = 0
+            s_im[:] = 0
+            for t in range(L):
+                u = x[b, h, t]
+                acc = 0
+                for m in range(M):
+                    re, im = _mode_step(s_re[m], s_im[m], _fan_out(u, gain_in[h, m, 0], in_shift[h]),
+                                        _fan_out(u, gain_in[h, m, 1], in_shift[h]), decay[h, m, 0], decay[h, m, 1],
+                                        decay_shift, state_bias[h, m, 0], state_bias[h, m, 1])
+                    s_re[m] = re
+                    s_im[m] = im
+                    acc += _reduce_term(_message(re, send_shift[h]), _message(im, send_shift[h]), gain_out[h, m, 0],
+                                        gain_out[h, m, 1])
+                out[b, h, t] = _recurrent_output(acc, out_shift[h], _fan_out(u, direct[h], direct_shift[h]),
+                                                 out_bias[h])
 
 
 def as_int64(t) -> np.ndarray:

@@ -32,7 +32,7 @@ import torch
 from . import arith
 from .errors import EmulatorError
 from .ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
-                 IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
+                 IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv, IntSSMRecurrent)
 from .program import Program, raw_inputs
 
 BACKENDS = ("compiled", "torch")
@@ -182,6 +182,30 @@ def emulate_ssm_conv(op: IntSSMConv, ins, run, name):
     return arith.ssm_current(acc_hi, acc_lo, op.split, _t(op.shift, x.device)[:, None], bias)
 
 
+def scan_recurrence(op: IntSSMRecurrent, x: torch.Tensor) -> torch.Tensor:
+    """The recurrent SSM's output current (B, H, L) for integer input x (B, H, L): arith's fan-out,
+    mode step, message and reduction, one time step at a time over all samples, channels and modes."""
+    d = x.device
+    dec, gin, bias, gout = (_t(a, d) for a in (op.decay, op.gain_in, op.state_bias, op.gain_out))
+    in_shift, send = _t(op.in_shift, d)[:, None, None], _t(op.send_shift, d)[:, None]
+    B, H, L = x.shape
+    s_re = torch.zeros((B,) + dec.shape[:2], dtype=torch.int64, device=d)
+    s_im = torch.zeros_like(s_re)
+    acc = torch.empty((B, H, L), dtype=torch.int64, device=d)
+    for t in range(L):
+        drive = arith.ssm_fan_out(x[:, :, t, None, None], gin, in_shift)              # (B, H, M, 2)
+        s_re, s_im = arith.ssm_mode_step(s_re, s_im, drive[..., 0], drive[..., 1], dec[..., 0], dec[..., 1],
+                                         int(op.decay_shift), bias[..., 0], bias[..., 1])
+        acc[:, :, t] = arith.ssm_reduce_term(arith.ssm_message(s_re, send), arith.ssm_message(s_im, send),
+                                             gout[..., 0], gout[..., 1]).sum(-1)
+    direct = arith.ssm_fan_out(x, _t(op.direct, d)[:, None], _t(op.direct_shift, d)[:, None])
+    return arith.ssm_recurrent_output(acc, _t(op.out_shift, d)[:, None], direct, _t(op.out_bias, d)[:, None])
+
+
+def emulate_ssm_recurrent(op: IntSSMRecurrent, ins, run, name):
+    return scan_recurrence(op, ins["main"].to(torch.int64))
+
+
 def emulate_lif(op: IntLIF, ins, run, name):
     a = ins["main"].transpose(1, 2)                                          # (B, L, H)
     spikes, volts, v = [], [], None
@@ -264,6 +288,7 @@ EMULATE = {
     IntEncoder: emulate_encoder,
     IntEmbedding: emulate_embedding,
     IntSSMConv: emulate_ssm_conv,
+    IntSSMRecurrent: emulate_ssm_recurrent,
     IntLIF: emulate_lif,
     IntDense: emulate_dense,
     IntGLUResidual: emulate_glu_residual,
@@ -367,6 +392,16 @@ def compiled_ssm_conv(op: IntSSMConv, ins, run, name):
     return torch.from_numpy(out)
 
 
+def compiled_ssm_recurrent(op: IntSSMRecurrent, ins, run, name):
+    from . import compiled_pointwise as cp
+    x = cp.as_int64(ins["main"])
+    out = np.empty_like(x)
+    over_batch(cp.ssm_recurrence, x, _i64(op.decay), _i64(op.gain_in), _i64(op.in_shift), _i64(op.state_bias),
+               int(op.decay_shift), _i64(op.send_shift), _i64(op.gain_out), _i64(op.out_shift), _i64(op.direct),
+               _i64(op.direct_shift), _i64(op.out_bias), out, batched=(0, 12))
+    return torch.from_numpy(out)
+
+
 def compiled_readout(op: IntReadout, ins, run, name):
     from . import compiled_pointwise as cp
     x = cp.as_int64(ins["main"])
@@ -375,7 +410,7 @@ def compiled_readout(op: IntReadout, ins, run, name):
     return arith.readout_logits(torch.from_numpy(total), _t(op.weight, "cpu"), _t(op.bias, "cpu"))
 
 
-COMPILED = {**EMULATE, IntSSMConv: compiled_ssm_conv, IntReadout: compiled_readout, IntSampler: compiled_sampler, IntChannelAffine: compiled_channel_affine,
+COMPILED = {**EMULATE, IntSSMConv: compiled_ssm_conv, IntSSMRecurrent: compiled_ssm_recurrent, IntReadout: compiled_readout, IntSampler: compiled_sampler, IntChannelAffine: compiled_channel_affine,
             IntGELU: compiled_gelu, IntGELUResidual: compiled_gelu_residual}
 
 

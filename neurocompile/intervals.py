@@ -18,7 +18,7 @@ import numpy as np
 from .arith import shift_round
 from .errors import RangeError
 from .ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
-                 IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
+                 IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv, IntSSMRecurrent)
 
 EXACT_LIMIT = 2.0 ** 62          # int64 arithmetic below this cannot overflow
 SHIFT_LIMIT = 40                 # |shift| of any rescaling; compiled programs stay far inside
@@ -198,6 +198,94 @@ def ssm_conv_interval(op: IntSSMConv, ins, ctx):
                  ("output current", worst(*out), reg)]
 
 
+PRODUCT_BITS = 48                # a neuron's full-width product of two 24-bit registers
+
+
+def mode_state_bound(decay, drive, decay_shift: int) -> np.ndarray:
+    """A bound S on |s| (hence on |s_re| and |s_im|) of every mode neuron, over input sequences of
+    ANY length, rounding included, for s_0 = 0 and s <- R(a s) + x (arith.ssm_mode_step).
+
+    decay (..., 2) the mantissas of a = (a_re + i a_im) / Q, Q = 2**decay_shift; drive (..., 2) a bound
+    on |x_re| and |x_im| (the fan-out's payload plus the state bias) at every step.
+
+    Derivation.  R rounds each component half up, so R(a s) = a s + r with r_re, r_im in [-1/2, 1/2):
+    |r| < sqrt(2)/2.  Hence |s_{t+1}| <= |a| |s_t| + |x| + sqrt(2)/2 and, by induction from 0,
+    |s_t| <= (X + sqrt(2)/2) / (1 - |a|) for every t, X = sqrt(drive_re**2 + drive_im**2) >= |x|.  This
+    needs |a| < 1 strictly, tested exactly in integers: n = a_re**2 + a_im**2 < Q**2.  In integers only:
+    X + sqrt(2)/2 < isqrt(drive_re**2 + drive_im**2) + 2, and 1 - |a| = (Q**2 - n) / (Q (Q + sqrt n))
+    >= (Q**2 - n) / (Q (Q + isqrt(n) + 1)), so S = ceil((isqrt(.) + 2) Q (Q + isqrt(n) + 1) / (Q**2 - n)).
+    The bound is reached to within the rounding term by the input that keeps x aligned with the
+    state's phase (for a real decay: x constant at its extreme).  Refuses, naming channel and mode, a
+    decay that is not strictly inside the unit circle."""
+    import math
+    from .errors import RangeError
+    a = as_int(decay)
+    dr = magnitude(-as_int(drive), as_int(drive))
+    Q = 1 << int(decay_shift)
+    flat_a, flat_d = a.reshape(-1, 2).tolist(), dr.reshape(-1, 2).tolist()
+    modes = a.shape[-2] if a.ndim >= 2 else 1
+    out = []
+    for i, ((ar, ai), (xr, xi)) in enumerate(zip(flat_a, flat_d)):
+        n = ar * ar + ai * ai
+        if n >= Q * Q:
+            raise RangeError(f"channel {i // modes} mode {i % modes}: decay |a| = {math.sqrt(n) / Q:.9f} is not "
+                             f"strictly below 1 after quantization to 2^-{decay_shift}: the state has no bound over "
+                             f"sequences of any length")
+        num = (math.isqrt(xr * xr + xi * xi) + 2) * Q * (Q + math.isqrt(n) + 1)
+        bound = -(-num // (Q * Q - n))
+        if bound >= EXACT_LIMIT:
+            raise RangeError(f"channel {i // modes} mode {i % modes}: state bound could exceed 2**62: not provable "
+                             "in 64-bit integers")
+        out.append(bound)
+    return np.array(out, dtype=np.int64).reshape(a.shape[:-1])
+
+
+def recurrent_ranges(op: IntSSMRecurrent, lo, hi):
+    """Every register of the recurrent SSM for a stream in [lo, hi] (per channel), as a dict of
+    (lo, hi) ranges (or bounds), and the output current's range."""
+    from .errors import RangeError
+    check_shift(op.in_shift, "fan-out")
+    check_shift(op.send_shift, "message")
+    check_shift(op.out_shift, "reduction")
+    check_shift(op.direct_shift, "direct term")
+    if not 1 <= int(op.decay_shift) <= SHIFT_LIMIT:
+        raise RangeError(f"decay shift {op.decay_shift} outside 1..{SHIFT_LIMIT}")
+    u_lo, u_hi = as_int(lo)[:, None, None], as_int(hi)[:, None, None]
+    p_lo, p_hi = scale_interval(u_lo, u_hi, op.gain_in)                          # (H, M, 2)
+    x_lo, x_hi = shift_interval(p_lo, p_hi, as_int(op.in_shift)[:, None, None])
+    _exact(magnitude(x_lo, x_hi) + np.abs(as_int(op.state_bias)).astype(np.float64), "mode input")
+    drive = magnitude(x_lo + as_int(op.state_bias), x_hi + as_int(op.state_bias))
+    state = mode_state_bound(op.decay, drive, int(op.decay_shift))               # (H, M)
+    _exact(np.abs(as_int(op.decay)).sum(-1).astype(np.float64) * state, "decay x state product")
+    product = (np.abs(as_int(op.decay)).sum(-1) * state)
+    m_lo, m_hi = shift_interval(-state, state, as_int(op.send_shift)[:, None])
+    msg = magnitude(m_lo, m_hi)                                                   # (H, M), both components
+    g = np.abs(as_int(op.gain_out))
+    _exact((g.astype(np.float64) * msg[..., None]).sum((1, 2)), "reduction sum")
+    acc = (g * msg[..., None]).sum((1, 2))                                        # (H,)
+    a_lo, a_hi = shift_interval(-acc, acc, op.out_shift)
+    d_lo, d_hi = shift_interval(*scale_interval(lo, hi, op.direct), op.direct_shift)
+    _exact(magnitude(a_lo, a_hi).astype(np.float64) + magnitude(d_lo, d_hi) + np.abs(as_int(op.out_bias)),
+           "recurrent SSM output")
+    out = (a_lo + d_lo + as_int(op.out_bias), a_hi + d_hi + as_int(op.out_bias))
+    return {"product": (p_lo, p_hi), "payload": (x_lo, x_hi), "state": state, "decay_product": product,
+            "message": msg, "acc": acc, "direct": scale_interval(lo, hi, op.direct)}, out
+
+
+def ssm_recurrent_interval(op: IntSSMRecurrent, ins, ctx):
+    reg = ctx.target.register_max
+    r, out = recurrent_ranges(op, *ins["main"])
+    return out, [("decay mantissa", worst(-op.decay, op.decay), reg),
+                 ("fan-out product gain x u", max(worst(*r["product"]), worst(*r["direct"])), reg),
+                 ("fan-out payload (graded message)", worst(*r["payload"]), reg),
+                 ("mode state (re, im), any length", int(r["state"].max(initial=0)), reg),
+                 (f"decay x state product ({PRODUCT_BITS}-bit)", int(r["decay_product"].max(initial=0)),
+                  2 ** (PRODUCT_BITS - 1) - 1),
+                 ("mode message payload", int(r["message"].max(initial=0)), reg),
+                 ("reduction accumulator", int(r["acc"].max(initial=0)), reg),
+                 ("output current", worst(*out), reg)]
+
+
 def lif_interval(op: IntLIF, ins, ctx):
     (u_lo, u_hi), (v_lo, v_hi) = lif_ranges(*ins["main"], op.dv, op.vth, ctx.target)
     reg = ctx.target.register_max
@@ -305,6 +393,7 @@ INTERVAL = {
     IntEncoder: encoder_interval,
     IntEmbedding: embedding_interval,
     IntSSMConv: ssm_conv_interval,
+    IntSSMRecurrent: ssm_recurrent_interval,
     IntLIF: lif_interval,
     IntDense: dense_interval,
     IntGLUResidual: glu_interval,

@@ -99,6 +99,20 @@ class SSMConv:
 
 
 @_node
+class SSMRecurrent:
+    """A causal diagonal SSM run as its recurrence (``--ssm-lowering recurrent``), M complex modes
+    per channel: s <- a s + b u + e;  y = 2 Re(sum_m c s) + D u + d0.  ``e`` (a constant input per mode)
+    and ``d0`` (a constant output) hold folded BatchNorm and threshold shifts; all (H, M) complex
+    but D and d0 (H,).  Its kernel is K[l] = 2 Re(sum_m c b a**l) + D [l == 0]."""
+    a: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    D: np.ndarray
+    e: np.ndarray
+    d0: np.ndarray
+
+
+@_node
 class SDNNeuron:
     """The surrogate dynamic network used in training; deployment replaces it with ``LIF``."""
     tau: float
@@ -247,6 +261,50 @@ class IntSSMConv(IntNode):
 
 
 @_node
+class IntSSMRecurrent(IntNode):
+    """A causal diagonal SSM as an integer recurrence, M complex modes per channel, each (H, M, 2)
+    array holding (re, im) mantissas.  Per step (arith.ssm_fan_out, ssm_mode_step, ssm_message,
+    ssm_reduce_term, ssm_recurrent_output):
+      fan-out synapse   x = shift_round(gain_in * u, in_shift)            (and D u likewise)
+      mode neuron       s <- shift_round(decay * s, decay_shift) + x + state_bias   (complex product)
+      message           m = shift_round(s, send_shift)                    (graded payload)
+      reduction synapse y = shift_round(sum_m Re(gain_out * m), out_shift) + shift_round(direct * u,
+                        direct_shift) + out_bias
+    ``gain_out`` holds 2c (so the sum of the real parts is 2 Re(c s))."""
+    TRACE = "current"
+    decay: np.ndarray = arr("int", "H", "M", "2")
+    gain_in: np.ndarray = arr("int", "H", "M", "2")
+    in_shift: np.ndarray = arr("int", "H")
+    state_bias: np.ndarray = arr("int", "H", "M", "2")
+    send_shift: np.ndarray = arr("int", "H")
+    gain_out: np.ndarray = arr("int", "H", "M", "2")
+    out_shift: np.ndarray = arr("int", "H")
+    direct: np.ndarray = arr("int", "H")
+    direct_shift: np.ndarray = arr("int", "H")
+    out_bias: np.ndarray = arr("int", "H")
+    decay_shift: int
+    decay_float: np.ndarray = arr("float", "H", "M", "2")
+    gain_in_float: np.ndarray = arr("float", "H", "M", "2")
+    state_bias_float: np.ndarray = arr("float", "H", "M", "2")
+    gain_out_float: np.ndarray = arr("float", "H", "M", "2")
+    direct_float: np.ndarray = arr("float", "H")
+    out_bias_float: np.ndarray = arr("float", "H")
+
+    def channels(self, ins, length):
+        H = self.decay.shape[0]
+        _want(H == ins["main"], f"recurrent SSM has {H} channels, its input {ins['main']}")
+        _want(self.decay.ndim == 3 and self.decay.shape[2] == 2 and self.decay.shape[1] >= 1,
+              "recurrent SSM decay must be (H, M, 2) with M >= 1")
+        _want(all(a.shape == self.decay.shape for a in (self.gain_in, self.state_bias, self.gain_out, self.decay_float,
+                                                         self.gain_in_float, self.state_bias_float,
+                                                         self.gain_out_float)), "recurrent SSM mode arrays disagree")
+        _want(all(a.shape == (H,) for a in (self.in_shift, self.send_shift, self.out_shift, self.direct,
+                                            self.direct_shift, self.out_bias, self.direct_float, self.out_bias_float)),
+              "recurrent SSM channel arrays disagree on H")
+        return H
+
+
+@_node
 class IntLIF(IntNode):
     """Loihi 2 LIF (stock Lava fixed_pt, du = 4095): spikes on v > vth << 6."""
     TRACE = "spikes"
@@ -383,7 +441,7 @@ class IntConcat(IntNode):
         return ins["main"] + ins["rest"]
 
 
-INT_NODES = {cls.__name__: cls for cls in (IntInput, IntEncoder, IntEmbedding, IntSSMConv, IntLIF, IntDense,
+INT_NODES = {cls.__name__: cls for cls in (IntInput, IntEncoder, IntEmbedding, IntSSMConv, IntSSMRecurrent, IntLIF, IntDense,
                                            IntGLUResidual, IntReadout, IntChannelAffine, IntSampler, IntGELU,
                                            IntGELUResidual, IntConcat)}
 

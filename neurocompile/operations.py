@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
-                 IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
+                 IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv, IntSSMRecurrent)
 
 
 def _encoder(name, op: IntEncoder, L, graph):
@@ -34,6 +34,18 @@ def _ssm(name, op: IntSSMConv, L, graph):
             "how": f"{side}, bit-serial over {op.stream_bits} stream bit planes (taps summed where a bit is set), "
                    f"planes < {op.split} in a second accumulator{bias}",
             "adds_per_step": op.stream_bits * taps}
+
+
+def _ssm_recurrent(name, op: IntSSMRecurrent, L, graph):
+    H, M = op.decay.shape[:2]
+    bias = ", plus a per-mode bias (folded BatchNorm shift)" if op.state_bias.any() else ""
+    return {"ac_only": False,
+            "how": f"diagonal recurrence, {M} complex modes per channel (state does not grow with L): fan-out "
+                   f"synapse x = b u, mode neurons s <- a s + x{bias} (a microcode neuron program: complex "
+                   f"multiply, rounded once per component), reduction synapse 2 Re(c s) + D u",
+            "multiplies_per_step": H * (M * (2 + 4 + 2) + 1),
+            "multiplies_per_mode_step": 8,
+            "adds_per_step": H * M * 6 + H}
 
 
 def _lif(name, op: IntLIF, L, graph):
@@ -82,6 +94,7 @@ OPERATION = {
     IntEncoder: _encoder,
     IntEmbedding: _embedding,
     IntSSMConv: _ssm,
+    IntSSMRecurrent: _ssm_recurrent,
     IntLIF: _lif,
     IntDense: _dense,
     IntGLUResidual: _glu,

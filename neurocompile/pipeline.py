@@ -19,7 +19,7 @@ def compile_graph(graph: Graph, options: CompileOptions = CompileOptions(), targ
     target = target or get_target()
     graph = passes.check_lowerable(graph)           # refuse, with the reason, what cannot run
     graph = passes.replace_sdn_with_lif(graph)      # the SDN was a training device: deploy exact LIF
-    graph = passes.materialize_kernels(graph)       # SSM parameters -> streamed kernel (two-sided: 2L-1 taps, lag)
+    graph = passes.materialize_kernels(graph, options.ssm_lowering)  # SSM -> streamed kernel, or its recurrence
     graph = passes.fold_channel_affines(graph)      # 1/exp(ln_vth) and prenorm BatchNorm into the SSM
     graph = passes.quantize(graph, options, target)  # integers; scales chosen so every register fits
     graph = passes.analyze_ranges(graph, target)    # the proof, recorded in the report
@@ -112,11 +112,19 @@ def to_program(graph: Graph, source: dict, target: Target = None) -> Program:
     report = {"source": source, "options": graph.meta["options"], "target": target.name,
               "stream_frac_bits": graph.meta["stream_frac_bits"], "ranges": graph.meta["ranges"],
               "latency_steps": program.latency, "operations": operation_summary(program, L),
-              "quantization_error": graph.meta.get("quantization_error", {})}
+              "quantization_error": graph.meta.get("quantization_error", {}),
+              "ssm_lowering": ssm_lowering_report(graph.meta)}
     problems = target.check(program)
     if problems:
         raise RangeError(f"{graph.meta.get('source') or 'model'}: {problems[0]}")
     return Program(program.nodes, program.edges, program.model, program.delays, _plain(report))
+
+
+def ssm_lowering_report(meta: dict) -> dict:
+    """Per SSM layer: the lowering taken, why, and the kernel error of each lowering measured."""
+    errors = meta.get("ssm_kernel_error", {})
+    return {name: {**choice, "kernel_error": errors.get(name, {})}
+            for name, choice in meta.get("ssm_lowering", {}).items()}
 
 
 def _plain(obj):

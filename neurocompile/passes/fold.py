@@ -9,11 +9,16 @@ on the residual stream with other consumers (a P-SpikeSSM post-norm) stays, as a
   becomes a per-step bias, the convolution's response to a constant input over the sequence
   (zero outside it, as in the official zero-padded FFT), so the residual stream itself stays
   unnormalised exactly as in the official forward.
+
+A recurrent SSM (``SSMRecurrent``) absorbs them the same way, in O(H M) numbers instead of an (H, L)
+bias: after it, the scale multiplies c and D and the shift joins d0; before it, the scale multiplies b
+and D and the shift becomes a constant input, e += b * shift per mode and d0 += D * shift (exact: the
+constant is fed through the very recurrence, zero before the sequence as in the official forward).
 """
 import numpy as np
 
 from ..errors import UnsupportedModelError
-from ..ir import ChannelAffine, Graph, Readout, SSMConv
+from ..ir import ChannelAffine, Graph, Readout, SSMConv, SSMRecurrent
 
 
 def constant_response(kernel: np.ndarray, lag: int, L: int) -> np.ndarray:
@@ -29,6 +34,33 @@ def _bias(conv: SSMConv, L: int) -> np.ndarray:
     return conv.bias if conv.bias.shape[1] else np.zeros((conv.kernel.shape[0], L))
 
 
+def conv_then_affine(conv: SSMConv, aff: ChannelAffine, L: int) -> SSMConv:
+    bias = _bias(conv, L) * aff.scale[:, None] + aff.shift[:, None]
+    return SSMConv(conv.kernel * aff.scale[:, None], conv.lag, bias)
+
+
+def affine_then_conv(conv: SSMConv, aff: ChannelAffine, L: int) -> SSMConv:
+    bias = _bias(conv, L) + aff.shift[:, None] * constant_response(conv.kernel, conv.lag, L)
+    return SSMConv(conv.kernel * aff.scale[:, None], conv.lag, bias)
+
+
+def recurrence_then_affine(r: SSMRecurrent, aff: ChannelAffine, L: int) -> SSMRecurrent:
+    return SSMRecurrent(r.a, r.b, r.c * aff.scale[:, None], r.D * aff.scale, r.e, r.d0 * aff.scale + aff.shift)
+
+
+def affine_then_recurrence(r: SSMRecurrent, aff: ChannelAffine, L: int) -> SSMRecurrent:
+    return SSMRecurrent(r.a, r.b * aff.scale[:, None], r.c, r.D * aff.scale, r.e + r.b * aff.shift[:, None],
+                        r.d0 + r.D * aff.shift)
+
+
+AFTER = {SSMConv: conv_then_affine, SSMRecurrent: recurrence_then_affine}      # SSM -> affine
+BEFORE = {SSMConv: affine_then_conv, SSMRecurrent: affine_then_recurrence}     # affine -> SSM
+
+
+def _finite(op) -> bool:
+    return all(np.isfinite(np.asarray(v)).all() for v in vars(op).values() if isinstance(v, np.ndarray))
+
+
 def fold_channel_affines(graph: Graph) -> Graph:
     graph = graph.copy()
     L = int(graph.meta["config"]["l_max"])
@@ -37,25 +69,21 @@ def fold_channel_affines(graph: Graph) -> Graph:
         aff = graph.op(name)
         (src,) = graph.inputs(name).values()
         consumers = graph.consumers(name)
-        if isinstance(graph.op(src), SSMConv) and graph.consumers(src) == [name]:     # SSM -> affine
-            conv = graph.op(src)
-            bias = _bias(conv, L) * aff.scale[:, None] + aff.shift[:, None]
-            graph.set_op(src, SSMConv(conv.kernel * aff.scale[:, None], conv.lag, bias))
+        if type(graph.op(src)) in AFTER and graph.consumers(src) == [name]:             # SSM -> affine
+            graph.set_op(src, AFTER[type(graph.op(src))](graph.op(src), aff, L))
         elif len(consumers) == 1 and isinstance(graph.op(consumers[0]), Readout):    # final norm -> decoder
             ro = graph.op(consumers[0])
             graph.set_op(consumers[0], Readout(ro.weight * aff.scale[None, :], ro.bias + ro.weight @ aff.shift))
-        elif len(consumers) == 1 and isinstance(graph.op(consumers[0]), SSMConv):     # affine -> SSM
-            conv = graph.op(consumers[0])
-            bias = _bias(conv, L) + aff.shift[:, None] * constant_response(conv.kernel, conv.lag, L)
-            graph.set_op(consumers[0], SSMConv(conv.kernel * aff.scale[:, None], conv.lag, bias))
+        elif len(consumers) == 1 and type(graph.op(consumers[0])) in BEFORE:           # affine -> SSM
+            graph.set_op(consumers[0], BEFORE[type(graph.op(consumers[0]))](graph.op(consumers[0]), aff, L))
         else:
             continue                 # on the residual stream (a post-norm): an integer affine op of its own
         graph.bypass(name)
-    for name in graph.nodes_of(SSMConv):                   # an all-zero bias is no bias
+    for name in graph.nodes_of(SSMConv, SSMRecurrent):     # an all-zero bias is no bias
         conv = graph.op(name)
-        if not (np.isfinite(conv.kernel).all() and np.isfinite(conv.bias).all()):
+        if not _finite(conv):
             raise UnsupportedModelError(f"{where}: {name}: folding the norm and threshold scales makes the kernel "
                                         "overflow float64 (a scale is too large)")
-        if conv.bias.shape[1] and not np.any(conv.bias):
+        if isinstance(conv, SSMConv) and conv.bias.shape[1] and not np.any(conv.bias):
             graph.set_op(name, SSMConv(conv.kernel, conv.lag, np.zeros((conv.kernel.shape[0], 0))))
     return graph

@@ -21,14 +21,16 @@ import numpy as np
 
 from ..errors import RangeError
 from ..input_format import InputFormat
-from ..intervals import (Context, bits_for, conv_interval, magnitude, node_interval, register_table, shift_interval,
-                         split_intervals)
+from ..intervals import (Context, bits_for, conv_interval, magnitude, mode_state_bound, node_interval, register_table,
+                         shift_interval, split_intervals)
 from ..ir import (GELU, LIF, ChannelAffine, Concat, Dense, Embedding, GELUResidual, GLUResidual, Graph, Input,
                   IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
-                  IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv, LinearEncoder, Readout,
-                  Sampler, SSMConv)
+                  IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv, IntSSMRecurrent, LinearEncoder,
+                  Readout, Sampler, SSMConv, SSMRecurrent)
 from ..options import CompileOptions
+from ..arith import shift_round
 from ..quant import gelu, phi_lut, quantize_kernel, quantize_rows, quantize_scalar_scale, sigmoid_lut, to_fixed
+from ..ssm_kernels import kernel_errors, measured_recurrent_kernel, modal_kernel
 from ..target import Target
 
 READOUT_BITS = 16          # decoder weights live on the host core, not in a synapse
@@ -65,6 +67,7 @@ class State:
         self.ctx = Context(self.L, target)
         self.done: dict = {}
         self.errors: dict = {}       # node -> relative error of its quantized weights, for the report
+        self.kernels: dict = {}      # SSM node -> {lowering: kernel errors}, for the report
 
     def error(self, name: str, exact, approx) -> None:
         """Record ||approx - exact|| / ||exact|| (the weights a node's integers stand for)."""
@@ -152,6 +155,7 @@ def quantize_ssm_conv(op: SSMConv, ins, s: State, name):
                          f"+-{STREAM_FRAC_LIMIT}-bit rescaling the target supports")
     # error feedback keeps the kernel's partial sums (its step response), not each tap: measure those
     s.error(name, np.cumsum(op.kernel, 1), np.cumsum(kq * np.exp2(-e.astype(np.float64))[:, None], 1))
+    s.kernels[name] = {"conv": kernel_errors(op.kernel, kq * np.exp2(-e.astype(np.float64))[:, None])}
     split = accumulator_split(kq, lo, hi, s.target.register_max)
     if split is None:
         raise _Misfit(Violation(name, "accumulators (even split in two)",
@@ -185,6 +189,102 @@ def bound_ssm_conv(op: SSMConv, ins):
     blo = op.bias.min(1) if op.bias.shape[1] else 0.0
     bhi = op.bias.max(1) if op.bias.shape[1] else 0.0
     return np.minimum(a, b).sum(1) + blo, np.maximum(a, b).sum(1) + bhi
+
+
+def _pairs(z: np.ndarray) -> np.ndarray:
+    """Complex (H, M) -> (H, M, 2) real (re, im)."""
+    return np.stack([z.real, z.imag], axis=-1)
+
+
+def _gain(z: np.ndarray, bits: int):
+    """Mantissas (H, M, 2) with one exponent per channel (a synapse's weight exponent)."""
+    H = z.shape[0]
+    m, e = quantize_rows(_pairs(z).reshape(H, -1), bits)
+    return m.reshape(H, -1, 2), e
+
+
+def _state_scale(op: SSMRecurrent, decay, ds: int, b_val, u_peak, s: State):
+    """Per channel, the finest state fixed point 2**-f_s whose proven bound fits the register
+    (estimated in float, then proved exactly, stepping down where the rounding term misses)."""
+    rho = np.sqrt((decay.astype(np.float64) ** 2).sum(-1)) * 2.0 ** -ds
+    peak = ((b_val * u_peak[:, None] + np.abs(op.e)) / np.maximum(1.0 - rho, 2.0 ** -ds)).max(1)
+    with np.errstate(divide="ignore"):
+        f = np.floor(np.log2(0.99 * s.target.register_max / np.maximum(peak, 1e-300)))
+    return np.clip(f, -STREAM_FRAC_LIMIT, STREAM_FRAC_LIMIT).astype(np.int64)
+
+
+def quantize_ssm_recurrent(op: SSMRecurrent, ins, s: State, name):
+    """Decay a: ``decay_bits`` mantissas, one exponent for the layer (every |a| is just below 1, so a
+    per-channel exponent would be the same one).  Input gain b, output gain 2c and D: ``weight_bits``
+    synapse mantissas, one exponent per channel (the channels' dt spread their gains over decades).
+    The state gets a fixed point per channel, as fine as its proven bound allows; each mode neuron
+    sends its state shifted just enough that the reduction's accumulator fits; the output scale 2**g
+    is the finest the consumers (the LIF) accept, as for the convolution."""
+    x = ins["main"]
+    lo, hi = x.interval
+    opt, reg = s.options, s.target.register_max
+    ds = opt.decay_bits - 1
+    decay = np.round(_pairs(op.a) * 2.0 ** ds).astype(np.int64)
+    bq, e_b = _gain(op.b, min(opt.weight_bits, s.target.weight_bits))
+    gq, e_c = _gain(2.0 * op.c, min(opt.weight_bits, s.target.weight_bits))
+    dq, e_d = quantize_rows(op.D[:, None], min(opt.weight_bits, s.target.weight_bits))
+    dq = dq[:, 0]
+    u_peak = magnitude(lo, hi) * np.exp2(-x.frac.astype(np.float64))
+    b_val = np.abs(bq[..., 0] + 1j * bq[..., 1]) * np.exp2(-e_b.astype(np.float64))[:, None]
+    f_s = _state_scale(op, decay, ds, b_val, u_peak, s)
+    for _ in range(8):                                   # the rounding term can cost a bit or two
+        in_shift = e_b + x.frac - f_s
+        e_int = to_fixed(_pairs(op.e), f_s[:, None, None])
+        p = np.abs(bq) * magnitude(lo, hi)[:, None, None]
+        drive = shift_round(p, in_shift[:, None, None]) + 1 + np.abs(e_int)        # + 1: either sign rounds
+        state = mode_state_bound(decay, drive, ds)                                   # (H, M)
+        over = state.max(1) > reg
+        if not over.any():
+            break
+        f_s = f_s - over
+    ms = np.zeros_like(f_s)
+    for _ in range(2 * STREAM_FRAC_LIMIT):               # messages: just enough shift for the accumulator
+        msg = np.maximum(shift_round(state, ms[:, None]), -shift_round(-state, ms[:, None]))
+        over = (np.abs(gq).sum(-1) * msg).sum(1) > reg
+        if not over.any():
+            break
+        ms = ms + over
+    last = None
+    for g in range(s.target.vth_bits - 1, 0, -1):
+        node = IntSSMRecurrent(decay=decay, gain_in=bq, in_shift=in_shift, state_bias=e_int, send_shift=ms,
+                               gain_out=gq, out_shift=e_c - ms + f_s - g, direct=dq, direct_shift=e_d + x.frac - g,
+                               out_bias=to_fixed(op.d0, g), decay_shift=ds, decay_float=_pairs(op.a),
+                               gain_in_float=_pairs(op.b), state_bias_float=_pairs(op.e), gain_out_float=_pairs(2 * op.c),
+                               direct_float=op.D.copy(), out_bias_float=op.d0.copy())
+        candidate = s.finish(name, node, g, ins)
+        _, rows = node_interval(node, {p: v.interval for p, v in ins.items()}, s.ctx)
+        last = next((Violation(name, r, w, lim) for r, w, lim in rows if w > lim), None) \
+            or s.fits_consumers(name, candidate)
+        if last is None:
+            exact = modal_kernel(op.a, op.b, op.c, op.D, s.L)
+            measured = measured_recurrent_kernel(node, lo, hi, x.frac, g, s.L)
+            s.error(name, np.cumsum(exact, 1), np.cumsum(measured, 1))
+            kq, e = quantize_kernel(exact, opt.kernel_bits)
+            s.kernels[name] = {"recurrent": kernel_errors(exact, measured),
+                               "conv": kernel_errors(exact, kq * np.exp2(-e.astype(np.float64))[:, None])}
+            return node, g
+    raise _Misfit(last)
+
+
+def recurrent_frac_limit(op: SSMRecurrent, bound, options: CompileOptions, target: Target):
+    """The fan-out multiplies the stream by a weight mantissa: |u| * mantissa_max must fit a register."""
+    peak = np.maximum(np.maximum(np.abs(bound[0]), np.abs(bound[1])), 1e-12)
+    return np.floor(np.log2(target.register_max / ((1 << (options.weight_bits - 1)) * peak)))
+
+
+def bound_ssm_recurrent(op: SSMRecurrent, ins):
+    """|y| <= sum_l |K[l]| |u| + |d0| (the float kernel's l1 norm, summed in closed form as a bound:
+    sum_l |2 c b a**l| <= 2 |c b| / (1 - |a|))."""
+    lo, hi = ins["main"]
+    u = np.maximum(np.abs(lo), np.abs(hi))
+    drive = 2 * np.abs(op.c * op.b) * u[:, None] + 2 * np.abs(op.c * op.e)
+    reach = (drive / np.maximum(1.0 - np.abs(op.a), 1e-12)).sum(1) + np.abs(op.D) * u + np.abs(op.d0)
+    return -reach, reach
 
 
 def quantize_lif(op: LIF, ins, s: State, name):
@@ -370,6 +470,7 @@ RULES = {
                         on_stream=True),
     Embedding: Rule(quantize_embedding, bound=lambda op, ins: (op.table.min(0), op.table.max(0)), on_stream=True),
     SSMConv: Rule(quantize_ssm_conv, bound=bound_ssm_conv, frac_limit=ssm_frac_limit),
+    SSMRecurrent: Rule(quantize_ssm_recurrent, bound=bound_ssm_recurrent, frac_limit=recurrent_frac_limit),
     LIF: Rule(quantize_lif, bound=lambda op, ins: (np.zeros_like(ins["main"][0]), np.ones_like(ins["main"][0]))),
     Dense: Rule(quantize_dense, bound=lambda op, ins: _affine_bound(op.weight, *ins["main"])),
     GLUResidual: Rule(quantize_glu_residual, bound=bound_glu_residual, on_stream=True),
@@ -455,7 +556,7 @@ def quantize_at(graph: Graph, stream_frac: np.ndarray, options: CompileOptions, 
     for name, done in s.done.items():
         q.set_op(name, done.op)
     q.meta.update(stream_frac_bits=s.stream_frac, act_bits=options.act_bits, options=options.to_dict(),
-                  quantization_error=dict(s.errors))
+                  quantization_error=dict(s.errors), ssm_kernel_error=dict(s.kernels))
     return q
 
 

@@ -1,0 +1,52 @@
+"""The kernel an SSM layer's integers actually compute, against its float kernel, per lowering.
+
+A convolution computes exactly its quantized taps (integer sums; only the output is rounded).  A
+recurrence rounds inside its loop, so its kernel is measured: the integer rule is run (the
+emulator's rule, i.e. arith) on an impulse of the largest admissible input and on zeros, and the
+difference, rescaled to model units, is its impulse response.  Both are compared with the float
+kernel on the same two measures: the taps, and the step response (partial sums of the taps, what
+a slow SSM mostly computes; the convolution's error feedback keeps these).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+CHANNELS_PER_CHUNK = 16          # (chunk, M, L) complex powers at a time
+
+
+def modal_kernel(a: np.ndarray, b: np.ndarray, c: np.ndarray, D: np.ndarray, L: int) -> np.ndarray:
+    """K[h, l] = 2 Re(sum_m c b a**l) + D [l == 0], float64 (H, L)."""
+    H = a.shape[0]
+    out = np.empty((H, L))
+    steps = np.arange(L)
+    for h0 in range(0, H, CHANNELS_PER_CHUNK):
+        sl = slice(h0, h0 + CHANNELS_PER_CHUNK)
+        powers = np.exp(np.log(a[sl])[..., None] * steps)                      # (chunk, M, L)
+        out[sl] = 2.0 * np.einsum("hm,hml->hl", c[sl] * b[sl], powers).real
+    out[:, 0] += D
+    return out
+
+
+def kernel_errors(exact: np.ndarray, approx: np.ndarray) -> dict:
+    """Relative L2 errors over all channels: of the taps and of the step responses."""
+    def rel(x, y):
+        n = float(np.linalg.norm(x))
+        return float(np.linalg.norm(y - x) / n) if n else 0.0
+    return {"taps": rel(exact, approx), "step": rel(np.cumsum(exact, 1), np.cumsum(approx, 1))}
+
+
+def measured_recurrent_kernel(op, lo, hi, in_frac, out_frac, L: int) -> np.ndarray:
+    """The integer recurrence's impulse response in model units (H, L): its output for an impulse
+    of the largest admissible input (per channel) less its output for zeros, over the impulse."""
+    import torch
+
+    from .emulator import scan_recurrence
+    lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
+    amp = np.where(hi >= -lo, hi, lo)
+    amp = np.where(amp == 0, 1, amp)
+    x = np.zeros((2, len(amp), L), np.int64)
+    x[0, :, 0] = amp
+    with torch.no_grad():
+        y = scan_recurrence(op, torch.from_numpy(x)).numpy()
+    scale = np.exp2((np.asarray(in_frac) - np.asarray(out_frac)).astype(np.float64)) / amp
+    return (y[0] - y[1]) * np.broadcast_to(scale, amp.shape)[:, None]
