@@ -23,17 +23,18 @@ from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 from lava.proc.lif.process import LIFReset
 
 from ...ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
-                   IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
+                   IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv, IntSSMRecurrent)
 from ...program import Program
 from .target import LOIHI2
 from .processes import (channel_affine, concat, encoder, gelu, glu_residual, readout, sampler, source, ssm_conv,
-                        token_encoder)
+                        ssm_recurrent, token_encoder)
 
 MODES = ("fixed_pt", "floating_pt")
 
 _OURS = (source.SampleSource, encoder.StreamEncoder, token_encoder.TokenEncoder, ssm_conv.SSMConv,
          glu_residual.GLUResidual, readout.Readout, sampler.Sampler, gelu.GELU, gelu.GELUResidual,
-         channel_affine.ChannelAffine, concat.Concat)
+         channel_affine.ChannelAffine, concat.Concat, ssm_recurrent.SSMRecurrent, ssm_recurrent.SSMFanOut,
+         ssm_recurrent.SSMModes, ssm_recurrent.SSMReduce)
 
 
 def _models(mode: str) -> dict:
@@ -119,6 +120,12 @@ def _ssm_conv(op: IntSSMConv, st: Stage):
                             bias_float=op.bias_float, **_timing(st))
 
 
+def _ssm_recurrent(op: IntSSMRecurrent, st: Stage):
+    from ...ir import array_fields
+    arrays = {f: getattr(op, f) for f, _ in array_fields(IntSSMRecurrent)}
+    return ssm_recurrent.SSMRecurrent(decay_shift=int(op.decay_shift), **arrays, **_timing(st))
+
+
 def _lif(op: IntLIF, st: Stage):
     # LIFReset zeroes u and v, before integrating, when time_step % reset_interval == reset_offset:
     # offset 1 is the first step of every window (Lava time starts at 1); the tests check no leak.
@@ -178,6 +185,7 @@ LOWER = {
     IntEncoder: Lowering(_encoder, {"main": "levels_in"}, "stream_out"),
     IntEmbedding: Lowering(_token_encoder, {"main": "tokens_in"}, "stream_out"),
     IntSSMConv: Lowering(_ssm_conv, {"main": "stream_in"}, "current_out"),
+    IntSSMRecurrent: Lowering(_ssm_recurrent, {"main": "stream_in"}, "current_out"),
     IntLIF: Lowering(_lif, {"main": "a_in"}, "s_out"),
     IntDense: Lowering(_dense, {"main": "s_in"}, "a_out"),
     IntGLUResidual: Lowering(_glu_residual, {"skip": "skip_in", "main": "dense_in"}, "stream_out"),
