@@ -1,0 +1,265 @@
+"""The SSM as an integer diagonal recurrence (IntSSMRecurrent, ``--ssm-lowering recurrent``).
+
+* arith's mode step against a restatement in Python integers of the stated rule (complex product
+  exact, each component rounded once, half up), and the numba back end against it;
+* the any-length state bound: the worst-case input driven for 20,000 steps stays inside the proven
+  bound and comes close to it; a decay that rounds onto the unit circle is refused, naming the mode;
+* the modes reproduce the materialized kernel (S4D and trainable-B), and folding norms into the
+  recurrence equals applying them around it;
+* both emulator back ends equal a plain numpy loop over arith; Lava fixed_pt equals the emulator on
+  real digits samples; the report names each layer's lowering, its reason and both kernel errors;
+  two-sided and DPLR layers keep the convolution.
+"""
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from neurocompile import arith
+from neurocompile.errors import RangeError
+from neurocompile.intervals import Context, mode_state_bound, node_interval
+from neurocompile.ir import ChannelAffine, Input, SSMRecurrent, add, new_graph
+from neurocompile.options import CompileOptions
+from neurocompile.pipeline import compile_checkpoint
+from neurocompile.target import get_target
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS = os.path.join(ROOT, "examples", "digits", "ckpt.pt")
+OFFICIAL = os.path.join(ROOT, "tests", "fixtures", "official")
+RECURRENT = CompileOptions(ssm_lowering="recurrent")
+
+
+def _round_half_up(v: int, k: int) -> int:
+    return math.floor(v / 2 ** k + 0.5) if k > 0 else v * 2 ** -k
+
+
+def test_mode_step_is_the_stated_rule():
+    rng = np.random.default_rng(0)
+    n, k = 5000, 17
+    s_re, s_im, x_re, x_im, e_re, e_im = (rng.integers(-2 ** 23, 2 ** 23, n) for _ in range(6))
+    a_re, a_im = rng.integers(-2 ** 17, 2 ** 17, n), rng.integers(-2 ** 17, 2 ** 17, n)
+    re, im = arith.ssm_mode_step(s_re, s_im, x_re, x_im, a_re, a_im, k, e_re, e_im)
+    for i in range(0, n, 37):
+        pr = int(a_re[i]) * int(s_re[i]) - int(a_im[i]) * int(s_im[i])
+        pi = int(a_re[i]) * int(s_im[i]) + int(a_im[i]) * int(s_re[i])
+        assert re[i] == _round_half_up(pr, k) + x_re[i] + e_re[i]
+        assert im[i] == _round_half_up(pi, k) + x_im[i] + e_im[i]
+
+
+def _drive_worst_case(a_re, a_im, k, X, steps):
+    """Feed x = X * (a s / |a s|) (rounded): the input that always pushes the state outward."""
+    s_re = s_im = 0
+    peak = 0
+    for _ in range(steps):
+        r_re, r_im = a_re * s_re - a_im * s_im, a_re * s_im + a_im * s_re
+        norm = math.hypot(r_re, r_im)
+        x_re, x_im = (X, 0) if norm == 0 else (round(X * r_re / norm), round(X * r_im / norm))
+        # keep the drive inside the bound the proof was given (rounding the direction can exceed X)
+        while x_re * x_re + x_im * x_im > X * X:
+            x_re, x_im = x_re - np.sign(x_re), x_im - np.sign(x_im)
+        s_re, s_im = (int(v) for v in arith.ssm_mode_step(s_re, s_im, x_re, x_im, a_re, a_im, k, 0, 0))
+        peak = max(peak, abs(s_re), abs(s_im), math.hypot(s_re, s_im))
+    return peak
+
+
+@pytest.mark.parametrize("a", [0.9995, 0.97 * np.exp(0.3j), 0.999 * np.exp(2.5j), -0.8])
+def test_worst_case_input_stays_within_the_proven_bound(a):
+    k, X = 17, 3000
+    a_re, a_im = int(round(np.real(a) * 2 ** k)), int(round(np.imag(a) * 2 ** k))
+    # the proof takes component bounds of the drive: give it X on both (|x| <= X holds)
+    bound = int(mode_state_bound(np.array([[a_re, a_im]]), np.array([[X, X]]), k)[0])
+    tight = int(mode_state_bound(np.array([[a_re, a_im]]), np.array([[X, 0]]), k)[0])
+    peak = _drive_worst_case(a_re, a_im, k, X, 20000)
+    assert peak <= tight <= bound
+    assert peak >= 0.97 * tight, (peak, tight)          # the proof is nearly reached: not loose
+
+
+def test_decay_on_the_unit_circle_is_refused_naming_the_mode():
+    k = 10
+    decay = np.array([[[1000, 10], [1023, 50]]])        # mode 1: |a| = sqrt(1023**2 + 50**2) / 1024 > 1
+    with pytest.raises(RangeError, match="channel 0 mode 1"):
+        mode_state_bound(decay, np.ones_like(decay), k)
+
+
+def test_digits_with_too_few_decay_bits_is_refused_naming_layer_and_mode(tmp_path, capsys):
+    from neurocompile.cli import main
+    out = tmp_path / "x.loihi2"
+    assert main(["export", DIGITS, "--ssm-lowering", "recurrent", "--decay-bits", "8", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and not out.exists()
+    assert err.startswith(f"neurocompile: error: {DIGITS}: layer0.ssm: channel 0 mode 0: decay |a| = 1.0")
+
+
+@pytest.mark.parametrize("variant", ["s4d", "diag_b"])
+def test_modes_reproduce_the_materialized_kernel(variant):
+    from neurocompile.models.ssm_kernel import init_kernel_params
+    from neurocompile.ir import S4DKernelParams
+    from neurocompile.passes.materialize import s4d_kernel, s4d_modes
+    from neurocompile.ssm_kernels import modal_kernel
+    params = init_kernel_params(variant, 6, 16, generator=torch.Generator().manual_seed(1))
+    params = {k: v.to(torch.float64) for k, v in params.items()}
+    if variant == "diag_b":
+        params["B"] = params["B"] * (1 + 0.3 * torch.randn(params["B"].shape, generator=torch.Generator().manual_seed(2),
+                                                           dtype=torch.float64))
+    op = S4DKernelParams({k: v.numpy() for k, v in params.items()}, variant, False, np.linspace(-1, 1, 6))
+    m = s4d_modes(op, params)
+    want = s4d_kernel(op, params, 50)[0]
+    want[:, 0] += op.D
+    np.testing.assert_allclose(modal_kernel(m.a, m.b, m.c, m.D, 50), want, rtol=1e-9, atol=1e-12)
+
+
+def _float_recurrence(r: SSMRecurrent, u):
+    s = np.zeros(r.a.shape, complex)
+    out = []
+    for x in u.T:
+        s = r.a * s + r.b * x[:, None] + r.e
+        out.append(2 * (r.c * s).sum(1).real + r.D * x + r.d0)
+    return np.stack(out, 1)
+
+
+def test_folding_norms_into_the_recurrence_equals_applying_them():
+    from neurocompile.passes.fold import fold_channel_affines
+    rng = np.random.default_rng(3)
+    H, M, L = 4, 3, 40
+    r = SSMRecurrent(a=0.9 * np.exp(1j * rng.uniform(0, 3, (H, M))), b=rng.normal(size=(H, M)) + 1j,
+                     c=rng.normal(size=(H, M)) - 0.5j, D=rng.normal(size=H), e=np.zeros((H, M), complex), d0=np.zeros(H))
+    pre = ChannelAffine(rng.uniform(0.5, 2, H), rng.normal(size=H))
+    post = ChannelAffine(rng.uniform(0.5, 2, H), rng.normal(size=H))
+    g = new_graph({"config": {"l_max": L}})
+    x = add(g, "input", Input(H, L, {}))
+    z = add(g, "norm", pre, [x])
+    y = add(g, "ssm", r, [z])
+    add(g, "vth", post, [y])
+    folded = fold_channel_affines(g)
+    assert set(folded.g.nodes) == {"input", "ssm"}
+    u = rng.normal(size=(H, L))
+    want = post.scale[:, None] * _float_recurrence(r, pre.scale[:, None] * u + pre.shift[:, None]) + post.shift[:, None]
+    np.testing.assert_allclose(_float_recurrence(folded.op("ssm"), u), want, rtol=1e-10, atol=1e-10)
+
+
+# ------------------------------------------------------------------ a real model: digits
+@pytest.fixture(scope="module")
+def digits_program():
+    return compile_checkpoint(DIGITS, RECURRENT)
+
+
+@pytest.fixture(scope="module")
+def digits_levels():
+    from neurocompile.datasets import load_dataset
+    return load_dataset("digits", "test").x[:6]
+
+
+def _numpy_recurrence(op, x):
+    """A plain numpy loop over arith, one time step at a time: x (H, L) -> output current (H, L)."""
+    s_re = np.zeros(op.decay.shape[:2], np.int64)
+    s_im = np.zeros_like(s_re)
+    out = []
+    for u in x.T:
+        d = arith.ssm_fan_out(u[:, None, None], op.gain_in, op.in_shift[:, None, None])
+        s_re, s_im = arith.ssm_mode_step(s_re, s_im, d[..., 0], d[..., 1], op.decay[..., 0], op.decay[..., 1],
+                                         op.decay_shift, op.state_bias[..., 0], op.state_bias[..., 1])
+        m_re, m_im = arith.ssm_message(s_re, op.send_shift[:, None]), arith.ssm_message(s_im, op.send_shift[:, None])
+        acc = arith.ssm_reduce_term(m_re, m_im, op.gain_out[..., 0], op.gain_out[..., 1]).sum(1)
+        out.append(arith.ssm_recurrent_output(acc, op.out_shift, arith.ssm_fan_out(u, op.direct, op.direct_shift),
+                                              op.out_bias))
+    return np.stack(out, 1)
+
+
+def test_both_emulator_backends_equal_a_numpy_loop_over_arith(digits_program, digits_levels):
+    from neurocompile.emulator import emulate
+    traces = {b: emulate(digits_program, digits_levels, record=True, device="cpu", backend=b)
+              for b in ("torch", "compiled")}
+    for name in ("layer0.ssm", "layer1.ssm"):
+        op = digits_program.op(name)
+        src = digits_program.inputs(name)["main"]
+        x = traces["torch"][src]
+        want = np.stack([_numpy_recurrence(op, xi) for xi in x])
+        assert np.array_equal(traces["torch"][name], want)
+        assert np.array_equal(traces["compiled"][name], want)
+        assert np.abs(want).max() > 200 and np.count_nonzero(want) > want.size // 2     # real activity
+    assert np.array_equal(traces["torch"]["logits"], traces["compiled"]["logits"])
+
+
+def test_state_of_real_input_stays_within_the_proof(digits_program, digits_levels):
+    from neurocompile.emulator import emulate
+    from neurocompile.intervals import recurrent_ranges
+    out = emulate(digits_program, digits_levels, record=True, device="cpu")
+    ins = {"layer0.ssm": out["encoder"], "layer1.ssm": out["layer0.residual"]}
+    intervals = {}
+    from neurocompile.intervals import register_table
+    _, intervals = register_table(digits_program, Context(digits_program.seq_len, get_target()))
+    for name, x in ins.items():
+        op = digits_program.op(name)
+        ranges, _ = recurrent_ranges(op, *intervals[digits_program.inputs(name)["main"]])
+        assert x.min() >= intervals[digits_program.inputs(name)["main"]][0].min()
+        s_re = np.zeros((len(x),) + op.decay.shape[:2], np.int64)
+        s_im = np.zeros_like(s_re)
+        for t in range(x.shape[2]):
+            d = arith.ssm_fan_out(x[:, :, t, None, None], op.gain_in, op.in_shift[:, None, None])
+            s_re, s_im = arith.ssm_mode_step(s_re, s_im, d[..., 0], d[..., 1], op.decay[..., 0], op.decay[..., 1],
+                                             op.decay_shift, op.state_bias[..., 0], op.state_bias[..., 1])
+            assert np.all(np.abs(s_re) <= ranges["state"]) and np.all(np.abs(s_im) <= ranges["state"])
+
+
+def test_lava_fixed_pt_equals_the_emulator(digits_program, digits_levels):
+    from neurocompile.emulator import emulate
+    from neurocompile.targets.loihi2.runner import run_lava
+    from neurocompile.validate import compare_traces
+    lava = run_lava(digits_program, digits_levels[:3], record=True, timeout_s=300)
+    emu = emulate(digits_program, digits_levels[:3], record=True, device="cpu")
+    assert compare_traces(lava, emu) == []
+    assert np.array_equal(lava["layer1.ssm"], emu["layer1.ssm"])
+
+
+def test_report_names_lowering_reason_and_both_kernel_errors(digits_program):
+    from neurocompile.cli import export_summary
+    table = digits_program.report["ssm_lowering"]
+    assert set(table) == {"layer0.ssm", "layer1.ssm"}
+    for row in table.values():
+        assert row["lowering"] == "recurrent" and "causal diagonal" in row["reason"]
+        assert set(row["kernel_error"]) == {"recurrent", "conv"}
+        assert 0 < row["kernel_error"]["recurrent"]["taps"] < 0.05
+    ops = {r["stage"]: r for r in digits_program.report["operations"]}
+    assert ops["layer0.ssm"]["ac_only"] is False and ops["layer0.ssm"]["multiplies_per_mode_step"] == 8
+    text = export_summary(digits_program, "x.loihi2")
+    assert "layer0.ssm        recurrent  causal diagonal" in text and "kernel error recurrent" in text
+
+
+def test_artifact_round_trip_and_deterministic_bytes(digits_program, tmp_path):
+    from neurocompile.artifact import load_program, save_program
+    a, b = tmp_path / "a.loihi2", tmp_path / "b.loihi2"
+    save_program(digits_program, str(a))
+    save_program(compile_checkpoint(DIGITS, RECURRENT), str(b))
+    assert a.read_bytes() == b.read_bytes()
+    loaded = load_program(str(a))                         # the loader re-proves the recurrence
+    assert np.array_equal(loaded.op("layer0.ssm").decay, digits_program.op("layer0.ssm").decay)
+
+
+def test_tampered_decay_is_refused_by_the_loader(digits_program, tmp_path):
+    import dataclasses
+
+    from neurocompile.artifact import load_program, save_program
+    from neurocompile.errors import ArtifactError
+    from neurocompile.program import Program, ProgramNode
+    op = digits_program.op("layer1.ssm")
+    decay = op.decay.copy()
+    decay[3, 2] = [1 << op.decay_shift, 0]                # |a| = 1: an integrator, no bound
+    nodes = tuple(ProgramNode(n.name, dataclasses.replace(n.op, decay=decay), n.layer) if n.name == "layer1.ssm"
+                  else n for n in digits_program.nodes)
+    bad = Program(nodes, digits_program.edges, digits_program.model, digits_program.delays, digits_program.report)
+    path = tmp_path / "bad.loihi2"
+    save_program(bad, str(path))
+    with pytest.raises(ArtifactError, match="layer1.ssm.*channel 3 mode 2"):
+        load_program(str(path))
+
+
+@pytest.mark.parametrize("fixture, reason", [("spikingssm_bidir_prenorm_batchnorm.ckpt", "two-sided"),
+                                             ("pspikessm_unidirectional_prenorm_bn.ckpt", "DPLR")])
+def test_two_sided_and_dplr_layers_keep_the_convolution_with_the_reason(fixture, reason):
+    from neurocompile.ir import IntSSMConv
+    program = compile_checkpoint(os.path.join(OFFICIAL, fixture), RECURRENT)
+    table = program.report["ssm_lowering"]
+    assert table and all(row["lowering"] == "conv" and reason in row["reason"] for row in table.values())
+    assert all(isinstance(program.op(n), IntSSMConv) for n in table)
