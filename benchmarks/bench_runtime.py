@@ -13,6 +13,15 @@ end there (the compiled numba loop, one sample per core); its one-off JIT compil
 the warm-up call and is reported apart.
 
     .venv/bin/python benchmarks/bench_runtime.py [--lava-samples 2] [--batch 64] [--small]
+
+``--lava-speed`` runs only the Lava time per step of three networks of one size, side by side in one
+run (issue 12, part 5): the stock-process anchor (n x (Dense H x H -> LIF H), Lava's own processes on
+random spikes), the SpikingSSM compiled with ``--ssm-lowering recurrent`` and the same model with the
+convolution.  Each network is built, run one step (Lava's compile and process start-up), then timed
+over ``--steps`` more steps (default: the model's window); the machine's load is recorded beside it.
+
+    nice -n 10 .venv/bin/python benchmarks/bench_runtime.py --lava-speed [--n-layers 4 --d-model 256
+        --d-state 64 --seq-len 1024] [--steps N]
 """
 from __future__ import annotations
 
@@ -32,6 +41,7 @@ from neurocompile.frontend import default_input_format, frontend_for
 from neurocompile.models.config import SpikingSSMConfig
 from neurocompile.models.pspikessm import PSpikeSSM, PSpikeSSMConfig
 from neurocompile.models.spikingssm import SpikingSSM
+from neurocompile.options import CompileOptions
 from neurocompile.pipeline import compile_graph, to_program
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,15 +69,92 @@ def timed(fn, repeat: int = 1):
     return best, out
 
 
-def compile_model(cfg):
+def compile_model(cfg, options: CompileOptions = CompileOptions()):
     """(seconds to compile with the range proof, the float model, the Program)."""
     kind = "pspikessm" if isinstance(cfg, PSpikeSSMConfig) else "spikingssm"
     model = (PSpikeSSM if kind == "pspikessm" else SpikingSSM)(cfg).eval()
     state = {k: v.detach() for k, v in model.state_dict().items()}
     fmt = default_input_format(cfg.to_dict())
     importer = frontend_for(kind).import_graph
-    seconds, program = timed(lambda: to_program(compile_graph(importer(cfg.to_dict(), state, fmt)), {}))
+    seconds, program = timed(lambda: to_program(compile_graph(importer(cfg.to_dict(), state, fmt), options), {}))
     return seconds, model, program
+
+
+def lava_step_seconds(root, run_cfg, steps: int) -> float:
+    """Wall seconds per step of the Lava network holding ``root``: one step first (compile, process
+    start-up), then ``steps`` steps timed."""
+    from lava.magma.core.run_conditions import RunSteps
+    root.run(condition=RunSteps(num_steps=1), run_cfg=run_cfg)
+    try:
+        t0 = time.perf_counter()
+        root.run(condition=RunSteps(num_steps=steps), run_cfg=run_cfg)
+        return (time.perf_counter() - t0) / steps
+    finally:
+        root.stop()
+
+
+def anchor_network(n_layers: int, H: int, steps: int, seed: int = 0):
+    """n x (Dense H x H -> LIF H) of Lava's stock processes, fed random spikes (10 %) from a RingBuffer."""
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.lif.process import LIF
+    rng = np.random.default_rng(seed)
+    source = RingBuffer(data=(rng.random((H, steps + 1)) < 0.1).astype(np.int32))
+    port = source.s_out
+    for _ in range(n_layers):
+        dense = Dense(weights=2 * rng.integers(-40, 41, (H, H)))
+        lif = LIF(shape=(H,), du=4095, dv=3584, vth=200, bias_mant=0, bias_exp=0)
+        port.connect(dense.s_in)
+        dense.a_out.connect(lif.a_in)
+        port = lif.s_out
+    return source
+
+
+def lava_speed(args) -> int:
+    """Lava ms per step: stock anchor, recurrent SSM lowering, convolution lowering (one run)."""
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    from neurocompile.targets.loihi2.lowering import build_network, run_config
+    n_layers, H, N, L = args.n_layers, args.d_model, args.d_state, args.seq_len
+    torch.manual_seed(0)
+    cfg = SpikingSSMConfig(d_input=1, d_output=10, d_model=H, n_layers=n_layers, d_state=N, l_max=L, input_levels=255)
+    levels, source = inputs(1, L)
+    load_before = os.getloadavg()
+    rows = {}
+    steps = args.steps or L
+    rows["anchor_stock_dense_lif"] = {
+        "ms_per_step": 1e3 * lava_step_seconds(anchor_network(n_layers, H, steps), Loihi2SimCfg(select_tag="fixed_pt"),
+                                               steps),
+        "what": f"{n_layers} x (stock Dense {H}x{H} -> stock LIF {H}), random spikes"}
+    for lowering in ("recurrent", "conv"):
+        t_compile, _, program = compile_model(cfg, CompileOptions(ssm_lowering=lowering))
+        net = build_network(program, mode="fixed_pt", record=False, levels=levels)
+        n = min(steps, program.window - 1)
+        rows[f"spikingssm_{lowering}"] = {
+            "ms_per_step": 1e3 * lava_step_seconds(net.source, run_config("fixed_pt"), n),
+            "compile_seconds": t_compile, "steps_timed": n, "window": program.window,
+            "what": f"SpikingSSM compiled with --ssm-lowering {lowering} ({source})"}
+    result = {"model": {"n_layers": n_layers, "d_model": H, "d_state": N, "seq_len": L, "causal": True},
+              "lava_ms_per_step": rows,
+              "recurrent_vs_anchor": rows["spikingssm_recurrent"]["ms_per_step"] / rows["anchor_stock_dense_lif"]["ms_per_step"],
+              "conv_vs_recurrent": rows["spikingssm_conv"]["ms_per_step"] / rows["spikingssm_recurrent"]["ms_per_step"],
+              "load_average_before_after": [list(load_before), list(os.getloadavg())],
+              "niceness": os.nice(0),
+              "machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0],
+                          "platform": platform.platform()}}
+    os.makedirs(args.out, exist_ok=True)
+    name = f"lava_speed_{n_layers}x{H}_N{N}_L{L}"
+    with open(os.path.join(args.out, f"{name}.json"), "w") as fh:
+        json.dump(result, fh, indent=1)
+    table = ["| network | Lava ms per step |", "|---|---|"] + \
+        [f"| {k} ({v['what']}) | {v['ms_per_step']:.2f} |" for k, v in rows.items()]
+    table += ["", f"recurrent / anchor: {result['recurrent_vs_anchor']:.2f}; conv / recurrent: "
+                  f"{result['conv_vs_recurrent']:.1f}; load average (1, 5, 15 min) before {load_before}, after "
+                  f"{result['load_average_before_after'][1]}; niceness {result['niceness']}"]
+    with open(os.path.join(args.out, f"{name}.md"), "w") as fh:
+        fh.write(f"# Lava time per step, {n_layers} layers, H={H}, N={N}, L={L}, causal\n\n" + "\n".join(table) + "\n")
+    print("\n".join(table))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -76,7 +163,16 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64, help="samples timed on the float model and the emulator")
     ap.add_argument("--small", action="store_true", help="2 layers, H=64, L=256: a quick smoke run")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--lava-speed", action="store_true",
+                    help="only the Lava time per step: stock anchor vs recurrent vs convolution lowering")
+    ap.add_argument("--n-layers", type=int, default=4)
+    ap.add_argument("--d-model", type=int, default=256)
+    ap.add_argument("--d-state", type=int, default=64)
+    ap.add_argument("--seq-len", type=int, default=1024)
+    ap.add_argument("--steps", type=int, default=0, help="--lava-speed: steps timed (default: the sequence length)")
     args = ap.parse_args(argv)
+    if args.lava_speed:
+        return lava_speed(args)
     torch.manual_seed(0)
     n_layers, H, N, L = (2, 64, 32, 256) if args.small else (4, 256, 64, 1024)
     cfg = SpikingSSMConfig(d_input=1, d_output=10, d_model=H, n_layers=n_layers, d_state=N, l_max=L, input_levels=255)

@@ -182,9 +182,9 @@ def emulate_ssm_conv(op: IntSSMConv, ins, run, name):
     return arith.ssm_current(acc_hi, acc_lo, op.split, _t(op.shift, x.device)[:, None], bias)
 
 
-def scan_recurrence(op: IntSSMRecurrent, x: torch.Tensor) -> torch.Tensor:
-    """The recurrent SSM's output current (B, H, L) for integer input x (B, H, L): arith's fan-out,
-    mode step, message and reduction, one time step at a time over all samples, channels and modes."""
+def recurrence_sums(op: IntSSMRecurrent, x: torch.Tensor) -> torch.Tensor:
+    """The recurrent SSM's reduction sums (B, H, L) for integer input x (B, H, L): arith's fan-out,
+    mode step, message and reduction term, one time step at a time over all samples, channels and modes."""
     d = x.device
     dec, gin, bias, gout = (_t(a, d) for a in (op.decay, op.gain_in, op.state_bias, op.gain_out))
     in_shift, send = _t(op.in_shift, d)[:, None, None], _t(op.send_shift, d)[:, None]
@@ -198,8 +198,15 @@ def scan_recurrence(op: IntSSMRecurrent, x: torch.Tensor) -> torch.Tensor:
                                          int(op.decay_shift), bias[..., 0], bias[..., 1])
         acc[:, :, t] = arith.ssm_reduce_term(arith.ssm_message(s_re, send), arith.ssm_message(s_im, send),
                                              gout[..., 0], gout[..., 1]).sum(-1)
+    return acc
+
+
+def scan_recurrence(op: IntSSMRecurrent, x: torch.Tensor) -> torch.Tensor:
+    """The recurrent SSM's output current (B, H, L) for integer input x (B, H, L)."""
+    d = x.device
     direct = arith.ssm_fan_out(x, _t(op.direct, d)[:, None], _t(op.direct_shift, d)[:, None])
-    return arith.ssm_recurrent_output(acc, _t(op.out_shift, d)[:, None], direct, _t(op.out_bias, d)[:, None])
+    return arith.ssm_recurrent_output(recurrence_sums(op, x), _t(op.out_shift, d)[:, None], direct,
+                                      _t(op.out_bias, d)[:, None])
 
 
 def emulate_ssm_recurrent(op: IntSSMRecurrent, ins, run, name):

@@ -36,17 +36,21 @@ def kernel_errors(exact: np.ndarray, approx: np.ndarray) -> dict:
 
 
 def measured_recurrent_kernel(op, lo, hi, in_frac, out_frac, L: int) -> np.ndarray:
-    """The integer recurrence's impulse response in model units (H, L): its output for an impulse
-    of the largest admissible input (per channel) less its output for zeros, over the impulse."""
+    """The integer recurrence's impulse response in model units (H, L): its reduction sums for an
+    impulse of the largest admissible input (per channel) less those for zeros, over the impulse,
+    plus the quantized D.  Measured before the output's final rescaling, which the convolution's
+    output shares (arith.ssm_current rounds there too): what is compared is the kernel."""
     import torch
 
-    from .emulator import scan_recurrence
+    from .emulator import recurrence_sums
     lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
     amp = np.where(hi >= -lo, hi, lo)
     amp = np.where(amp == 0, 1, amp)
     x = np.zeros((2, len(amp), L), np.int64)
     x[0, :, 0] = amp
     with torch.no_grad():
-        y = scan_recurrence(op, torch.from_numpy(x)).numpy()
-    scale = np.exp2((np.asarray(in_frac) - np.asarray(out_frac)).astype(np.float64)) / amp
-    return (y[0] - y[1]) * np.broadcast_to(scale, amp.shape)[:, None]
+        acc = recurrence_sums(op, torch.from_numpy(x)).numpy()
+    to_value = lambda shift: np.exp2((np.asarray(in_frac) - shift - out_frac).astype(np.float64))
+    kernel = (acc[0] - acc[1]) * (to_value(op.out_shift) / amp)[:, None]
+    kernel[:, 0] += op.direct * to_value(op.direct_shift)
+    return kernel
