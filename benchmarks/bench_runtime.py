@@ -38,6 +38,7 @@ import torch
 
 from neurocompile.emulator import default_backend, emulate
 from neurocompile.frontend import default_input_format, frontend_for
+from neurocompile.ir import IntSSMRecurrent
 from neurocompile.models.config import SpikingSSMConfig
 from neurocompile.models.pspikessm import PSpikeSSM, PSpikeSSMConfig
 from neurocompile.models.spikingssm import SpikingSSM
@@ -125,7 +126,7 @@ def lava_speed(args) -> int:
     rows["anchor_stock_dense_lif"] = {
         "ms_per_step": 1e3 * lava_step_seconds(anchor_network(n_layers, H, steps), Loihi2SimCfg(select_tag="fixed_pt"),
                                                steps),
-        "what": f"{n_layers} x (stock Dense {H}x{H} -> stock LIF {H}), random spikes"}
+        "processes": 1 + 2 * n_layers, "what": f"{n_layers} x (stock Dense {H}x{H} -> stock LIF {H}), random spikes"}
     for lowering in ("recurrent", "conv"):
         t_compile, _, program = compile_model(cfg, CompileOptions(ssm_lowering=lowering))
         net = build_network(program, mode="fixed_pt", record=False, levels=levels)
@@ -133,6 +134,7 @@ def lava_speed(args) -> int:
         rows[f"spikingssm_{lowering}"] = {
             "ms_per_step": 1e3 * lava_step_seconds(net.source, run_config("fixed_pt"), n),
             "compile_seconds": t_compile, "steps_timed": n, "window": program.window,
+            "processes": len(program.nodes) + len(net.taps) + 2 * len(list(program.nodes_of(IntSSMRecurrent))),
             "what": f"SpikingSSM compiled with --ssm-lowering {lowering} ({source})"}
     result = {"model": {"n_layers": n_layers, "d_model": H, "d_state": N, "seq_len": L, "causal": True},
               "lava_ms_per_step": rows,
@@ -142,19 +144,24 @@ def lava_speed(args) -> int:
               "niceness": os.nice(0),
               "machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0],
                           "platform": platform.platform()}}
-    os.makedirs(args.out, exist_ok=True)
-    name = f"lava_speed_{n_layers}x{H}_N{N}_L{L}"
-    with open(os.path.join(args.out, f"{name}.json"), "w") as fh:
-        json.dump(result, fh, indent=1)
-    table = ["| network | Lava ms per step |", "|---|---|"] + \
-        [f"| {k} ({v['what']}) | {v['ms_per_step']:.2f} |" for k, v in rows.items()]
+    table = ["| network | Lava ms per step | Lava processes |", "|---|---|---|"] + \
+        [f"| {k} ({v['what']}) | {v['ms_per_step']:.2f} | {v['processes']} |" for k, v in rows.items()]
     table += ["", f"recurrent / anchor: {result['recurrent_vs_anchor']:.2f}; conv / recurrent: "
                   f"{result['conv_vs_recurrent']:.1f}; load average (1, 5, 15 min) before {load_before}, after "
                   f"{result['load_average_before_after'][1]}; niceness {result['niceness']}"]
-    with open(os.path.join(args.out, f"{name}.md"), "w") as fh:
-        fh.write(f"# Lava time per step, {n_layers} layers, H={H}, N={N}, L={L}, causal\n\n" + "\n".join(table) + "\n")
-    print("\n".join(table))
+    write_results(args.out, f"lava_speed_{n_layers}x{H}_N{N}_L{L}", result,
+                  f"Lava time per step, {n_layers} layers, H={H}, N={N}, L={L}, causal", table)
     return 0
+
+
+def write_results(folder: str, name: str, result: dict, title: str, table: list) -> None:
+    """<name>.json and a Markdown page <name>.md under ``folder``; the table is printed too."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{name}.json"), "w") as fh:
+        json.dump(result, fh, indent=1)
+    with open(os.path.join(folder, f"{name}.md"), "w") as fh:
+        fh.write(f"# {title}\n\n" + "\n".join(table) + "\n")
+    print("\n".join(table))
 
 
 def main(argv=None) -> int:
@@ -247,10 +254,6 @@ def main(argv=None) -> int:
         "machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform(),
                     "torch": torch.__version__, "numba": numba.__version__, "cuda": torch.cuda.is_available()},
     }
-    os.makedirs(args.out, exist_ok=True)
-    name = "runtime_small" if args.small else "runtime"
-    with open(os.path.join(args.out, f"{name}.json"), "w") as fh:
-        json.dump(result, fh, indent=1)
     big_row, ps_row = result["official_size"], result["pspikessm"]
     table = ["| path | seconds per sample |", "|---|---|"] + [f"| {k} | {v:.5f} |" for k, v in per.items()]
     table += ["", f"emulator speed-up over Lava: {result['emulator_speedup_vs_lava']:.0f}x; "
@@ -261,9 +264,8 @@ def main(argv=None) -> int:
               f"compile {t_ps_compile:.2f} s",
               f"official size {big_row['config']}: compile with range proof {t_big_compile:.2f} s, "
               f"emulator {big_row['emulator_seconds_per_sample']:.3f} s per sample, latency {big.latency} steps"]
-    with open(os.path.join(args.out, f"{name}.md"), "w") as fh:
-        fh.write(f"# {n_layers} layers, H={H}, N={N}, L={L} ({source})\n\n" + "\n".join(table) + "\n")
-    print("\n".join(table))
+    write_results(args.out, "runtime_small" if args.small else "runtime", result,
+                  f"{n_layers} layers, H={H}, N={N}, L={L} ({source})", table)
     return 0
 
 

@@ -343,5 +343,5 @@ def _check_report(program: Program, rows, delays: dict, target) -> None:
     errors = report.get("quantization_error", {})
     _need(isinstance(errors, dict) and all(isinstance(k, str) and _finite_number(v) for k, v in errors.items()),
           "report field 'quantization_error' is not a table of finite numbers")
-    for key in ("source", "options"):
+    for key in ("source", "options", "ssm_lowering"):
         _need(isinstance(report.get(key, {}), dict), f"report field '{key}' is not an object")

@@ -263,3 +263,16 @@ def test_two_sided_and_dplr_layers_keep_the_convolution_with_the_reason(fixture,
     table = program.report["ssm_lowering"]
     assert table and all(row["lowering"] == "conv" and reason in row["reason"] for row in table.values())
     assert all(isinstance(program.op(n), IntSSMConv) for n in table)
+
+
+def test_lava_floating_pt_runs_the_float_recurrence(digits_program, digits_levels):
+    """The floating_pt models of the three pieces compute the float recurrence on their float input."""
+    from neurocompile.targets.loihi2.runner import run_lava
+    out = run_lava(digits_program, digits_levels[:2], mode="floating_pt", record=True, timeout_s=300)
+    op = digits_program.op("layer0.ssm")
+    pair = lambda a: a[..., 0] + 1j * a[..., 1]
+    r = SSMRecurrent(a=pair(op.decay_float), b=pair(op.gain_in_float), c=pair(op.gain_out_float) / 2,
+                     D=op.direct_float, e=pair(op.state_bias_float), d0=op.out_bias_float)
+    for x, y in zip(out["encoder"], out["layer0.ssm"]):
+        np.testing.assert_allclose(y, _float_recurrence(r, x), rtol=1e-9, atol=1e-9)
+    assert np.abs(out["layer0.ssm"]).max() > 0.1
