@@ -123,9 +123,10 @@ def lava_speed(args) -> int:
     load_before = os.getloadavg()
     rows = {}
     steps = args.steps or L
+    anchor = lambda: 1e3 * lava_step_seconds(anchor_network(n_layers, H, steps), Loihi2SimCfg(select_tag="fixed_pt"),
+                                             steps)
+    first = anchor()                                  # timed again after the models: the load drifts
     rows["anchor_stock_dense_lif"] = {
-        "ms_per_step": 1e3 * lava_step_seconds(anchor_network(n_layers, H, steps), Loihi2SimCfg(select_tag="fixed_pt"),
-                                               steps),
         "processes": 1 + 2 * n_layers, "what": f"{n_layers} x (stock Dense {H}x{H} -> stock LIF {H}), random spikes"}
     for lowering in ("recurrent", "conv"):
         t_compile, _, program = compile_model(cfg, CompileOptions(ssm_lowering=lowering))
@@ -135,7 +136,10 @@ def lava_speed(args) -> int:
             "ms_per_step": 1e3 * lava_step_seconds(net.source, run_config("fixed_pt"), n),
             "compile_seconds": t_compile, "steps_timed": n, "window": program.window,
             "processes": len(program.nodes) + len(net.taps) + 2 * len(list(program.nodes_of(IntSSMRecurrent))),
+            "load_average_1min": os.getloadavg()[0],
             "what": f"SpikingSSM compiled with --ssm-lowering {lowering} ({source})"}
+    last = anchor()
+    rows["anchor_stock_dense_lif"].update(ms_per_step=(first + last) / 2, ms_per_step_first_last=[first, last])
     result = {"model": {"n_layers": n_layers, "d_model": H, "d_state": N, "seq_len": L, "causal": True},
               "lava_ms_per_step": rows,
               "recurrent_vs_anchor": rows["spikingssm_recurrent"]["ms_per_step"] / rows["anchor_stock_dense_lif"]["ms_per_step"],
@@ -146,7 +150,8 @@ def lava_speed(args) -> int:
                           "platform": platform.platform()}}
     table = ["| network | Lava ms per step | Lava processes |", "|---|---|---|"] + \
         [f"| {k} ({v['what']}) | {v['ms_per_step']:.2f} | {v['processes']} |" for k, v in rows.items()]
-    table += ["", f"recurrent / anchor: {result['recurrent_vs_anchor']:.2f}; conv / recurrent: "
+    table += ["", f"anchor timed first and last: {first:.2f} / {last:.2f} ms (the mean above); "
+                  f"recurrent / anchor: {result['recurrent_vs_anchor']:.2f}; conv / recurrent: "
                   f"{result['conv_vs_recurrent']:.1f}; load average (1, 5, 15 min) before {load_before}, after "
                   f"{result['load_average_before_after'][1]}; niceness {result['niceness']}"]
     write_results(args.out, f"lava_speed_{n_layers}x{H}_N{N}_L{L}", result,
