@@ -22,10 +22,10 @@ from lava.proc.dense.process import Dense
 from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 from lava.proc.lif.process import LIFReset
 
+from ...arith import LIF_DU_NO_MEMORY
 from ...ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
                    IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
 from ...program import Program
-from .target import LOIHI2
 from .processes import (channel_affine, concat, encoder, gelu, glu_residual, readout, sampler, source, ssm_conv,
                         token_encoder)
 
@@ -124,7 +124,7 @@ def _lif(op: IntLIF, st: Stage):
     # offset 1 is the first step of every window (Lava time starts at 1); the tests check no leak.
     H = st.channels
     if st.fixed:
-        return _stock(LIFReset, shape=(H,), du=LOIHI2.lif_du_no_memory, dv=int(op.dv), vth=int(op.vth), bias_mant=0, bias_exp=0,
+        return _stock(LIFReset, shape=(H,), du=LIF_DU_NO_MEMORY, dv=int(op.dv), vth=int(op.vth), bias_mant=0, bias_exp=0,
                       reset_interval=st.window, reset_offset=1)
     return _stock(LIFReset, shape=(H,), du=1.0, dv=1.0 - float(op.tau), vth=1.0, bias_mant=0.0, bias_exp=0.0,
                   reset_interval=st.window, reset_offset=1)
