@@ -192,6 +192,8 @@ def cmd_simulate(args) -> int:
     for j, i in enumerate(idx):
         rates = ", ".join(f"{name} {traces[name][j].mean():.3f}" for name in program.spike_nodes)
         print(f"sample {i}: label {int(data.y[i])}, predicted {int(preds[j])}, firing rates [{rates}]")
+    from .activity import activity_and_energy, energy_text
+    print(energy_text(activity_and_energy(program, traces, raw[idx])))
     if args.output:
         save_traces(args.output, traces, trace_names(program, kinds),
                     {"engine": args.engine, "indices": idx, "labels": data.y[idx]}, inputs)
@@ -240,10 +242,15 @@ def cmd_validate(args) -> int:
     else:
         report = validate(model, program, values, raw, y, **common)
         text_report = format_report
+    if args.activity_samples:
+        from .activity import energy_text, measured
+        report.update(measured(program, raw[:args.activity_samples], seed=args.seed))
     report["dataset"] = {"name": args.dataset, "split": args.split}
     report["checkpoint"] = os.path.basename(args.checkpoint)
     report["artifact"] = os.path.basename(args.artifact)
     print(text_report(report))
+    if args.activity_samples:
+        print(energy_text(report))
     if args.json:
         text = json.dumps(report, indent=1, default=float).encode()
         write_atomic(args.json, lambda fh: fh.write(text), inputs)
@@ -328,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stochastic spikes (P-SpikeSSM): Monte-Carlo passes per side (default 8)")
     v.add_argument("--seed", type=_non_negative, default=0,
                    help="stochastic spikes: first seed (pass k uses seed + k; Lava runs seed)")
+    v.add_argument("--activity-samples", type=_non_negative, default=256,
+                   help="samples whose integer run is counted for activity and the energy estimate (default 256; 0 skips)")
     pl = sub.add_parser("plan", help="placement on Loihi 2: processes, cores, chips, latency, worst-case operations "
                                      "(estimates)")
     pl.add_argument("artifact")

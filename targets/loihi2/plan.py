@@ -92,7 +92,7 @@ class Plan:
 
     def to_dict(self) -> dict:
         host = [p for p in self.processes if p.placement.where == "host"]
-        return {"estimate": "resources from the Program's arrays and Loihi 2's public budgets (not a hardware "
+        return {"estimate": "an estimate: resources from the Program's arrays and Loihi 2's public budgets (not a hardware "
                             "compile)",
                 "target": self.target, "system": self.system, "system_chips": self.system_chips,
                 "chips": self.chips, "cores": self.cores, "embedded_cores": self.embedded,
