@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
-                 IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
+                 IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv, IntSSMRecurrent)
 from .operations import Costs, total
 
 PJ_PER_ACCUMULATE = 0.9        # 32-bit float add, 45 nm (Horowitz 2014; SpikingSSM poster, P-SpikeSSM appendix F)
@@ -73,6 +73,17 @@ def _ssm(op: IntSSMConv, ins, out, L):
     return Costs(synaptic_events=events, accumulates=events) + _per_step_neurons(out)
 
 
+def _ssm_recurrent(op: IntSSMRecurrent, ins, out, L):
+    """A non-zero input reaches its channel's 2M fan-out synapses and D (a multiply each); every mode
+    neuron updates each step (4 multiplies, 6 adds) and sends (re, im), which the reduction weighs
+    (2 multiplies): the mode messages are counted every step (a driven state is rarely exactly 0)."""
+    H, M = op.decay.shape[:2]
+    fan = _nonzero(ins["main"]) * (2 * M + 1)
+    updates = ins["main"].shape[0] * L * H * M
+    return Costs(synaptic_events=fan + 2 * updates, multiplies=fan + 6 * updates, accumulates=fan + 8 * updates,
+                 neuron_updates=updates, messages=fan + 2 * updates + _nonzero(out))
+
+
 def _lif(op: IntLIF, ins, out, L):
     return _per_step_neurons(out)
 
@@ -110,6 +121,7 @@ ACTIVITY = {
     IntEncoder: _encoder,
     IntEmbedding: _embedding,
     IntSSMConv: _ssm,
+    IntSSMRecurrent: _ssm_recurrent,
     IntLIF: _lif,
     IntDense: _dense,
     IntGLUResidual: _glu,
@@ -134,6 +146,7 @@ FLOAT_MACS = {
     IntEncoder: lambda op, H, L: op.weight.size * L,
     IntEmbedding: lambda op, H, L: 0,                      # a table lookup
     IntSSMConv: lambda op, H, L: _conv_macs(op, L),
+    IntSSMRecurrent: lambda op, H, L: H * L * (L + 1) // 2,   # the float model's causal L-tap convolution
     IntLIF: lambda op, H, L: H * L,                        # tau * u
     IntDense: lambda op, H, L: op.weight.size * L,
     IntGLUResidual: lambda op, H, L: H * L,                # a * sigmoid(g)

@@ -109,15 +109,21 @@ def _ssm(name, op: IntSSMConv, L, graph):
 
 
 def _ssm_recurrent(name, op: IntSSMRecurrent, L, graph):
+    """Per mode and step: fan-out b u (2 multiplies), a s (4), Re(2c m) (2); per channel D u (1)."""
     H, M = op.decay.shape[:2]
+    modes = H * M
     bias = ", plus a per-mode bias (folded BatchNorm shift)" if op.state_bias.any() else ""
-    return {"ac_only": False,
-            "how": f"diagonal recurrence, {M} complex modes per channel (state does not grow with L): fan-out "
-                   f"synapse x = b u, mode neurons s <- a s + x{bias} (a microcode neuron program: complex "
-                   f"multiply, rounded once per component), reduction synapse 2 Re(c s) + D u",
-            "multiplies_per_step": H * (M * (2 + 4 + 2) + 1),
-            "multiplies_per_mode_step": 8,
-            "adds_per_step": H * M * 6 + H}
+    costs = Costs(multiplies=8 * modes + H,
+                  accumulates=6 * modes + 2 * modes + 2 * H,     # mode update (3 per component), reduction, D u + bias
+                  synaptic_events=2 * modes + H + 2 * modes,    # fan-out (re, im) and D, reduction (re, im)
+                  neuron_updates=modes, messages=2 * modes + H + 2 * modes + H,
+                  state_bytes=2 * modes * REGISTER_BYTES + int_bytes(op.decay) + int_bytes(op.state_bias)
+                  + H * REGISTER_BYTES,
+                  synapse_bytes=int_bytes(op.gain_in) + int_bytes(op.direct) + int_bytes(op.gain_out)
+                  + int_bytes(op.out_bias))
+    return Operation(f"diagonal recurrence, {M} complex modes per channel, state independent of L: fan-out synapse "
+                     f"x = b u, mode neurons s <- a s + x{bias} (microcode: a complex multiply rounded once per "
+                     f"component), reduction synapse 2 Re(c s) + D u; 8 multiplies per mode and step", costs)
 
 
 def _lif(name, op: IntLIF, L, graph):

@@ -222,7 +222,9 @@ def test_report_names_lowering_reason_and_both_kernel_errors(digits_program):
         assert set(row["kernel_error"]) == {"recurrent", "conv"}
         assert 0 < row["kernel_error"]["recurrent"]["taps"] < 0.05
     ops = {r["stage"]: r for r in digits_program.report["operations"]}
-    assert ops["layer0.ssm"]["ac_only"] is False and ops["layer0.ssm"]["multiplies_per_mode_step"] == 8
+    H, M = digits_program.op("layer0.ssm").decay.shape[:2]
+    assert ops["layer0.ssm"]["ac_only"] is False and ops["layer0.ssm"]["per_step"]["multiplies"] == 8 * H * M + H
+    assert "8 multiplies per mode and step" in ops["layer0.ssm"]["how"]
     text = export_summary(digits_program, "x.loihi2")
     assert "layer0.ssm        recurrent  causal diagonal" in text and "kernel error recurrent" in text
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from ...errors import PlacementError
 from ...ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
-                   IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
+                   IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv, IntSSMRecurrent)
 from ...operations import REGISTER_BYTES, Costs, int_bytes, operations, ssm_input_bits, total
 from ...program import Program
 from .target import LOIHI2
@@ -159,6 +159,16 @@ def _ssm_conv(op: IntSSMConv, ctx) -> Placement:
                      host_bytes_per_step=_crossing(H, _message_bits(ctx), H, ctx.target.message_bits))
 
 
+def _ssm_recurrent(op: IntSSMRecurrent, ctx) -> Placement:
+    H, M = op.decay.shape[:2]
+    return Placement("neurocore", "stock Sparse fan-out (graded, b and D) -> microcode:s4d-mode-neuron -> stock Sparse "
+                     "reduction (graded, 2c)",
+                     f"{H * M:,} mode neurons ({M} per channel) hold their complex state in two 24-bit registers, "
+                     "independent of L; no stock neuron multiplies complex numbers, so the mode neuron is a "
+                     "microcode program; both synapses carry graded messages proven within 24 bits",
+                     neurons=H * M, state_bytes=ctx.costs.state_bytes, synapse_bytes=ctx.costs.synapse_bytes)
+
+
 def _lif(op: IntLIF, ctx) -> Placement:
     H = ctx.channels
     return Placement("neurocore", "stock LIF (LIFReset)", "Lava's stock LIF is bit-exact with the rule (du = 4095)",
@@ -207,6 +217,7 @@ PLACE = {
     IntEncoder: {"bit-serial-encoder": ("StreamEncoder", _encoder)},
     IntEmbedding: {"token-synapse": ("TokenEncoder", _embedding)},
     IntSSMConv: {"conv": ("SSMConv", _ssm_conv)},
+    IntSSMRecurrent: {"recurrent": ("SSMRecurrent", _ssm_recurrent)},
     IntLIF: {"lif": ("LIFReset", _lif)},
     IntDense: {"dense": ("Dense", _dense)},
     IntGLUResidual: {"glu-neuron": ("GLUResidual", _multiply_neuron("glu-sigmoid-multiply",

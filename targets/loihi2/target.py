@@ -60,6 +60,7 @@ LOWERINGS = {
     "IntEncoder": ("bit-serial-encoder",),
     "IntEmbedding": ("token-synapse",),
     "IntSSMConv": ("conv",),
+    "IntSSMRecurrent": ("recurrent",),
     "IntLIF": ("lif",),
     "IntDense": ("dense",),
     "IntGLUResidual": ("glu-neuron",),
