@@ -300,9 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--act-bits", type=int, default=None,
                    help="residual-stream width in bits; default: the widest (<= 16) that the range analysis proves safe. "
                         "An explicit width that would overflow a 24-bit register is an error")
-    e.add_argument("--ssm-lowering", default="conv", choices=["conv", "recurrent"],
-                   help="causal diagonal SSM layers: conv (accumulate-only convolution, default) or recurrent "
-                        "(integer diagonal recurrence, state independent of L); two-sided and DPLR layers stay conv")
+    e.add_argument("--ssm-lowering", default="conv", choices=["conv", "recurrent", "auto"],
+                   help="causal diagonal SSM layers: conv (accumulate-only convolution, default), recurrent "
+                        "(integer diagonal recurrence, state independent of L) or auto (per layer, from the target's "
+                        "placement plan of each); two-sided and DPLR layers stay conv")
     e.add_argument("--decay-bits", type=int, default=18,
                    help="recurrent SSM: decay mantissa bits incl. sign, one exponent per layer (default 18)")
     e.add_argument("--prob-bits", type=int, default=16,

@@ -18,7 +18,7 @@ class CompileOptions:
     phi_out_frac_bits: int = 12     # Phi values in 1/4096
     prob_bits: int = 16             # firing probabilities and uniforms of stochastic spikes
     operand_bits: int = 12          # an affine's value operand (its multiplier gets the rest of 24 bits)
-    ssm_lowering: str = "conv"      # causal diagonal SSMs: 'conv' (accumulate-only) or 'recurrent' (modes)
+    ssm_lowering: str = "conv"      # causal diagonal SSMs: 'conv' (accumulate-only), 'recurrent' (modes), 'auto'
     decay_bits: int = 18            # recurrent SSM: decay mantissa bits incl. sign (a neuron register)
 
     def __post_init__(self):
@@ -29,8 +29,8 @@ class CompileOptions:
             raise ValueError("--act-bits must be in 2..24")
         if not 1 <= self.prob_bits <= 22:
             raise ValueError("--prob-bits must be in 1..22")
-        if self.ssm_lowering not in ("conv", "recurrent"):
-            raise ValueError("--ssm-lowering must be conv or recurrent")
+        if self.ssm_lowering not in ("conv", "recurrent", "auto"):
+            raise ValueError("--ssm-lowering must be conv, recurrent or auto")
         if not 8 <= self.decay_bits <= 24:
             raise ValueError("--decay-bits must be in 8..24 (a 24-bit neuron register)")
 

@@ -15,11 +15,17 @@ from .program import Program, ProgramNode
 from .target import Target, get_target
 
 
-def compile_graph(graph: Graph, options: CompileOptions = CompileOptions(), target: Target = None) -> Graph:
+def compile_graph(graph: Graph, options: CompileOptions = CompileOptions(), target: Target = None,
+                  ssm_choices: dict = None) -> Graph:
+    """``ssm_choices`` ({SSM node: (lowering, reason)}) overrides ``options.ssm_lowering`` per layer;
+    with 'auto' and none given, ``ssm_lowering.compile_auto`` decides them from the target's plans."""
     target = target or get_target()
+    if options.ssm_lowering == "auto" and ssm_choices is None:
+        from .ssm_lowering import compile_auto
+        return compile_auto(graph, options, target, compile_graph, to_program)
     graph = passes.check_lowerable(graph)           # refuse, with the reason, what cannot run
     graph = passes.replace_sdn_with_lif(graph)      # the SDN was a training device: deploy exact LIF
-    graph = passes.materialize_kernels(graph, options.ssm_lowering)  # SSM -> streamed kernel, or its recurrence
+    graph = passes.materialize_kernels(graph, ssm_choices or options.ssm_lowering)  # SSM -> kernel, or recurrence
     graph = passes.fold_channel_affines(graph)      # 1/exp(ln_vth) and prenorm BatchNorm into the SSM
     graph = passes.quantize(graph, options, target)  # integers; scales chosen so every register fits
     graph = passes.analyze_ranges(graph, target)    # the proof, recorded in the report

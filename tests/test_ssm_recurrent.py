@@ -278,3 +278,21 @@ def test_lava_floating_pt_runs_the_float_recurrence(digits_program, digits_level
     for x, y in zip(out["encoder"], out["layer0.ssm"]):
         np.testing.assert_allclose(y, _float_recurrence(r, x), rtol=1e-9, atol=1e-9)
     assert np.abs(out["layer0.ssm"]).max() > 0.1
+
+
+@pytest.mark.parametrize("ckpt, want", [
+    (os.path.join(OFFICIAL, "spikingssm_causal_s4d_linear.ckpt"), "auto: the convolution goes to the host"),
+    (DIGITS, "auto: both fit neurocores"),
+    (os.path.join(OFFICIAL, "spikingssm_bidir_prenorm_batchnorm.ckpt"), "two-sided")])
+def test_auto_chooses_per_layer_from_the_plans_and_says_why(ckpt, want):
+    """L = 784: the 784-tap convolution cannot use synaptic delays and goes to the host, the recurrence
+    fits neurocores; L = 64: both fit, the recurrence needs less memory at a smaller kernel error;
+    two-sided kernels keep the convolution."""
+    from neurocompile.ir import IntSSMConv, IntSSMRecurrent
+    program = compile_checkpoint(ckpt, CompileOptions(ssm_lowering="auto"))
+    table = program.report["ssm_lowering"]
+    assert table and all(want in row["reason"] for row in table.values())
+    kind = IntSSMConv if want == "two-sided" else IntSSMRecurrent
+    assert all(isinstance(program.op(n), kind) for n in table)
+    plan = get_target().load("planner")(program)
+    assert all(plan.process(n).placement.where == "neurocore" for n in table if kind is IntSSMRecurrent)

@@ -65,10 +65,12 @@ def recurrence_refusal(op) -> str:
     return ""
 
 
-def materialize_kernels(graph: Graph, ssm_lowering: str = "conv") -> Graph:
+def materialize_kernels(graph: Graph, ssm_lowering="conv") -> Graph:
+    """``ssm_lowering``: 'conv' or 'recurrent' for every layer, or {SSM node: (lowering, reason)}."""
     import torch
 
-    if ssm_lowering not in SSM_LOWERINGS:
+    per_layer = ssm_lowering if isinstance(ssm_lowering, dict) else {}
+    if not per_layer and ssm_lowering not in SSM_LOWERINGS:
         raise ValueError(f"unknown SSM lowering {ssm_lowering!r} (choose from {', '.join(SSM_LOWERINGS)})")
     graph = graph.copy()
     L = int(graph.meta["config"]["l_max"])
@@ -77,15 +79,18 @@ def materialize_kernels(graph: Graph, ssm_lowering: str = "conv") -> Graph:
         op = graph.op(name)
         params = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in op.params.items()}
         refusal = recurrence_refusal(op)
-        if ssm_lowering == "recurrent" and not refusal:
+        want, why = per_layer.get(name, (ssm_lowering, ""))
+        if want == "recurrent" and not refusal:
             modes = s4d_modes(op, params)
             if not all(np.isfinite(v).all() for v in (modes.a, modes.b, modes.c)):
                 raise UnsupportedModelError(f"{graph.meta.get('source') or 'model'}: {name}: the SSM's discretised "
                                             "modes are not finite (dt or A overflow float64)")
             graph.set_op(name, modes)
-            chosen[name] = {"lowering": "recurrent", "reason": "causal diagonal S4D kernel (--ssm-lowering recurrent)"}
+            chosen[name] = {"lowering": "recurrent",
+                            "reason": why or "causal diagonal S4D kernel (--ssm-lowering recurrent)"}
             continue
-        chosen[name] = {"lowering": "conv", "reason": refusal if ssm_lowering == "recurrent" else "--ssm-lowering conv"}
+        chosen[name] = {"lowering": "conv",
+                        "reason": why or (refusal if want == "recurrent" else "--ssm-lowering conv")}
         k = KERNELS[type(op)](op, params, L)
         H = k.shape[1]
         if op.bidirectional:
