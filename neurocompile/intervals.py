@@ -218,10 +218,22 @@ def mode_state_bound(decay, drive, decay_shift: int) -> np.ndarray:
     The bound is reached to within the rounding term by the input that keeps x aligned with the
     state's phase (for a real decay: x constant at its extreme).  Refuses, naming channel and mode, a
     decay that is not strictly inside the unit circle."""
-    import math
-    from .errors import RangeError
     a = as_int(decay)
     dr = magnitude(-as_int(drive), as_int(drive))
+    key = (a.shape, a.tobytes(), dr.tobytes(), int(decay_shift))
+    if key not in _STATE_BOUNDS:              # the quantizer asks again for every output scale it tries
+        if len(_STATE_BOUNDS) > 16:
+            _STATE_BOUNDS.clear()
+        _STATE_BOUNDS[key] = _mode_state_bound(a, dr, int(decay_shift))
+    return _STATE_BOUNDS[key].copy()
+
+
+_STATE_BOUNDS: dict = {}
+
+
+def _mode_state_bound(a, dr, decay_shift: int) -> np.ndarray:
+    import math
+    from .errors import RangeError
     Q = 1 << int(decay_shift)
     flat_a, flat_d = a.reshape(-1, 2).tolist(), dr.reshape(-1, 2).tolist()
     modes = a.shape[-2] if a.ndim >= 2 else 1
