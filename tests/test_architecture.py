@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import neurocompile
-from neurocompile import emulator, intervals, operations
+from neurocompile import activity, emulator, intervals, operations
 from neurocompile.ir import INT_NODES, IntInput
 from neurocompile.target import get_target
 
@@ -69,6 +69,8 @@ def _tables():
         "operations.OPERATION": (set(operations.OPERATION) | set(operations.NO_OPERATION),
                                  {}),
         "emulator.EMULATE": (set(emulator.EMULATE), {}),
+        "activity.ACTIVITY": (set(activity.ACTIVITY) | set(activity.NO_ACTIVITY), {}),
+        "activity.FLOAT_MACS": (set(activity.FLOAT_MACS), {}),
         # COMPILED overrides EMULATE where a compiled kernel exists and falls back to it elsewhere
         "emulator.COMPILED": (set(emulator.COMPILED), {}),
         "targets/loihi2/lowering.LOWER": (set(lowering.LOWER), {}),
@@ -78,6 +80,7 @@ def _tables():
 
 
 @pytest.mark.parametrize("table", sorted(["intervals.INTERVAL", "operations.OPERATION", "emulator.EMULATE",
+                                          "activity.ACTIVITY", "activity.FLOAT_MACS",
                                           "emulator.COMPILED", "targets/loihi2/lowering.LOWER",
                                           "targets/loihi2/plan.PLACE", "loihi2 target lowerings"]))
 def test_every_table_covers_every_node_type(table):
@@ -89,6 +92,7 @@ def test_every_table_covers_every_node_type(table):
 
 def test_input_node_has_no_operation_row_but_a_reason():
     assert IntInput not in operations.OPERATION and operations.NO_OPERATION[IntInput]
+    assert IntInput not in activity.ACTIVITY and activity.NO_ACTIVITY[IntInput]
 
 
 def test_plan_rows_name_the_targets_lowerings():
