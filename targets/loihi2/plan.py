@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from ...errors import PlacementError
 from ...ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
                    IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
-from ...operations import REGISTER_BYTES, Costs, int_bytes, operations, ssm_input_bits, total
+from ...operations import REGISTER_BYTES, Costs, operations, ssm_input_bits, total
 from ...program import Program
 from .target import LOIHI2
 
@@ -299,8 +299,10 @@ def plan_processes(program: Program, lowerings: dict | None = None, target=LOIHI
         costs = ops[name].per_step if name in ops else Costs()
         ctx = _Ctx(program, name, target, channels[name], {p: type(program.op(s)).TRACE for p, s in ins.items()},
                    costs, max(arrivals.values(), default=0), arrivals, consumers[0] if consumers else "")
+        placement = rule(op, ctx)
+        assert placement.where in PLACEMENTS, (name, placement.where)
         plans.append(ProcessPlan(name, type(op).__name__, program.layer_of(name), _unit_of(program, name), lowering,
-                                 process, rule(op, ctx), costs, ctx.delay, arrivals, channels[name],
+                                 process, placement, costs, ctx.delay, arrivals, channels[name],
                                  {p: channels[s] for p, s in ins.items()}))
     return tuple(plans)
 
