@@ -281,13 +281,12 @@ def test_lava_floating_pt_runs_the_float_recurrence(digits_program, digits_level
 
 
 @pytest.mark.parametrize("ckpt, want", [
-    (os.path.join(OFFICIAL, "spikingssm_causal_s4d_linear.ckpt"), "auto: the convolution goes to the host"),
+    (os.path.join(OFFICIAL, "spikingssm_causal_s4d_linear.ckpt"), "auto: both fit neurocores"),
     (DIGITS, "auto: both fit neurocores"),
     (os.path.join(OFFICIAL, "spikingssm_bidir_prenorm_batchnorm.ckpt"), "two-sided")])
 def test_auto_chooses_per_layer_from_the_plans_and_says_why(ckpt, want):
-    """L = 784: the 784-tap convolution cannot use synaptic delays and goes to the host, the recurrence
-    fits neurocores; L = 64: both fit, the recurrence needs less memory at a smaller kernel error;
-    two-sided kernels keep the convolution."""
+    """L = 784 and L = 64: both lowerings fit neurocores (the convolution as delay lines), the
+    recurrence needs less core memory at a smaller kernel error; two-sided kernels keep the convolution."""
     from neurocompile.ir import IntSSMConv, IntSSMRecurrent
     program = compile_checkpoint(ckpt, CompileOptions(ssm_lowering="auto"))
     table = program.report["ssm_lowering"]
