@@ -117,9 +117,10 @@ def validate(model, program: Program, values: np.ndarray, raw: np.ndarray, label
     return report
 
 
-def prng_uniforms(program: Program, seed: int, device):
+def prng_uniforms(program: Program, seed: int, device, first_sample: int = 0):
     """The integer run's uniforms as the float model's ``uniforms`` hook: (u + 1/2) / 2**bits, so a
-    float probability p fires exactly when the integer one would, up to p's own quantization."""
+    float probability p fires exactly when the integer one would, up to p's own quantization.
+    ``first_sample``: the data-file index of the batch's first sample."""
     import torch
 
     from .frontend import pspikessm_uniform_source
@@ -130,9 +131,10 @@ def prng_uniforms(program: Program, seed: int, device):
         B, H, L = shape
         from . import arith
         u = arith.uniform_bits(int(seed), pspikessm_uniform_source(layer, which),
-                               torch.arange(H, dtype=torch.int64)[:, None], torch.arange(L, dtype=torch.int64)[None, :],
-                               bits)
-        return ((u.double() + 0.5) / 2.0 ** bits).to(device).expand(B, H, L)
+                               torch.arange(first_sample, first_sample + B, dtype=torch.int64)[:, None, None],
+                               torch.arange(H, dtype=torch.int64)[None, :, None],
+                               torch.arange(L, dtype=torch.int64)[None, None, :], bits)
+        return ((u.double() + 0.5) / 2.0 ** bits).to(device)
     return uniforms
 
 
