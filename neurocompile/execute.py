@@ -122,8 +122,8 @@ class _Child:
             import multiprocessing.util
             multiprocessing.context._default_context._actual_context = None
             multiprocessing.util.register_after_fork(_set_parent_death_signal, lambda _: _set_parent_death_signal())
-            if "torch" in sys.modules:
-                sys.modules["torch"].set_num_threads(max(1, threads))
+            if "torch" in sys.modules:       # OpenMP's pool does not survive fork: one thread per worker
+                sys.modules["torch"].set_num_threads(1)
 
             def report(done, total):
                 os.write(prog_w, f"progress {done} {total}\n".encode())

@@ -44,6 +44,10 @@ class Target:
     def run(self, program, levels, **kwargs) -> dict:
         raise NotImplementedError
 
+    def simulate(self, program, levels, **kwargs) -> dict:
+        """``run`` in this process, no killable child around it (an executor's worker provides one)."""
+        raise NotImplementedError
+
 
 TARGET_NAMES = ("loihi2",)
 

@@ -61,6 +61,15 @@ class Loihi2(Target):
         from .runner import run_lava
         return run_lava(program, levels, **kwargs)
 
+    def simulate(self, program, levels, **kwargs) -> dict:
+        from .runner import simulate_task
+        kwargs.setdefault("mode", "fixed_pt")
+        kwargs.setdefault("backend", "sim")
+        kwargs.setdefault("record", True)
+        kwargs.setdefault("seed", 0)
+        kwargs.setdefault("first_sample", 0)
+        return simulate_task(program, levels, **kwargs)
+
 
 LOIHI2 = Loihi2(name="loihi2", register_bits=24, weight_bits=8, weights_even=True, vth_bits=17,
                 synapse_hop_steps=1, host_exact_bits=53)
