@@ -154,7 +154,7 @@ def test_monte_carlo_accuracy_within_one_point_on_all_digits(programs, digits, n
     r = validate_stochastic(build_model(cfg, sd), program, values, raw, digits.y, mc_passes=8, seed=0,
                             lava_samples=0, device="cpu")
     acc = r["accuracy"]
-    assert r["samples"] == 360 and r["mc_passes"] == 8 and len(acc["integer_passes"]) == 8
+    assert r["samples"] == 360 and r["mc_passes"] == 8 and len(acc["integer_per_pass"]) == 8
     assert abs(acc["float"] - acc["integer"]) <= 0.01, acc
     assert acc["float"] > 0.9 and acc["integer_ci"][0] < acc["integer"] < acc["integer_ci"][1]
     assert r["majority_vote_agreement"] > 0.95
