@@ -83,7 +83,15 @@ class _Child:
 
     def __init__(self, task: Task, scratch_root: str | None, threads: int):
         self.task = task
-        self.tmp = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=scratch_root)
+        # the scratch folder is short-named in the system temp folder (multiprocessing puts sockets
+        # there, and their paths must stay under ~100 bytes); a pointer to it in ``scratch_root``
+        # lets a later run clean it up if this parent is SIGKILLed
+        self.tmp = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+        self.pointer = None
+        if scratch_root:
+            self.pointer = os.path.join(scratch_root, os.path.basename(self.tmp))
+            with open(self.pointer, "w") as fh:
+                fh.write(self.tmp)
         self.output = os.path.join(self.tmp, "out.npz")
         self.done = 0
         prog_r, prog_w = os.pipe()
@@ -180,6 +188,11 @@ class _Child:
                 pass
         release_shared_memory(os.path.join(self.tmp, SHM_LOG))
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.pointer:
+            try:
+                os.unlink(self.pointer)
+            except FileNotFoundError:
+                pass
 
 
 def _read_line(fd: int, block: bool = True) -> str:
@@ -244,8 +257,9 @@ def release_shared_memory(log: str) -> None:
 
 
 def reap_stale_scratch(root: str) -> int:
-    """Clean the scratch folders under ``root`` left by parents that no longer run (SIGKILL): their
-    shared memory is unlinked and the folders removed.  Returns how many were cleaned."""
+    """Clean the scratch folders that the pointers under ``root`` name, left by parents that no
+    longer run (SIGKILL): their shared memory is unlinked, the folders and pointers removed.
+    Returns how many were cleaned."""
     cleaned = 0
     try:
         names = os.listdir(root)
@@ -262,9 +276,16 @@ def reap_stale_scratch(root: str) -> int:
             pass
         except (ValueError, PermissionError):
             continue
-        folder = os.path.join(root, name)
-        release_shared_memory(os.path.join(folder, SHM_LOG))
-        shutil.rmtree(folder, ignore_errors=True)
+        pointer = os.path.join(root, name)
+        try:
+            with open(pointer) as fh:
+                folder = fh.read().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if os.path.basename(folder) == name and os.path.dirname(folder) == tempfile.gettempdir():
+            release_shared_memory(os.path.join(folder, SHM_LOG))
+            shutil.rmtree(folder, ignore_errors=True)
+        os.unlink(pointer)
         cleaned += 1
     return cleaned
 
