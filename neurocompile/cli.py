@@ -97,7 +97,7 @@ def export_summary(program, path: str) -> str:
                  f"({worst['node']} {worst['register']}: {worst['worst']} of {worst['limit']})")
     errors = rep.get("quantization_error", {})
     if errors:
-        lines.append("  weight quantization error (relative, L2): "
+        lines.append("  quantization error (weights: relative L2; samplers: bound of the firing-probability error): "
                      + ", ".join(f"{n} {100 * e:.2g} %" for n, e in errors.items()))
     for node, err in errors.items():
         if err > QUANT_ERROR_WARNING:

@@ -161,3 +161,17 @@ def test_monte_carlo_accuracy_within_one_point_on_all_digits(programs, digits, n
     for row in r["spike_nodes"]:
         assert abs(row["mean_probability_float"] - row["mean_probability_integer"]) < 0.01, row
         assert row["same_uniforms_spike_agreement"] > 0.95
+
+
+@pytest.mark.parametrize("name", ["uni", "bi"])
+def test_sampler_probability_error_on_the_data_stays_within_the_quantizer_bound(programs, digits, name):
+    """|integer p - float p| on the same inputs (the integer run's), measured on 64 digits, never
+    exceeds the bound the quantizer recorded for that sampler (export prints it)."""
+    from neurocompile.validate import probability_error
+    program = programs[name]
+    measured = probability_error(program, emulate(program, digits.x[:64], record=True, seed=1))
+    bound = program.report["quantization_error"]
+    for k, node in enumerate(program.spike_nodes):
+        assert measured[k, 0] <= bound[node] + 1e-12, (node, measured[k, 0], bound[node])
+        if bound[node] <= 2 ** -8:
+            assert measured[k, 0] <= 2 ** -8
