@@ -92,7 +92,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     W = args.workers
     shard = ["--lava-shard-samples", str(args.shard)]
-    res = {"cpus": os.cpu_count(), "workers": W, "shard_samples": args.shard, "runs": {}, "identical": {}}
+    res = {"cpus": os.cpu_count(), "workers": W, "shard_samples": args.shard, "runs": {}, "identical": {},
+           "load_average_at_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="scaleout-") as tmp:
         art = {name: export(name, tmp) for name in EXAMPLES}
         # 1. digits SpikingSSM
@@ -134,6 +135,8 @@ def main(argv=None) -> int:
             "note": "full split = 10,000 x (Lava seconds per sample on one worker) / (workers that run at once); "
                     "shards are independent, so K machines of C cores divide it by about K*C, plus each shard's "
                     "network build and start-up (included in the measured per-sample time)"}
+    res["load_average_at_end"] = os.getloadavg()[0]
+    res["command"] = " ".join([os.path.relpath(sys.argv[0], ROOT)] + list(argv if argv is not None else sys.argv[1:]))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "scaleout.json"), "w") as fh:
         json.dump(res, fh, indent=1, default=str)
@@ -146,6 +149,8 @@ def main(argv=None) -> int:
 def markdown(res: dict) -> str:
     W = res["workers"]
     lines = [f"# Validation at scale ({res['cpus']} CPUs, {W} workers, {res['shard_samples']} samples per Lava shard)", "",
+             f"`{res['command']}`; 1-minute load average {res['load_average_at_start']:.1f} at the start, "
+             f"{res['load_average_at_end']:.1f} at the end (speed-ups mean something only on an idle machine).", "",
              "| run | Lava samples | wall s | Lava s | Lava s/sample | shards | reused | bit-exact |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for name, r in res["runs"].items():

@@ -179,7 +179,8 @@ def passes_figure(report: dict):
     for side, color in (("float", "tab:blue"), ("integer", "tab:orange")):
         v = 100 * np.asarray(acc[f"{side}_per_pass"])
         ax.plot(np.arange(len(v)), v, "o-", color=color, label=f"{side} (mean {v.mean():.2f} %)", ms=4)
-    ax.set_xlabel("pass", fontsize=8)
+    ax.set_xticks(np.arange(len(acc["float_per_pass"])))
+    ax.set_xlabel("pass k (seed + k)", fontsize=8)
     ax.set_ylabel("accuracy (%)", fontsize=8)
     ax.set_title("Monte-Carlo passes", fontsize=9)
     ax.legend(fontsize=8)
