@@ -91,6 +91,9 @@ def export_summary(program, path: str) -> str:
              f"  {'stage':<18}{'AC-only':<9}how"]
     for row in rep["operations"]:
         lines.append(f"  {row['stage']:<18}{('yes' if row['ac_only'] else 'NO'):<9}{row['how']}")
+    step = {k: sum(row["per_step"][k] for row in rep["operations"]) for k in ("accumulates", "multiplies")}
+    lines.append(f"  worst case per step (every input spiking, every bit plane set): {step['accumulates']:,} "
+                 f"accumulates, {step['multiplies']:,} multiplies")
     registers = [r for r in rep["ranges"] if r["limit"] > 2 ** 20]     # not the bit-plane counts
     worst = min(registers, key=lambda r: r["headroom_bits"])
     lines.append(f"  range analysis: every 24-bit register proven safe; least headroom {worst['headroom_bits']} bits "
@@ -116,6 +119,23 @@ def cmd_inspect(args) -> int:
         print(export_summary(program, args.artifact).replace("wrote ", "artifact ", 1))
         for r in program.report["ranges"]:
             print(f"    {r['node']:<18}{r['register']:<34}{r['worst']:>12} / {r['limit']:<10} headroom {r['headroom_bits']} bits")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- plan
+def cmd_plan(args) -> int:
+    from .artifact import load_program
+    from .fileio import check_output_path, write_atomic
+    from .plan_report import plan_dict, plan_text
+
+    if args.json:
+        check_output_path(args.json, [args.artifact])
+    program = load_program(args.artifact)
+    plan = plan_dict(program, system=args.system)
+    print(plan_text(plan, args.artifact))
+    if args.json:
+        text = json.dumps(plan, indent=1).encode()
+        write_atomic(args.json, lambda fh: fh.write(text), inputs=[args.artifact])
     return 0
 
 
@@ -161,7 +181,8 @@ def cmd_simulate(args) -> int:
     if args.engine == "lava":
         if "voltage" in kinds:
             raise ValueError("--record voltage: the stock Lava LIF keeps v internal; use --engine emulator for membrane traces")
-        from .targets.loihi2.runner import run_lava
+        from .target import get_target
+        run_lava = get_target(program.report.get("target", "loihi2")).load("runner")
         traces = run_lava(program, raw[idx], mode="fixed_pt", backend=args.backend, record=True, timeout_s=args.timeout,
                           progress=_progress("Lava", len(idx)) if len(idx) > 1 else None, seed=args.seed)
     else:
@@ -171,6 +192,8 @@ def cmd_simulate(args) -> int:
     for j, i in enumerate(idx):
         rates = ", ".join(f"{name} {traces[name][j].mean():.3f}" for name in program.spike_nodes)
         print(f"sample {i}: label {int(data.y[i])}, predicted {int(preds[j])}, firing rates [{rates}]")
+    from .activity import activity_and_energy, energy_text
+    print(energy_text(activity_and_energy(program, traces, raw[idx])))
     if args.output:
         save_traces(args.output, traces, trace_names(program, kinds),
                     {"engine": args.engine, "indices": idx, "labels": data.y[idx]}, inputs)
@@ -236,6 +259,9 @@ def cmd_validate(args) -> int:
     finally:
         if hasattr(scale.executor, "close"):
             scale.executor.close()
+    if args.activity_samples:
+        from .activity import energy_text, measured
+        report.update(measured(program, raw[:args.activity_samples], seed=args.seed))
     report["dataset"] = {"name": args.dataset, "split": args.split}
     report["checkpoint"] = os.path.basename(args.checkpoint)
     report["artifact"] = os.path.basename(args.artifact)
@@ -245,6 +271,8 @@ def cmd_validate(args) -> int:
                                       {k: v for k, v in vars(args).items() if k != "argv"}, ["neurocompile"] + args.argv)
     raster = report.pop("raster", None)
     print(text_report(report))
+    if args.activity_samples:
+        print(energy_text(report))
     if args.json:
         text = json.dumps(report, indent=1, default=float).encode()
         write_atomic(args.json, lambda fh: fh.write(text), inputs)
@@ -372,6 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples per Lava shard (default 16)")
     v.add_argument("--retries", type=_non_negative, default=2, help="tries after the first for a failed shard (default 2)")
     v.add_argument("--html", default=None, metavar="FILE", help="write a self-contained HTML report here")
+    v.add_argument("--activity-samples", type=_non_negative, default=256,
+                   help="samples whose integer run is counted for activity and the energy estimate (default 256; 0 skips)")
+    pl = sub.add_parser("plan", help="placement on Loihi 2: processes, cores, chips, latency, worst-case operations "
+                                     "(estimates)")
+    pl.add_argument("artifact")
+    pl.add_argument("--json", help="write the plan as JSON here")
+    pl.add_argument("--system", default=None, choices=["oheo-gulch", "kapoho-point", "hala-point"],
+                    help="the system to place on (default: the smallest that holds the plan)")
     return p
 
 
@@ -381,7 +417,8 @@ def main(argv=None) -> int:
         return _guard(lambda: cmd_train(argv[1:]))
     args = build_parser().parse_args(argv)
     args.argv = argv                              # the command line, for report provenance
-    handler = {"export": cmd_export, "inspect": cmd_inspect, "simulate": cmd_simulate, "validate": cmd_validate}
+    handler = {"export": cmd_export, "inspect": cmd_inspect, "simulate": cmd_simulate, "validate": cmd_validate,
+               "plan": cmd_plan}
     return _guard(lambda: handler[args.command](args))
 
 

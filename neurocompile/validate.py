@@ -423,8 +423,8 @@ def lava_shard(target_name, program, raw, seed, raster, a, b, progress=None) -> 
     """Lava and the emulator on samples a..b-1 (same seed, uniforms keyed by sample index), compared
     here, in the worker: both logits, the names of the traces that differ, the raster sample."""
     from .target import get_target
-    lava = get_target(target_name).simulate(program, raw[a:b], record=True, progress=progress, seed=seed,
-                                            first_sample=a)
+    lava = get_target(target_name).load("simulator")(program, raw[a:b], mode="fixed_pt", backend="sim", record=True,
+                                                     seed=seed, first_sample=a, progress=progress)
     emu = emulate(program, raw[a:b], record=True, device="cpu", seed=seed, first_sample=a)
     out = {"lava_logits": np.asarray(lava["logits"]), "integer_logits": emu["logits"],
            "mismatch": np.array(compare_traces(lava, emu), dtype=str),
@@ -450,8 +450,7 @@ def _lava_parity(report, program, raw, labels, lava_samples, progress, seed, sca
                    "compared": np.array(sorted(k for k in lava if k != "seconds"), dtype=str)}]
     else:
         before = scale.store.reused if scale.store else 0
-        from .target import get_target
-        shards = _run("lava", lava_shard, (get_target().name, program, raw, seed, raster),
+        shards = _run("lava", lava_shard, (program.report.get("target", "loihi2"), program, raw, seed, raster),
                       _batches(m, scale.lava_shard_samples), scale, scale.lava_executor(), progress)
         report["lava_shards_reused"] = (scale.store.reused - before) if scale.store else 0
         report["lava_shards"] = len(shards)
