@@ -267,6 +267,7 @@ def cmd_validate(args) -> int:
     report["artifact"] = os.path.basename(args.artifact)
     report["execution"] = scale.execution()
     report.setdefault("lava_shards_reused", 0)
+    report["plan"] = _plan_or_why(program)
     report["provenance"] = provenance(run_key(args, digests, values, raw, y),
                                       {k: v for k, v in vars(args).items() if k != "argv"}, ["neurocompile"] + args.argv)
     raster = report.pop("raster", None)
@@ -306,6 +307,16 @@ def _scale(args, program, values, raw, y, digests):
         store = ShardStore(args.work_dir, run_key(args, digests, values, raw, y))
     return Scale(executor=executor, store=store, lava_shard_samples=args.lava_shard_samples,
                  lava_timeout_s=args.timeout)
+
+
+def _plan_or_why(program) -> dict:
+    """The target's plan of the program for the reports, or why there is none."""
+    from .errors import NeurocompileError
+    from .plan_report import plan_dict
+    try:
+        return plan_dict(program)
+    except (NeurocompileError, ValueError) as exc:
+        return {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
 
 
 def _lava_count(text):

@@ -2,7 +2,8 @@
 
 Everything is inside the file: figures are PNGs embedded as base64 ``data:`` URIs, the style is
 inline, there is no script and nothing is fetched.  Every number printed from the JSON report
-carries ``data-key="<dotted path>"`` and ``data-value="<repr>"``, so a reader (and the tests) can
+carries ``data-key`` (its path in the JSON, as a JSON list of keys and indices) and
+``data-value`` (its repr), so a reader (and the tests) can
 check that the page says what the JSON says.  The resources and energy section renders the
 report's ``plan``, ``activity`` and ``energy`` entries when the plan provides them.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 
 from .plots import layer_figure, passes_figure, png_bytes, raster_figure
 
@@ -23,12 +25,14 @@ figcaption{font-size:12px;color:#555}code{font-size:12px;background:#f6f6f6;padd
 """
 
 
-def _value(key: str, value, fmt: str = "{}") -> str:
-    """A number from the JSON, tagged with its path and exact value."""
+def _value(key, value, fmt: str = "{}") -> str:
+    """A number from the JSON, tagged with its path (a dotted string of plain keys, or a list) and
+    exact value."""
+    path = [int(p) if p.isdigit() else p for p in key.split(".")] if isinstance(key, str) else list(key)
+    tag = html.escape(json.dumps(path))
     if value is None:
-        return f'<span data-key="{html.escape(key)}" data-value="null">n/a</span>'
-    return (f'<span data-key="{html.escape(key)}" data-value="{html.escape(repr(value))}">'
-            f'{html.escape(fmt.format(value))}</span>')
+        return f'<span data-key="{tag}" data-value="null">n/a</span>'
+    return f'<span data-key="{tag}" data-value="{html.escape(repr(value))}">{html.escape(fmt.format(value))}</span>'
 
 
 def _pct(key, value) -> str:
@@ -46,15 +50,16 @@ def _kv_table(prefix: str, obj, depth: int = 0) -> str:
     rows = []
 
     def walk(path, value):
+        name = html.escape(" / ".join(str(p) for p in path))
         if isinstance(value, dict):
             for k, v in value.items():
-                walk(f"{path}.{k}" if path else str(k), v)
+                walk(path + [k], v)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            rows.append(f'<tr><td class="l">{html.escape(path)}</td><td>{_value(f"{prefix}.{path}", value, "{:.6g}")}</td></tr>')
+            rows.append(f'<tr><td class="l">{name}</td><td>{_value([prefix] + path, value, "{:.6g}")}</td></tr>')
         else:
             text = value if isinstance(value, str) else repr(value)
-            rows.append(f'<tr><td class="l">{html.escape(path)}</td><td class="l">{html.escape(str(text)[:400])}</td></tr>')
-    walk("", obj)
+            rows.append(f'<tr><td class="l">{name}</td><td class="l">{html.escape(str(text)[:400])}</td></tr>')
+    walk([], obj)
     return "<table>" + "".join(rows) + "</table>"
 
 
@@ -80,10 +85,11 @@ def _accuracy(r: dict) -> str:
     out = "<table>" + head + "".join(rows) + "</table>"
     if r["lava_samples"]:
         ok = r["lava_bit_exact"]
-        out += (f"<p>Lava vs emulator, every node output and logit: <span class='{'ok' if ok else 'bad'}' "
-                f"data-key='lava_bit_exact' data-value='{ok!r}'>{'bit-exact' if ok else 'DIFFERENT'}</span>"
-                + ("" if ok else " (" + html.escape(", ".join(r.get("lava_mismatches", []))) + ")")
-                + f"; Lava shards: {_value('lava_shards', r.get('lava_shards'))}, reused from the work folder: "
+        verdict = (f"<span class='{'ok' if ok else 'bad'}' data-key='{html.escape(json.dumps(['lava_bit_exact']))}' "
+                   f"data-value='{ok!r}'>{'bit-exact' if ok else 'DIFFERENT'}</span>")
+        differs = "" if ok else " (" + html.escape(", ".join(r.get("lava_mismatches", []))) + ")"
+        out += (f"<p>Lava vs emulator, every node output and logit: {verdict}{differs}; Lava shards: "
+                f"{_value('lava_shards', r.get('lava_shards'))}, reused from the work folder: "
                 f"{_value('lava_shards_reused', r.get('lava_shards_reused'))}.</p>")
     if stochastic:
         out += (f"<p class='sub'>{_value('mc_passes', r['mc_passes'])} Monte-Carlo passes per side, seed "
@@ -125,8 +131,30 @@ def _raster(r: dict, program, raster) -> str:
                    "run (float, integer emulator, Lava).", dpi=80)
 
 
+PLAN_COLUMNS = ("lowering", "placement", "neurons", "synapse_bytes", "state_bytes", "cores", "host_bytes_per_step")
+
+
+def _plan(plan: dict) -> str:
+    """The plan's summary (every scalar and small dict), then one row per planned process."""
+    summary = {k: v for k, v in plan.items() if k != "processes"}
+    out = _kv_table("plan", summary)
+    procs = plan.get("processes") or []
+    if procs:
+        cols = [c for c in PLAN_COLUMNS if c in procs[0]]
+        out += ("<table><tr><th class='l'>process</th>" + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in cols)
+                + "</tr>" + "".join(
+                    "<tr><td class='l'>" + html.escape(str(p.get("name"))) + "</td>" + "".join(
+                        f"<td>{_value(f'plan.processes.{i}.{c}', p[c], '{:,}')}</td>"
+                        if isinstance(p.get(c), int) and not isinstance(p.get(c), bool)
+                        else f"<td class='l'>{html.escape(str(p.get(c)))}</td>" for c in cols) + "</tr>"
+                    for i, p in enumerate(procs)) + "</table>")
+    return out
+
+
 def _resources(r: dict) -> str:
-    parts = [f"<h3>{name}</h3>" + _kv_table(name, r[name]) for name in ("plan", "activity", "energy") if r.get(name)]
+    parts = [f"<h3>{name}</h3>" + (_plan(r[name]) if name == "plan" and "processes" in r[name] else
+                                   _kv_table(name, r[name]))
+             for name in ("plan", "activity", "energy") if r.get(name)]
     if not parts:
         return ("<p>Not provided: this report carries no <code>plan</code>, <code>activity</code> or <code>energy</code> "
                 "entry (they come from the Loihi 2 plan when it is available).</p>")
@@ -141,7 +169,7 @@ def _provenance(r: dict) -> str:
             ("artifact", f"{r.get('artifact')}  sha256 {p.get('artifact_sha256')}"),
             ("data", f"{r.get('dataset', {}).get('name')} / {r.get('dataset', {}).get('split')}  sha256 {p.get('data_sha256')}"),
             ("date (UTC)", p.get("date")), ("command line", p.get("command_line"))]
-    body = "".join(f"<tr><td class='l'>{html.escape(k)}</td><td class='l' data-key='provenance' "
+    body = "".join(f"<tr><td class='l'>{html.escape(k)}</td><td class='l' "
                    f"data-field='{html.escape(k)}'><code>{html.escape(str(v))}</code></td></tr>" for k, v in rows)
     opts = p.get("options", {})
     body += ("<tr><td class='l'>options</td><td class='l'><code>" +

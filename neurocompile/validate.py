@@ -415,7 +415,7 @@ def _interval(accs) -> list:
     """95 % confidence interval of the mean of per-pass accuracies (normal approximation)."""
     a = np.asarray(accs, dtype=np.float64)
     half = 1.96 * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0.0
-    return [float(a.mean() - half), float(a.mean() + half)]
+    return [float(max(a.mean() - half, 0.0)), float(min(a.mean() + half, 1.0))]     # an accuracy stays in [0, 1]
 
 
 # ------------------------------------------------------------------------------------------ Lava

@@ -228,10 +228,10 @@ class _Page(HTMLParser):
             self.values.append((a["data-key"], a["data-value"]))
 
 
-def _lookup(report, dotted):
+def _lookup(report, path):
     node = report
-    for part in dotted.split("."):
-        node = node[int(part)] if isinstance(node, list) else node[part]
+    for part in json.loads(path):
+        node = node[part]
     return node
 
 
@@ -247,9 +247,10 @@ def test_html_report_is_self_contained_and_says_what_the_json_says(artifacts, tm
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "script" not in page.tags and "link" not in page.tags and "http://" not in text and "https://" not in text
-    keys = {k for k, _ in page.values}
-    for want in ("accuracy.float", "accuracy.integer", "accuracy.lava", "lava_bit_exact", "lava_samples",
-                 "accuracy.float_ci.0", "spike_nodes.0.probability_error_max", "lava_shards_reused"):
+    keys = {tuple(json.loads(k)) for k, _ in page.values}
+    for want in (("accuracy", "float"), ("accuracy", "integer"), ("accuracy", "lava"), ("lava_bit_exact",),
+                 ("lava_samples",), ("accuracy", "float_ci", 0), ("spike_nodes", 0, "probability_error_max"),
+                 ("lava_shards_reused",), ("plan", "cores"), ("energy", "pJ_per_mac")):
         assert want in keys, want
     for key, value in page.values:
         assert value == repr(_lookup(report, key)), key
