@@ -255,3 +255,18 @@ def test_html_report_is_self_contained_and_says_what_the_json_says(artifacts, tm
     for key, value in page.values:
         assert value == repr(_lookup(report, key)), key
     assert report["provenance"]["command_line"] in text.replace("&#x27;", "'").replace("&quot;", '"')
+
+
+def test_seeds_outside_the_range_and_authors_batches_too_big_are_one_line_errors(artifacts, capsys):
+    from neurocompile.models.checkpoint import build_model, load_checkpoint
+    from neurocompile.validate import check_authors_fits
+    code = cli(["validate", PSPIKE_BI, artifacts["bi"], "--data", "digits", "--max-samples", "4", "--lava-samples", "0",
+                "--seed", str(2 ** 63)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["neurocompile: error: seed 9223372036854775808 is outside 0..2**63-1"]
+    code = cli(["validate", DIGITS, artifacts["digits"], "--data", "digits", "--mc-rng", "authors"])
+    assert code == 2 and "--mc-rng applies to models with sampled spikes" in capsys.readouterr().err
+    kind, cfg, sd, _ = load_checkpoint(PSPIKE_BI)
+    with pytest.raises(ValueError, match=r"--mc-rng authors runs all 1000000000 samples as one batch: about [0-9.]+ GiB"):
+        check_authors_fits(build_model(cfg, sd, kind), 10 ** 9)
+    check_authors_fits(build_model(cfg, sd, kind), 360)              # the digits split fits
