@@ -117,29 +117,29 @@ def _panel(ax, program, kind, node, traces) -> None:
 
 
 def _logits_panel(ax, logits) -> None:
-    """Class probabilities softmax(logits) with the predicted class marked; the logits' own range in
-    the title, so their scale is never lost (integer logits are in the readout's fixed point)."""
+    """The readout with its scale and the predicted class marked: float logits as softmax class
+    probabilities, integer (fixed-point) logits as logit / max|logit|, the range in the title."""
     if logits is None:
         ax.set_axis_off()
         return
     z = np.asarray(logits, dtype=np.float64)
-    if np.abs(z).max(initial=0) > 1e3:                      # integer readout: compare on a common scale
-        z = z / np.abs(z).max()
-        note = "logits / max|logit|"
+    k = int(np.argmax(z))
+    colors = ["tab:orange" if i == k else "tab:blue" for i in range(len(z))]
+    peak = max(float(np.abs(z).max(initial=0)), 1e-30)
+    if peak > 1e3:                                        # integer readout: its own fixed point, scaled
+        y, label = z / peak, "logit / max|logit|"
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_ylim(min(-0.05, y.min() * 1.1), 1.15)
     else:
-        note = "logits"
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    k = int(np.argmax(logits))
-    colors = ["tab:orange" if i == k else "tab:blue" for i in range(len(p))]
-    ax.bar(np.arange(len(p)), p, color=colors)
-    ax.set_ylim(0, 1.05)
-    ax.set_xticks(np.arange(len(p)))
+        y = np.exp(z - z.max())
+        y, label = y / y.sum(), "softmax probability"
+        ax.set_ylim(0, 1.15)
+    ax.bar(np.arange(len(y)), y, color=colors)
+    ax.set_xticks(np.arange(len(y)))
     ax.set_xlabel("class", fontsize=8)
-    ax.set_ylabel("softmax probability", fontsize=8)
-    ax.annotate("predicted", xy=(k, p[k]), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7)
-    lo, hi = float(np.min(logits)), float(np.max(logits))
-    ax.set_title(f"readout: class {k}; softmax of {note} (logits {lo:.4g} .. {hi:.4g})", fontsize=8)
+    ax.set_ylabel(label, fontsize=8)
+    ax.annotate("predicted", xy=(k, y[k]), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7)
+    ax.set_title(f"readout: class {k} (logits {z.min():.4g} .. {z.max():.4g})", fontsize=8)
     ax.tick_params(labelsize=7)
 
 

@@ -17,7 +17,7 @@ from .plots import layer_figure, passes_figure, png_bytes, raster_figure
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;color:#222}
-h1{font-size:22px;margin-bottom:2px}h2{font-size:17px;border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:28px}
+h1{font-size:22px;margin-bottom:2px}h3{font-size:14px;margin:12px 0 2px}h2{font-size:17px;border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:28px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}.ok{color:#176e2c;font-weight:bold}.bad{color:#b00020;font-weight:bold}
 .sub{color:#666;font-size:13px}figure{margin:10px 0}figure img{max-width:100%;border:1px solid #eee}
