@@ -351,6 +351,7 @@ def validate_stochastic(model, program: Program, values: np.ndarray, raw: np.nda
     if mc_rng == "authors":
         check_authors_fits(model, n)
         authors = authors_float_passes(model, program, values, device, seed, K)
+        authors_s = time.perf_counter() - t0
     shards = _run(f"stochastic-{mc_rng}", stochastic_shard,
                   (model, program, values, raw, labels, device, emulator_backend, seed, K, authors is None,
                    raster_sample), _batches(n, batch_size), scale, scale.executor, progress)
@@ -379,7 +380,7 @@ def validate_stochastic(model, program: Program, values: np.ndarray, raw: np.nda
                      "same_uniforms_mismatches_per_float_spike": (c - agree) / max(fs, 1),
                      "probability_error_max": float(perr[:, k, 0].max()),
                      "probability_error_mean": float(perr[:, k, 1].sum() / max(perr[:, k, 2].sum(), 1))})
-    seconds = sum(r["seconds"] for r in shards)
+    seconds = sum(r["seconds"] for r in shards) + (np.array([authors_s, 0.0]) if authors is not None else 0)
     report = {
         "samples": n, "mc_passes": K, "seed": seed, "mc_rng": mc_rng,
         "accuracy": {"float": float(acc["float"].mean()), "integer": float(acc["integer"].mean()),

@@ -270,3 +270,18 @@ def test_seeds_outside_the_range_and_authors_batches_too_big_are_one_line_errors
     with pytest.raises(ValueError, match=r"--mc-rng authors runs all 1000000000 samples as one batch: about [0-9.]+ GiB"):
         check_authors_fits(build_model(cfg, sd, kind), 10 ** 9)
     check_authors_fits(build_model(cfg, sd, kind), 360)              # the digits split fits
+
+
+def test_mc_rng_authors_float_passes_ignore_batching_and_workers(artifacts, tmp_path):
+    """--mc-rng authors draws pass k from torch.manual_seed(seed + k) over the whole split at once:
+    the float per-pass accuracies do not depend on --batch-size or on the workers."""
+    runs = []
+    for tag, extra in (("b4", ["--batch-size", "4"]), ("b16w2", ["--batch-size", "16", "--workers", "2"])):
+        out = tmp_path / f"{tag}.json"
+        assert cli(["validate", PSPIKE_BI, artifacts["bi"], "--data", "digits", "--max-samples", "16", "--lava-samples",
+                    "0", "--mc-passes", "2", "--seed", "3", "--mc-rng", "authors", "--activity-samples", "0",
+                    "--json", str(out), *extra]) == 0
+        runs.append(json.loads(out.read_text()))
+    assert runs[0]["mc_rng"] == "authors" and len(runs[0]["accuracy"]["float_per_pass"]) == 2
+    assert runs[0]["accuracy"]["float_per_pass"] == runs[1]["accuracy"]["float_per_pass"]
+    assert runs[0]["accuracy"]["integer_per_pass"] == runs[1]["accuracy"]["integer_per_pass"]
