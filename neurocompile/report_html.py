@@ -127,7 +127,8 @@ def _raster(r: dict, program, raster) -> str:
     title = f"sample #{raster.get('sample')} (label {raster.get('label')})"
     return _figure(raster_figure(program, sides, title),
                    f"{title}: spikes of every spike node, their drivers (LIF input current, or a sampler's firing "
-                   "probability), and the readout as class probabilities with the prediction marked; one column per "
+                   "probability), and the readout (float: softmax probabilities; integer and Lava: logit / max|logit|) with "
+                   "the prediction marked; one column per "
                    "run (float, integer emulator, Lava).", dpi=80)
 
 
