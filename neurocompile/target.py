@@ -126,10 +126,6 @@ def _registered() -> dict:
     return found
 
 
-def target_names() -> tuple:
-    return tuple(sorted(_registered()))
-
-
 TARGET_NAMES = tuple(sorted(BUILTIN))      # for help texts (entry points are read when a target is asked for)
 
 
