@@ -31,7 +31,7 @@ from .ir import INT_NODES, IntInput, IntReadout, ShapeError, array_fields, scala
 from .program import Program, ProgramNode
 
 FORMAT = "neurocompile-loihi2"
-VERSION = 2
+VERSION = 3             # 3: stochastic samplers key the PRNG by the sample index and the whole seed
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 MAX_MANIFEST_BYTES = 64 << 20
