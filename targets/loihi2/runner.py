@@ -67,7 +67,10 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
     except ValueError as exc:
         raise LavaRunError(f"Lava run: {exc}") from None
     levels = np.asarray(levels)
-    with tempfile.TemporaryDirectory(prefix="neurocompile-lava-") as tmp:
+    clear_stale_runs(tempfile.gettempdir())
+    check_run_environment(tempfile.gettempdir())
+    # the folder names its owner, so a run killed by SIGKILL is cleared by the next one
+    with tempfile.TemporaryDirectory(prefix=f"{LAVA_TMP_PREFIX}{os.getpid()}-") as tmp:
         output = os.path.join(tmp, "out.npz")
         prog_r, prog_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -99,10 +102,61 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
     return flat
 
 
+LAVA_TMP_PREFIX = "neurocompile-lava-"
+MIN_TMP_FREE = 64 << 20         # the run's outputs (a few MB) and multiprocessing's sockets
+MAX_SOCKET_PATH = 107 - 60      # AF_UNIX paths hold 107 bytes; multiprocessing appends ~60 to TMPDIR
+MIN_OPEN_FILES = 1024           # a 2-layer network's processes and channels need ~300-500 descriptors
+
+
+def check_run_environment(tmpdir: str) -> None:
+    """Refuse, before forking, a run that would fail inside Lava's processes: TMPDIR too full or its
+    path too long for Lava's sockets, too few open files allowed (``ulimit -n``; the soft limit is
+    raised to the hard one when that is enough)."""
+    import resource
+    import shutil
+
+    if len(os.fsencode(tmpdir)) > MAX_SOCKET_PATH:
+        raise LavaRunError(f"TMPDIR {tmpdir}: the path is too long for Lava's sockets (at most {MAX_SOCKET_PATH} "
+                           "bytes); set TMPDIR to a shorter folder")
+    try:
+        free = shutil.disk_usage(tmpdir).free
+    except OSError as exc:
+        raise LavaRunError(f"TMPDIR {tmpdir}: cannot use it ({exc.strerror or exc})") from None
+    if free < MIN_TMP_FREE:
+        raise LavaRunError(f"TMPDIR {tmpdir}: only {free >> 20} MiB free; a Lava run needs {MIN_TMP_FREE >> 20} MiB")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < MIN_OPEN_FILES:
+        if hard == resource.RLIM_INFINITY or hard >= MIN_OPEN_FILES:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (MIN_OPEN_FILES, hard))
+        else:
+            raise LavaRunError(f"a Lava run needs {MIN_OPEN_FILES} open files, the limit is {soft} (raise ulimit -n)")
+
+
+def clear_stale_runs(folder: str) -> list:
+    """The temporary folders of Lava runs whose process is gone (killed by SIGKILL): their shared
+    memory unlinked (by the names they logged), then the folders removed."""
+    from ...fileio import clear_stale, stale_entries
+    for path in stale_entries(folder, LAVA_TMP_PREFIX):
+        try:
+            release_shared_memory(os.path.join(path, SHM_LOG))
+        except OSError:
+            pass
+    return clear_stale(folder, LAVA_TMP_PREFIX)
+
+
+LOG = "lava-output.log"
+
+
 def _child(program, levels, mode, backend, record, seed, output, tmp, prog_w, err_w) -> None:
     code = 1
     try:
         os.setpgid(0, 0)
+        # what Lava's processes print (a traceback of a process that failed) goes to a log, not the
+        # user's terminal: the CLI's one line quotes the log's last line when the error says little
+        log = os.open(os.path.join(tmp, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
         os.environ[ERROR_FD_ENV] = str(err_w)
         os.environ["TMPDIR"] = tmp
         tempfile.tempdir = tmp
@@ -124,11 +178,25 @@ def _child(program, levels, mode, backend, record, seed, output, tmp, prog_w, er
         code = 0
     except BaseException as exc:                           # noqa: BLE001 - reported, then exit
         try:
-            os.write(err_w, f"{type(exc).__name__}: {exc}".replace("\n", " ").encode(errors="replace") + b"\n")
+            msg = f"{type(exc).__name__}: {exc}"
+            last = _last_line(os.path.join(tmp, LOG))
+            if last and len(str(exc)) < 20:                # e.g. "EOFError: " from a process that died
+                msg += f" (a Lava process reported: {last})"
+            os.write(err_w, msg.replace("\n", " ").encode(errors="replace") + b"\n")
         except OSError:
             pass
     finally:
         os._exit(code)
+
+
+def _last_line(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 4096))
+            lines = [ln for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+        return lines[-1].strip()[:300] if lines else ""
+    except OSError:
+        return ""
 
 
 SHM_LOG = "shared-memory.log"
