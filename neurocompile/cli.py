@@ -10,6 +10,17 @@ EXIT_USER_ERROR = 2
 QUANT_ERROR_WARNING = 0.025     # digits: 3.8 % (4-bit kernels) costs 1.7 points, 8 % (3-bit) 9 points
 
 
+_BARS = []                     # open progress bars: closed before an error line, so it starts a line of its own
+
+
+def _close_bars() -> None:
+    while _BARS:
+        try:
+            _BARS.pop().close()
+        except (OSError, ValueError):
+            pass
+
+
 def _progress(label: str, total: int):
     from tqdm import tqdm
 
@@ -18,9 +29,12 @@ def _progress(label: str, total: int):
     def update(done, _total=None):
         if not bars:
             bars.append(tqdm(total=total, desc=label, unit="sample", file=sys.stderr, dynamic_ncols=True))
+            _BARS.append(bars[0])
         bars[0].update(done - bars[0].n)
         if done >= total:
             bars[0].close()
+            if bars[0] in _BARS:
+                _BARS.remove(bars[0])
     return update
 
 
@@ -301,10 +315,18 @@ def cmd_train(argv) -> int:
 
 
 # ----------------------------------------------------------------------------------------- main
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line too (the subcommand parsers are of this class)."""
+
+    def error(self, message):
+        from .fileio import display
+        self.exit(EXIT_USER_ERROR, f"neurocompile: error: {display(message)} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .target import TARGET_NAMES
 
-    p = argparse.ArgumentParser(prog="neurocompile", description="Compile trained spiking SSM checkpoints to Loihi 2 "
+    p = _Parser(prog="neurocompile", description="Compile trained spiking SSM checkpoints to Loihi 2 "
                                 "(Lava), simulate them, and validate accuracy parity.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -471,12 +493,14 @@ def _guard(fn) -> int:
             return _error(f"stdout: {reason}")
         return rc
     except Terminated as exc:                    # exit status 128 + the signal, as the shell reports it
+        _close_bars()
         try:
             print("neurocompile: terminated", file=sys.stderr)
         except (OSError, ValueError):
             pass
         return 128 + exc.signum
     except BrokenPipeError:                      # `neurocompile inspect ... | head`
+        _close_bars()
         _silence_stdout()
         return 0
     except (NeurocompileError, ValueError, OSError, MemoryError, ImportError) as exc:
@@ -490,8 +514,10 @@ def _guard(fn) -> int:
             msg = "out of memory (the input is larger than this machine can hold)"
         elif isinstance(exc, ImportError):       # `ulimit -v` too low for torch / numba, or a broken install
             msg = f"cannot load {exc.name or 'a dependency'} ({msg}); too little memory (ulimit -v)? a broken install?"
+        _close_bars()
         return _error(msg)
     except KeyboardInterrupt:
+        _close_bars()
         print("neurocompile: interrupted", file=sys.stderr)
         return 130
     finally:
