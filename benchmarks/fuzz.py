@@ -1,8 +1,20 @@
 #!/usr/bin/env python
-"""Fuzz every loader and CLI path with mutated artifacts, checkpoints and user data (issue 8).
+"""Fuzz every loader and CLI path with mutated artifacts, checkpoints and user data (issue 8), and with
+a hostile environment (issue 14).
 
-    python benchmarks/fuzz.py --artifacts 10000 --checkpoints 1000 --data 1000 --lava 20 --seed 0 \\
-        --out benchmarks/results/fuzz.json
+    python benchmarks/fuzz.py --artifacts 8000 --checkpoints 1200 --data 800 --env 1500 --lava 3 --seed 0 \\
+        --jobs 2 --out benchmarks/results/fuzz.json --md benchmarks/results/fuzz.md
+
+Issue 14's families: artifact mutants whose node names collide with the traces file's keys or are
+paths, whose manifest claims disagree with the stored integers (layers, widths, classes, kind, the
+compiled-from weights digest) or that carry undeclared members; checkpoints with config numbers
+beyond float range, pickle opcode floods and terminal escape sequences in their strings; and
+``env`` cases: FIFOs, sockets, devices, folders and symlinks (dangling, chained, to /dev/zero, to
+/proc/self/fd/1) as inputs and outputs, a signal (TERM, HUP, QUIT, USR1, USR2, INT, KILL) sent at a
+random point of a command (then a second run in the same folder must clear what a killed one left),
+seeds and counts beyond their stated bounds, and the same weights re-saved with another pickle
+protocol (``validate`` must still pair them).  No terminal control character may reach stdout or an
+error line, and a traces file written must have collision-free, path-free member names.
 
 Seeds: ``examples/digits/ckpt.pt`` compiled once with ``neurocompile export``, plus a small
 bidirectional / prenorm-BatchNorm / Embedding SpikingSSM written in the official Lightning layout

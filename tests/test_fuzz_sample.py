@@ -16,6 +16,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from artifact_edits import edit_manifest as _edit_manifest, rezip as _rezip
 from neurocompile.cli import main as cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,27 +97,6 @@ def _npz(path, **arrays):
 def _digits_data(path, n=4):
     rng = np.random.default_rng(0)
     return _npz(path, x=rng.integers(0, 17, (n, 64)), y=rng.integers(0, 10, n))
-
-
-def _rezip(src: bytes, edit) -> bytes:
-    """Rewrite a zip member by member (correct CRCs): edit(name, data) -> (name, data) or None to drop."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(src)) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
-        for info in zin.infolist():
-            item = edit(info.filename, zin.read(info))
-            if item is not None:
-                zout.writestr(item[0], item[1])
-    return out.getvalue()
-
-
-def _edit_manifest(src: bytes, fn) -> bytes:
-    def edit(name, data):
-        if name == "manifest.json":
-            m = json.loads(data)
-            fn(m)
-            return name, json.dumps(m).encode()
-        return name, data
-    return _rezip(src, edit)
 
 
 def test_encrypted_zip_members_are_refused_in_one_line(digits_art, tmp_path, capsys):

@@ -1,7 +1,6 @@
 """Careless and hostile input, round two (issue 14), one family at a time: special files and symlinked
 outputs, hangs and unbounded reads, tracebacks, wrong-but-accepted, exit status after a complete
 output, signals, and the minor false refusals.  Each test runs the real CLI on real files."""
-import io
 import json
 import os
 import signal
@@ -16,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from artifact_edits import edit_manifest as _edit_manifest, rezip as _rezip
+from test_hostile_input import one_line_error
 from neurocompile.cli import main as cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,15 +38,6 @@ def alarm():
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)
-
-
-def one_line_error(capsys, code, *words):
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("neurocompile: error:"), err
-    for w in words:
-        assert w in err, (w, err)
-    return err
 
 
 def proc_one_line(res, *words):
@@ -78,26 +70,6 @@ def _ckpt_obj(path=DIGITS):
 def _save(obj, path, protocol=2):
     torch.save(obj, str(path), pickle_protocol=protocol)
     return path
-
-
-def _rezip(src: bytes, edit) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(src)) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
-        for info in zin.infolist():
-            item = edit(info.filename, zin.read(info))
-            if item is not None:
-                zout.writestr(item[0], item[1])
-    return out.getvalue()
-
-
-def _edit_manifest(src: bytes, fn) -> bytes:
-    def edit(name, data):
-        if name == "manifest.json":
-            m = json.loads(data)
-            fn(m)
-            return name, json.dumps(m).encode()
-        return name, data
-    return _rezip(src, edit)
 
 
 def _rename_node(src: bytes, old: str, new: str) -> bytes:
