@@ -1,4 +1,5 @@
-"""Test helper: edit a zip (an artifact, a checkpoint) member by member, as a hostile editor would."""
+"""Test helpers: export a checkpoint once per module, and edit a zip (an artifact, a checkpoint) member by
+member, as a hostile editor would."""
 import io
 import json
 import zipfile
@@ -24,3 +25,12 @@ def edit_manifest(src: bytes, fn) -> bytes:
             return name, json.dumps(m).encode()
         return name, data
     return rezip(src, edit)
+
+
+def exported(tmp_path_factory, checkpoint: str):
+    """``checkpoint`` exported by the real CLI into a fresh folder; -> the artifact's path."""
+    from neurocompile.cli import main as cli
+
+    out = tmp_path_factory.mktemp("art") / "exported.loihi2"
+    assert cli(["export", checkpoint, "-o", str(out)]) == 0
+    return out

@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from artifact_edits import edit_manifest as _edit_manifest, rezip as _rezip
+from artifact_edits import edit_manifest as _edit_manifest, exported, rezip as _rezip
 from neurocompile.cli import main as cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,9 +79,7 @@ def _set_flag(data: bytes, flag: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def digits_art(tmp_path_factory):
-    out = tmp_path_factory.mktemp("art") / "digits.loihi2"
-    assert cli(["export", DIGITS, "-o", str(out)]) == 0
-    return out
+    return exported(tmp_path_factory, DIGITS)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from artifact_edits import edit_manifest as _edit_manifest, rezip as _rezip
+from artifact_edits import edit_manifest as _edit_manifest, exported, rezip as _rezip
 from test_hostile_input import one_line_error
 from neurocompile.cli import main as cli
 
@@ -40,27 +40,14 @@ def alarm():
     signal.signal(signal.SIGALRM, previous)
 
 
-def proc_one_line(res, *words):
-    err = res.stderr.decode(errors="replace").strip() if isinstance(res.stderr, bytes) else res.stderr.strip()
-    assert res.returncode == 2, (res.returncode, err)
-    assert len(err.splitlines()) == 1 and err.startswith("neurocompile: error:"), err
-    for w in words:
-        assert w in err, (w, err)
-    return err
-
-
 @pytest.fixture(scope="module")
 def art(tmp_path_factory):
-    path = tmp_path_factory.mktemp("art") / "digits.loihi2"
-    assert cli(["export", DIGITS, "-o", str(path)]) == 0
-    return path
+    return exported(tmp_path_factory, DIGITS)
 
 
 @pytest.fixture(scope="module")
 def pspike_art(tmp_path_factory):
-    path = tmp_path_factory.mktemp("art") / "pspike.loihi2"
-    assert cli(["export", PSPIKE, "-o", str(path)]) == 0
-    return path
+    return exported(tmp_path_factory, PSPIKE)
 
 
 def _ckpt_obj(path=DIGITS):
@@ -128,7 +115,7 @@ def test_a_link_to_an_open_descriptor_is_refused_not_replaced(tmp_path):
     with open(out, "wb") as fh:
         res = subprocess.run([PY, "-m", "neurocompile", "export", DIGITS, "-o", str(link)], stdout=fh,
                              stderr=subprocess.PIPE, cwd=tmp_path, timeout=300)
-    proc_one_line(res, str(link), "refusing")
+    _one_line_process(res, str(link), "refusing")
     assert link.is_symlink() and os.readlink(link) == "/proc/self/fd/1"
     assert out.read_bytes() == b""
     assert os.path.islink("/dev/stdout")
