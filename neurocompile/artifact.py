@@ -32,7 +32,8 @@ from .ir import INT_NODES, IntInput, IntReadout, ShapeError, array_fields, scala
 from .program import Program, ProgramNode
 
 FORMAT = "neurocompile-loihi2"
-VERSION = 3                         # 3: the compiled-from weights' digest, declared members only, safe node names
+VERSION = 3   # 3: PRNG keyed by the sample index and the whole seed; the compiled-from weights' digest; declared
+              # members only; node names that are dotted identifiers
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 MAX_MANIFEST_BYTES = 64 << 20

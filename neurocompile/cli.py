@@ -46,6 +46,7 @@ MAX_MC_PASSES = 1000
 MAX_BATCH = 65_536
 MAX_TIMEOUT_S = 7 * 86_400
 MAX_INPUT_LEVELS = 65_535
+MAX_WORKERS = 1024
 
 
 def _bounded(kind, low, high):
@@ -158,7 +159,7 @@ def export_summary(program, path: str, recorded: str = "") -> str:
                  f"({worst['node']} {worst['register']}: {worst['worst']} of {worst['limit']})")
     errors = rep.get("quantization_error", {})
     if errors:
-        lines.append("  weight quantization error (relative, L2): "
+        lines.append("  quantization error (weights: relative L2; samplers: bound of the firing-probability error): "
                      + ", ".join(f"{n} {100 * e:.2g} %" for n, e in errors.items()) + recorded)
     for node, err in errors.items():
         if err > QUANT_ERROR_WARNING:
@@ -280,20 +281,28 @@ def cmd_validate(args) -> int:
     from .artifact import load_program
     from .emulator import check_device
     from .errors import ArtifactError
-    from .fileio import check_output_path, write_atomic
+    from .fileio import check_output_path, same_file, write_atomic
     from .models.checkpoint import build_model, load_checkpoint, weights_sha256
+    from .pipeline import file_sha256
     from .frontend import frontend_for
-    from .validate import format_report, format_stochastic_report, model_mismatch, validate, validate_stochastic
+    from .validate import (format_report, format_stochastic_report, model_mismatch, provenance, run_key, validate,
+                           validate_stochastic)
 
     inputs = _input_files(args.checkpoint, args.artifact, args.dataset)
-    if args.json is not None:
-        check_output_path(args.json, inputs)
+    outputs = [o for o in (args.json, args.html) if o is not None]
+    for out in outputs:
+        check_output_path(out, inputs)
+    if len(outputs) == 2 and same_file(args.json, args.html):
+        raise ValueError("--json and --html name the same file")
+    if args.ray and args.ray_address:
+        raise ValueError("--ray starts a local cluster, --ray-address joins one: give one of them")
     if args.seed + args.mc_passes - 1 > MAX_SEED:
         raise ValueError(f"--seed {args.seed} with --mc-passes {args.mc_passes}: pass k uses seed + k, which must stay "
                          f"<= {MAX_SEED}")
     device = check_device(args.device)
     kind, config, state_dict, _ = load_checkpoint(args.checkpoint)
     program = load_program(args.artifact)
+    digests = {"checkpoint_sha256": file_sha256(args.checkpoint), "artifact_sha256": file_sha256(args.artifact)}
     # pairing rests on what the loader verified: the digest of the weights the artifact was compiled from
     if program.model["kind"] != kind:
         raise ArtifactError(f"{args.artifact}: holds a {program.model['kind']} program, {args.checkpoint} a {kind} model")
@@ -308,22 +317,38 @@ def cmd_validate(args) -> int:
     y = data.y
     if args.max_samples:
         values, raw, y = values[:args.max_samples], raw[:args.max_samples], y[:args.max_samples]
-    common = dict(lava_samples=args.lava_samples, batch_size=args.batch_size, device=device,
+    lava_samples = len(y) if args.lava_samples == "all" else min(int(args.lava_samples), len(y))
+    stochastic = frontend_for(kind).stochastic
+    if args.mc_rng != "batch" and not stochastic:
+        raise ValueError("--mc-rng applies to models with sampled spikes (P-SpikeSSM)")
+    scale = _scale(args, program, values, raw, y, digests)
+    common = dict(lava_samples=lava_samples, batch_size=args.batch_size, device=device,
                   progress=_progress("float+integer", len(y)), lava_timeout_s=args.timeout,
-                  lava_progress=_progress("Lava", min(args.lava_samples, len(y))) if args.lava_samples else None,
-                  emulator_backend=args.emulator)
-    if frontend_for(kind).stochastic:
-        report = validate_stochastic(model, program, values, raw, y, mc_passes=args.mc_passes, seed=args.seed, **common)
-        text_report = format_stochastic_report
-    else:
-        report = validate(model, program, values, raw, y, **common)
-        text_report = format_report
+                  lava_progress=_progress("Lava", lava_samples) if lava_samples else None,
+                  emulator_backend=args.emulator, scale=scale)
+    try:
+        if stochastic:
+            report = validate_stochastic(model, program, values, raw, y, mc_passes=args.mc_passes, seed=args.seed,
+                                         mc_rng=args.mc_rng, **common)
+            text_report = format_stochastic_report
+        else:
+            report = validate(model, program, values, raw, y, **common)
+            text_report = format_report
+    finally:
+        if hasattr(scale.executor, "close"):
+            scale.executor.close()
     if args.activity_samples:
         from .activity import energy_text, measured
         report.update(measured(program, raw[:args.activity_samples], seed=args.seed))
     report["dataset"] = {"name": args.dataset, "split": args.split}
     report["checkpoint"] = os.path.basename(args.checkpoint)
     report["artifact"] = os.path.basename(args.artifact)
+    report["execution"] = scale.execution()
+    report.setdefault("lava_shards_reused", 0)
+    report["plan"] = _plan_or_why(program)
+    report["provenance"] = provenance(run_key(args, digests, values, raw, y),
+                                      {k: v for k, v in vars(args).items() if k != "argv"}, ["neurocompile"] + args.argv)
+    raster = report.pop("raster", None)
     print(text_report(report))
     if args.activity_samples:
         print(energy_text(report))
@@ -331,9 +356,49 @@ def cmd_validate(args) -> int:
         text = json.dumps(report, indent=1, default=float).encode()
         write_atomic(args.json, lambda fh: fh.write(text), inputs)
         print(f"wrote {args.json}")
-    if args.lava_samples and not report["lava_bit_exact"]:
+    if args.html is not None:
+        from .report_html import render_report
+        page = render_report(report, program, raster).encode()
+        write_atomic(args.html, lambda fh: fh.write(page), inputs)
+        print(f"wrote {args.html}")
+    if lava_samples and not report["lava_bit_exact"]:
         return 1
     return 0
+
+
+def _scale(args, program, values, raw, y, digests):
+    """The executor (local workers or Ray), the shard store and the Lava shard size of a validate run."""
+    from .execute import LocalExecutor, RayExecutor, ShardStore
+    from .validate import Scale, run_key
+
+    executor = None
+    scratch = os.path.join(args.work_dir, "scratch") if args.work_dir else None
+    if args.ray or args.ray_address:
+        executor = RayExecutor(workers=args.workers, address=args.ray_address, timeout_s=args.timeout,
+                               retries=args.retries)
+    elif args.workers:
+        executor = LocalExecutor(args.workers, args.timeout, args.retries, scratch=scratch)
+    store = None
+    if args.work_dir:
+        if not os.path.isdir(args.work_dir):
+            raise ValueError(f"{args.work_dir}: --work-dir must be an existing folder")
+        store = ShardStore(args.work_dir, run_key(args, digests, values, raw, y))
+    return Scale(executor=executor, store=store, lava_shard_samples=args.lava_shard_samples,
+                 lava_timeout_s=args.timeout)
+
+
+def _plan_or_why(program) -> dict:
+    """The target's plan of the program for the reports, or why there is none."""
+    from .errors import NeurocompileError
+    from .plan_report import plan_dict
+    try:
+        return plan_dict(program)
+    except (NeurocompileError, ValueError) as exc:
+        return {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+
+
+def _lava_count(text):
+    return "all" if text == "all" else _bounded(int, 0, MAX_LAVA_SAMPLES)(text)
 
 
 def cmd_train(argv) -> int:
@@ -412,8 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("artifact")
     v.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
     v.add_argument("--split", default="test", choices=["train", "test"])
-    v.add_argument("--lava-samples", type=_bounded(int, 0, MAX_LAVA_SAMPLES), default=16,
-                   help=f"samples also run on Lava and compared bit for bit (0..{MAX_LAVA_SAMPLES}, default 16; 0 skips)")
+    v.add_argument("--lava-samples", type=_lava_count, default=16, metavar="N|all",
+                   help=f"samples also run on Lava and compared bit for bit (0..{MAX_LAVA_SAMPLES}, default 16; 0 skips; "
+                        "all: the whole split)")
     v.add_argument("--max-samples", type=_bounded(int, 0, MAX_SAMPLES), default=0,
                    help=f"limit the float/integer comparison to the first N samples (0..{MAX_SAMPLES}; 0: all)")
     v.add_argument("--batch-size", type=_bounded(int, 1, MAX_BATCH), default=128,
@@ -428,6 +494,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"stochastic spikes (P-SpikeSSM): Monte-Carlo passes per side (1..{MAX_MC_PASSES}, default 8)")
     v.add_argument("--seed", type=_bounded(int, 0, MAX_SEED), default=0,
                    help="stochastic spikes: first seed (0..2**63-1; pass k uses seed + k; Lava runs seed)")
+    v.add_argument("--mc-rng", default="batch", choices=["batch", "authors"],
+                   help="stochastic spikes, float side: batch (torch seeded per pass and batch; default) or authors "
+                        "(pass k = torch.manual_seed(seed + k) over the whole split as one batch, as the authors' code)")
+    v.add_argument("--workers", type=_bounded(int, 1, MAX_WORKERS), default=None, metavar="K",
+                   help=f"run Lava, float and emulator shards in K worker processes, 1..{MAX_WORKERS} (with --ray: the "
+                        "local cluster's CPUs)")
+    v.add_argument("--ray", action="store_true", help="run shards on a local Ray cluster (optional extra: neurocompile[ray])")
+    v.add_argument("--ray-address", default=None, metavar="ADDR", help="run shards on the existing Ray cluster at ADDR")
+    v.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="keep finished shards here; a run stopped by Ctrl-C, a kill or a lost node resumes from them")
+    v.add_argument("--lava-shard-samples", type=_bounded(int, 1, MAX_LAVA_SAMPLES), default=16, metavar="N",
+                   help=f"samples per Lava shard (1..{MAX_LAVA_SAMPLES}, default 16)")
+    v.add_argument("--retries", type=_bounded(int, 0, 100), default=2,
+                   help="tries after the first for a failed shard (0..100, default 2)")
+    v.add_argument("--html", default=None, metavar="FILE", help="write a self-contained HTML report here")
     v.add_argument("--activity-samples", type=_bounded(int, 0, MAX_SAMPLES), default=256,
                    help=f"samples whose integer run is counted for activity and the energy estimate (0..{MAX_SAMPLES}, "
                         "default 256; 0 skips)")
@@ -459,6 +540,7 @@ def main(argv=None) -> int:
         if argv and argv[0] == "train":
             return cmd_train(argv[1:])
         args = build_parser().parse_args(_join_negative_values(argv))
+        args.argv = argv                          # the command line, for report provenance
         handler = {"export": cmd_export, "inspect": cmd_inspect, "simulate": cmd_simulate, "validate": cmd_validate,
                    "plan": cmd_plan}
         return handler[args.command](args)

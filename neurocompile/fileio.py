@@ -38,7 +38,8 @@ class InputFileError(NeurocompileError, ValueError):
 
 WRITTEN: list = []               # outputs completed by this process (the CLI's exit status reports on them)
 TMP_PREFIX = ".tmp-"
-_OWNED = re.compile(r"^(?:\.tmp-|neurocompile-lava-)(\d+)-")
+# ours: ``.tmp-<pid>-...`` next to an output, ``shard-<pid>-xxxxxxxx`` (mkdtemp's 8 characters) in the temp folder
+_OWNED = re.compile(r"^(?:\.tmp-(\d+)-|shard-(\d+)-[a-z0-9_]{8}$)")
 _MAGIC_LINK_DIRS = ("/proc/", "/dev/fd/")
 
 
@@ -159,7 +160,8 @@ def stale_entries(folder: str, prefix: str = TMP_PREFIX) -> list:
     out = []
     for name in names:
         m = _OWNED.match(name)
-        if not m or not name.startswith(prefix) or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+        pid = int(m.group(1) or m.group(2)) if m else None
+        if not m or not name.startswith(prefix) or pid == os.getpid() or _pid_alive(pid):
             continue
         full = os.path.join(folder, name)
         try:

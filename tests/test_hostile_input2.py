@@ -480,12 +480,12 @@ def test_what_a_killed_export_left_is_cleared_by_the_next(tmp_path):
 
 
 def test_what_a_killed_lava_run_left_is_cleared_by_the_next(art, tmp_path):
-    """SIGKILL during a Lava run left $TMPDIR/neurocompile-lava-* and its shared memory."""
+    """SIGKILL during a Lava run left its scratch folder in $TMPDIR and its shared memory."""
     import tempfile
     tmpdir = tempfile.mkdtemp(prefix="nc", dir="/tmp")          # short: Lava's sockets live under TMPDIR
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = os.path.join(tmpdir, f"neurocompile-lava-{dead.pid}-xyz")
+    stale = os.path.join(tmpdir, f"shard-{dead.pid}-abcd_123")
     os.makedirs(stale)
     shm = f"psm_neurocompile_test_{os.getpid()}"
     open(f"/dev/shm/{shm}", "wb").close()
