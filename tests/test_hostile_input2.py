@@ -577,3 +577,16 @@ def test_an_overwritten_output_loses_setuid_setgid_sticky(tmp_path):
     os.chmod(out, 0o7755)
     assert cli(["export", DIGITS, "-o", str(out)]) == 0
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o755
+
+
+def test_a_seed_beyond_32_bits_is_not_seed_0(pspike_art, tmp_path, capsys):
+    """`--seed 4294967296` silently equalled `--seed 0` (the PRNG kept the low 32 bits)."""
+    spikes = {}
+    for seed in ("0", str(2 ** 32), str(2 ** 63 - 1)):
+        out = tmp_path / f"s{seed}.npz"
+        assert cli(["simulate", str(pspike_art), "--data", "digits", "--engine", "emulator", "--count", "2",
+                    "--record", "spikes", "--seed", seed, "-o", str(out)]) == 0
+        with np.load(out) as t:
+            spikes[seed] = np.concatenate([t[k].ravel() for k in sorted(t.files) if k.startswith("spikes/")])
+    assert not np.array_equal(spikes["0"], spikes[str(2 ** 32)])
+    assert not np.array_equal(spikes["0"], spikes[str(2 ** 63 - 1)])
