@@ -2304,7 +2304,7 @@ def run_child(case: Case, folder: str, meta: str, mem_bytes: int, seed_digest: s
         signal.signal(signal.SIGINT, signal.default_int_handler)
         resource.setrlimit(resource.RLIMIT_AS, (mem_bytes, mem_bytes))
         os.chdir(folder)
-        from neurocompile.targets.loihi2.runner import log_shared_memory
+        from neurocompile.execute import log_shared_memory
         log_shared_memory(os.path.join(meta, "shm.log"))
         from neurocompile.cli import main as cli
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))         # SIGQUIT's default action must not dump a core
