@@ -1,8 +1,20 @@
 #!/usr/bin/env python
-"""Fuzz every loader and CLI path with mutated artifacts, checkpoints and user data (issue 8).
+"""Fuzz every loader and CLI path with mutated artifacts, checkpoints and user data (issue 8), and with
+a hostile environment (issue 14).
 
-    python benchmarks/fuzz.py --artifacts 10000 --checkpoints 1000 --data 1000 --lava 20 --seed 0 \\
-        --out benchmarks/results/fuzz.json
+    python benchmarks/fuzz.py --artifacts 8000 --checkpoints 1200 --data 800 --env 1500 --lava 3 --seed 0 \\
+        --jobs 2 --out benchmarks/results/fuzz.json --md benchmarks/results/fuzz.md
+
+Issue 14's families: artifact mutants whose node names collide with the traces file's keys or are
+paths, whose manifest claims disagree with the stored integers (layers, widths, classes, kind, the
+compiled-from weights digest) or that carry undeclared members; checkpoints with config numbers
+beyond float range, pickle opcode floods and terminal escape sequences in their strings; and
+``env`` cases: FIFOs, sockets, devices, folders and symlinks (dangling, chained, to /dev/zero, to
+/proc/self/fd/1) as inputs and outputs, a signal (TERM, HUP, QUIT, USR1, USR2, INT, KILL) sent at a
+random point of a command (then a second run in the same folder must clear what a killed one left),
+seeds and counts beyond their stated bounds, and the same weights re-saved with another pickle
+protocol (``validate`` must still pair them).  No terminal control character may reach stdout or an
+error line, and a traces file written must have collision-free, path-free member names.
 
 Seeds: ``examples/digits/ckpt.pt`` compiled once with ``neurocompile export``, plus a small
 bidirectional / prenorm-BatchNorm / Embedding SpikingSSM written in the official Lightning layout
@@ -47,6 +59,7 @@ import re
 import resource
 import shutil
 import signal
+import stat
 import struct
 import sys
 import tempfile
@@ -446,9 +459,12 @@ class Case:
     sound: str = ""                 # artifact to check for soundness when it loads
     marker: str = ""                # a file that must never appear
     lava: bool = False              # lava comparison of ``sound``
-    interrupt: bool = False         # send SIGINT once Lava created shared memory
+    interrupt: int = 0              # a signal sent once Lava created shared memory (SIGINT, SIGHUP...)
     expect: str = "input"           # input: errors name an input; any: any one line; interrupted: exit 130
     timeout: float = 180.0          # a 2000-node program takes ~50 s with its soundness runs on a busy machine
+    specials: dict = dataclasses.field(default_factory=dict)   # name -> (kind, target): FIFOs, links, sockets...
+    signal: tuple = ()              # (signum, delay_s): sent to the first command while it runs
+    follow: list = dataclasses.field(default_factory=list)     # commands run after a killed one (clear its leftovers)
 
 
 def _fixup_bookkeeping(manifest: dict, arrays: dict) -> None:
@@ -487,6 +503,28 @@ def _fixup_bookkeeping(manifest: dict, arrays: dict) -> None:
         pass
 
 
+def rename_node(manifest: dict, members: dict, old: str, new: str):
+    """(manifest, members) with node ``old`` called ``new`` wherever the name appears."""
+    def swap(text):
+        if text == old or isinstance(text, str) and text.startswith(old + ".") and text.endswith(".npy"):
+            return new + text[len(old):]
+        return text
+    for n in manifest["nodes"]:
+        if n.get("name") == old:
+            n["name"] = new
+        n["arrays"] = {f: swap(v) for f, v in n.get("arrays", {}).items()}
+    manifest["edges"] = [[swap(x) for x in e] if isinstance(e, list) else e for e in manifest["edges"]]
+    manifest["delays"] = {swap(k): v for k, v in manifest["delays"].items()}
+    manifest["arrays"] = {swap(k): v for k, v in manifest["arrays"].items()}
+    rep = manifest["report"]
+    for r in rep.get("ranges", []):
+        r["node"] = swap(r.get("node"))
+    for r in rep.get("operations", []):
+        r["stage"] = swap(r.get("stage"))
+    rep["quantization_error"] = {swap(k): v for k, v in rep.get("quantization_error", {}).items()}
+    return manifest, OrderedDict((swap(k), v) for k, v in members.items())
+
+
 class ArtifactMutators:
     """Artifact mutants: (bytes, note) from the seed's bytes, manifest and members."""
 
@@ -510,6 +548,8 @@ class ArtifactMutators:
             ("float_array", self.float_array), ("npy_header", self.npy_header), ("array_scale", self.array_scale),
             ("array_perturb", self.array_perturb), ("array_reshape", self.array_reshape),
             ("input_format", self.input_format), ("nodes_flood", self.nodes_flood), ("identity", self.identity),
+            ("name_collision", self.name_collision), ("claims", self.claims),
+            ("undeclared_member", self.undeclared_member),
         ]
 
     # --- plumbing
@@ -1068,6 +1108,55 @@ class ArtifactMutators:
         manifest["edges"].append([src, readout, "main"])
         return self._pack(manifest, members, fix=n <= 20000 and rng.random() < 0.7), f"{n} LIF nodes inserted"
 
+    # --- issue 14: names that collide with trace keys, claims against the verified integers, extra members
+    COLLIDING_NAMES = ["labels", "logits", "meta_engine", "meta_indices", "engine", "indices", "seconds", "../evil",
+                       "a/b", "/abs", "x\x1b[2J", "layer0..x", ".hidden", "ok_name", "layer9.neuron", "trace/x", "x y"]
+
+    def name_collision(self, rng, seed):
+        """Rename one node everywhere it appears (node, edges, delays, members, report), so the mutant
+        reaches the verifier's name rules and the traces file: names like the traces file's own keys,
+        a spike node's ``.v`` membrane key, or a path."""
+        manifest, members = self._parts(seed)
+        nodes = manifest["nodes"]
+        old = nodes[int(rng.integers(len(nodes)))]["name"]
+        spikes = [n["name"] for n in nodes if n["type"] in ("IntLIF", "IntSampler") and n["name"] != old]
+        pool = self.COLLIDING_NAMES + [n + ".v" for n in spikes]
+        new = str(pool[int(rng.integers(len(pool)))])
+        manifest, members = rename_node(manifest, members, old, new)
+        return self._pack(manifest, members, fix=rng.random() < 0.5), f"node {old} renamed {new!r}"
+
+    def claims(self, rng, seed):
+        """Manifest claims that disagree with the stored integers (or are gone): layers, widths,
+        classes, kind, the compiled-from weights digest, terminal escapes in recorded strings."""
+        manifest, members = self._parts(seed)
+        m, src = manifest["model"], manifest["report"].setdefault("source", {})
+        how = str(rng.choice(["n_layers", "d_model", "d_output", "d_state", "kind", "digest_removed", "digest_other",
+                              "digest_garbled", "checkpoint_sha256_removed", "detected_escape", "metrics_nan"]))
+        if how in ("n_layers", "d_model", "d_output", "d_state"):
+            m[how] = int(rng.choice([0, 1, 3, 7, 999, m.get(how, 1) + 1 if isinstance(m.get(how), int) else 5]))
+        elif how == "kind":
+            m["kind"] = "pspikessm" if m.get("kind") == "spikingssm" else "spikingssm"
+        elif how == "digest_removed":
+            src.pop("weights_sha256", None)
+        elif how == "digest_other":
+            src["weights_sha256"] = hashlib.sha256(b"other weights").hexdigest()
+        elif how == "digest_garbled":
+            src["weights_sha256"] = str(rng.choice(["", "zz", "A" * 64, "0" * 63, 5]))
+        elif how == "checkpoint_sha256_removed":
+            src.pop("checkpoint_sha256", None)
+        elif how == "detected_escape":
+            src["detected"] = "\x1b]0;owned\x07\x1b[2J\rline\nnext\x9b31m"
+        else:
+            src["train_metrics"] = {"loss": float("nan"), "acc": float("inf")}
+        return self._pack(manifest, members), f"claim: {how}"
+
+    def undeclared_member(self, rng, seed):
+        manifest, members = self._parts(seed)
+        name = str(rng.choice(["payload.bin", "extra.npy", "../x.npy", "manifest.json.bak", "dir/"]))
+        size = int(rng.choice([0, 1, 1000, 1 << 20]))
+        members[name] = b"\0" * size
+        return self._pack(manifest, members), f"undeclared member {name!r} ({size} bytes)"
+
     def identity(self, rng, seed):
         return self.seeds.artifacts[seed], "unchanged (control)"
 
@@ -1192,7 +1281,8 @@ class CheckpointMutators:
             ("tensor_dtype", self.tensor_dtype), ("pickle_global", self.pickle_global),
             ("pickle_bytes", self.pickle_bytes), ("layout", self.layout), ("meta", self.meta),
             ("inflated_count", self.inflated_count), ("large_storages", self.large_storages),
-            ("identity", self.identity),
+            ("identity", self.identity), ("config_overflow", self.config_overflow), ("pickle_flood", self.pickle_flood),
+            ("terminal_strings", self.terminal_strings),
         ]
 
     def _entries(self, seed):
@@ -1492,6 +1582,55 @@ class CheckpointMutators:
         entries += [{"name": f"archive/data/big{i}", **deflated_zeros(b"", n * 4)} for i in range(k)]
         return raw_zip(entries), f"{k} honest 1.5 GiB storage(s), deflated"
 
+    # --- issue 14: config numbers beyond float range, pickle opcode floods, strings for the terminal
+    FLOAT_FIELDS = ("tau", "dt_min", "dt_max", "dropout")
+
+    def config_overflow(self, rng, seed):
+        obj = self._obj(seed)
+        value = [10 ** 400, -10 ** 400, 2 ** 64, 10 ** 30, 1e308, float("inf"), float("-inf"), float("nan"),
+                 2 ** 1024, -(2 ** 63)][int(rng.integers(10))]
+        if "config" in obj:
+            key = str(rng.choice(self.FLOAT_FIELDS + ("d_model", "l_max", "input_levels", "n_layers")))
+            obj["config"][key] = value
+            where = f"config.{key}"
+        else:
+            hp = obj.setdefault("hyper_parameters", {})
+            model = hp.setdefault("model", {}) if isinstance(hp, dict) else {}
+            sec, key = [(("model", "layer"), "dt_min"), (("model", "layer"), "dt_max"), (("model",), "dropout"),
+                        (("dataset",), "l_max"), (("model",), "d_model")][int(rng.integers(5))]
+            cfg = hp
+            for part in sec:
+                cfg = cfg.setdefault(part, {}) if isinstance(cfg, dict) else {}
+            if isinstance(cfg, dict):
+                cfg[key] = value
+            where = "hyper_parameters." + ".".join(sec + (key,))
+            del model
+        return self._save(obj), f"{where} = {str(value)[:24]}"
+
+    def pickle_flood(self, rng, seed):
+        """NONE/POP pairs after the pickle's PROTO opcode: a valid pickle of millions of no-op
+        opcodes deflated to a few hundred KB (a 260 KB one ran past 300 s)."""
+        pairs = int(rng.choice([1, 1000, 100_000, 999_000, 1_000_001, 3_000_000, 20_000_000]))
+        entries = []
+        for name, data in self._entries(seed):
+            if name.endswith("data.pkl"):
+                data = data[:2] + b"N0" * pairs + data[2:]
+            entries.append((name, data))
+        return write_zip(entries), f"{pairs} no-op pairs ({2 * pairs} opcodes) in data.pkl"
+
+    def terminal_strings(self, rng, seed):
+        obj = self._obj(seed)
+        text = str(rng.choice(["\x1b]0;owned\x07", "\x1b[2J\x1b[H", "line\nnext", "\r\x1b[K", "\x9b31m", "\ud800x",
+                               "plain"]))
+        if "config" in obj:
+            meta = obj.setdefault("meta", {})
+            if isinstance(meta, dict):
+                meta["detected"] = "checkpoint " + text
+                meta["metrics"] = {"loss": float("nan"), "acc": float("inf"), "name": text}
+        else:
+            obj["pytorch-lightning_version"] = "2.0" + text
+        return self._save(obj), f"strings with {text!r}"
+
     def identity(self, rng, seed):
         return self.seeds.checkpoints[seed], "unchanged (control)"
 
@@ -1769,8 +1908,156 @@ class DataMutators:
 
 
 # ============================================================================ generation
-KINDS = {"artifact": 0, "checkpoint": 1, "data": 2}
-PREFIX = {"artifact": "art", "checkpoint": "ckpt", "data": "data"}
+
+# ---------------------------------------------------------------------------- the environment (issue 14)
+SIGNALS = [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT,
+           signal.SIGKILL]
+SPECIAL_INPUTS = ["fifo", "link:/dev/zero", "link:/dev/urandom", "link:/proc/self/mem", "dir", "socket",
+                  "dangling", "link:good", "link-chain:good"]
+SPECIAL_OUTPUTS = ["fifo", "socket", "link:/dev/null", "link:/proc/self/fd/1", "link:/dev/stdout", "dangling",
+                   "link:file", "link-chain:file", "dir", "empty", "folder-link-same-file"]
+
+
+class EnvScenarios:
+    """Cases made of the environment, not of bytes: special files and symlinks as inputs and outputs,
+    signals at random points, seeds and counts outside their stated bounds, re-saved checkpoints."""
+
+    def __init__(self, seeds: Seeds):
+        self.seeds = seeds
+        self.table = [("special_input", self.special_input), ("special_output", self.special_output),
+                      ("signal", self.signal), ("seed", self.seed), ("count_bounds", self.count_bounds),
+                      ("resaved_checkpoint", self.resaved)]
+
+    def _base(self, cid, seed):
+        art, dat, ck = f"{cid}.loihi2", f"{cid}-data.npz", f"{cid}-ckpt" + os.path.splitext(self.seeds.ckpt_of[seed])[1]
+        files = {art: self.seeds.artifacts[seed], dat: self.seeds.data_bytes[seed],
+                 ck: self.seeds.checkpoints[self.seeds.ckpt_of[seed]]}
+        return art, dat, ck, files
+
+    def _command(self, rng, art, dat, ck, out):
+        what = str(rng.choice(["export", "simulate", "validate", "inspect"]))
+        if what == "export":
+            return ["export", ck, "-o", out]
+        if what == "simulate":
+            return ["simulate", art, "--data", dat, "--engine", "emulator", "--count", "3", "-o", out]
+        if what == "validate":
+            return ["validate", ck, art, "--data", dat, "--lava-samples", "0", "--max-samples", "8", "--json", out]
+        return ["inspect", art]
+
+    def special_input(self, rng, cid, seed):
+        art, dat, ck, files = self._base(cid, seed)
+        which = str(rng.choice(["checkpoint", "artifact", "data"]))
+        kind = str(rng.choice(SPECIAL_INPUTS))
+        name = {"checkpoint": ck, "artifact": art, "data": dat}[which]
+        good = files.pop(name)
+        specials = {}
+        if kind in ("link:good", "link-chain:good"):
+            files["real-" + name] = good
+            if kind == "link-chain:good":
+                specials["hop-" + name] = ("link", "real-" + name)
+                specials[name] = ("link", "hop-" + name)
+            else:
+                specials[name] = ("link", "real-" + name)
+        elif kind.startswith("link:"):
+            specials[name] = ("link", kind[5:])
+        elif kind == "dangling":
+            specials[name] = ("link", "missing-" + name)
+        else:
+            specials[name] = (kind, None)
+        cmd = {"checkpoint": ["export", ck, "-o", "out.loihi2"], "artifact": ["inspect", art],
+               "data": ["simulate", art, "--data", dat, "--engine", "emulator", "--count", "2"]}[which]
+        outputs = ("out.loihi2",) if which == "checkpoint" else ()
+        return Case(cid, "env", "special_input", seed, f"{which} is {kind}", files, [cmd], name, outputs,
+                    specials=specials, timeout=90.0)
+
+    def special_output(self, rng, cid, seed):
+        art, dat, ck, files = self._base(cid, seed)
+        kind = str(rng.choice(SPECIAL_OUTPUTS))
+        out, specials, outputs = "out.bin", {}, ("out.bin",)
+        if kind == "empty":
+            out, outputs = "", ()
+        elif kind == "folder-link-same-file":
+            specials["d"] = ("link", ".")
+            cmd = ["simulate", art, "--data", dat, "--engine", "emulator", "-o", "t.npz", "--plot", "d/t.npz"]
+            return Case(cid, "env", "special_output", seed, "-o t.npz --plot d/t.npz with d -> .", files, [cmd], art,
+                        ("t.npz",), specials=specials, expect="any", timeout=90.0)
+        elif kind in ("link:file", "link-chain:file"):
+            files["target.bin"] = b"old contents"
+            if kind == "link-chain:file":
+                specials["hop.bin"] = ("link", "target.bin")
+                specials[out] = ("link", "hop.bin")
+            else:
+                specials[out] = ("link", "target.bin")
+            outputs = ("target.bin",)              # written through: the link stays, its target is replaced
+        elif kind.startswith("link:"):
+            specials[out] = ("link", kind[5:])
+        elif kind == "dangling":
+            specials[out] = ("link", "made.bin")
+            outputs = ("made.bin",)
+        else:
+            specials[out] = (kind, None)
+        cmd = self._command(rng, art, dat, ck, out)
+        if cmd[0] == "inspect":
+            cmd = ["export", ck, "-o", out]
+        case = Case(cid, "env", "special_output", seed, f"output is {kind}", files, [cmd], art, outputs,
+                    specials=specials, expect="any", timeout=90.0)
+        if out in files:
+            del files[out]
+        return case
+
+    def signal(self, rng, cid, seed):
+        art, dat, ck, files = self._base(cid, seed)
+        sig = SIGNALS[int(rng.integers(len(SIGNALS)))]
+        delay = float(rng.choice([0.0, 0.05, 0.2, 0.5, 1.0, 2.0, 4.0]) * rng.uniform(0.5, 1.5))
+        out = "out.bin"
+        cmd = self._command(rng, art, dat, ck, out)
+        follow = [["export", ck, "-o", "next.loihi2"]]     # a later run in the same folder clears what a killed one left
+        outputs = (out, "next.loihi2")
+        return Case(cid, "env", "signal", seed, f"{signal.Signals(sig).name} after {delay:.2f} s: {cmd[0]}", files, [cmd],
+                    "", outputs, signal=(int(sig), delay), follow=follow, expect="any", timeout=120.0)
+
+    def seed(self, rng, cid, seed):
+        art, dat, ck, files = self._base(cid, seed)
+        value = str(rng.choice([0, 1, 2 ** 32, 2 ** 63 - 1, 2 ** 63, 2 ** 64, 10 ** 30, -1, "1e3", "0x10", "nan"]))
+        if rng.random() < 0.5:
+            cmd = ["simulate", art, "--data", dat, "--engine", "emulator", "--seed", value]
+        else:
+            cmd = ["validate", ck, art, "--data", dat, "--lava-samples", "0", "--max-samples", "4", "--seed", value,
+                   "--mc-passes", str(int(rng.choice([1, 2, 8])))]
+        return Case(cid, "env", "seed", seed, f"{cmd[0]} --seed {value}", files, [cmd], "", (), expect="any",
+                    timeout=90.0)
+
+    def count_bounds(self, rng, cid, seed):
+        art, dat, ck, files = self._base(cid, seed)
+        option, value = [("--mc-passes", "10000000"), ("--lava-samples", "100000000"), ("--batch-size", "0"),
+                         ("--batch-size", "10000000000"), ("--max-samples", "-1"), ("--timeout", "inf"),
+                         ("--timeout", "1e400"), ("--count", "99999999999"), ("--index", "-3"),
+                         ("--input-levels", "70000"), ("--input-range", "-5,5"), ("--input-range", "-inf,1"),
+                         ("--kernel-bits", "99"), ("--prob-bits", "0")][int(rng.integers(14))]
+        if option in ("--mc-passes", "--lava-samples", "--batch-size", "--max-samples"):
+            cmd = ["validate", ck, art, "--data", dat, "--max-samples", "4", "--lava-samples", "0", option, value]
+        elif option in ("--timeout", "--count", "--index"):
+            cmd = ["simulate", art, "--data", dat, "--engine", "emulator", option, value]
+        else:
+            cmd = ["export", ck, "-o", "out.loihi2", option, value]
+        return Case(cid, "env", "count_bounds", seed, f"{option} {value}", files, [cmd], "", ("out.loihi2",),
+                    expect="any", timeout=90.0)
+
+    def resaved(self, rng, cid, seed):
+        """The same weights re-saved (another pickle protocol): validate must still pair them."""
+        import torch
+        art, dat, ck, files = self._base(cid, seed)
+        buf = io.BytesIO()
+        torch.save(self.seeds.checkpoint_objects[self.seeds.ckpt_of[seed]], buf,
+                   pickle_protocol=int(rng.choice([2, 3, 4])))
+        files[ck] = buf.getvalue()
+        cmd = ["validate", ck, art, "--data", dat, "--lava-samples", "0", "--max-samples", "8"]
+        return Case(cid, "env", "resaved_checkpoint", seed, "checkpoint re-saved", files, [cmd], ck, (),
+                    expect="ok", timeout=90.0)
+
+
+KINDS = {"artifact": 0, "checkpoint": 1, "data": 2, "env": 3}
+PREFIX = {"artifact": "art", "checkpoint": "ckpt", "data": "data", "env": "env"}
 
 
 class Generator:
@@ -1779,6 +2066,7 @@ class Generator:
         self.art = ArtifactMutators(seeds)
         self.ckpt = CheckpointMutators(seeds)
         self.data = DataMutators(seeds)
+        self.env = EnvScenarios(seeds)
 
     def case(self, kind: str, i: int) -> Case:
         rng = np.random.default_rng([self.seed, KINDS[kind], i])
@@ -1841,6 +2129,11 @@ class Generator:
         marker = "MARKER"
         return Case(cid, "checkpoint", name, seed, note, files, commands, ck, outputs, sound=sound, marker=marker,
                     timeout=120.0)
+
+    def _env(self, cid, i, rng):
+        name, make = self.env.table[i % len(self.env.table)]
+        seed = "digits" if rng.random() < 0.7 else "small_official"
+        return make(rng, cid, seed)
 
     def _data(self, cid, i, rng):
         name, mutate = self.data.table[i % len(self.data.table)]
@@ -1947,6 +2240,58 @@ def _capture(fn, folder: str, tag: str):
     return value, exc, out, err
 
 
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")     # what must never reach a terminal from our output
+
+
+def _traces_problem(path: str):
+    """Why a traces file the CLI wrote is unsafe or inconsistent, or None (also when there is none)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        bad = [n for n in names if n.startswith("/") or ".." in n.split("/") or "\\" in n]
+        if bad:
+            return f"member names {bad[:3]}"
+        for key in ("logits.npy", "labels.npy", "indices.npy", "engine.npy"):
+            if names.count(key) != 1:
+                return f"{key} appears {names.count(key)} times"
+        return None
+    except Exception as exc:                           # noqa: BLE001 - a file we wrote must read back
+        return f"unreadable: {exc}"
+
+
+def _signalled(case: Case, argv: list, meta: str, cli) -> dict:
+    """Run ``argv`` in a grandchild, send it the case's signal after its delay, and say how it ended."""
+    signum, delay = case.signal
+    before = set(os.listdir("."))
+    path = os.path.join(meta, "signalled.json")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            rc, exc, out, err = _capture(lambda: cli(list(argv)), meta, "signalled")
+            with open(path, "w") as fh:
+                json.dump({"rc": rc, "exc": exc, "stderr": err[-4000:]}, fh)
+        finally:
+            os._exit(0)
+    time.sleep(delay)
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+    _, status = os.waitpid(pid, 0)
+    out = {"argv": argv, "signal": signum, "status": status, "left": sorted(set(os.listdir(".")) - before)}
+    try:
+        with open(path) as fh:
+            out.update(json.load(fh))
+    except (FileNotFoundError, ValueError):
+        out["killed"] = os.WIFSIGNALED(status) and os.WTERMSIG(status)
+    return out
+
+
 def run_child(case: Case, folder: str, meta: str, mem_bytes: int, seed_digest: str, options: dict) -> None:
     """In the forked child: never returns."""
     code = 0
@@ -1959,16 +2304,22 @@ def run_child(case: Case, folder: str, meta: str, mem_bytes: int, seed_digest: s
         signal.signal(signal.SIGINT, signal.default_int_handler)
         resource.setrlimit(resource.RLIMIT_AS, (mem_bytes, mem_bytes))
         os.chdir(folder)
-        from neurocompile.targets.loihi2.runner import log_shared_memory
+        from neurocompile.execute import log_shared_memory
         log_shared_memory(os.path.join(meta, "shm.log"))
         from neurocompile.cli import main as cli
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))         # SIGQUIT's default action must not dump a core
         result = {"commands": []}
-        for k, argv in enumerate(case.commands):
+        commands = list(case.commands)
+        if case.signal:
+            result["signal"] = _signalled(case, commands.pop(0), meta, cli)
+        for k, argv in enumerate(commands + (case.follow if case.signal else [])):
             before = set(os.listdir("."))
             rc, exc, out, err = _capture(lambda: cli(list(argv)), meta, f"cmd{k}")
             after = set(os.listdir("."))
             result["commands"].append({"argv": argv, "rc": rc, "exc": exc, "stderr": err[-4000:],
-                                       "stdout_tail": out[-300:], "new_files": sorted(after - before)})
+                                       "stdout_tail": out[-300:], "new_files": sorted(after - before),
+                                       "control": bool(CONTROL.search(out))})
+        result["traces_problem"] = _traces_problem("traces.npz")
         if case.sound and os.path.exists(case.sound) and all(c["rc"] == 0 for c in result["commands"]):
             def check():
                 s = _soundness(case.sound, seed_digest, options["rng"])
@@ -2004,6 +2355,40 @@ def _digest_inputs(folder: str, names) -> dict:
     return out
 
 
+def _make_specials(folder: str, specials: dict) -> None:
+    import socket
+    for name, (kind, target) in specials.items():
+        path = os.path.join(folder, name)
+        if kind == "link":
+            os.symlink(target, path)
+        elif kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "dir":
+            os.mkdir(path)
+        elif kind == "socket":
+            saved = os.getcwd()
+            os.chdir(folder)                          # a relative name: AF_UNIX paths hold 107 bytes
+            try:
+                sock = socket.socket(socket.AF_UNIX)
+                sock.bind(name)
+                sock.close()
+            finally:
+                os.chdir(saved)
+
+
+def _special_kinds(folder: str, specials: dict) -> dict:
+    """What each special path is (its file type, and where a link points): none may change."""
+    out = {}
+    for name in specials:
+        try:
+            st = os.lstat(os.path.join(folder, name))
+            out[name] = (stat.S_IFMT(st.st_mode), os.readlink(os.path.join(folder, name))
+                         if stat.S_ISLNK(st.st_mode) else None)
+        except OSError:
+            out[name] = None
+    return out
+
+
 def _error_lines(stderr: str) -> list:
     lines = [ln for part in stderr.splitlines() for ln in part.split("\r")]
     return [ln for ln in lines if ln.strip() and not TQDM_LINE.match(ln)]
@@ -2023,13 +2408,26 @@ def classify(case: Case, result: dict | None, status: dict, inputs_before: dict,
         return "input_changed", f"input(s) changed: {', '.join(changed)}"
     if status.get("shm_leak"):
         return "shm_leak", status["shm_leak"]
+    if status.get("specials_changed"):
+        return "input_changed", status["specials_changed"]
+    if result.get("traces_problem"):
+        return "unsound", f"the traces file: {result['traces_problem']}"
+    if case.signal:
+        verdict = _classify_signalled(case, result["signal"])
+        if verdict:
+            return verdict
     outcomes = []
     for c in result["commands"]:
         argv = c["argv"]
-        inputs = [a for a in argv if a in case.files]
-        if c["exc"] is not None:
-            return "traceback", f"{' '.join(argv[:2])}: {c['exc'].strip().splitlines()[-1][:300]}"
+        inputs = [a for a in argv if a in case.files or a in case.specials]
         lines = _error_lines(c["stderr"])
+        if c.get("control") or any(CONTROL.search(ln) for ln in lines):
+            return "unsound", f"{argv[0]}: terminal control characters reached the terminal"
+        if c["exc"] is not None and not (c["exc"] == "SystemExit(2)" and len(lines) == 1
+                                         and lines[0].startswith("neurocompile: error:")):
+            return "traceback", f"{' '.join(argv[:2])}: {c['exc'].strip().splitlines()[-1][:300]}"
+        if case.expect == "ok" and c["rc"] != 0:
+            return "unsound", f"{argv[0]} refused what it must accept: {' | '.join(lines)[-300:]}"
         if c["rc"] == 0:
             bad = [f for f in c["new_files"] if f not in case.outputs or f.startswith(".tmp-")]
             if bad:
@@ -2041,7 +2439,9 @@ def classify(case: Case, result: dict | None, status: dict, inputs_before: dict,
         if c["new_files"]:
             return "partial_output", f"{argv[0]} failed (exit {c['rc']}) and left {c['new_files']}"
         if case.expect == "interrupted":
-            if c["rc"] == 130 and lines == ["neurocompile: interrupted"]:
+            want = (130, ["neurocompile: interrupted"]) if case.interrupt == signal.SIGINT else \
+                (128 + case.interrupt, ["neurocompile: terminated"])
+            if (c["rc"], lines) == want:
                 outcomes.append(("clean_error", None))
                 continue
             return "traceback", f"interrupted run: exit {c['rc']}, stderr {lines[:3]}"
@@ -2077,6 +2477,33 @@ def classify(case: Case, result: dict | None, status: dict, inputs_before: dict,
     return ("ok" if outcomes[0][0] == "ok" else "clean_error"), None
 
 
+def _classify_signalled(case: Case, sig: dict):
+    """A signalled command ends finished (0), with one line and 128 + the signal (130: Ctrl-C), or
+    killed (SIGKILL, or a signal before the handlers were set); a failed one leaves no output."""
+    signum, lines = sig["signal"], _error_lines(sig.get("stderr", ""))
+    rc = sig.get("rc")
+    argv = " ".join(sig["argv"][:2])
+    if sig.get("exc") is not None:
+        return "traceback", f"signalled {argv}: {sig['exc'].strip().splitlines()[-1][:300]}"
+    if sig.get("killed"):
+        if signum != signal.SIGKILL and sig["killed"] != signum:
+            return "crash", f"signalled {argv}: died of signal {sig['killed']}"
+    elif rc == 0:
+        return None
+    elif rc == 130 and signum == signal.SIGINT and lines == ["neurocompile: interrupted"]:
+        pass
+    elif rc == 128 + signum and lines == ["neurocompile: terminated"]:
+        pass
+    elif rc == 2 and len(lines) == 1 and lines[0].startswith("neurocompile: error:"):
+        pass
+    else:
+        return "traceback", f"signalled {argv}: exit {rc}, stderr {lines[:3]}"
+    partial = [f for f in sig["left"] if not sig.get("killed") or not f.startswith(".tmp-")]
+    if partial:
+        return "partial_output", f"signalled {argv} ({signal.Signals(signum).name}) left {partial}"
+    return None
+
+
 def _first_line(result, k):
     lines = _error_lines(result["commands"][k]["stderr"])
     return lines[0][:200] if lines else ""
@@ -2093,6 +2520,15 @@ class Fuzzer:
         self.shm_ours = set()                # every shared-memory segment our cases created (logged by name)
         self.peak_rss_kib = 0
         self.last_progress = 0.0
+        self.t_start = time.monotonic()
+        self.stopped_early = None
+
+    def out_of_time(self) -> bool:
+        """--stop-after: no new case starts past it (the results then say how far the run got)."""
+        if self.args.stop_after and time.monotonic() - self.t_start > self.args.stop_after:
+            self.stopped_early = f"stopped after {self.args.stop_after:g} s (--stop-after): no new case started"
+            return True
+        return False
 
     # ---- one batch of cases through forked children, at most --jobs at a time
     def run_cases(self, cases, label: str, total: int = None):
@@ -2107,6 +2543,9 @@ class Fuzzer:
         more = True
         while more or running:
             while more and len(running) < self.args.jobs:
+                if self.out_of_time():
+                    more = False
+                    break
                 case = next(cases, None)
                 if case is None:
                     more = False
@@ -2121,7 +2560,7 @@ class Fuzzer:
                 if not finished:
                     if case.interrupt and not st.get("sigint") and (self._shm_names(case) or now - st["t0"] > 60):
                         time.sleep(0.5)
-                        os.kill(pid, signal.SIGINT)
+                        os.kill(pid, int(case.interrupt))
                         st["sigint"] = now
                     if now - st["t0"] > case.timeout:
                         try:
@@ -2156,8 +2595,10 @@ class Fuzzer:
             with open(os.path.join(folder, name), "wb") as fh:
                 fh.write(data)
             os.chmod(os.path.join(folder, name), 0o644)
+        _make_specials(folder, case.specials)
         case._state = {"folder": folder, "meta": meta, "t0": time.monotonic(),
-                       "inputs": _digest_inputs(folder, case.files)}
+                       "inputs": _digest_inputs(folder, [n for n in case.files if n not in case.outputs]),
+                       "specials": _special_kinds(folder, case.specials)}
         digest = self.seeds.digests.get(case.seed, "")
         options = {"rng": int(hashlib.sha256(case.id.encode()).hexdigest()[:8], 16) ^ self.args.seed,
                    "lava_timeout": self.args.lava_timeout}
@@ -2197,7 +2638,10 @@ class Fuzzer:
                     os.unlink(os.path.join(SHM_DIR, n))
                 except OSError:
                     pass
-        after = _digest_inputs(st["folder"], case.files)
+        after = _digest_inputs(st["folder"], [n for n in case.files if n not in case.outputs])
+        specials_after = _special_kinds(st["folder"], case.specials)
+        if specials_after != st["specials"]:
+            st["specials_changed"] = f"special files changed: {st['specials']} -> {specials_after}"
         leftover = [f for f in os.listdir(st["folder"]) if f.startswith(".tmp-")]
         category, detail = classify(case, result, st, st["inputs"], after, leftover)
         rec = {"id": case.id, "kind": case.kind, "mutator": case.mutator, "seed": case.seed, "note": case.note,
@@ -2216,7 +2660,7 @@ class Fuzzer:
         if keep:
             dest = os.path.join(self.args.keep, case.id)
             shutil.rmtree(dest, ignore_errors=True)
-            shutil.copytree(st["folder"], dest)
+            shutil.copytree(st["folder"], dest, symlinks=True)
             shutil.copytree(st["meta"], os.path.join(dest, "_meta"))
         shutil.rmtree(st["folder"], ignore_errors=True)
         shutil.rmtree(st["meta"], ignore_errors=True)
@@ -2267,8 +2711,11 @@ class Fuzzer:
                      dict(files), [base + ["--timeout", "1", "-o", "t.npz"]], art, ("t.npz",), expect="any",
                      timeout=120),
                 Case("lava-sigint", "lava_interrupt", "sigint", "digits", "SIGINT while the Lava network runs",
-                     dict(files), [base + ["-o", "t.npz"]], art, ("t.npz",), interrupt=True, expect="interrupted",
-                     timeout=180)]
+                     dict(files), [base + ["-o", "t.npz"]], art, ("t.npz",), interrupt=signal.SIGINT,
+                     expect="interrupted", timeout=180),
+                Case("lava-sighup", "lava_interrupt", "sighup", "digits", "SIGHUP while the Lava network runs",
+                     dict(files), [base + ["-o", "t.npz"]], art, ("t.npz",), interrupt=signal.SIGHUP,
+                     expect="interrupted", timeout=180)]
 
     def run(self) -> dict:
         a = self.args
@@ -2294,7 +2741,8 @@ class Fuzzer:
             for r in self.records:
                 print(json.dumps(r, indent=1))
             return {}
-        for kind, n in (("artifact", a.artifacts), ("checkpoint", a.checkpoints), ("data", a.data)):
+        # the smaller kinds first: a run stopped early (--stop-after) has covered every kind
+        for kind, n in (("env", a.env), ("checkpoint", a.checkpoints), ("data", a.data), ("artifact", a.artifacts)):
             t = time.monotonic()
             self.run_cases((self.gen.case(kind, i) for i in range(n)), kind + "s", n)
             timings[f"{kind}s_s"] = round(time.monotonic() - t, 1)
@@ -2336,8 +2784,10 @@ class Fuzzer:
         results = {
             "command": "python benchmarks/fuzz.py " + " ".join(sys.argv[1:]),
             "seed": a.seed,
-            "requested": {"artifacts": a.artifacts, "checkpoints": a.checkpoints, "data": a.data, "lava": a.lava},
+            "requested": {"artifacts": a.artifacts, "checkpoints": a.checkpoints, "data": a.data, "env": a.env,
+                          "lava": a.lava},
             "cases": len(self.records),
+            "stopped_early": self.stopped_early,
             "counts": {c: total.get(c, 0) for c in CATEGORIES},
             "failures": sum(total.get(c, 0) for c in FAILURES),
             "by_kind": {k: {c: v[c] for c in CATEGORIES if v[c]} for k, v in sorted(by_kind.items())},
@@ -2428,8 +2878,10 @@ def table(results: dict) -> str:
 def markdown(results: dict) -> str:
     """The short results page (benchmarks/results/fuzz.md)."""
     mem, t, sc = results["memory"], results["timings"], results["soundness_checks"]
-    lines = ["# Fuzzing the loaders and CLI paths (issue 8)", "",
+    lines = ["# Fuzzing the loaders and CLI paths (issues 8 and 14)", "",
              f"`{results['command']}`", "",
+             (f"**Stopped early** ({results['stopped_early']}): the counts below are the cases that ran.\n\n"
+              if results.get("stopped_early") else "") +
              f"{results['cases']} cases, **{results['failures']} failures**. Every case ran in a child forked from a "
              f"warmed process, under `RLIMIT_AS` = {mem['rlimit_as_gib']:g} GiB ({mem['note']}); peak case RSS "
              f"{mem['peak_case_rss_mib']} MiB. Wall time {t['total_s']} s on {results['machine']['cpus']} shared CPU "
@@ -2457,6 +2909,8 @@ def parse_args(argv=None):
     p.add_argument("--artifacts", type=int, default=10000)
     p.add_argument("--checkpoints", type=int, default=1000)
     p.add_argument("--data", type=int, default=1000)
+    p.add_argument("--env", type=int, default=1000, help="environment cases: special files and links, signals, "
+                                                          "seeds and counts out of bounds, re-saved checkpoints")
     p.add_argument("--lava", type=int, default=20, help="accepted artifact mutants also run on Lava (and 2 interrupted runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the results JSON here")
@@ -2469,6 +2923,8 @@ def parse_args(argv=None):
     p.add_argument("--keep-workdir", action="store_true")
     p.add_argument("--only", help="run only these case ids (comma list, e.g. art-00042) and print their records")
     p.add_argument("--progress-every", type=float, default=15.0, help="seconds between progress lines")
+    p.add_argument("--stop-after", type=float, default=0, help="start no new case after this many seconds (0: none); "
+                                                                "the results say how far the run got")
     return p.parse_args(argv)
 
 

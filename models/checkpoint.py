@@ -9,6 +9,7 @@ our format, or an official Lightning ``.ckpt`` (``official``).
 """
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 
@@ -106,30 +107,39 @@ def save_checkpoint(path: str, model, meta: dict | None = None, kind: str | None
 
 def _read_raw(path: str):
     """The file's object graph as plain Python (dicts, lists, values, CPU tensors)."""
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as fh:
+    from ..fileio import InputFileError, open_input, read_error
+
+    try:
+        fh = open_input(path, "checkpoint file")
+    except InputFileError as exc:
+        raise CheckpointError(str(exc)) from None
+    with fh:
+        try:
+            is_zip = zipfile.is_zipfile(fh)
+            fh.seek(0)
             head = fh.read(8)
-        if head[:2] == b"PK":
-            raise CheckpointError(f"{path}: truncated or corrupt checkpoint (broken zip archive)")
-        raise CheckpointError(f"{path}: not a neurocompile checkpoint (not a torch.save archive)")
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    # ValueError: undecodable names; NotImplementedError: a zip version zipfile does not read
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({exc})") from None
-    if not any(n.endswith("data.pkl") for n in names):
-        raise CheckpointError(f"{path}: not a neurocompile checkpoint (a zip archive without torch data, e.g. an .npz)")
-    try:
-        return torchzip.plain(torchzip.load(path))
-    except torchzip.RefusedError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    except torchzip.ArchiveError as exc:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint: {exc}") from None
+            fh.seek(0)
+        except OSError as exc:
+            raise CheckpointError(read_error(path, exc)) from None
+        if not is_zip:
+            if head[:2] == b"PK":
+                raise CheckpointError(f"{path}: truncated or corrupt checkpoint (broken zip archive)")
+            raise CheckpointError(f"{path}: not a neurocompile checkpoint (not a torch.save archive)")
+        try:
+            with zipfile.ZipFile(fh) as z:
+                names = z.namelist()
+        # ValueError: undecodable names; NotImplementedError: a zip version zipfile does not read
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+            raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({exc})") from None
+        if not any(n.endswith("data.pkl") for n in names):
+            raise CheckpointError(f"{path}: not a neurocompile checkpoint (a zip archive without torch data, e.g. an .npz)")
+        try:
+            fh.seek(0)
+            return torchzip.plain(torchzip.load(fh))
+        except torchzip.RefusedError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        except torchzip.ArchiveError as exc:
+            raise CheckpointError(f"{path}: truncated or corrupt checkpoint: {exc}") from None
 
 
 def _read_neurocompile(path: str, obj: dict):
@@ -153,9 +163,22 @@ def _read_neurocompile(path: str, obj: dict):
                               "lists and string-keyed dicts")
     try:
         config = KINDS[kind].from_dict(obj["config"])
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: bad config: {exc}") from None
+    except (ValueError, TypeError, OverflowError) as exc:      # OverflowError: 10**400 as a float
+        raise CheckpointError(f"{path}: bad config: {str(exc)[:200]}") from None
+    if "metrics" in meta:
+        meta = {**meta, "metrics": _finite_json(meta["metrics"])}
     return kind, config, obj["state_dict"], meta
+
+
+def _finite_json(v):
+    """Metrics as strict JSON: a NaN or infinite value (a diverged loss) is recorded as null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, list):
+        return [_finite_json(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _finite_json(x) for k, x in v.items()}
+    return v
 
 
 # (predicate on the loaded object, reader) pairs; first match wins.
@@ -214,6 +237,20 @@ def _check_state_dict(path: str, kind: str, config, state_dict: dict) -> None:
                 raise CheckpointError(f"{path}: tensor {k!r} contains NaN or Inf")
 
 
+def weights_sha256(state_dict: dict) -> str:
+    """A digest of the weights themselves (names, dtypes, shapes, values), independent of how the file
+    stores them: re-saving the same tensors (another pickle protocol, another zip layout, shared or
+    separate storages) gives the same digest.  The artifact records it; ``validate`` pairs by it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{str(t.dtype)}\0{list(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def read_checkpoint(path: str):
     """-> (kind, config, state_dict, meta) as the file's reader maps it, not yet checked against this build.
 
@@ -238,7 +275,7 @@ def load_checkpoint(path: str):
     if isinstance(config, dict):
         try:
             config = KINDS[kind].from_dict(config)
-        except (ValueError, TypeError) as exc:
-            raise CheckpointError(f"{path}: bad config: {exc}") from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise CheckpointError(f"{path}: bad config: {str(exc)[:200]}") from None
     _check_state_dict(path, kind, config, state_dict)
     return kind, config, state_dict, meta

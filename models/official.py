@@ -164,7 +164,7 @@ def _read_spikingssm(path: str, obj: dict, w: _Weights, hp: dict):
             dropout=float(model_hp.get("dropout", 0.0) or 0.0),
             dt_min=float(layer_hp.get("dt_min", 0.001)), dt_max=float(layer_hp.get("dt_max", 0.1)),
             **({"input_levels": 255} if dataset in _PIXEL_DATASETS else {}))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:     # OverflowError: 10**400 as a float
         raise CheckpointError(f"{path}: official SpikingSSM with an unusable config: {exc}") from None
     detected = (f"official SpikingSSM (Lightning {obj.get(LIGHTNING_VERSION_KEY, 'unknown')}): {n_layers} layers, "
                 f"H={H}, N={N}, L={l_max}, {'bidirectional' if channels == 2 else 'causal'}, {kdesc}, {vdesc}, "
@@ -215,7 +215,7 @@ def _read_pspikessm(path: str, obj: dict, w: _Weights, hp: dict):
             residual=residual is not None, dropout=float(model_hp.get("dropout", 0.0) or 0.0),
             dt_min=float(layer_hp.get("dt_min", 0.001)), dt_max=float(layer_hp.get("dt_max", 0.1)),
             **({"input_levels": 255} if dataset in _PIXEL_DATASETS else {}))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:     # OverflowError: 10**400 as a float
         raise CheckpointError(f"{path}: official P-SpikeSSM with an unusable config: {exc}") from None
     if norm is None:
         ndesc = "no norm"

@@ -14,7 +14,10 @@ A pickle is a small program: GLOBAL fetches any importable object, REDUCE calls 
 3. omegaconf / typing objects (Lightning's stored hydra config) become ``StandIn`` objects that just
    keep their pickled state; ``plain()`` turns them into dicts, lists and values;
 4. each storage member's size is checked against what the pickle declares before it is read, and
-   zipfile verifies its CRC-32 while reading it.
+   zipfile verifies its CRC-32 while reading it;
+5. the work is bounded before it is spent: the scan stops at ``MAX_OPCODES`` opcodes or ``MAX_MEMO``
+   memo entries (a real checkpoint's pickle has ~10 thousand; 33 KB of deflated no-op opcodes inflate
+   to 32 million), or after ``MAX_SCAN_SECONDS``, so the unpickler never starts on such a file.
 
 Errors are ``ArchiveError`` (corrupt or inconsistent) and ``RefusedError`` (not on the allow-list); the
 caller adds the file name.
@@ -26,6 +29,7 @@ import io
 import pickle
 import pickletools
 import re
+import time
 import zipfile
 import zlib
 
@@ -36,6 +40,9 @@ from ..fileio import zip_member_problem
 MAX_MEMBER_BYTES = 2 << 30      # no member of a sane checkpoint is larger than 2 GiB
 MAX_ARCHIVE_BYTES = 2 << 30     # nor all of them together (storages are read into memory as they are met)
 MAX_PICKLE_BYTES = 256 << 20    # the object graph without tensor data: configs, names, small lists
+MAX_OPCODES = 2_000_000         # ours: ~2 thousand opcodes, the authors' Lightning files ~10 thousand
+MAX_MEMO = 1_000_000            # memo entries (PUT / MEMOIZE); each keeps an object alive
+MAX_SCAN_SECONDS = 60.0         # a backstop: 2 million opcodes scan in ~1 s
 
 
 class ArchiveError(ValueError):
@@ -204,17 +211,31 @@ def _lookup(qualname: str):
     raise _refuse(f"references {qualname}")
 
 
+_MEMO_OPS = ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE")
+
+
 def scan(data: bytes) -> None:
-    """Refuse, before anything runs, every global not on the allow-list and every object-building
-    opcode that bypasses it."""
+    """Refuse, before anything runs, every global not on the allow-list, every object-building
+    opcode that bypasses it, and a pickle whose opcodes or memo exceed the bounds."""
+    deadline = time.monotonic() + MAX_SCAN_SECONDS
+    memo = 0
     try:
-        for op, arg, _ in pickletools.genops(data):
-            if op.name == "GLOBAL":
+        for count, (op, arg, _) in enumerate(pickletools.genops(data), 1):
+            if count > MAX_OPCODES:
+                raise ArchiveError(f"the pickle has more than {MAX_OPCODES} opcodes (a checkpoint's has ~10 thousand); "
+                                   "refusing to run it")
+            if count & 0xFFFF == 0 and time.monotonic() > deadline:
+                raise ArchiveError(f"scanning the pickle took more than {MAX_SCAN_SECONDS:g} s; refusing to run it")
+            if op.name in _MEMO_OPS:
+                memo += 1
+                if memo > MAX_MEMO:
+                    raise ArchiveError(f"the pickle stores more than {MAX_MEMO} memo entries; refusing to run it")
+            elif op.name == "GLOBAL":
                 module, _, name = arg.partition(" ")
                 _lookup(_qualname(module, name))
             elif op.name in ("INST", "OBJ", "EXT1", "EXT2", "EXT4"):
                 raise _refuse(f"uses the {op.name} opcode")
-    except RefusedError:
+    except ArchiveError:
         raise
     except Exception as exc:
         raise ArchiveError(f"corrupt pickle ({exc})") from None
@@ -296,8 +317,9 @@ def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytearray:
         raise ArchiveError(f"member {info.filename!r} is unreadable ({exc})") from None
 
 
-def load(path: str):
-    """The object graph of a torch.save zip archive, tensors on the CPU, foreign objects as stand-ins."""
+def load(path):
+    """The object graph of a torch.save zip archive (a path or a binary file object), tensors on the
+    CPU, foreign objects as stand-ins."""
     try:
         z = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import re
 import tokenize
 import zipfile
 import zlib
@@ -25,13 +26,14 @@ import zlib
 import numpy as np
 
 from .errors import ArtifactError, NeurocompileError, RangeError
-from .fileio import write_atomic, zip_member_problem
+from .fileio import InputFileError, open_input, write_atomic, zip_member_problem
 from .intervals import Context, register_table
 from .ir import INT_NODES, IntInput, IntReadout, ShapeError, array_fields, scalar_fields
 from .program import Program, ProgramNode
 
 FORMAT = "neurocompile-loihi2"
-VERSION = 3             # 3: stochastic samplers key the PRNG by the sample index and the whole seed
+VERSION = 3   # 3: PRNG keyed by the sample index and the whole seed; the compiled-from weights' digest; declared
+              # members only; node names that are dotted identifiers
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 MAX_MANIFEST_BYTES = 64 << 20
@@ -40,6 +42,11 @@ MAX_MEMBERS = 100_000
 MAX_NODES = 4096                    # a 1000-layer network; keeps every pass over the graph quick
 MAX_SEQ_LEN = 1 << 20
 _INT_DTYPES = ("int8", "int16", "int32", "int64")
+# Node names become trace keys, .npz member names and terminal text: dotted identifiers only, none of
+# them a key the traces already use
+_NODE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*\Z")
+RESERVED_NAMES = ("logits", "seconds", "labels", "indices", "engine")
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def _narrow(a: np.ndarray) -> np.ndarray:
@@ -138,8 +145,10 @@ def _read_manifest(zf: zipfile.ZipFile) -> dict:
     except KeyError:
         raise _Refuse("not a neurocompile artifact (no manifest.json)") from None
     _need(info.file_size <= MAX_MANIFEST_BYTES, f"manifest.json claims {info.file_size} bytes (limit {MAX_MANIFEST_BYTES})")
+    def no_constants(name):
+        raise ValueError(f"{name} is not JSON")
     try:
-        manifest = json.loads(zf.read(info))
+        manifest = json.loads(zf.read(info), parse_constant=no_constants)
     except (ValueError, RecursionError) as exc:
         raise _Refuse(f"corrupt manifest ({type(exc).__name__}: {str(exc)[:120]})") from None
     _need(isinstance(manifest, dict), "corrupt manifest (not a JSON object)")
@@ -159,6 +168,11 @@ def _check_array_specs(zf: zipfile.ZipFile, manifest: dict) -> None:
     """Bound every member against its declared shape before anything is inflated."""
     specs = manifest["arrays"]
     _need(len(specs) <= MAX_MEMBERS, f"{len(specs)} arrays declared (limit {MAX_MEMBERS})")
+    names = zf.namelist()
+    _need(len(set(names)) == len(names), "the zip holds two members of the same name")
+    extra = sorted(set(names) - set(specs) - {"manifest.json"})
+    if extra:
+        raise _Refuse(f"member {str(extra[0])[:80]!r} is not declared in the manifest ({len(extra)} undeclared)")
     total = 0
     for member, spec in specs.items():
         _need(isinstance(member, str) and member.endswith(".npy"), f"array member {str(member)[:80]!r} is not an .npy")
@@ -203,7 +217,8 @@ def _load_array(zf, member, spec):
 def _build_node(entry, zf, specs, used):
     _need(isinstance(entry, dict), "a node entry is not an object")
     name, type_name = entry.get("name"), entry.get("type")
-    _need(isinstance(name, str) and 0 < len(name) <= 200, f"node name {str(name)[:60]!r} is not valid")
+    _need(isinstance(name, str) and len(name) <= 200 and _NODE_NAME.match(name) and name not in RESERVED_NAMES,
+          f"node name {str(name)[:60]!r} is not valid (dotted identifiers only, not {', '.join(RESERVED_NAMES)})")
     _need(type_name in INT_NODES, f"node {name}: unknown node type {str(type_name)[:60]!r} "
           f"(known: {', '.join(INT_NODES)})")
     cls = INT_NODES[type_name]
@@ -237,6 +252,10 @@ def _build_node(entry, zf, specs, used):
 def _check_graph(nodes, edges, model) -> None:
     names = [n.name for n in nodes]
     _need(len(set(names)) == len(names), "duplicate node names")
+    voltages = {n.name + ".v" for n in nodes if getattr(type(n.op), "TRACE", None) == "spikes"}
+    clash = sorted(voltages & set(names))
+    if clash:
+        raise _Refuse(f"node name {clash[0]!r} collides with the membrane trace of node {clash[0][:-2]!r}")
     order = {n: i for i, n in enumerate(names)}
     by_name = dict(zip(names, nodes))
     seen = set()
@@ -260,10 +279,12 @@ def _check_graph(nodes, edges, model) -> None:
 def load_program(path: str, target=None) -> Program:
     from .target import get_target
     target = target or get_target()
-    if not os.path.isfile(path):
-        raise ArtifactError(f"{path}: no such artifact file")
     try:
-        with zipfile.ZipFile(path) as zf:
+        fh = open_input(path, "artifact file")
+    except InputFileError as exc:
+        raise ArtifactError(str(exc)) from None
+    try:
+        with fh, zipfile.ZipFile(fh) as zf:
             for info in zf.infolist():
                 problem = zip_member_problem(info)
                 _need(problem is None, problem)
@@ -314,6 +335,7 @@ def verified(program: Program, stored_delays: dict, target) -> Program:
     if problems:
         raise RangeError(problems[0])
     _check_report(program, rows, delays, target)
+    _check_model_claims(program)
     return Program(program.nodes, program.edges, program.model, delays, program.report)
 
 
@@ -345,3 +367,24 @@ def _check_report(program: Program, rows, delays: dict, target) -> None:
           "report field 'quantization_error' is not a table of finite numbers")
     for key in ("source", "options", "ssm_lowering"):
         _need(isinstance(report.get(key, {}), dict), f"report field '{key}' is not an object")
+    digest = report.get("source", {}).get("weights_sha256")
+    _need(isinstance(digest, str) and _SHA256.match(digest),
+          "report field 'source.weights_sha256' (the digest of the weights it was compiled from) is missing or "
+          "not a SHA-256; re-export it from its checkpoint with this neurocompile")
+
+
+def layer_count(program: Program) -> int:
+    return len({n.layer for n in program.nodes if n.layer is not None})
+
+
+def stream_width(program: Program) -> int:
+    """Channels of the residual stream: what the readout reads."""
+    return program.channel_counts()[program.inputs(program.output_node)["main"]]
+
+
+def _check_model_claims(program: Program) -> None:
+    """The model fields ``inspect`` prints must be what the stored graph is."""
+    m = program.model
+    for field, actual in (("n_layers", layer_count(program)), ("d_model", stream_width(program)),
+                          ("d_output", program.n_classes)):
+        _need(m.get(field) == actual, f"the manifest says {field} = {str(m.get(field))[:20]}, the stored graph has {actual}")

@@ -10,6 +10,17 @@ EXIT_USER_ERROR = 2
 QUANT_ERROR_WARNING = 0.025     # digits: 3.8 % (4-bit kernels) costs 1.7 points, 8 % (3-bit) 9 points
 
 
+_BARS = []                     # open progress bars: closed before an error line, so it starts a line of its own
+
+
+def _close_bars() -> None:
+    while _BARS:
+        try:
+            _BARS.pop().close()
+        except (OSError, ValueError):
+            pass
+
+
 def _progress(label: str, total: int):
     from tqdm import tqdm
 
@@ -18,26 +29,39 @@ def _progress(label: str, total: int):
     def update(done, _total=None):
         if not bars:
             bars.append(tqdm(total=total, desc=label, unit="sample", file=sys.stderr, dynamic_ncols=True))
+            _BARS.append(bars[0])
         bars[0].update(done - bars[0].n)
         if done >= total:
             bars[0].close()
+            if bars[0] in _BARS:
+                _BARS.remove(bars[0])
     return update
 
 
-def _positive(kind):
+# Every count has a stated bound (shown in --help): a mistyped 10000000 must not start a run of hours.
+MAX_SEED = 2 ** 63 - 1
+MAX_SAMPLES = 10 ** 7          # above any split this tool reads (Fashion-MNIST train: 60,000)
+MAX_LAVA_SAMPLES = 10_000      # ~1 s each on Lava's CPU simulator
+MAX_MC_PASSES = 1000
+MAX_BATCH = 65_536
+MAX_TIMEOUT_S = 7 * 86_400
+MAX_INPUT_LEVELS = 65_535
+MAX_WORKERS = 1024
+
+
+def _bounded(kind, low, high):
+    """An argparse type: ``kind`` in [low, high] (NaN and infinities refused)."""
     def parse(text):
-        value = kind(text)
-        if not value > 0:                      # NaN too: a NaN timeout would never expire
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        try:
+            value = kind(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") \
+                from None
+        if not low <= value <= high:           # NaN too: a NaN timeout would never expire
+            raise argparse.ArgumentTypeError(f"must be in {low:g}..{high:g}, got {text}" if kind is float
+                                             else f"must be in {low}..{high}, got {text}")
         return value
     return parse
-
-
-def _non_negative(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def _input_range(text):
@@ -45,7 +69,26 @@ def _input_range(text):
         low, high = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected LOW,HIGH (e.g. 0,1), got {text!r}") from None
+    if not (abs(low) < float("inf") and abs(high) < float("inf")):
+        raise argparse.ArgumentTypeError(f"LOW and HIGH must be finite numbers, got {text!r}")
     return low, high
+
+
+# options whose value may start with '-' (argparse would take `--input-range -5,5` for an option)
+_NEGATIVE_VALUE_OPTIONS = ("--input-range",)
+
+
+def _join_negative_values(argv: list) -> list:
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in _NEGATIVE_VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1][:2] in \
+                [f"-{c}" for c in "0123456789."]:
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 # ---------------------------------------------------------------------------------------- export
@@ -60,7 +103,9 @@ def cmd_export(args) -> int:
     target = get_target(args.target)
     options = CompileOptions(kernel_bits=args.kernel_bits, weight_bits=args.weight_bits, act_bits=args.act_bits,
                              prob_bits=args.prob_bits, ssm_lowering=args.ssm_lowering, decay_bits=args.decay_bits)
-    out = args.output or os.path.splitext(os.path.basename(args.checkpoint))[0] + ".loihi2"
+    out = args.output if args.output is not None else \
+        os.path.splitext(os.path.basename(args.checkpoint))[0] + ".loihi2"
+    from .errors import CheckpointError
     from .fileio import check_output_path
     check_output_path(out, [args.checkpoint])
     fmt = None
@@ -68,23 +113,37 @@ def cmd_export(args) -> int:
         kind, config, _, _ = load_checkpoint(args.checkpoint)
         cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
         low, high = args.input_range or (0.0, 1.0)
-        fmt = InputFormat(low=low, high=high, levels=args.input_levels or int(cfg.get("input_levels", 255)))
+        levels = args.input_levels or cfg.get("input_levels", 255)
+        try:
+            fmt = InputFormat(low=low, high=high, levels=levels)
+        except (ValueError, TypeError, OverflowError) as exc:
+            if args.input_levels:
+                raise
+            raise CheckpointError(f"{args.checkpoint}: its config's input_levels {str(levels)[:20]} is not valid "
+                                  f"({str(exc).replace('--input-levels', 'input levels')})") from None
     program = compile_checkpoint(args.checkpoint, options, target, input_format=fmt)
     save_program(program, out, inputs=[args.checkpoint])
     print(export_summary(program, out))
     return 0
 
 
-def export_summary(program, path: str) -> str:
+def export_summary(program, path: str, recorded: str = "") -> str:
+    """The summary ``export`` prints and ``inspect`` repeats.  Layers, widths, classes, input format,
+    latency, operations and ranges are what the verifier proved from the stored integers; the rest
+    (what was detected, N, the stream's fixed point, quantization errors) the exporter recorded:
+    ``recorded`` labels those lines (``inspect``).  Every string is escaped for the terminal."""
+    from .artifact import layer_count, stream_width
+    from .fileio import display
     from .input_format import InputFormat
 
     m, rep = program.model, program.report
     src = rep.get("source", {})
     frac = rep.get("stream_frac_bits") or [0]
     lines = [f"wrote {path}",
-             f"  detected: {src.get('detected', m.get('kind'))}",
-             f"  model: {m['kind']} {m.get('n_layers')} layers, H={m.get('d_model')}, N={m.get('d_state')}, "
-             f"L={m['l_max']}, {program.n_classes} classes; residual stream fixed point 2^-{min(frac)} .. 2^-{max(frac)}",
+             f"  detected: {src.get('detected', m.get('kind'))}{recorded}",
+             f"  model: {m['kind']} {layer_count(program)} layers, H={stream_width(program)}, N={m.get('d_state')}, "
+             f"L={program.seq_len}, {program.n_classes} classes; residual stream fixed point 2^-{min(frac)} .. "
+             f"2^-{max(frac)}{' (N and the fixed point: ' + recorded.strip(' ()') + ')' if recorded else ''}",
              f"  input: {InputFormat.from_dict(m['input']).describe()}",
              f"  latency: {program.latency} steps from a sample's first input to the readout "
              f"(window {program.window} steps per sample on Loihi 2)",
@@ -102,12 +161,15 @@ def export_summary(program, path: str) -> str:
     errors = rep.get("quantization_error", {})
     if errors:
         lines.append("  quantization error (weights: relative L2; samplers: bound of the firing-probability error): "
-                     + ", ".join(f"{n} {100 * e:.2g} %" for n, e in errors.items()))
+                     + ", ".join(f"{n} {100 * e:.2g} %" for n, e in errors.items()) + recorded)
     for node, err in errors.items():
         if err > QUANT_ERROR_WARNING:
             lines.append(f"  WARNING: {node} keeps its weights only to {100 * err:.0f} % relative error: expect an "
                          "accuracy loss; measure it with `neurocompile validate` (or raise --kernel-bits/--weight-bits)")
-    return "\n".join(lines)
+    return "\n".join(display(line) for line in lines)
+
+
+RECORDED = " (recorded at export, not provable from the integers)"
 
 
 def ssm_lowering_lines(table: dict) -> list:
@@ -126,13 +188,16 @@ def ssm_lowering_lines(table: dict) -> list:
 def cmd_inspect(args) -> int:
     from .artifact import load_program
 
+    from .fileio import display
+
     program = load_program(args.artifact)
-    if args.json:
-        print(json.dumps(program.report, indent=1))
+    if args.json:       # ASCII-escaped, and strict JSON: the loader refuses NaN and Infinity in a manifest
+        print(json.dumps(program.report, indent=1, allow_nan=False))
     else:
-        print(export_summary(program, args.artifact).replace("wrote ", "artifact ", 1))
+        print(export_summary(program, args.artifact, RECORDED).replace("wrote ", "artifact ", 1))
         for r in program.report["ranges"]:
-            print(f"    {r['node']:<18}{r['register']:<34}{r['worst']:>12} / {r['limit']:<10} headroom {r['headroom_bits']} bits")
+            print(display(f"    {r['node']:<18}{r['register']:<34}{r['worst']:>12} / {r['limit']:<10} "
+                          f"headroom {r['headroom_bits']} bits"))
     return 0
 
 
@@ -142,12 +207,12 @@ def cmd_plan(args) -> int:
     from .fileio import check_output_path, write_atomic
     from .plan_report import plan_dict, plan_text
 
-    if args.json:
+    if args.json is not None:
         check_output_path(args.json, [args.artifact])
     program = load_program(args.artifact)
     plan = plan_dict(program, system=args.system)
     print(plan_text(plan, args.artifact))
-    if args.json:
+    if args.json is not None:
         text = json.dumps(plan, indent=1).encode()
         write_atomic(args.json, lambda fh: fh.write(text), inputs=[args.artifact])
     return 0
@@ -169,6 +234,12 @@ def _load_data(args, program, split: str):
     return data, values, raw
 
 
+def _input_files(*paths) -> list:
+    """The command's input files: a built-in dataset name (``digits``) names no file."""
+    from .datasets import BUILTIN
+    return [p for p in paths if p is not None and p not in BUILTIN]
+
+
 # ------------------------------------------------------------------------------------ simulate
 def cmd_simulate(args) -> int:
     import numpy as np
@@ -176,13 +247,13 @@ def cmd_simulate(args) -> int:
     from .artifact import load_program
     from .traces import TRACE_KINDS, plot_raster, save_traces, trace_names
 
-    inputs = [args.artifact, args.dataset]
-    from .fileio import check_output_path
+    inputs = _input_files(args.artifact, args.dataset)
+    from .fileio import check_output_path, same_file
     for out in (args.output, args.plot):
-        if out:
+        if out is not None:
             check_output_path(out, inputs)
-    if args.output and args.plot and os.path.abspath(args.output) == os.path.abspath(args.plot):
-        raise ValueError("-o and --plot name the same file")
+    if args.output is not None and args.plot is not None and same_file(args.output, args.plot):
+        raise ValueError(f"-o {args.output} and --plot {args.plot} name the same file")
     program = load_program(args.artifact)
     kinds = [k.strip() for k in args.record.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in TRACE_KINDS]
@@ -224,27 +295,34 @@ def cmd_validate(args) -> int:
     from .artifact import load_program
     from .emulator import check_device
     from .errors import ArtifactError
-    from .fileio import check_output_path, write_atomic
-    from .models.checkpoint import build_model, load_checkpoint
+    from .fileio import check_output_path, same_file, write_atomic
+    from .models.checkpoint import build_model, load_checkpoint, weights_sha256
     from .pipeline import file_sha256
     from .frontend import frontend_for
     from .validate import (format_report, format_stochastic_report, model_mismatch, provenance, run_key, validate,
                            validate_stochastic)
 
-    inputs = [args.checkpoint, args.artifact, args.dataset]
-    outputs = [o for o in (args.json, args.html) if o]
+    inputs = _input_files(args.checkpoint, args.artifact, args.dataset)
+    outputs = [o for o in (args.json, args.html) if o is not None]
     for out in outputs:
         check_output_path(out, inputs)
-    if len(outputs) == 2 and os.path.abspath(args.json) == os.path.abspath(args.html):
+    if len(outputs) == 2 and same_file(args.json, args.html):
         raise ValueError("--json and --html name the same file")
     if args.ray and args.ray_address:
         raise ValueError("--ray starts a local cluster, --ray-address joins one: give one of them")
+    if args.seed + args.mc_passes - 1 > MAX_SEED:
+        raise ValueError(f"--seed {args.seed} with --mc-passes {args.mc_passes}: pass k uses seed + k, which must stay "
+                         f"<= {MAX_SEED}")
     device = check_device(args.device)
     kind, config, state_dict, _ = load_checkpoint(args.checkpoint)
     program = load_program(args.artifact)
     digests = {"checkpoint_sha256": file_sha256(args.checkpoint), "artifact_sha256": file_sha256(args.artifact)}
-    if program.report.get("source", {}).get("checkpoint_sha256") not in (None, digests["checkpoint_sha256"]):
-        raise ArtifactError(f"{args.artifact}: was exported from another checkpoint than {args.checkpoint}")
+    # pairing rests on what the loader verified: the digest of the weights the artifact was compiled from
+    if program.model["kind"] != kind:
+        raise ArtifactError(f"{args.artifact}: holds a {program.model['kind']} program, {args.checkpoint} a {kind} model")
+    if program.report["source"]["weights_sha256"] != weights_sha256(state_dict):
+        raise ArtifactError(f"{args.artifact}: was not compiled from the weights in {args.checkpoint} "
+                            "(their digests differ)")
     model = build_model(config, state_dict, kind)
     data, values, raw = _load_data(args, program, args.split)
     mismatch = model_mismatch(model, program, values, device)
@@ -288,11 +366,11 @@ def cmd_validate(args) -> int:
     print(text_report(report))
     if args.activity_samples:
         print(energy_text(report))
-    if args.json:
+    if args.json is not None:
         text = json.dumps(report, indent=1, default=float).encode()
         write_atomic(args.json, lambda fh: fh.write(text), inputs)
         print(f"wrote {args.json}")
-    if args.html:
+    if args.html is not None:
         from .report_html import render_report
         page = render_report(report, program, raster).encode()
         write_atomic(args.html, lambda fh: fh.write(page), inputs)
@@ -334,7 +412,7 @@ def _plan_or_why(program) -> dict:
 
 
 def _lava_count(text):
-    return "all" if text == "all" else _non_negative(text)
+    return "all" if text == "all" else _bounded(int, 0, MAX_LAVA_SAMPLES)(text)
 
 
 def cmd_train(argv) -> int:
@@ -344,10 +422,18 @@ def cmd_train(argv) -> int:
 
 
 # ----------------------------------------------------------------------------------------- main
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line too (the subcommand parsers are of this class)."""
+
+    def error(self, message):
+        from .fileio import display
+        self.exit(EXIT_USER_ERROR, f"neurocompile: error: {display(message)} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .target import TARGET_NAMES
 
-    p = argparse.ArgumentParser(prog="neurocompile", description="Compile trained spiking SSM checkpoints to Loihi 2 "
+    p = _Parser(prog="neurocompile", description="Compile trained spiking SSM checkpoints to Loihi 2 "
                                 "(Lava), simulate them, and validate accuracy parity.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -358,23 +444,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", help="a checkpoint written by `neurocompile train`, or the authors' Lightning .ckpt")
     e.add_argument("--target", default="loihi2", help=f"compilation target ({', '.join(TARGET_NAMES)})")
     e.add_argument("-o", "--output", help="artifact path (default: <checkpoint name>.loihi2)")
-    e.add_argument("--kernel-bits", type=int, default=8, help="SSM kernel mantissa bits incl. sign, per-channel exponent (default 8)")
-    e.add_argument("--weight-bits", type=int, default=8, help="mixer/decoder mantissa bits incl. sign, per-row exponent (default 8)")
-    e.add_argument("--act-bits", type=int, default=None,
-                   help="residual-stream width in bits; default: the widest (<= 16) that the range analysis proves safe. "
+    e.add_argument("--kernel-bits", type=_bounded(int, 2, 8), default=8,
+                   help="SSM kernel mantissa bits incl. sign, per-channel exponent (2..8, default 8)")
+    e.add_argument("--weight-bits", type=_bounded(int, 2, 8), default=8,
+                   help="mixer/decoder mantissa bits incl. sign, per-row exponent (2..8, default 8)")
+    e.add_argument("--act-bits", type=_bounded(int, 2, 24), default=None,
+                   help="residual-stream width in bits (2..24); default: the widest (<= 16) that the range analysis proves safe. "
                         "An explicit width that would overflow a 24-bit register is an error")
     e.add_argument("--ssm-lowering", default="conv", choices=["conv", "recurrent", "auto"],
                    help="causal diagonal SSM layers: conv (accumulate-only convolution, default), recurrent "
                         "(integer diagonal recurrence, state independent of L) or auto (per layer, from the target's "
                         "placement plan of each); two-sided and DPLR layers stay conv")
-    e.add_argument("--decay-bits", type=int, default=18,
-                   help="recurrent SSM: decay mantissa bits incl. sign, one exponent per layer (default 18)")
-    e.add_argument("--prob-bits", type=int, default=16,
-                   help="stochastic spikes (P-SpikeSSM): bits of the firing probability and the uniform (default 16)")
+    e.add_argument("--decay-bits", type=_bounded(int, 2, 24), default=18,
+                   help="recurrent SSM: decay mantissa bits incl. sign, one exponent per layer (2..24, default 18)")
+    e.add_argument("--prob-bits", type=_bounded(int, 1, 22), default=16,
+                   help="stochastic spikes (P-SpikeSSM): bits of the firing probability and the uniform (1..22, default 16)")
     e.add_argument("--input-range", type=_input_range, default=None, metavar="LOW,HIGH",
                    help="values the model was trained on for raw level 0 and the top level (default 0,1)")
-    e.add_argument("--input-levels", type=_positive(int), default=None, metavar="N",
-                   help="raw input levels 0..N (default: the checkpoint's own, else 255: 8-bit pixels)")
+    e.add_argument("--input-levels", type=_bounded(int, 1, MAX_INPUT_LEVELS), default=None, metavar="N",
+                   help=f"raw input levels 0..N, N in 1..{MAX_INPUT_LEVELS} (default: the checkpoint's own, else 255: 8-bit pixels)")
 
     i = sub.add_parser("inspect", help="print an artifact's summary, register ranges and operations")
     i.add_argument("artifact")
@@ -386,8 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")
     s.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
     s.add_argument("--split", default="test", choices=["train", "test"])
-    s.add_argument("--index", type=_non_negative, default=0, help="first sample index (default 0)")
-    s.add_argument("--count", type=_positive(int), default=1, help="number of consecutive samples (default 1)")
+    s.add_argument("--index", type=_bounded(int, 0, MAX_SAMPLES), default=0,
+                   help=f"first sample index (0..{MAX_SAMPLES}, default 0)")
+    s.add_argument("--count", type=_bounded(int, 1, MAX_SAMPLES), default=1,
+                   help=f"number of consecutive samples (1..{MAX_SAMPLES}, default 1)")
     s.add_argument("--engine", default="lava", choices=["lava", "emulator"],
                    help="lava: Loihi2SimCfg fixed_pt processes (default); emulator: the batched integer emulator")
     s.add_argument("--backend", default="sim", choices=["sim", "hw"], help="Lava back end: sim (CPU) or hw (needs lava-loihi)")
@@ -396,9 +486,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "voltage (emulator only)")
     s.add_argument("-o", "--output", help="write traces to this .npz")
     s.add_argument("--plot", help="write a raster plot of the first sample to this .png")
-    s.add_argument("--timeout", type=_positive(float), default=900, help="seconds before a Lava run is stopped (default 900)")
-    s.add_argument("--seed", type=_non_negative, default=0,
-                   help="stochastic spikes (P-SpikeSSM): the PRNG seed; Lava and the emulator give the same spikes for it")
+    s.add_argument("--timeout", type=_bounded(float, 1e-3, MAX_TIMEOUT_S), default=900,
+                   help=f"seconds before a Lava run is stopped (0.001..{MAX_TIMEOUT_S}, default 900)")
+    s.add_argument("--seed", type=_bounded(int, 0, MAX_SEED), default=0,
+                   help=f"stochastic spikes (P-SpikeSSM): the PRNG seed (0..2**63-1); Lava and the emulator give the "
+                        "same spikes for it")
 
     v = sub.add_parser("validate", help="float vs integer (whole split) vs Lava (first N samples) parity report")
     v.add_argument("checkpoint")
@@ -406,33 +498,40 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
     v.add_argument("--split", default="test", choices=["train", "test"])
     v.add_argument("--lava-samples", type=_lava_count, default=16, metavar="N|all",
-                   help="samples also run on Lava and compared bit for bit (default 16; 0 skips; all: the whole split)")
-    v.add_argument("--max-samples", type=_non_negative, default=0, help="limit the float/integer comparison to the first N samples")
-    v.add_argument("--batch-size", type=_positive(int), default=128)
+                   help=f"samples also run on Lava and compared bit for bit (0..{MAX_LAVA_SAMPLES}, default 16; 0 skips; "
+                        "all: the whole split)")
+    v.add_argument("--max-samples", type=_bounded(int, 0, MAX_SAMPLES), default=0,
+                   help=f"limit the float/integer comparison to the first N samples (0..{MAX_SAMPLES}; 0: all)")
+    v.add_argument("--batch-size", type=_bounded(int, 1, MAX_BATCH), default=128,
+                   help=f"samples per float / emulator batch (1..{MAX_BATCH}, default 128)")
     v.add_argument("--device", default=None, help="torch device for float and emulator runs (default: cuda if present)")
     v.add_argument("--emulator", default=None, choices=["compiled", "torch"],
                    help="integer emulator back end: compiled (numba, CPU; the default there) or torch (the default on CUDA)")
     v.add_argument("--json", help="write the report as JSON here")
-    v.add_argument("--timeout", type=_positive(float), default=1800, help="seconds before the Lava run is stopped (default 1800)")
-    v.add_argument("--mc-passes", type=_positive(int), default=8,
-                   help="stochastic spikes (P-SpikeSSM): Monte-Carlo passes per side (default 8)")
-    v.add_argument("--seed", type=_non_negative, default=0,
-                   help="stochastic spikes: first seed, 0..2**63-1 (pass k uses seed + k; Lava runs seed)")
+    v.add_argument("--timeout", type=_bounded(float, 1e-3, MAX_TIMEOUT_S), default=1800,
+                   help=f"seconds before the Lava run is stopped (0.001..{MAX_TIMEOUT_S}, default 1800)")
+    v.add_argument("--mc-passes", type=_bounded(int, 1, MAX_MC_PASSES), default=8,
+                   help=f"stochastic spikes (P-SpikeSSM): Monte-Carlo passes per side (1..{MAX_MC_PASSES}, default 8)")
+    v.add_argument("--seed", type=_bounded(int, 0, MAX_SEED), default=0,
+                   help="stochastic spikes: first seed (0..2**63-1; pass k uses seed + k; Lava runs seed)")
     v.add_argument("--mc-rng", default="batch", choices=["batch", "authors"],
                    help="stochastic spikes, float side: batch (torch seeded per pass and batch; default) or authors "
                         "(pass k = torch.manual_seed(seed + k) over the whole split as one batch, as the authors' code)")
-    v.add_argument("--workers", type=_positive(int), default=None, metavar="K",
-                   help="run Lava, float and emulator shards in K worker processes (with --ray: the local cluster's CPUs)")
+    v.add_argument("--workers", type=_bounded(int, 1, MAX_WORKERS), default=None, metavar="K",
+                   help=f"run Lava, float and emulator shards in K worker processes, 1..{MAX_WORKERS} (with --ray: the "
+                        "local cluster's CPUs)")
     v.add_argument("--ray", action="store_true", help="run shards on a local Ray cluster (optional extra: neurocompile[ray])")
     v.add_argument("--ray-address", default=None, metavar="ADDR", help="run shards on the existing Ray cluster at ADDR")
     v.add_argument("--work-dir", default=None, metavar="DIR",
                    help="keep finished shards here; a run stopped by Ctrl-C, a kill or a lost node resumes from them")
-    v.add_argument("--lava-shard-samples", type=_positive(int), default=16, metavar="N",
-                   help="samples per Lava shard (default 16)")
-    v.add_argument("--retries", type=_non_negative, default=2, help="tries after the first for a failed shard (default 2)")
+    v.add_argument("--lava-shard-samples", type=_bounded(int, 1, MAX_LAVA_SAMPLES), default=16, metavar="N",
+                   help=f"samples per Lava shard (1..{MAX_LAVA_SAMPLES}, default 16)")
+    v.add_argument("--retries", type=_bounded(int, 0, 100), default=2,
+                   help="tries after the first for a failed shard (0..100, default 2)")
     v.add_argument("--html", default=None, metavar="FILE", help="write a self-contained HTML report here")
-    v.add_argument("--activity-samples", type=_non_negative, default=256,
-                   help="samples whose integer run is counted for activity and the energy estimate (default 256; 0 skips)")
+    v.add_argument("--activity-samples", type=_bounded(int, 0, MAX_SAMPLES), default=256,
+                   help=f"samples whose integer run is counted for activity and the energy estimate (0..{MAX_SAMPLES}, "
+                        "default 256; 0 skips)")
     pl = sub.add_parser("plan", help="placement on Loihi 2: processes, cores, chips, latency, worst-case operations "
                                      "(estimates)")
     pl.add_argument("artifact")
@@ -443,63 +542,172 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    # before anything imports numpy / torch (oneMKL aborts the process from a deleted working directory)
+    try:
+        os.getcwd()
+    except OSError as exc:
+        print(f"neurocompile: error: the current folder is gone ({exc.strerror}); cd to an existing folder",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    for stream in (sys.stdout, sys.stderr):      # a name the locale cannot encode is escaped, never an error
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):
+            pass
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "train":
-        return _guard(lambda: cmd_train(argv[1:]))
-    args = build_parser().parse_args(argv)
-    args.argv = argv                              # the command line, for report provenance
-    handler = {"export": cmd_export, "inspect": cmd_inspect, "simulate": cmd_simulate, "validate": cmd_validate,
-               "plan": cmd_plan}
-    return _guard(lambda: handler[args.command](args))
+
+    def run():                  # inside _guard: the signal handlers hold from here on
+        if argv and argv[0] == "train":
+            return cmd_train(argv[1:])
+        args = build_parser().parse_args(_join_negative_values(argv))
+        args.argv = argv                          # the command line, for report provenance
+        handler = {"export": cmd_export, "inspect": cmd_inspect, "simulate": cmd_simulate, "validate": cmd_validate,
+                   "plan": cmd_plan}
+        return handler[args.command](args)
+    return _guard(run)
 
 
 class Terminated(BaseException):
-    """SIGTERM (``kill``, ``timeout``) raised as an exception, so that clean-ups run as for Ctrl-C:
-    a Lava run's process group is killed and its shared memory unlinked, temp files removed."""
+    """SIGTERM (``kill``, ``timeout``), SIGHUP (the terminal closed), SIGQUIT, SIGUSR1/2 raised as an
+    exception, so that clean-ups run as for Ctrl-C: a Lava run's process group is killed and its shared
+    memory unlinked, temp files removed.  (SIGKILL cannot be caught: the next run clears what it left.)"""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+TERMINATING_SIGNALS = ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 
 
 def _raise_terminated(signum, frame):
-    raise Terminated()
+    raise Terminated(signum)
+
+
+def _error(msg: str) -> int:
+    from .fileio import display
+    try:
+        print(f"neurocompile: error: {display(msg)}", file=sys.stderr)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    return EXIT_USER_ERROR
 
 
 def _guard(fn) -> int:
     """User errors become one line on stderr and exit code 2; bugs keep their traceback.  Library
     warnings (numpy overflow in a refused computation, deprecations) would add lines: every check
-    that matters raises instead, so they are silenced."""
+    that matters raises instead, so they are silenced.
+
+    The exit status says whether the outputs exist: 0 when every output was written (a summary that
+    cannot reach stdout, e.g. /dev/full, is then a warning on stderr); otherwise nothing was written."""
     import signal
     import threading
     import warnings
 
     from .errors import NeurocompileError
+    from .fileio import WRITTEN, display
 
     warnings.simplefilter("ignore")
     on_main = threading.current_thread() is threading.main_thread()    # only there can handlers be set
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main else None
+    previous = {}
+    if on_main:
+        for name in TERMINATING_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                previous[signum] = signal.signal(signum, _raise_terminated)
+    del WRITTEN[:]
+    stdout = sys.stdout = _Stdout(sys.stdout)
     try:
-        return fn()
-    except Terminated:
-        print("neurocompile: terminated", file=sys.stderr)
-        return 143
-    except BrokenPipeError:                      # `neurocompile inspect ... | head`
+        rc = fn()
+        stdout.flush()
+        if stdout.error is not None:             # stdout on a full disk or /dev/full
+            reason = stdout.error.strerror or str(stdout.error)
+            if rc == 0 and WRITTEN:
+                try:
+                    print(f"neurocompile: warning: the summary could not be written to stdout ({reason}); "
+                          f"{display(', '.join(WRITTEN))} written", file=sys.stderr)
+                except (OSError, ValueError):
+                    pass
+                return 0
+            return _error(f"stdout: {reason}")
+        return rc
+    except Terminated as exc:                    # exit status 128 + the signal, as the shell reports it
+        _close_bars()
         try:
-            sys.stdout = open(os.devnull, "w")
-        except OSError:
+            print("neurocompile: terminated", file=sys.stderr)
+        except (OSError, ValueError):
             pass
+        return 128 + exc.signum
+    except BrokenPipeError:                      # `neurocompile inspect ... | head`
+        _close_bars()
+        _silence_stdout()
         return 0
-    except (NeurocompileError, ValueError, OSError, MemoryError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in msg:
-            msg = f"{exc.filename}: {exc.strerror or msg}"
+    except (NeurocompileError, ValueError, OSError, MemoryError, ImportError) as exc:
+        msg = str(exc) if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError):
+            if exc.filename is not None and str(exc.filename) not in msg:
+                msg = f"{exc.filename}: {exc.strerror or msg}"
+            elif exc.filename is None and exc.errno and not exc.strerror:
+                msg = os.strerror(exc.errno)
         elif isinstance(exc, MemoryError):
             msg = "out of memory (the input is larger than this machine can hold)"
-        print(f"neurocompile: error: {msg}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        elif isinstance(exc, ImportError):       # `ulimit -v` too low for torch / numba, or a broken install
+            msg = f"cannot load {exc.name or 'a dependency'} ({msg}); too little memory (ulimit -v)? a broken install?"
+        _close_bars()
+        return _error(msg)
     except KeyboardInterrupt:
+        _close_bars()
         print("neurocompile: interrupted", file=sys.stderr)
         return 130
     finally:
-        if on_main:
-            signal.signal(signal.SIGTERM, previous)
+        if sys.stdout is stdout:
+            sys.stdout = stdout.stream
+            if stdout.error is not None:
+                _silence_stdout()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class _Stdout:
+    """sys.stdout during a command: a write error other than a closed pipe (a full disk, /dev/full)
+    is recorded, not raised, so the command completes its outputs; _guard then reports it."""
+
+    def __init__(self, stream):
+        self.stream, self.error = stream, None
+
+    def write(self, text):
+        if self.error is None:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                self.error = exc
+        return len(text)
+
+    def flush(self):
+        if self.error is None:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                self.error = exc
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so the interpreter's final flush of what is still buffered cannot
+    fail again (a traceback after the one line)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

@@ -117,11 +117,17 @@ def _npz_member(zf: zipfile.ZipFile, path: str, key: str) -> np.ndarray:
 
 
 def _npz(path: str, split: str) -> Dataset:
+    from .fileio import InputFileError, open_input, read_error
+
     name = os.path.basename(path)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise DatasetError(f"{path}: no such dataset file (built-in datasets: {', '.join(BUILTIN)})")
     try:
-        with zipfile.ZipFile(path) as zf:
+        fh = open_input(path, "dataset file")
+    except InputFileError as exc:
+        raise DatasetError(str(exc)) from None
+    try:
+        with fh, zipfile.ZipFile(fh) as zf:
             for info in zf.infolist():
                 problem = zip_member_problem(info)
                 if problem:
@@ -135,7 +141,11 @@ def _npz(path: str, split: str) -> Dataset:
             levels = _npz_member(zf, path, "levels") if "levels" in keys else None
     except DatasetError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, zlib.error, NotImplementedError) as exc:
+    except OSError as exc:
+        if exc.errno is not None and not isinstance(exc, zipfile.BadZipFile):
+            raise DatasetError(read_error(path, exc)) from None
+        raise DatasetError(f"{path}: not a readable .npz file ({type(exc).__name__}: {str(exc)[:120]})") from None
+    except (zipfile.BadZipFile, ValueError, EOFError, KeyError, zlib.error, NotImplementedError) as exc:
         raise DatasetError(f"{path}: not a readable .npz file ({type(exc).__name__}: {str(exc)[:120]})") from None
     if x.ndim == 2:
         x = x[..., None]

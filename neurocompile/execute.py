@@ -83,6 +83,8 @@ class _Child:
 
     def __init__(self, task: Task, scratch_root: str | None, threads: int):
         self.task = task
+        clear_stale_scratch(tempfile.gettempdir())
+        check_run_environment(tempfile.gettempdir())
         # the scratch folder is short-named in the system temp folder (multiprocessing puts sockets
         # there, and their paths must stay under ~100 bytes); a pointer to it in ``scratch_root``
         # lets a later run clean it up if this parent is SIGKILLed
@@ -117,6 +119,12 @@ class _Child:
         try:
             os.setpgid(0, 0)
             _set_parent_death_signal()
+            # what Lava's processes print (a traceback of one that failed) goes to a log, not the user's
+            # terminal: the one-line error quotes the log's last line when the exception says little
+            log = os.open(os.path.join(self.tmp, OUTPUT_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.close(log)
             os.environ[ERROR_FD_ENV] = str(err_w)
             os.environ["TMPDIR"] = self.tmp
             tempfile.tempdir = self.tmp
@@ -142,7 +150,11 @@ class _Child:
             code = 0
         except BaseException as exc:                             # noqa: BLE001 - reported, then exit
             try:
-                os.write(err_w, f"{type(exc).__name__}: {exc}".replace("\n", " ").encode(errors="replace") + b"\n")
+                msg = f"{type(exc).__name__}: {exc}"
+                last = _last_line(os.path.join(self.tmp, OUTPUT_LOG))
+                if last and len(str(exc)) < 20:                  # e.g. "EOFError: " from a process that died
+                    msg += f" (a Lava process reported: {last})"
+                os.write(err_w, msg.replace("\n", " ").encode(errors="replace") + b"\n")
             except OSError:
                 pass
         finally:
@@ -193,6 +205,58 @@ class _Child:
                 os.unlink(self.pointer)
             except FileNotFoundError:
                 pass
+
+
+OUTPUT_LOG = "output.log"
+MIN_TMP_FREE = 64 << 20         # a shard's outputs (a few MB) and multiprocessing's sockets
+MAX_SOCKET_PATH = 107 - 60      # AF_UNIX paths hold 107 bytes; the scratch folder and multiprocessing add ~60
+MIN_OPEN_FILES = 1024           # a 2-layer network's Lava processes and channels need ~300-500 descriptors
+
+
+def check_run_environment(tmpdir: str) -> None:
+    """Refuse, before forking, a run that would fail inside Lava's processes with tracebacks: the
+    temp folder too full or its path too long for sockets, too few open files (``ulimit -n``; the
+    soft limit is raised towards the hard one when that is enough)."""
+    import resource
+
+    if len(os.fsencode(tmpdir)) > MAX_SOCKET_PATH:
+        raise NeurocompileError(f"TMPDIR {tmpdir}: the path is too long for Lava's sockets (at most "
+                                f"{MAX_SOCKET_PATH} bytes); set TMPDIR to a shorter folder")
+    try:
+        free = shutil.disk_usage(tmpdir).free
+    except OSError as exc:
+        raise NeurocompileError(f"TMPDIR {tmpdir}: cannot use it ({exc.strerror or exc})") from None
+    if free < MIN_TMP_FREE:
+        raise NeurocompileError(f"TMPDIR {tmpdir}: only {free >> 20} MiB free; a run needs {MIN_TMP_FREE >> 20} MiB")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < MIN_OPEN_FILES:
+        if hard == resource.RLIM_INFINITY or hard >= MIN_OPEN_FILES:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (MIN_OPEN_FILES, hard))
+        else:
+            raise NeurocompileError(f"a Lava run needs {MIN_OPEN_FILES} open files, the limit is {soft} "
+                                    "(raise ulimit -n)")
+
+
+def clear_stale_scratch(folder: str) -> list:
+    """Scratch folders in ``folder`` whose parent process is gone (SIGKILLed): their shared memory
+    unlinked (by the names they logged), then the folders removed."""
+    from .fileio import clear_stale, stale_entries
+    for path in stale_entries(folder, SCRATCH_PREFIX):
+        try:
+            release_shared_memory(os.path.join(path, SHM_LOG))
+        except OSError:
+            pass
+    return clear_stale(folder, SCRATCH_PREFIX)
+
+
+def _last_line(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 4096))
+            lines = [ln for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+        return lines[-1].strip()[:300] if lines else ""
+    except OSError:
+        return ""
 
 
 def _read_line(fd: int, block: bool = True) -> str:

@@ -1,13 +1,25 @@
-"""Every file the tool writes goes through ``write_atomic``: a temp file in the target's folder,
-renamed over the target when complete, so a failure leaves neither a partial file nor a temp file.
+"""Every file the tool reads or writes goes through here.
 
-The result has ordinary permissions: the user's umask applied to 0666, or the mode of the regular
-file it replaces.  An output path that is one of the command's inputs, or that exists and is not a
-regular file (a folder, a device, a pipe), is refused before anything is written.
+Reading: ``open_input`` opens only regular files (a FIFO, a device such as /dev/zero, a socket or a
+folder is refused before a byte is read; the open itself cannot block on a FIFO), and a read error
+names the file.
+
+Writing: ``write_atomic`` writes a temp file in the target's folder, renamed over the target when
+complete, so a failure leaves neither a partial file nor a temp file.  An output path that is a
+symlink is written *through* to the file it names (the link stays); a link into /proc or /dev/fd (an
+open descriptor such as /dev/stdout) is refused, as is anything that is not a regular file (a
+folder, a device, a pipe, a socket), an empty name, and any of the command's inputs.  The result has
+ordinary permissions: the user's umask applied to 0666, or the permission bits (never setuid, setgid
+or sticky) of the regular file it replaces.
+
+Temporary names carry their owner's process id (``.tmp-<pid>-...``): what a run killed by a signal
+it cannot catch (SIGKILL) left is removed by the next run that writes into that folder.
 """
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import stat
 import tempfile
 import zipfile
@@ -20,53 +32,226 @@ class OutputError(NeurocompileError):
     """An output path that must not be written."""
 
 
+class InputFileError(NeurocompileError, ValueError):
+    """An input path that is not a readable regular file."""
+
+
+WRITTEN: list = []               # outputs completed by this process (the CLI's exit status reports on them)
+TMP_PREFIX = ".tmp-"
+# ours: ``.tmp-<pid>-...`` next to an output, ``shard-<pid>-xxxxxxxx`` (mkdtemp's 8 characters) in the temp folder
+_OWNED = re.compile(r"^(?:\.tmp-(\d+)-|shard-(\d+)-[a-z0-9_]{8}$)")
+_MAGIC_LINK_DIRS = ("/proc/", "/dev/fd/")
+
+
+def display(text) -> str:
+    """``text`` safe for a terminal and one line: control characters (escape sequences, newlines),
+    lone surrogates (undecodable file names) and other non-printables as backslash escapes."""
+    out = []
+    for ch in str(text):
+        if ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF:
+            out.append(ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:         # a byte os.fsdecode could not decode
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+    return "".join(out)
+
+
+def _kind(mode: int) -> str:
+    for test, what in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def check_input_file(path: str, what: str = "file") -> os.stat_result:
+    """The stat of ``path`` if it is a regular file; else one clear error (nothing is opened)."""
+    path = os.fspath(path)
+    if path == "":
+        raise InputFileError(f"'': an empty {what} name")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such {what}") from None
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputFileError(f"{path}: is {_kind(st.st_mode)}, not a regular {what}; refusing to read it")
+    return st
+
+
+def open_input(path: str, what: str = "file") -> BinaryIO:
+    """``path`` opened for reading if it is a regular file (checked on the open descriptor too, and
+    opened non-blocking, so a FIFO swapped in after the check cannot block the open)."""
+    path = os.fspath(path)
+    check_input_file(path, what)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot open it ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputFileError(f"{path}: is {_kind(st.st_mode)}, not a regular {what}; refusing to read it")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_error(path: str, exc: OSError) -> str:
+    """A read failure as ``<path>: cannot read it (<reason>)`` (an EIO from /proc/self/mem has no text)."""
+    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else type(exc).__name__)
+    return f"{path}: cannot read it ({reason})"
+
+
+# ----------------------------------------------------------------------------------------- outputs
+def resolve_output(path: str) -> str:
+    """The file an output path names: symlinks followed to their final target, which is returned
+    (written through, the links kept).  A link into /proc or /dev/fd is refused: it names an open
+    descriptor (``/dev/stdout``), and replacing what it resolves to would swap a file under its owner."""
+    path = os.fspath(path)
+    if path == "":
+        raise OutputError("'': an empty output name; refusing it")
+    current = os.path.abspath(path)
+    for _ in range(40):
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return current
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot use it as an output ({exc.strerror or exc})") from None
+        if not stat.S_ISLNK(st.st_mode):
+            return current
+        target = os.readlink(current)
+        current = os.path.normpath(os.path.join(os.path.dirname(current), target))
+        # the folder part may hold links too: resolve it, keep the last component to examine
+        current = os.path.join(os.path.realpath(os.path.dirname(current)), os.path.basename(current))
+        if current.startswith(_MAGIC_LINK_DIRS) or target.startswith(_MAGIC_LINK_DIRS):
+            raise OutputError(f"{path}: is a link to an open file descriptor ({target}); refusing to write through it")
+    raise OutputError(f"{path}: too many levels of symbolic links")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def stale_entries(folder: str, prefix: str = TMP_PREFIX) -> list:
+    """Paths in ``folder`` that dead runs left: our temporaries (``prefix<pid>-...``) whose owning
+    process no longer exists, owned by this user."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        m = _OWNED.match(name)
+        pid = int(m.group(1) or m.group(2)) if m else None
+        if not m or not name.startswith(prefix) or pid == os.getpid() or _pid_alive(pid):
+            continue
+        full = os.path.join(folder, name)
+        try:
+            if os.lstat(full).st_uid == os.geteuid():
+                out.append(full)
+        except OSError:
+            pass
+    return out
+
+
+def clear_stale(folder: str, prefix: str = TMP_PREFIX) -> list:
+    """Remove ``stale_entries(folder, prefix)``; -> the paths removed."""
+    removed = []
+    for full in stale_entries(folder, prefix):
+        try:
+            if stat.S_ISDIR(os.lstat(full).st_mode):
+                shutil.rmtree(full, ignore_errors=True)
+            else:
+                os.unlink(full)
+            removed.append(full)
+        except OSError:
+            pass
+    return removed
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name the same file (after links, or the same inode)."""
+    ra, rb = os.path.realpath(a), os.path.realpath(b)
+    if ra == rb:
+        return True
+    try:
+        return os.path.samefile(ra, rb)
+    except OSError:
+        return False
+
+
+def check_output_path(path: str, inputs: Iterable[str] = ()) -> str:
+    """Refuse an output path that would destroy an input or replace something that is not a file;
+    -> the file that will be written (links resolved)."""
+    path = os.fspath(path)
+    target = resolve_output(path)
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot use it as an output ({exc.strerror or exc})") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"{path}: exists and is {_kind(st.st_mode)}; refusing to replace it")
+    for src in inputs:
+        if src is None:
+            continue
+        if same_file(target, src):
+            raise OutputError(f"{path}: is also an input of this command; refusing to overwrite it")
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise OutputError(f"{path}: folder {folder} does not exist")
+    clear_stale(folder)
+    return target
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-def check_output_path(path: str, inputs: Iterable[str] = ()) -> None:
-    """Refuse an output path that would destroy an input or replace something that is not a file."""
-    path = os.fspath(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        raise OutputError(f"{path}: exists and is not a regular file; refusing to replace it")
-    for src in inputs:
-        if src is None:
-            continue
-        same = os.path.abspath(path) == os.path.abspath(src)
-        if not same and st is not None and os.path.exists(src):
-            same = os.path.samefile(path, src)
-        if same:
-            raise OutputError(f"{path}: is also an input of this command; refusing to overwrite it")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise OutputError(f"{path}: folder {folder} does not exist")
-
-
 def write_atomic(path: str, write: Callable[[BinaryIO], None], inputs: Iterable[str] = ()) -> None:
     """Write ``path`` with ``write(fh)`` atomically (see the module docstring)."""
     path = os.fspath(path)
-    check_output_path(path, inputs)
+    target = check_output_path(path, inputs)
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+        mode = stat.S_IMODE(os.stat(target).st_mode) & 0o777      # never setuid, setgid or sticky
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path)[:40], dir=folder)
+    folder = os.path.dirname(target)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix="-" + os.path.basename(target)[:40],
+                               dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
-        if os.path.exists(tmp):
+        try:
             os.unlink(tmp)
+        except FileNotFoundError:
+            pass
         raise
+    WRITTEN.append(path)
 
 
 ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}

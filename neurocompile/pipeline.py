@@ -56,7 +56,7 @@ def checkpoint_input_format(kind: str, config: dict, fmt: InputFormat | None) ->
 
 def compile_checkpoint(path: str, options: CompileOptions = CompileOptions(), target: Target = None,
                        input_format: InputFormat | None = None) -> Program:
-    from .models.checkpoint import load_checkpoint
+    from .models.checkpoint import load_checkpoint, weights_sha256
 
     kind, config, state_dict, meta = load_checkpoint(path)
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
@@ -69,6 +69,7 @@ def compile_checkpoint(path: str, options: CompileOptions = CompileOptions(), ta
     graph = frontend_for(kind).import_graph(cfg, state_dict, fmt, source=path)
     graph = compile_graph(graph, options, target)
     source = {"kind": kind, "checkpoint": name, "checkpoint_sha256": file_sha256(path),
+              "weights_sha256": weights_sha256(state_dict),
               "detected": meta.get("detected", f"neurocompile {kind} checkpoint") if isinstance(meta, dict) else kind,
               "train_metrics": meta.get("metrics", {}) if isinstance(meta, dict) else {}}
     return to_program(graph, source, target)

@@ -97,10 +97,10 @@ def test_simulate_cli_traces_and_plot(digits_artifact, tmp_path):
     traces = np.load(npz)
     program = load_program(str(digits_artifact))
     emu = emulate(program, load_dataset("digits", "test").x[3:4], record=True, device="cpu")
-    assert np.array_equal(traces["layer0.neuron"], emu["layer0.neuron"])
-    assert np.array_equal(traces["layer1.ssm"], emu["layer1.ssm"])
-    assert np.array_equal(traces["layer1.residual"], emu["layer1.residual"])
-    assert traces["layer0.neuron"].shape == (1, 64, program.seq_len)
+    assert np.array_equal(traces["spikes/layer0.neuron"], emu["layer0.neuron"])
+    assert np.array_equal(traces["ssm/layer1.ssm"], emu["layer1.ssm"])
+    assert np.array_equal(traces["stream/layer1.residual"], emu["layer1.residual"])
+    assert traces["spikes/layer0.neuron"].shape == (1, 64, program.seq_len)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -113,10 +113,10 @@ def test_simulate_with_user_npz(digits_artifact, tmp_path):
                 "--record", "spikes,voltage", "-o", str(out)]) == 0
     program = load_program(str(digits_artifact))
     saved = np.load(out)
-    assert saved["layer1.neuron.v"].shape == (5, 64, program.seq_len)
+    assert saved["voltage/layer1.neuron"].shape == (5, 64, program.seq_len)
     # floats in the declared range are quantized by the recorded rule: x / 16 lands on the levels
     emu = emulate(program, data.x[:5], record=True)
-    assert np.array_equal(saved["layer1.neuron"], emu["layer1.neuron"])
+    assert np.array_equal(saved["spikes/layer1.neuron"], emu["layer1.neuron"])
 
 
 # ------------------------------------------------------------------ bad input: one line, exit 2

@@ -16,6 +16,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from artifact_edits import edit_manifest as _edit_manifest, exported, rezip as _rezip
 from neurocompile.cli import main as cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,19 +33,25 @@ def _fuzz_module():
 
 def test_fuzz_sample(tmp_path):
     fuzz = _fuzz_module()
-    args = fuzz.parse_args(["--artifacts", "150", "--checkpoints", "40", "--data", "40", "--lava", "1", "--seed", "0",
-                            "--workdir", str(tmp_path / "work"), "--progress-every", "1000"])
+    args = fuzz.parse_args(["--artifacts", "150", "--checkpoints", "58", "--data", "40", "--env", "60", "--lava", "1",
+                            "--seed", "0", "--workdir", str(tmp_path / "work"), "--progress-every", "1000"])
     results = fuzz.Fuzzer(args).run()
     counts = results["counts"]
     examples = {k: [(r["id"], r["note"], r["detail"]) for r in v] for k, v in results["examples"].items()}
     assert results["failures"] == 0, (counts, examples)
     assert all(counts[c] == 0 for c in fuzz.FAILURES)
-    assert results["cases"] == 150 + 40 + 40 + 1 + 2
-    for kind in ("artifact", "checkpoint", "data"):
+    assert results["cases"] == 150 + 58 + 40 + 60 + 1 + 3
+    for kind in ("artifact", "checkpoint", "data", "env"):
         assert results["by_kind"][kind].get("clean_error", 0) > 0 and results["by_kind"][kind].get("ok", 0) > 0, kind
+    # every mutator of every kind ran (issue 14's families included: special files and links, signals,
+    # out-of-range config numbers and counts, name collisions, claims, pickle floods)
+    ran = {m.split("/", 1)[1] for m in results["by_mutator"]}
+    for name in ("name_collision", "claims", "undeclared_member", "config_overflow", "pickle_flood", "terminal_strings",
+                 "special_input", "special_output", "signal", "seed", "count_bounds", "resaved_checkpoint"):
+        assert name in ran, name
     assert results["soundness_checks"]["emulator_backends_compared"] > 0
     assert results["soundness_checks"]["lava_compared"] == 1
-    assert [r["category"] for r in results["interrupted_lava_runs"]] == ["clean_error", "clean_error"]
+    assert [r["category"] for r in results["interrupted_lava_runs"]] == ["clean_error"] * 3
     assert results["dev_shm"]["ours_left_after_run"] == []
 
 
@@ -72,9 +79,7 @@ def _set_flag(data: bytes, flag: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def digits_art(tmp_path_factory):
-    out = tmp_path_factory.mktemp("art") / "digits.loihi2"
-    assert cli(["export", DIGITS, "-o", str(out)]) == 0
-    return out
+    return exported(tmp_path_factory, DIGITS)
 
 
 @pytest.fixture(scope="module")
@@ -90,27 +95,6 @@ def _npz(path, **arrays):
 def _digits_data(path, n=4):
     rng = np.random.default_rng(0)
     return _npz(path, x=rng.integers(0, 17, (n, 64)), y=rng.integers(0, 10, n))
-
-
-def _rezip(src: bytes, edit) -> bytes:
-    """Rewrite a zip member by member (correct CRCs): edit(name, data) -> (name, data) or None to drop."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(src)) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
-        for info in zin.infolist():
-            item = edit(info.filename, zin.read(info))
-            if item is not None:
-                zout.writestr(item[0], item[1])
-    return out.getvalue()
-
-
-def _edit_manifest(src: bytes, fn) -> bytes:
-    def edit(name, data):
-        if name == "manifest.json":
-            m = json.loads(data)
-            fn(m)
-            return name, json.dumps(m).encode()
-        return name, data
-    return _rezip(src, edit)
 
 
 def test_encrypted_zip_members_are_refused_in_one_line(digits_art, tmp_path, capsys):
@@ -410,7 +394,7 @@ def test_nan_is_not_a_positive_timeout(digits_art, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli(["simulate", str(digits_art), "--data", str(data), "--timeout", "nan"])
     assert exc.value.code == 2
-    assert "must be > 0, got nan" in capsys.readouterr().err
+    assert "must be in 0.001..604800, got nan" in capsys.readouterr().err
 
 
 class _FloodRng:
