@@ -455,8 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="causal diagonal SSM layers: conv (accumulate-only convolution, default), recurrent "
                         "(integer diagonal recurrence, state independent of L) or auto (per layer, from the target's "
                         "placement plan of each); two-sided and DPLR layers stay conv")
-    e.add_argument("--decay-bits", type=_bounded(int, 2, 24), default=18,
-                   help="recurrent SSM: decay mantissa bits incl. sign, one exponent per layer (2..24, default 18)")
+    e.add_argument("--decay-bits", type=_bounded(int, 8, 24), default=18,
+                   help="recurrent SSM: decay mantissa bits incl. sign, one exponent per layer (8..24, default 18)")
     e.add_argument("--prob-bits", type=_bounded(int, 1, 22), default=16,
                    help="stochastic spikes (P-SpikeSSM): bits of the firing probability and the uniform (1..22, default 16)")
     e.add_argument("--input-range", type=_input_range, default=None, metavar="LOW,HIGH",
