@@ -367,8 +367,11 @@ def _check_report(program: Program, rows, delays: dict, target) -> None:
           "report field 'quantization_error' is not a table of finite numbers")
     for key in ("source", "options", "ssm_lowering"):
         _need(isinstance(report.get(key, {}), dict), f"report field '{key}' is not an object")
-    digest = report.get("source", {}).get("weights_sha256")
-    _need(isinstance(digest, str) and _SHA256.match(digest),
+    source = report.get("source", {})
+    digest = source.get("weights_sha256")
+    # a program compiled from a checkpoint carries the digest of its weights (validate pairs on it); one
+    # compiled from a float graph in Python has no source at all, and so can be paired with nothing
+    _need((isinstance(digest, str) and _SHA256.match(digest)) or not source,
           "report field 'source.weights_sha256' (the digest of the weights it was compiled from) is missing or "
           "not a SHA-256; re-export it from its checkpoint with this neurocompile")
 

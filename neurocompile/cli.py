@@ -320,6 +320,8 @@ def cmd_validate(args) -> int:
     # pairing rests on what the loader verified: the digest of the weights the artifact was compiled from
     if program.model["kind"] != kind:
         raise ArtifactError(f"{args.artifact}: holds a {program.model['kind']} program, {args.checkpoint} a {kind} model")
+    if not program.report.get("source"):
+        raise ArtifactError(f"{args.artifact}: was compiled from a graph, not a checkpoint: it pairs with no checkpoint")
     if program.report["source"]["weights_sha256"] != weights_sha256(state_dict):
         raise ArtifactError(f"{args.artifact}: was not compiled from the weights in {args.checkpoint} "
                             "(their digests differ)")
