@@ -24,6 +24,31 @@ def _progress(label: str, total: int):
     return update
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """``--help`` states every option's default (unless its help text already does)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        shown = not (action.default is None or action.default is False or action.default == argparse.SUPPRESS)
+        if action.option_strings and shown and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def given_options(build_parser, argv) -> set:
+    """The dests of the options written on the command line (parsed again with no defaults), so an
+    option that does not apply is refused even when its value equals the default."""
+    parser, stack = build_parser(), []
+    stack.append(parser)
+    while stack:
+        for action in stack.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+            else:
+                action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
 def _positive(kind):
     def parse(text):
         value = kind(text)
@@ -60,19 +85,43 @@ def cmd_export(args) -> int:
     target = get_target(args.target)
     options = CompileOptions(kernel_bits=args.kernel_bits, weight_bits=args.weight_bits, act_bits=args.act_bits,
                              prob_bits=args.prob_bits)
-    out = args.output or os.path.splitext(os.path.basename(args.checkpoint))[0] + ".loihi2"
+    out = args.output or default_output(args.checkpoint)
     from .fileio import check_output_path
     check_output_path(out, [args.checkpoint])
     fmt = None
     if args.input_range is not None or args.input_levels is not None:
-        kind, config, _, _ = load_checkpoint(args.checkpoint)
+        kind, config, _, _ = load_checkpoint(args.checkpoint, seq_len=args.seq_len)
         cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
         low, high = args.input_range or (0.0, 1.0)
         fmt = InputFormat(low=low, high=high, levels=args.input_levels or int(cfg.get("input_levels", 255)))
-    program = compile_checkpoint(args.checkpoint, options, target, input_format=fmt)
+    program = compile_checkpoint(args.checkpoint, options, target, input_format=fmt, seq_len=args.seq_len,
+                                 warn=lambda text: print(f"neurocompile: warning: {text}", file=sys.stderr))
     save_program(program, out, inputs=[args.checkpoint])
     print(export_summary(program, out))
     return 0
+
+
+ARTIFACT_SUFFIX = ".loihi2"
+
+
+def default_output(checkpoint: str) -> str:
+    """``<checkpoint without its extension>.loihi2`` next to the checkpoint, so two checkpoints in
+    two folders never share it; refused when that file holds another checkpoint's artifact (e.g.
+    ckpt.pt and ckpt.ckpt in one folder), so nothing is replaced silently."""
+    from .artifact import load_program
+    from .errors import ArtifactError
+    from .fileio import OutputError
+
+    out = os.path.splitext(checkpoint)[0] + ARTIFACT_SUFFIX
+    if os.path.lexists(out):
+        try:
+            source = load_program(out).report.get("source", {}).get("checkpoint")
+        except (ArtifactError, OSError, ValueError):
+            source = None
+        if source != os.path.basename(checkpoint):
+            raise OutputError(f"{out}: the default output exists and is not {os.path.basename(checkpoint)}'s artifact "
+                              f"({'from ' + source if source else 'unreadable'}); name the output with -o")
+    return out
 
 
 def export_summary(program, path: str) -> str:
@@ -149,6 +198,11 @@ def cmd_simulate(args) -> int:
             check_output_path(out, inputs)
     if args.output and args.plot and os.path.abspath(args.output) == os.path.abspath(args.plot):
         raise ValueError("-o and --plot name the same file")
+    if args.engine == "emulator" and "backend" in args.given:
+        raise ValueError("--backend applies to --engine lava only (the emulator runs on this CPU or CUDA)")
+    if args.engine == "lava":
+        from .targets.loihi2 import require_lava
+        require_lava("simulate --engine lava", "--engine emulator runs the same integers without it")
     program = load_program(args.artifact)
     kinds = [k.strip() for k in args.record.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in TRACE_KINDS]
@@ -197,8 +251,16 @@ def cmd_validate(args) -> int:
     if args.json:
         check_output_path(args.json, inputs)
     device = check_device(args.device)
-    kind, config, state_dict, _ = load_checkpoint(args.checkpoint)
+    if args.lava_samples:
+        from .targets.loihi2 import require_lava
+        require_lava(f"validate --lava-samples {args.lava_samples}", "--lava-samples 0 validates float vs integer without it")
     program = load_program(args.artifact)
+    kind, config, state_dict, _ = load_checkpoint(args.checkpoint, seq_len=program.seq_len)
+    if not frontend_for(kind).stochastic:
+        wrong = [o for o in ("mc_passes", "seed") if o in args.given]
+        if wrong:
+            raise ValueError(f"--{wrong[0].replace('_', '-')} applies to stochastic spikes (P-SpikeSSM) only; "
+                             f"{args.checkpoint} is a {kind} model with deterministic spikes")
     if program.report.get("source", {}).get("checkpoint_sha256") not in (None, file_sha256(args.checkpoint)):
         raise ArtifactError(f"{args.artifact}: was exported from another checkpoint than {args.checkpoint}")
     model = build_model(config, state_dict, kind)
@@ -242,9 +304,12 @@ def cmd_train(argv) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .target import TARGET_NAMES
 
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="neurocompile", description="Compile trained spiking SSM checkpoints to Loihi 2 "
-                                "(Lava), simulate them, and validate accuracy parity.")
-    sub = p.add_subparsers(dest="command", required=True)
+                                "(Lava), simulate them, and validate accuracy parity.", formatter_class=HelpFormatter)
+    p.add_argument("--version", action="version", version=f"neurocompile {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_SubParser)
 
     sub.add_parser("train", help="train a SpikingSSM or P-SpikeSSM on a built-in dataset (see `neurocompile train --help`)",
                    add_help=False)
@@ -252,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="compile a checkpoint to a .loihi2 artifact")
     e.add_argument("checkpoint", help="a checkpoint written by `neurocompile train`, or the authors' Lightning .ckpt")
     e.add_argument("--target", default="loihi2", help=f"compilation target ({', '.join(TARGET_NAMES)})")
-    e.add_argument("-o", "--output", help="artifact path (default: <checkpoint name>.loihi2)")
+    e.add_argument("-o", "--output", help="artifact path (default: the checkpoint's path with .loihi2 for its "
+                   "extension; refused if that file is another checkpoint's artifact)")
     e.add_argument("--kernel-bits", type=int, default=8, help="SSM kernel mantissa bits incl. sign, per-channel exponent (default 8)")
     e.add_argument("--weight-bits", type=int, default=8, help="mixer/decoder mantissa bits incl. sign, per-row exponent (default 8)")
     e.add_argument("--act-bits", type=int, default=None,
@@ -264,9 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="values the model was trained on for raw level 0 and the top level (default 0,1)")
     e.add_argument("--input-levels", type=_positive(int), default=None, metavar="N",
                    help="raw input levels 0..N (default: the checkpoint's own, else 255: 8-bit pixels)")
+    e.add_argument("--seq-len", type=_positive(int), default=None, metavar="L",
+                   help="sequence length, for a checkpoint that stores none (the authors' s4 trainer drops it); "
+                        "must match the stored one otherwise")
 
     i = sub.add_parser("inspect", help="print an artifact's summary, register ranges and operations")
-    i.add_argument("artifact")
+    i.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")
     i.add_argument("--json", action="store_true", help="print the full compile report as JSON")
 
     data_help = ("digits, fashion-mnist, listops, or an .npz with x (n, L[, C]) and y: x as raw integer levels "
@@ -274,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="run samples through the compiled network and record per-node traces")
     s.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")
     s.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
-    s.add_argument("--split", default="test", choices=["train", "test"])
+    s.add_argument("--split", default="test", choices=["train", "test"], help="dataset split")
     s.add_argument("--index", type=_non_negative, default=0, help="first sample index (default 0)")
     s.add_argument("--count", type=_positive(int), default=1, help="number of consecutive samples (default 1)")
     s.add_argument("--engine", default="lava", choices=["lava", "emulator"],
@@ -290,14 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stochastic spikes (P-SpikeSSM): the PRNG seed; Lava and the emulator give the same spikes for it")
 
     v = sub.add_parser("validate", help="float vs integer (whole split) vs Lava (first N samples) parity report")
-    v.add_argument("checkpoint")
-    v.add_argument("artifact")
+    v.add_argument("checkpoint", help="the checkpoint the artifact was exported from")
+    v.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")
     v.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
-    v.add_argument("--split", default="test", choices=["train", "test"])
+    v.add_argument("--split", default="test", choices=["train", "test"], help="dataset split")
     v.add_argument("--lava-samples", type=_non_negative, default=16,
                    help="samples also run on Lava and compared bit for bit (default 16; 0 skips)")
     v.add_argument("--max-samples", type=_non_negative, default=0, help="limit the float/integer comparison to the first N samples")
-    v.add_argument("--batch-size", type=_positive(int), default=128)
+    v.add_argument("--batch-size", type=_positive(int), default=128, help="samples per float/emulator batch")
     v.add_argument("--device", default=None, help="torch device for float and emulator runs (default: cuda if present)")
     v.add_argument("--emulator", default=None, choices=["compiled", "torch"],
                    help="integer emulator back end: compiled (numba, CPU; the default there) or torch (the default on CUDA)")
@@ -315,8 +384,17 @@ def main(argv=None) -> int:
     if argv and argv[0] == "train":
         return _guard(lambda: cmd_train(argv[1:]))
     args = build_parser().parse_args(argv)
+    args.given = given_options(build_parser, argv)
     handler = {"export": cmd_export, "inspect": cmd_inspect, "simulate": cmd_simulate, "validate": cmd_validate}
     return _guard(lambda: handler[args.command](args))
+
+
+class _SubParser(argparse.ArgumentParser):
+    """Every sub-command's --help states its defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 class Terminated(BaseException):

@@ -27,7 +27,11 @@ import numpy as np
 
 from ...errors import LavaRunError
 from ...program import Program
-from .processes._base import ERROR_FD_ENV
+from . import require_lava
+
+require_lava()              # one line naming the extra, not an import traceback
+
+from .processes._base import ERROR_FD_ENV  # noqa: E402
 
 BACKENDS = ("sim", "hw")
 MODES = ("fixed_pt", "floating_pt")
