@@ -171,17 +171,9 @@ def cmd_inspect(args) -> int:
 # -------------------------------------------------------------------------------------- data
 def _load_data(args, program, split: str):
     """(dataset, model values, raw integers) for ``--data``, checked against the program."""
-    from .datasets import check_labels, load_dataset
-    from .errors import DatasetError
-    from .input_format import InputFormat
+    from .api import load_data
 
-    data = load_dataset(args.dataset, split)
-    L, C = program.seq_len, program.input_channels
-    if data.x.ndim != 3 or data.x.shape[1:] != (L, C):
-        raise DatasetError(f"{args.dataset}: samples have shape {tuple(data.x.shape[1:])}, the model expects ({L}, {C})")
-    check_labels(data, program.n_classes, args.dataset)
-    values, raw = InputFormat.from_dict(program.model["input"]).prepare(data.x, args.dataset, data.levels)
-    return data, values, raw
+    return load_data(program, args.dataset, split)
 
 
 # ------------------------------------------------------------------------------------ simulate
@@ -238,53 +230,20 @@ def cmd_simulate(args) -> int:
 
 # ------------------------------------------------------------------------------------ validate
 def cmd_validate(args) -> int:
-    from .artifact import load_program
-    from .emulator import check_device
-    from .errors import ArtifactError
+    from .api import validate_checkpoint
     from .fileio import check_output_path, write_atomic
-    from .models.checkpoint import build_model, load_checkpoint
-    from .pipeline import file_sha256
-    from .frontend import frontend_for
-    from .validate import format_report, format_stochastic_report, model_mismatch, validate, validate_stochastic
+    from .validate import format_report, format_stochastic_report
 
     inputs = [args.checkpoint, args.artifact, args.dataset]
     if args.json:
         check_output_path(args.json, inputs)
-    device = check_device(args.device)
-    if args.lava_samples:
-        from .targets.loihi2 import require_lava
-        require_lava(f"validate --lava-samples {args.lava_samples}", "--lava-samples 0 validates float vs integer without it")
-    program = load_program(args.artifact)
-    kind, config, state_dict, _ = load_checkpoint(args.checkpoint, seq_len=program.seq_len)
-    if not frontend_for(kind).stochastic:
-        wrong = [o for o in ("mc_passes", "seed") if o in args.given]
-        if wrong:
-            raise ValueError(f"--{wrong[0].replace('_', '-')} applies to stochastic spikes (P-SpikeSSM) only; "
-                             f"{args.checkpoint} is a {kind} model with deterministic spikes")
-    if program.report.get("source", {}).get("checkpoint_sha256") not in (None, file_sha256(args.checkpoint)):
-        raise ArtifactError(f"{args.artifact}: was exported from another checkpoint than {args.checkpoint}")
-    model = build_model(config, state_dict, kind)
-    data, values, raw = _load_data(args, program, args.split)
-    mismatch = model_mismatch(model, program, values, device)
-    if mismatch:
-        raise ArtifactError(f"{args.artifact}: not compiled from {args.checkpoint}: {mismatch}")
-    y = data.y
-    if args.max_samples:
-        values, raw, y = values[:args.max_samples], raw[:args.max_samples], y[:args.max_samples]
-    common = dict(lava_samples=args.lava_samples, batch_size=args.batch_size, device=device,
-                  progress=_progress("float+integer", len(y)), lava_timeout_s=args.timeout,
-                  lava_progress=_progress("Lava", min(args.lava_samples, len(y))) if args.lava_samples else None,
-                  emulator_backend=args.emulator)
-    if frontend_for(kind).stochastic:
-        report = validate_stochastic(model, program, values, raw, y, mc_passes=args.mc_passes, seed=args.seed, **common)
-        text_report = format_stochastic_report
-    else:
-        report = validate(model, program, values, raw, y, **common)
-        text_report = format_report
-    report["dataset"] = {"name": args.dataset, "split": args.split}
-    report["checkpoint"] = os.path.basename(args.checkpoint)
-    report["artifact"] = os.path.basename(args.artifact)
-    print(text_report(report))
+    given = lambda name: getattr(args, name) if name in args.given else None     # noqa: E731
+    report = validate_checkpoint(args.checkpoint, args.artifact, args.dataset, split=args.split,
+                                 lava_samples=args.lava_samples, max_samples=args.max_samples,
+                                 batch_size=args.batch_size, device=args.device, emulator=args.emulator,
+                                 mc_passes=given("mc_passes"), seed=given("seed"), lava_timeout_s=args.timeout,
+                                 progress=_progress)
+    print((format_stochastic_report if "mc_passes" in report else format_report)(report))
     if args.json:
         text = json.dumps(report, indent=1, default=float).encode()
         write_atomic(args.json, lambda fh: fh.write(text), inputs)
@@ -347,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--index", type=_non_negative, default=0, help="first sample index (default 0)")
     s.add_argument("--count", type=_positive(int), default=1, help="number of consecutive samples (default 1)")
     s.add_argument("--engine", default="lava", choices=["lava", "emulator"],
-                   help="lava: Loihi2SimCfg fixed_pt processes (default); emulator: the batched integer emulator")
+                   help="lava: Loihi2SimCfg fixed_pt processes; emulator: the batched integer emulator (no Lava needed)")
     s.add_argument("--backend", default="sim", choices=["sim", "hw"], help="Lava back end: sim (CPU) or hw (needs lava-loihi)")
     s.add_argument("--record", default="spikes,ssm,stream",
                    help="comma list of trace kinds to save: spikes, ssm (LIF input), stream (residual), dense, "
