@@ -70,10 +70,6 @@ def validate_checkpoint(checkpoint: str, artifact: str | Program, dataset: str, 
     from .validate import model_mismatch, validate, validate_stochastic
 
     device = check_device(device)
-    if lava_samples:
-        from .targets.loihi2 import require_lava
-        require_lava(f"Lava parity on {lava_samples} samples",
-                     "--lava-samples 0 (lava_samples=0) validates float vs integer without it")
     program, where = (artifact, "the program") if isinstance(artifact, Program) else (load_program(artifact), artifact)
     kind, config, state_dict, _ = load_checkpoint(checkpoint, seq_len=program.seq_len)
     stochastic = frontend_for(kind).stochastic
@@ -89,6 +85,10 @@ def validate_checkpoint(checkpoint: str, artifact: str | Program, dataset: str, 
     mismatch = model_mismatch(model, program, values, device)
     if mismatch:
         raise ArtifactError(f"{where}: not compiled from {checkpoint}: {mismatch}")
+    if lava_samples:                          # before the long float and integer runs
+        from .targets.loihi2 import require_lava
+        require_lava(f"Lava parity on {lava_samples} samples",
+                     "--lava-samples 0 (lava_samples=0) validates float vs integer without it")
     y = data.y
     if max_samples:
         values, raw, y = values[:max_samples], raw[:max_samples], y[:max_samples]

@@ -192,9 +192,6 @@ def cmd_simulate(args) -> int:
         raise ValueError("-o and --plot name the same file")
     if args.engine == "emulator" and "backend" in args.given:
         raise ValueError("--backend applies to --engine lava only (the emulator runs on this CPU or CUDA)")
-    if args.engine == "lava":
-        from .targets.loihi2 import require_lava
-        require_lava("simulate --engine lava", "--engine emulator runs the same integers without it")
     program = load_program(args.artifact)
     kinds = [k.strip() for k in args.record.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in TRACE_KINDS]
@@ -207,6 +204,8 @@ def cmd_simulate(args) -> int:
     if args.engine == "lava":
         if "voltage" in kinds:
             raise ValueError("--record voltage: the stock Lava LIF keeps v internal; use --engine emulator for membrane traces")
+        from .targets.loihi2 import require_lava
+        require_lava("simulate --engine lava", "--engine emulator runs the same integers without it")
         from .targets.loihi2.runner import run_lava
         traces = run_lava(program, raw[idx], mode="fixed_pt", backend=args.backend, record=True, timeout_s=args.timeout,
                           progress=_progress("Lava", len(idx)) if len(idx) > 1 else None, seed=args.seed)

@@ -30,6 +30,7 @@ def _fuzz_module():
     return module
 
 
+@pytest.mark.lava
 def test_fuzz_sample(tmp_path):
     fuzz = _fuzz_module()
     args = fuzz.parse_args(["--artifacts", "150", "--checkpoints", "40", "--data", "40", "--lava", "1", "--seed", "0",
