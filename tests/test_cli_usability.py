@@ -13,10 +13,11 @@ import torch
 
 import neurocompile
 from neurocompile.artifact import load_program
-from neurocompile.input_format import InputFormat
 from neurocompile.cli import HelpFormatter, build_parser, main as cli
+from neurocompile.input_format import InputFormat
 from neurocompile.models import train as train_module
 from neurocompile.models.checkpoint import build_model, load_checkpoint
+from test_hostile_input import one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, "examples", "digits", "ckpt.pt")
@@ -25,15 +26,6 @@ OFFICIAL = os.path.join(ROOT, "tests", "fixtures", "official")
 # the authors' SpikingSSM files this compiler lowers (the prenorm LayerNorm one is refused by design)
 OFFICIAL_SPIKINGSSM = ("spikingssm_causal_s4d_linear", "spikingssm_bidir_prenorm_batchnorm",
                        "spikingssm_bidir_diagb_embedding_sharedvth")
-
-
-def one_line_error(capsys, code, *words):
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("neurocompile: error: "), err
-    for w in words:
-        assert w in err, (w, err)
-    return err
 
 
 def usage_error(capsys, argv, *words):
