@@ -12,7 +12,7 @@ The Python API (``neurocompile.api`` documents each function; names load on firs
 - ``emulate(program, raw) -> {"logits": ..., <node>: ...}``: the bit-exact integer emulator;
 - ``validate_checkpoint(checkpoint, artifact, "digits") -> report``: float vs integer (vs Lava) parity;
 - ``train("digits", "runs/digits", epochs=1) -> path``: train a model, write ``runs/digits/ckpt.pt``;
-- ``plan``: the Loihi 2 resource plan (``neurocompile.targets.loihi2.plan``), when this build has it;
+- ``plan(program) -> dict``: where each process goes on Loihi 2 (cores, chips, host) and its resources;
 - ``CompileOptions``, ``InputFormat``, ``Program``, ``NeurocompileError``: the types these take and raise.
 """
 from __future__ import annotations
@@ -29,26 +29,19 @@ _EXPORTS = {
     "load_data": "neurocompile.api",
     "validate_checkpoint": "neurocompile.api",
     "train": "neurocompile.api",
-    "plan": "neurocompile.targets.loihi2.plan",
+    "plan": "neurocompile.api",
     "CompileOptions": "neurocompile.options",
     "InputFormat": "neurocompile.input_format",
     "Program": "neurocompile.program",
     "NeurocompileError": "neurocompile.errors",
 }
-# ``plan`` comes with targets/loihi2/plan.py (written in another branch): it joins __all__ once merged
-__all__ = ["__version__", *(name for name in _EXPORTS if name != "plan")]
+__all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'neurocompile' has no attribute {name!r}")
-    try:
-        module = importlib.import_module(_EXPORTS[name])
-    except ModuleNotFoundError as exc:
-        if exc.name != _EXPORTS[name]:
-            raise
-        raise AttributeError(f"neurocompile.{name}: this build has no {_EXPORTS[name]}") from None
-    value = getattr(module, name)
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value
     return value
 

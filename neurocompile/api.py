@@ -8,6 +8,7 @@
     data, values, raw = nc.load_data(program, "digits")                  # raw integers the chip reads
     logits = nc.emulate(program, raw[:8])["logits"]                      # bit-exact integer emulator
     report = nc.validate_checkpoint("examples/digits/ckpt.pt", program, "digits")   # float vs integer
+    placement = nc.plan(program)                                         # cores, chips, bytes per step
 
 ``compile_checkpoint``, ``load_program``, ``save_program`` and ``emulate`` are the compiler's own
 functions (documented where they are defined); this module adds the steps the CLI strings together.
@@ -27,7 +28,8 @@ from .errors import ArtifactError
 from .pipeline import compile_checkpoint
 from .program import Program
 
-__all__ = ["compile_checkpoint", "load_program", "save_program", "emulate", "load_data", "validate_checkpoint", "train"]
+__all__ = ["compile_checkpoint", "load_program", "save_program", "emulate", "load_data", "validate_checkpoint", "plan",
+           "train"]
 
 # progress(label, total) -> update(done) or None: how the CLI draws its bars
 ProgressFactory = Callable[[str, int], Optional[Callable]]
@@ -54,7 +56,8 @@ def load_data(program: Program, dataset: str, split: str = "test") -> tuple[Data
 def validate_checkpoint(checkpoint: str, artifact: str | Program, dataset: str, *, split: str = "test",
                         lava_samples: int = 0, max_samples: int = 0, batch_size: int = 128, device: str | None = None,
                         emulator: str | None = None, mc_passes: int | None = None, seed: int | None = None,
-                        lava_timeout_s: float = 1800, progress: ProgressFactory | None = None) -> dict:
+                        lava_timeout_s: float = 1800, activity_samples: int = 0,
+                        progress: ProgressFactory | None = None) -> dict:
     """Accuracy parity of the float model (``checkpoint``) and its compiled integers (``artifact``,
     a path or a Program) on ``dataset``: the report ``neurocompile validate`` prints (a JSON-ready dict).
 
@@ -62,7 +65,8 @@ def validate_checkpoint(checkpoint: str, artifact: str | Program, dataset: str, 
     ``lava_samples`` > 0 the first samples also run on Lava and are compared bit for bit (needs the
     'lava' extra).  Stochastic models (P-SpikeSSM) run ``mc_passes`` Monte-Carlo passes per side
     from ``seed`` (defaults 8 and 0); both are refused for deterministic models.  The artifact must
-    have been compiled from this checkpoint."""
+    have been compiled from this checkpoint.  ``activity_samples`` > 0 adds the activity counted on
+    the first samples' integer run and the energy estimate (``neurocompile validate`` counts 256)."""
     from .emulator import check_device
     from .frontend import frontend_for
     from .models.checkpoint import build_model, load_checkpoint
@@ -85,10 +89,10 @@ def validate_checkpoint(checkpoint: str, artifact: str | Program, dataset: str, 
     mismatch = model_mismatch(model, program, values, device)
     if mismatch:
         raise ArtifactError(f"{where}: not compiled from {checkpoint}: {mismatch}")
+    runner = None
     if lava_samples:                          # before the long float and integer runs
-        from .targets.loihi2 import require_lava
-        require_lava(f"Lava parity on {lava_samples} samples",
-                     "--lava-samples 0 (lava_samples=0) validates float vs integer without it")
+        runner = lava_runner(program, f"Lava parity on {lava_samples} samples",
+                             "--lava-samples 0 (lava_samples=0) validates float vs integer without it")
     y = data.y
     if max_samples:
         values, raw, y = values[:max_samples], raw[:max_samples], y[:max_samples]
@@ -96,16 +100,41 @@ def validate_checkpoint(checkpoint: str, artifact: str | Program, dataset: str, 
     common = dict(lava_samples=lava_samples, batch_size=batch_size, device=device,
                   progress=bar("float+integer", len(y)), lava_timeout_s=lava_timeout_s,
                   lava_progress=bar("Lava", min(lava_samples, len(y))) if lava_samples else None,
-                  emulator_backend=emulator)
+                  emulator_backend=emulator, lava_runner=runner)
     if stochastic:
         report = validate_stochastic(model, program, values, raw, y, mc_passes=8 if mc_passes is None else mc_passes,
                                      seed=seed or 0, **common)
     else:
         report = validate(model, program, values, raw, y, **common)
+    if activity_samples:
+        from .activity import measured
+        report.update(measured(program, raw[:activity_samples], seed=seed or 0))
     report["dataset"] = {"name": dataset, "split": split}
     report["checkpoint"] = os.path.basename(checkpoint)
     report["artifact"] = os.path.basename(artifact) if isinstance(artifact, str) else None
     return report
+
+
+def plan(artifact: str | Program, system: str | None = None) -> dict:
+    """Where each process of the compiled network goes on its target (Loihi 2 cores and chips, or
+    the host, with the reason), the resources per core and step: what ``neurocompile plan`` prints,
+    as a JSON-ready dict.  ``system``: the Loihi 2 system to fit (default: the smallest that fits);
+    a network that does not fit raises ``PlacementError`` naming the resource."""
+    from .plan_report import plan_dict
+
+    return plan_dict(artifact if isinstance(artifact, Program) else load_program(artifact), system=system)
+
+
+def lava_runner(program: Program, what: str, hint: str = "") -> Callable:
+    """The program's target's Lava runner (``run_lava``), imported now; when Lava is missing, a
+    ``LavaRunError`` saying ``<what>: Lava runs need the 'lava' extra ...; <hint>``."""
+    from .errors import LavaRunError
+    from .target import get_target
+
+    try:
+        return get_target(program.report.get("target", "loihi2")).load("runner")
+    except LavaRunError as exc:
+        raise LavaRunError(f"{what}: {exc}{'; ' + hint if hint else ''}") from None
 
 
 def train(dataset: str, out: str, **options) -> str:

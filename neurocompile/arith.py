@@ -20,16 +20,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from .targets.loihi2.target import LOIHI2
+from .target import Arithmetic
 
-REGISTER_MAX = LOIHI2.register_max                    # largest value of a 24-bit signed register
+# The rule's constants, written once here as plain integers so numba compiles them into the kernels as
+# literals.  They are Lava's stock LIF (lava/proc/lif/models.py, PyLifModelBitAcc: max_uv_val = 2**23,
+# a_in << 6, vth << 6, decays (4096 - d) >> 12); a target declares it computes this rule
+# (Target.arithmetic) and neurocompile.target.get_target refuses one that does not.
+ARITHMETIC = Arithmetic(register_bits=24, lif_act_shift=6, lif_vth_shift=6, lif_decay_shift=12,
+                        lif_du_no_memory=4095)
 
-# Stock Lava LIF (lava/proc/lif/models.py, PyLifModelBitAcc) constants: facts of the Loihi 2 target.
-LIF_DECAY_SHIFT = LOIHI2.lif_decay_shift              # decays are (4096 - d) >> 12
-LIF_DECAY_UNITY = LOIHI2.lif_decay_unity
-LIF_ACT_SHIFT = LOIHI2.lif_act_shift                  # a_in << 6 before it reaches u
-LIF_VTH_SHIFT = LOIHI2.lif_vth_shift                  # spike when v > vth << 6
-LIF_DU_NO_MEMORY = LOIHI2.lif_du_no_memory            # du + 1 == 4096: u holds only this step's input
+REGISTER_MAX = ARITHMETIC.register_max                # largest value of a 24-bit signed register
+LIF_DECAY_SHIFT = ARITHMETIC.lif_decay_shift          # decays are (4096 - d) >> 12
+LIF_DECAY_UNITY = ARITHMETIC.lif_decay_unity
+LIF_ACT_SHIFT = ARITHMETIC.lif_act_shift              # a_in << 6 before it reaches u
+LIF_VTH_SHIFT = ARITHMETIC.lif_vth_shift              # spike when v > vth << 6
+LIF_DU_NO_MEMORY = ARITHMETIC.lif_du_no_memory        # du + 1 == 4096: u holds only this step's input
 
 
 def _where(cond, a, b):

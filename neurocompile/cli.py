@@ -140,6 +140,9 @@ def export_summary(program, path: str) -> str:
              f"  {'stage':<18}{'AC-only':<9}how"]
     for row in rep["operations"]:
         lines.append(f"  {row['stage']:<18}{('yes' if row['ac_only'] else 'NO'):<9}{row['how']}")
+    step = {k: sum(row["per_step"][k] for row in rep["operations"]) for k in ("accumulates", "multiplies")}
+    lines.append(f"  worst case per step (every input spiking, every bit plane set): {step['accumulates']:,} "
+                 f"accumulates, {step['multiplies']:,} multiplies")
     registers = [r for r in rep["ranges"] if r["limit"] > 2 ** 20]     # not the bit-plane counts
     worst = min(registers, key=lambda r: r["headroom_bits"])
     lines.append(f"  range analysis: every 24-bit register proven safe; least headroom {worst['headroom_bits']} bits "
@@ -165,6 +168,23 @@ def cmd_inspect(args) -> int:
         print(export_summary(program, args.artifact).replace("wrote ", "artifact ", 1))
         for r in program.report["ranges"]:
             print(f"    {r['node']:<18}{r['register']:<34}{r['worst']:>12} / {r['limit']:<10} headroom {r['headroom_bits']} bits")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- plan
+def cmd_plan(args) -> int:
+    from .artifact import load_program
+    from .fileio import check_output_path, write_atomic
+    from .plan_report import plan_dict, plan_text
+
+    if args.json:
+        check_output_path(args.json, [args.artifact])
+    program = load_program(args.artifact)
+    plan = plan_dict(program, system=args.system)
+    print(plan_text(plan, args.artifact))
+    if args.json:
+        text = json.dumps(plan, indent=1).encode()
+        write_atomic(args.json, lambda fh: fh.write(text), inputs=[args.artifact])
     return 0
 
 
@@ -204,9 +224,8 @@ def cmd_simulate(args) -> int:
     if args.engine == "lava":
         if "voltage" in kinds:
             raise ValueError("--record voltage: the stock Lava LIF keeps v internal; use --engine emulator for membrane traces")
-        from .targets.loihi2 import require_lava
-        require_lava("simulate --engine lava", "--engine emulator runs the same integers without it")
-        from .targets.loihi2.runner import run_lava
+        from .api import lava_runner
+        run_lava = lava_runner(program, "simulate --engine lava", "--engine emulator runs the same integers without it")
         traces = run_lava(program, raw[idx], mode="fixed_pt", backend=args.backend, record=True, timeout_s=args.timeout,
                           progress=_progress("Lava", len(idx)) if len(idx) > 1 else None, seed=args.seed)
     else:
@@ -216,6 +235,8 @@ def cmd_simulate(args) -> int:
     for j, i in enumerate(idx):
         rates = ", ".join(f"{name} {traces[name][j].mean():.3f}" for name in program.spike_nodes)
         print(f"sample {i}: label {int(data.y[i])}, predicted {int(preds[j])}, firing rates [{rates}]")
+    from .activity import activity_and_energy, energy_text
+    print(energy_text(activity_and_energy(program, traces, raw[idx])))
     if args.output:
         save_traces(args.output, traces, trace_names(program, kinds),
                     {"engine": args.engine, "indices": idx, "labels": data.y[idx]}, inputs)
@@ -241,8 +262,11 @@ def cmd_validate(args) -> int:
                                  lava_samples=args.lava_samples, max_samples=args.max_samples,
                                  batch_size=args.batch_size, device=args.device, emulator=args.emulator,
                                  mc_passes=given("mc_passes"), seed=given("seed"), lava_timeout_s=args.timeout,
-                                 progress=_progress)
+                                 activity_samples=args.activity_samples, progress=_progress)
     print((format_stochastic_report if "mc_passes" in report else format_report)(report))
+    if args.activity_samples:
+        from .activity import energy_text
+        print(energy_text(report))
     if args.json:
         text = json.dumps(report, indent=1, default=float).encode()
         write_atomic(args.json, lambda fh: fh.write(text), inputs)
@@ -334,6 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stochastic spikes (P-SpikeSSM): Monte-Carlo passes per side (default 8)")
     v.add_argument("--seed", type=_non_negative, default=0,
                    help="stochastic spikes: first seed (pass k uses seed + k; Lava runs seed)")
+    v.add_argument("--activity-samples", type=_non_negative, default=256,
+                   help="samples whose integer run is counted for activity and the energy estimate (default 256; 0 skips)")
+    pl = sub.add_parser("plan", help="placement on Loihi 2: processes, cores, chips, latency, worst-case operations "
+                                     "(estimates)")
+    pl.add_argument("artifact")
+    pl.add_argument("--json", help="write the plan as JSON here")
+    pl.add_argument("--system", default=None, choices=["oheo-gulch", "kapoho-point", "hala-point"],
+                    help="the system to place on (default: the smallest that holds the plan)")
     return p
 
 
@@ -343,7 +375,8 @@ def main(argv=None) -> int:
         return _guard(lambda: cmd_train(argv[1:]))
     args = build_parser().parse_args(argv)
     args.given = given_options(build_parser, argv)
-    handler = {"export": cmd_export, "inspect": cmd_inspect, "simulate": cmd_simulate, "validate": cmd_validate}
+    handler = {"export": cmd_export, "inspect": cmd_inspect, "simulate": cmd_simulate, "validate": cmd_validate,
+               "plan": cmd_plan}
     return _guard(lambda: handler[args.command](args))
 
 

@@ -31,3 +31,7 @@ class DatasetError(NeurocompileError):
 
 class EmulatorError(NeurocompileError, ArithmeticError):
     """The emulator refused a result it cannot vouch for (an FFT result off the integers)."""
+
+
+class PlacementError(NeurocompileError):
+    """A process no core of the target can hold, or a plan larger than the chosen system."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arith import shift_round
+from .arith import ARITHMETIC, shift_round
 from .errors import RangeError
 from .ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
                  IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
@@ -130,17 +130,18 @@ def ssm_intervals(kernel, lo, hi, split: int, shift, bias):
     return acc_hi, acc_lo, (a_hi[0] + a_lo[0] + b_lo, a_hi[1] + a_lo[1] + b_hi)
 
 
-def lif_ranges(a_lo, a_hi, dv: int, vth: int, target):
+def lif_ranges(a_lo, a_hi, dv: int, vth: int):
     """Ranges of the LIF current u = a << 6 and of the voltage v before the spike test.
 
     Above: v never exceeds vth << 6 after a step without a spike, so the next v is at most
     decay(vth << 6) + u_max.  Below: without spikes v converges to u_min / (1 - r) from above.
     """
-    _exact(magnitude(a_lo, a_hi) * 2.0 ** target.lif_act_shift, "LIF current")
-    u_lo, u_hi = as_int(a_lo) << target.lif_act_shift, as_int(a_hi) << target.lif_act_shift
-    keep = target.lif_decay_unity - dv
-    v_hi = ((vth << target.lif_vth_shift) * keep >> target.lif_decay_shift) + np.maximum(u_hi, 0)
-    v_lo = np.minimum(u_lo, 0) * target.lif_decay_unity // max(target.lif_decay_unity - keep, 1) - 1
+    rule = ARITHMETIC                    # the proof is of the rule arith.py computes
+    _exact(magnitude(a_lo, a_hi) * 2.0 ** rule.lif_act_shift, "LIF current")
+    u_lo, u_hi = as_int(a_lo) << rule.lif_act_shift, as_int(a_hi) << rule.lif_act_shift
+    keep = rule.lif_decay_unity - dv
+    v_hi = ((vth << rule.lif_vth_shift) * keep >> rule.lif_decay_shift) + np.maximum(u_hi, 0)
+    v_lo = np.minimum(u_lo, 0) * rule.lif_decay_unity // max(rule.lif_decay_unity - keep, 1) - 1
     return (u_lo, u_hi), (v_lo, v_hi)
 
 
@@ -199,7 +200,7 @@ def ssm_conv_interval(op: IntSSMConv, ins, ctx):
 
 
 def lif_interval(op: IntLIF, ins, ctx):
-    (u_lo, u_hi), (v_lo, v_hi) = lif_ranges(*ins["main"], op.dv, op.vth, ctx.target)
+    (u_lo, u_hi), (v_lo, v_hi) = lif_ranges(*ins["main"], op.dv, op.vth)
     reg = ctx.target.register_max
     n = len(u_lo)
     return (np.zeros(n, np.int64), np.ones(n, np.int64)), [

@@ -16,7 +16,6 @@ import numpy as np
 from numba.extending import overload, register_jitable
 
 from . import arith
-from .targets.loihi2 import target as _target_facts
 
 
 @overload(arith._where)
@@ -49,7 +48,7 @@ def rounded_pair(y_hi, y_lo, b, h, i, split):
     return np.int64(hi), np.int64(lo), dev
 
 
-RULE_FILES = (arith.__file__, _target_facts.__file__, __file__)   # the rule, its constants, this registry
+RULE_FILES = (arith.__file__, __file__)   # the rule with its constants, this registry
 
 
 def machine_code_cache(kernel_file: str) -> str | None:

@@ -1,81 +1,167 @@
-"""What each integer node does per time step on the chip, and whether it is accumulate-only.
+"""What each integer node costs per time step on the chip, as numbers that add up, and how it does it.
 
-One row rule per integer node type (``OPERATION``); ``export`` prints the table and the artifact
-keeps it.  "Accumulate-only" means no multiplier: additions, shifts, comparisons, table lookups.
+One row rule per integer node type (``OPERATION``) returns an ``Operation``: a human ``how`` text and
+its ``Costs``, worst case per step (every input spiking, every bit plane set), plus what it costs
+once per sample (the readout's decoder on the host).  Bit-plane counts and widths come from the
+proven ranges the nodes carry (``stream_bits``, ``input_bits``, the integers' own magnitudes), so a
+plan's totals are sums, never parsed strings.  ``export`` prints the table and the artifact keeps it.
+"Accumulate-only" means no multiplier: additions, shifts, comparisons, table lookups -- a node is
+accumulate-only exactly when its ``multiplies`` are 0, per step and per sample.
 """
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 
 from .ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
                  IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
 
+REGISTER_BYTES = 3            # a 24-bit neuron register (state, accumulator)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Operations (per step, or per sample where stated) and the memory a node holds.  Adding two
+    Costs adds every field; ``scaled(k)`` multiplies the operation counts (not the memory) by k."""
+    accumulates: int = 0          # additions into an accumulator (synaptic or neuron-level)
+    multiplies: int = 0           # neuron-level multiplies (not accumulate-only)
+    neuron_updates: int = 0       # neurons whose state is updated
+    synaptic_events: int = 0      # weights read because an input spiked (or a bit plane was set)
+    messages: int = 0             # spikes or graded messages sent
+    state_bytes: int = 0          # neuron state, histories and tables the node holds
+    synapse_bytes: int = 0        # weights and taps
+
+    OPERATIONS = ("accumulates", "multiplies", "neuron_updates", "synaptic_events", "messages")
+
+    def __add__(self, other: "Costs") -> "Costs":
+        return Costs(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)})
+
+    def scaled(self, k: int) -> "Costs":
+        return dataclasses.replace(self, **{f: getattr(self, f) * k for f in self.OPERATIONS})
+
+    def to_dict(self) -> dict:
+        return {f.name: int(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def total(costs) -> Costs:
+    return sum(costs, Costs())
+
+
+@dataclass(frozen=True)
+class Operation:
+    how: str
+    per_step: Costs
+    per_sample: Costs = Costs()    # once per sample, besides the steps (host decoder)
+
+    @property
+    def ac_only(self) -> bool:
+        return self.per_step.multiplies == 0 and self.per_sample.multiplies == 0
+
+
+def int_bytes(values) -> int:
+    """Bytes of a signed integer array held as mantissas with one shared exponent (the trailing zero
+    bits every value has are the exponent), at the narrowest whole-byte width that holds them all."""
+    a = np.abs(np.asarray(values, dtype=np.int64))
+    if a.size == 0:
+        return 0
+    common = np.bitwise_or.reduce(a.ravel())
+    zeros = (int(common) & -int(common)).bit_length() - 1 if common else 0
+    bits = (int(a.max()) >> zeros).bit_length() + 1
+    return int(a.size) * -(-bits // 8)
+
 
 def _encoder(name, op: IntEncoder, L, graph):
-    return {"ac_only": True, "how": f"bit-serial shift-add over {op.input_bits} input bit planes",
-            "adds_per_step": op.input_bits * int(np.count_nonzero(op.weight))}
+    H = op.weight.shape[0]
+    taps = op.input_bits * int(np.count_nonzero(op.weight))
+    return Operation(f"bit-serial shift-add over {op.input_bits} input bit planes",
+                     Costs(accumulates=taps + H, synaptic_events=taps, neuron_updates=H, messages=H,
+                           synapse_bytes=int_bytes(op.weight) + int_bytes(op.bias)))
 
 
 def _embedding(name, op: IntEmbedding, L, graph):
-    return {"ac_only": True, "how": f"one-hot token spike into a {op.table.shape[0]}-row synapse (a row select)",
-            "adds_per_step": op.table.shape[1]}
+    V, H = op.table.shape
+    return Operation(f"one-hot token spike into a {V}-row synapse (a row select)",
+                     Costs(accumulates=H, synaptic_events=H, neuron_updates=H, messages=H,
+                           synapse_bytes=int_bytes(op.table)))
+
+
+def ssm_input_bits(op: IntSSMConv, graph, name) -> int:
+    """Bit planes of the convolution's input: 1 over spikes, the stream's proven width otherwise."""
+    return 1 if type(graph.op(graph.inputs(name)["main"])).TRACE == "spikes" else int(op.stream_bits)
 
 
 def _ssm(name, op: IntSSMConv, L, graph):
-    K = op.kernel.shape[1]
+    H, K = op.kernel.shape
     side = (f"two-sided kernel streamed as {K} causal taps, output {op.lag} steps late" if op.lag
             else f"{K}-tap causal kernel")
     bias = ", plus a per-step bias (folded BatchNorm shift)" if op.bias.shape[1] else ""
     taps = int(np.count_nonzero(op.kernel))
-    if type(graph.op(graph.inputs(name)["main"])).TRACE == "spikes":
-        return {"ac_only": True, "how": f"{side} over binary spikes: the taps that meet a spike are summed{bias}",
-                "adds_per_step": f"{taps} x input spike rate (at most {taps})"}
-    return {"ac_only": True,
-            "how": f"{side}, bit-serial over {op.stream_bits} stream bit planes (taps summed where a bit is set), "
-                   f"planes < {op.split} in a second accumulator{bias}",
-            "adds_per_step": op.stream_bits * taps}
+    bits = ssm_input_bits(op, graph, name)
+    costs = Costs(accumulates=bits * taps + H, synaptic_events=bits * taps, neuron_updates=H, messages=H,
+                  state_bytes=-(-H * K * bits // 8) + 2 * H * REGISTER_BYTES,      # input history, two accumulators
+                  synapse_bytes=int_bytes(op.kernel) + int_bytes(op.bias) + int_bytes(op.shift))
+    if bits == 1:
+        return Operation(f"{side} over binary spikes: the taps that meet a spike are summed{bias}", costs)
+    return Operation(f"{side}, bit-serial over {op.stream_bits} stream bit planes (taps summed where a bit is set), "
+                     f"planes < {op.split} in a second accumulator{bias}", costs)
 
 
 def _lif(name, op: IntLIF, L, graph):
-    return {"ac_only": True, "how": "stock Lava LIF (decay is a shift)", "adds_per_step": 1}
+    H = graph.channel_counts()[name]
+    return Operation("stock Lava LIF (decay is a shift)",
+                     Costs(accumulates=H, neuron_updates=H, messages=H, state_bytes=2 * H * REGISTER_BYTES))
 
 
 def _dense(name, op: IntDense, L, graph):
-    return {"ac_only": True, "how": "binary spikes: the weight rows of the spiking inputs are summed",
-            "adds_per_step": f"{op.weight.shape[0]} x spikes"}
+    M, N = op.weight.shape
+    return Operation("binary spikes: the weight rows of the spiking inputs are summed",
+                     Costs(accumulates=M * N, synaptic_events=M * N, synapse_bytes=int_bytes(op.weight)))
 
 
 def _glu(name, op: IntGLUResidual, L, graph):
     H = op.value_shift.shape[0]
-    return {"ac_only": False, "how": "value x sigmoid-LUT: one neuron-level multiply per channel, then the residual add",
-            "multiplies_per_step": H}
+    return Operation("value x sigmoid-LUT: one neuron-level multiply per channel, then the residual add",
+                     Costs(accumulates=3 * H, multiplies=H, neuron_updates=H, messages=H,
+                           state_bytes=int_bytes(op.lut), synapse_bytes=int_bytes(op.bias)))
 
 
 def _readout(name, op: IntReadout, L, graph):
-    return {"ac_only": False, "how": "time sum on chip, decoder MACs once per sample on the host core",
-            "macs_per_sample": int(op.weight.size)}
+    D, H = op.weight.shape
+    return Operation("time sum on chip, decoder MACs once per sample on the host core",
+                     Costs(accumulates=H, neuron_updates=H, state_bytes=H * REGISTER_BYTES),
+                     Costs(accumulates=D * H, multiplies=D * H, messages=H,
+                           synapse_bytes=int_bytes(op.weight) + int_bytes(op.bias)))
+
+
+def _affine_costs(op: IntChannelAffine) -> Costs:
+    H = op.mult.shape[0]
+    return Costs(accumulates=H, multiplies=H, neuron_updates=H, messages=H,
+                 synapse_bytes=int_bytes(op.mult) + int_bytes(op.offset))
 
 
 def _sampler(name, op: IntSampler, L, graph):
-    return {"ac_only": False, "how": f"firing probability by one neuron-level multiply-add per channel, compared "
-                                     f"with a {op.prob_bits}-bit counter-based PRNG uniform (stream {op.stream})",
-            "multiplies_per_step": op.mult.shape[0]}
+    return Operation(f"firing probability by one neuron-level multiply-add per channel, compared "
+                     f"with a {op.prob_bits}-bit counter-based PRNG uniform (stream {op.stream})", _affine_costs(op))
 
 
 def _affine(name, op: IntChannelAffine, L, graph):
-    return {"ac_only": False, "how": "per-channel affine (a BatchNorm that cannot fold): one multiply per channel",
-            "multiplies_per_step": op.mult.shape[0]}
+    return Operation("per-channel affine (a BatchNorm that cannot fold): one multiply per channel", _affine_costs(op))
 
 
 def _gelu(name, op, L, graph):
-    residual = ", then the residual add" if isinstance(op, IntGELUResidual) else ""
-    return {"ac_only": False, "how": f"GELU as value x Phi-table[value] ({op.lut.shape[0]} entries): one "
-                                     f"neuron-level multiply per channel{residual}",
-            "multiplies_per_step": op.value_shift.shape[0]}
+    H = op.value_shift.shape[0]
+    residual = isinstance(op, IntGELUResidual)
+    text = ", then the residual add" if residual else ""
+    return Operation(f"GELU as value x Phi-table[value] ({op.lut.shape[0]} entries): one "
+                     f"neuron-level multiply per channel{text}",
+                     Costs(accumulates=(2 + residual) * H, multiplies=H, neuron_updates=H, messages=H,
+                           state_bytes=int_bytes(op.lut), synapse_bytes=int_bytes(op.bias)))
 
 
 def _concat(name, op, L, graph):
-    return {"ac_only": True, "how": "wiring: forward and reverse spikes side by side", "adds_per_step": 0}
+    return Operation("wiring: forward and reverse spikes side by side", Costs())
 
 
 OPERATION = {
@@ -92,13 +178,17 @@ OPERATION = {
     IntGELUResidual: _gelu,
     IntConcat: _concat,
 }
+NO_OPERATION = {IntInput: "raw integers entering the chip: the source computes nothing"}
+
+
+def operations(graph, L: int) -> dict:
+    """{node name: Operation} for every node that computes (the input node does not)."""
+    return {name: OPERATION[type(graph.op(name))](name, graph.op(name), L, graph)
+            for name in graph.topo() if type(graph.op(name)) not in NO_OPERATION}
 
 
 def operation_summary(graph, L: int) -> list:
-    """[{stage, ac_only, how, ...}] for every node that computes (the input node does not)."""
-    rows = []
-    for name in graph.topo():
-        op = graph.op(name)
-        if not isinstance(op, IntInput):
-            rows.append({"stage": name, **OPERATION[type(op)](name, op, L, graph)})
-    return rows
+    """[{stage, ac_only, how, per_step, per_sample}] (the report's rows: plain JSON numbers)."""
+    return [{"stage": name, "ac_only": op.ac_only, "how": op.how, "per_step": op.per_step.to_dict(),
+             "per_sample": op.per_sample.to_dict()}
+            for name, op in operations(graph, L).items()]

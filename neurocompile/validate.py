@@ -230,13 +230,14 @@ def validate_stochastic(model, program: Program, values: np.ndarray, raw: np.nda
 
 def _lava_parity(report, program, raw, labels, lava_samples, lava_runner, timeout_s, progress, seed) -> None:
     """Lava vs the emulator on the first samples (same seed): bit for bit, every node and logit."""
-    from .targets.loihi2.runner import run_lava
+    from .target import get_target
 
     m = min(lava_samples, len(labels))
     t1 = time.perf_counter()
     if progress:
         progress(0, m)
-    lava = (lava_runner or run_lava)(program, raw[:m], record=True, timeout_s=timeout_s, progress=progress, seed=seed)
+    run = lava_runner or get_target(program.report.get("target", "loihi2")).load("runner")
+    lava = run(program, raw[:m], record=True, timeout_s=timeout_s, progress=progress, seed=seed)
     report["seconds"]["lava"] = time.perf_counter() - t1
     emu = emulate(program, raw[:m], record=True, device="cpu", seed=seed)
     mismatches = compare_traces(lava, emu)

@@ -242,3 +242,20 @@ def test_operation_summary_marks_ac_only_stages(program):
     ops = {r["stage"]: r for r in program.report["operations"]}
     assert ops["layer0.ssm"]["ac_only"] and ops["layer0.mixer"]["ac_only"] and ops["encoder"]["ac_only"]
     assert not ops["layer0.residual"]["ac_only"]
+
+
+def test_operation_costs_are_numbers_that_add_up(program):
+    """Worst case per step, from the node's arrays and proven widths: bit planes x non-zero taps."""
+    from neurocompile.operations import Costs, operations, total
+    ops = operations(program, program.seq_len)
+    enc, ssm, mixer = program.op("encoder"), program.op("layer0.ssm"), program.op("layer0.mixer")
+    assert ops["encoder"].per_step.synaptic_events == enc.input_bits * np.count_nonzero(enc.weight) == 5 * 12
+    assert ops["layer0.ssm"].per_step.synaptic_events == ssm.stream_bits * np.count_nonzero(ssm.kernel) == 14 * 186
+    assert ops["layer0.mixer"].per_step == Costs(accumulates=288, synaptic_events=288,
+                                                 synapse_bytes=mixer.weight.size)      # 8-bit weights
+    assert ops["layer0.residual"].per_step.multiplies == 12 and not ops["layer0.residual"].ac_only
+    assert ops["decoder"].per_sample.multiplies == 4 * 12 and not ops["decoder"].ac_only
+    step = total(op.per_step for op in ops.values())
+    assert step.accumulates == sum(r["per_step"]["accumulates"] for r in program.report["operations"]) == 6616      # 72 + 2616 + 12 + 288 + 36 + 3244 + 12 + 288 + 36 + 12
+    assert step.multiplies == 24
+    assert (Costs(accumulates=1, state_bytes=3) + Costs(accumulates=2)).scaled(10) == Costs(accumulates=30, state_bytes=3)

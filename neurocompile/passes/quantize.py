@@ -100,7 +100,7 @@ class Rule:
 
 def lif_decay(tau: float, target: Target) -> int:
     """dv such that (4096 - dv) / 4096 == tau (0.125 -> 3584, exact)."""
-    unity = target.lif_decay_unity
+    unity = target.arithmetic.lif_decay_unity
     return int(min(max(round((1.0 - tau) * unity), 0), unity - 1))
 
 

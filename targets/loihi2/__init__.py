@@ -20,7 +20,8 @@ def lava_missing() -> str | None:
     return None
 
 
-def require_lava(what: str = "Lava run", hint: str = "") -> None:
-    """Raise ``LavaRunError('<what>: Lava runs need the 'lava' extra ...')`` when Lava is missing."""
+def require_lava() -> None:
+    """Raise ``LavaRunError("Lava runs need the 'lava' extra ...")`` when Lava is missing (the core,
+    which loads the runner through the target, prefixes what was asked for: ``api.lava_runner``)."""
     if lava_missing() is not None:
-        raise LavaRunError(f"{what}: {LAVA_EXTRA}{'; ' + hint if hint else ''}")
+        raise LavaRunError(LAVA_EXTRA)

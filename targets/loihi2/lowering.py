@@ -26,10 +26,10 @@ from lava.proc.dense.process import Dense
 from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 from lava.proc.lif.process import LIFReset
 
+from ...arith import LIF_DU_NO_MEMORY
 from ...ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
                    IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
 from ...program import Program
-from .target import LOIHI2
 from .processes import (channel_affine, concat, encoder, gelu, glu_residual, readout, sampler, source, ssm_conv,
                         token_encoder)
 
@@ -128,7 +128,7 @@ def _lif(op: IntLIF, st: Stage):
     # offset 1 is the first step of every window (Lava time starts at 1); the tests check no leak.
     H = st.channels
     if st.fixed:
-        return _stock(LIFReset, shape=(H,), du=LOIHI2.lif_du_no_memory, dv=int(op.dv), vth=int(op.vth), bias_mant=0, bias_exp=0,
+        return _stock(LIFReset, shape=(H,), du=LIF_DU_NO_MEMORY, dv=int(op.dv), vth=int(op.vth), bias_mant=0, bias_exp=0,
                       reset_interval=st.window, reset_offset=1)
     return _stock(LIFReset, shape=(H,), du=1.0, dv=1.0 - float(op.tau), vth=1.0, bias_mant=0.0, bias_exp=0.0,
                   reset_interval=st.window, reset_offset=1)
@@ -206,25 +206,28 @@ class Network:
     processes: dict = field(default_factory=dict)
 
 
-def build_network(program: Program, mode: str = "fixed_pt", record: bool = True, *, levels, seed: int = 0) -> Network:
+def build_network(program: Program, mode: str = "fixed_pt", record: bool = True, *, levels, seed: int = 0,
+                  plan=None) -> Network:
     """Lower ``program`` to Lava processes for ``levels`` (n, L, C) raw inputs, played back to back,
-    one window of ``program.window`` steps per sample; ``seed`` keys stochastic samplers."""
+    one window of ``program.window`` steps per sample; ``seed`` keys stochastic samplers.  The
+    network is built from the plan (``plan.plan_program``): one process per planned process, with
+    the lowering, timing and channel counts the plan holds."""
     from ...program import raw_inputs
+    from .plan import plan_processes
 
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
     raw = raw_inputs(program, levels).transpose(0, 2, 1)                 # (n, L, C)
     W, L = program.window, program.seq_len
     net = Network(source=None, mode=mode, n_samples=len(raw), window=W)
-    channels = program.channel_counts()
-    for name in program.topo():
-        op = program.op(name)
-        arrivals = {port: program.delays[src] for port, src in program.inputs(name).items()}
-        in_channels = {port: channels[src] for port, src in program.inputs(name).items()}
-        st = Stage(name, mode == "fixed_pt", W, L, max(arrivals.values(), default=0), arrivals, channels[name], raw,
-                   seed, in_channels)
+    for spec in (plan.processes if plan is not None else plan_processes(program)):
+        name, op = spec.name, program.op(spec.name)
+        st = Stage(name, mode == "fixed_pt", W, L, spec.delay, spec.arrivals, spec.channels, raw, seed,
+                   spec.in_channels)
         rule = LOWER[type(op)]
         proc = rule.build(op, st)
+        if type(proc).__name__ != spec.process:
+            raise TypeError(f"{name}: the plan's process {spec.process} is not the {type(proc).__name__} built")
         for port, src in program.inputs(name).items():
             src_port = getattr(net.processes[src], LOWER[type(program.op(src))].output)
             src_port.connect(getattr(proc, rule.inputs[port]))

@@ -1,9 +1,11 @@
-"""Loihi 2 (through Lava 0.10): every hardware fact the compiler relies on, in one object.
+"""Loihi 2 (through Lava 0.10): every hardware fact the compiler relies on, in one ``Target`` object.
 
-The stock LIF constants are those of ``lava/proc/lif/models.py`` (PyLifModelBitAcc): the input is
-shifted left by 6 before it reaches the current u, the threshold mantissa is shifted left by 6, the
-decays are (4096 - d) >> 12 rounding toward zero, and du = 4095 keeps no current between steps.
-``neurocompile.arith`` takes these constants from here.  Nothing in this module imports Lava.
+The arithmetic is the rule written in ``neurocompile.arith`` (stock Lava LIF, ``lava/proc/lif/models.py``
+PyLifModelBitAcc: input << 6, threshold << 6, decays (4096 - d) >> 12 rounding toward zero, du = 4095
+keeps no current, 24-bit saturating voltage); this target declares that it computes that rule.
+Nothing in this module imports Lava, and the core finds this object by name only
+(``neurocompile.target.get_target``).  Budgets (``BUDGETS``) are what placement
+(``targets/loihi2/plan.py``) respects; each cites its public source.
 
 Why the float model's ``u >= 1`` and Lava's ``v > vth << 6`` agree: the compiled LIF input is the
 float input times 2**g with vth = 2**g, so v stands for u * 2**(g + 6) and the threshold for 1.
@@ -16,20 +18,63 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...target import Target
+from ...arith import ARITHMETIC
+from ...target import Budgets, Target
+
+KIB = 1024
+
+BUDGETS = Budgets(
+    # Intel, "Taking Neuromorphic Computing to the Next Level with Loihi 2" (technology brief, 2021):
+    # up to 8,192 neurons per neurocore (1 M neurons over 128 cores per chip).
+    neurons_per_core=8192,
+    # Memory per neurocore, shared by synapses, neuron state and microcode: public figures range
+    # from 128 KB to 192 KB (the brief speaks of flexibly allocated memory; secondary summaries,
+    # e.g. open-neuromorphic.org's Loihi 2 page and /work/shared/docs/lava-loihi2.md, quote 128-192 KB).
+    # We plan with the LOWER figure, 128 KiB: a plan that fits it fits either, and Intel's compiler
+    # reports per-core SynMem allocations of that order (lava-dl pilotnet notebook, 66,560 B).
+    memory_per_core_bytes=128 * KIB,
+    # 128 neurocores per chip (technology brief); Lava's open mapper plans 120 virtual cores per
+    # Loihi 2 chip (lava/magma/compiler/subcompilers/constants.py: NUM_VIRTUAL_CORES_L3 = 120,
+    # used for N3LogicalNeuroCore in lava/magma/compiler/mapper.py).
+    cores_per_chip=128,
+    cores_planned_per_chip=120,
+    # 6 embedded x86 (Lakemont) cores per chip (technology brief); Lava's mapper uses at most 3 per
+    # chip (constants.py: MAX_EMBEDDED_CORES_PER_CHIP = 3).
+    embedded_per_chip=6,
+    embedded_planned_per_chip=3,
+    # Synaptic delays 0..63 steps (6 delay bits): lava/proc/sparse/models.py refuses delays > 63.
+    max_delay_steps=63,
+    # Graded spike payload: 24 bits in Lava (Dense num_message_bits, lava/proc/dense/process.py and
+    # the S4D processes' default); the chip carries up to 32 (technology brief).  We plan with Lava's.
+    message_bits=24,
+    # Systems: Oheo Gulch (1 chip), Kapoho Point (8 chips) -- Intel Neuromorphic Research Community
+    # system pages; Hala Point (1,152 chips, Intel press release, April 2024).
+    systems={"oheo-gulch": 1, "kapoho-point": 8, "hala-point": 1152},
+)
+
+
+# Integer node type -> the lowerings this target has for it (the first is the default); the plan's
+# table (targets/loihi2/plan.PLACE) has one row per node type and one rule per lowering named here.
+LOWERINGS = {
+    "IntInput": ("source",),
+    "IntEncoder": ("bit-serial-encoder",),
+    "IntEmbedding": ("token-synapse",),
+    "IntSSMConv": ("conv",),
+    "IntLIF": ("lif",),
+    "IntDense": ("dense",),
+    "IntGLUResidual": ("glu-neuron",),
+    "IntReadout": ("readout",),
+    "IntChannelAffine": ("affine-neuron",),
+    "IntSampler": ("sampler-neuron",),
+    "IntGELU": ("gelu-neuron",),
+    "IntGELUResidual": ("gelu-neuron",),
+    "IntConcat": ("wiring",),
+}
 
 
 @dataclass(frozen=True)
 class Loihi2(Target):
-    lif_act_shift: int = 6            # a_in << 6 before it reaches u
-    lif_vth_shift: int = 6            # spike when v > vth << 6
-    lif_decay_shift: int = 12         # decays are (4096 - d) >> 12
-    lif_du_no_memory: int = 4095      # du + 1 == 4096: u holds only this step's input
     max_synapse_delay: int = 63       # DelayDense / DelaySparse delay bits
-
-    @property
-    def lif_decay_unity(self) -> int:
-        return 1 << self.lif_decay_shift
 
     def latency(self, op) -> int:
         from ...ir import IntDense, IntSSMConv
@@ -52,15 +97,15 @@ class Loihi2(Target):
                                 f"({self.weight_bits}-bit Dense mantissas)")
         for name in program.nodes_of(IntLIF):
             op = program.op(name)
-            if not (0 < op.vth < 2 ** self.vth_bits and 0 <= op.dv < self.lif_decay_unity):
+            if not (0 < op.vth < 2 ** self.vth_bits and 0 <= op.dv < self.arithmetic.lif_decay_unity):
                 problems.append(f"{name}: LIF vth {op.vth} / dv {op.dv} outside Loihi 2's "
                                 f"{self.vth_bits}-bit threshold / 12-bit decay")
         return problems
 
-    def run(self, program, levels, **kwargs) -> dict:
-        from .runner import run_lava
-        return run_lava(program, levels, **kwargs)
-
 
 LOIHI2 = Loihi2(name="loihi2", register_bits=24, weight_bits=8, weights_even=True, vth_bits=17,
-                synapse_hop_steps=1, host_exact_bits=53)
+                synapse_hop_steps=1, host_exact_bits=53, message_bits=BUDGETS.message_bits,
+                arithmetic=ARITHMETIC, budgets=BUDGETS,
+                lowerings=LOWERINGS,
+                planner="neurocompile.targets.loihi2.plan:plan_program",
+                runner="neurocompile.targets.loihi2.runner:run_lava")

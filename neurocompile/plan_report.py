@@ -1,0 +1,50 @@
+"""The ``plan`` command's report: the target's plan of a Program, as JSON and as text.
+
+The plan itself is the target's (``Target.planner``: Program -> plan object with ``to_dict()``); this
+module only reads that dict, so it serves any target.  Every figure is an estimate from the
+Program's arrays and the target's public budgets, labelled so.
+"""
+from __future__ import annotations
+
+from .target import get_target
+
+
+def plan_dict(program, system: str | None = None) -> dict:
+    target = get_target(program.report.get("target", "loihi2"))
+    return target.load("planner")(program, system=system).to_dict()
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.1f}"
+
+
+def plan_text(plan: dict, artifact: str) -> str:
+    procs = plan["processes"]
+    step = plan["worst_case_per_step"]
+    lines = [f"plan of {artifact} on {plan['target']} ({plan['estimate']})",
+             f"  system: {plan['system']} ({plan['system_chips']:,} chips); needs {plan['chips']:,} chip(s), "
+             f"{plan['cores']:,} neurocores, {plan['embedded_cores']} embedded cores",
+             f"  latency: {plan['latency_steps']} steps to the readout's first input; window {plan['window_steps']} "
+             f"steps per sample",
+             f"  worst case per step: {step['accumulates']:,} accumulates, {step['multiplies']:,} multiplies, "
+             f"{step['synaptic_events']:,} synaptic events, {step['neuron_updates']:,} neuron updates, "
+             f"{step['messages']:,} messages",
+             f"  host traffic: {plan['host_bytes_per_step']:,} bytes per step cross the chip boundary",
+             f"  {'layer':<6}{'process':<20}{'lowering':<19}{'placement':<11}{'neurons':>9}{'syn KiB':>10}"
+             f"{'state KiB':>11}{'cores':>7}  program"]
+    for p in procs:
+        layer = "-" if p["layer"] is None else str(p["layer"])
+        own = p["unit"] == p["name"]
+        where = p["program"] if own else f"{p['program']} (in {p['unit']}'s cores)"
+        lines.append(f"  {layer:<6}{p['name']:<20}{p['lowering']:<19}{p['placement']:<11}{p['neurons']:>9,}"
+                     f"{_kib(p['synapse_bytes']):>10}{_kib(p['state_bytes']):>11}{p['cores'] if own else '-':>7}  {where}")
+    lines.append("  why:")
+    for p in procs:
+        host = f" [{p['host_bytes_per_step']:,} bytes/step to and from the host]" if p["host_bytes_per_step"] else ""
+        lines.append(f"    {p['name']}: {p['reason']}{host}")
+    b = plan["budgets"]
+    lines.append(f"  budgets: {b['neurons_per_core']:,} neurons and {b['memory_per_core_bytes'] // 1024} KiB per core; "
+                 f"{b['cores_planned_per_chip']} of {b['cores_per_chip']} neurocores and "
+                 f"{b['embedded_planned_per_chip']} of {b['embedded_per_chip']} embedded cores per chip planned; "
+                 f"delays <= {b['max_delay_steps']} steps; {b['message_bits']}-bit messages")
+    return "\n".join(lines)
