@@ -1,5 +1,5 @@
-"""The Python API on the committed digits checkpoint: compile, save, load (verified), emulate, and
-validate float vs integer -- no Lava needed, any Python from 3.10.
+"""The Python API on the committed digits checkpoint: compile, save, load (verified), plan, emulate,
+and validate float vs integer -- no Lava needed, any Python from 3.10.
 
     python examples/python_api.py [--out DIR] [--samples N]
 """
@@ -29,6 +29,10 @@ def main(argv=None) -> int:
         nc.save_program(program, path)
         loaded = nc.load_program(path)                       # verified: ranges proven again from its integers
         print(f"saved and reloaded {path}")
+
+    placement = nc.plan(loaded)                              # an estimate from Loihi 2's public budgets
+    print(f"plan: {placement['cores']} cores on {placement['chips']} chip(s) of {placement['system']} "
+          f"({placement['estimate'].split(':')[0]})")
 
     data, values, raw = nc.load_data(loaded, "digits")       # raw: the integers the chip reads
     out = nc.emulate(loaded, raw[:8], record=True)

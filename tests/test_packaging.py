@@ -106,5 +106,6 @@ def test_python_api_example(tmp_path):
     lines = r.stdout.splitlines()
     assert lines[0].startswith("compiled ckpt.pt: ") and "L=64, 10 classes" in lines[0]
     assert (tmp_path / "digits.loihi2").exists()
+    assert any(line.startswith("plan: ") and " cores on " in line for line in lines), lines
     acc = [float(w) for w in lines[-1].replace("%", "").split() if w.replace(".", "").isdigit()]
     assert lines[-1].endswith("on 100 test digits") and acc[0] > 90 and abs(acc[0] - acc[1]) <= 2, lines[-1]
