@@ -218,10 +218,7 @@ class PSpikeBlock(nn.Module):
         if cfg.prenorm and cfg.norm != "none":
             p_in = self.norm(p_in)
         if uniforms is None:
-            # official torch.rand_like on the (B,L,H) activations, U1 then U2
-            B, H, L = p_in.shape
-            u1 = torch.rand(B, L, H, dtype=p_in.dtype, device=p_in.device).transpose(-1, -2)
-            u2 = torch.rand(B, L, H, dtype=p_in.dtype, device=p_in.device).transpose(-1, -2)
+            u1, u2 = self._torch_uniform(p_in), self._torch_uniform(p_in)         # U1 then U2, as drawn officially
         else:
             u1 = self._uniform(uniforms, 1, p_in)
             u2 = self._uniform(uniforms, 2, p_in)
@@ -251,6 +248,25 @@ class PSpikeBlock(nn.Module):
                 if k in r:
                     rec[f"layer{i}.{k}"] = r[k]
         return y
+
+    def authors_storage_is_bhl(self) -> bool:
+        """Whether the official activation that ``torch.rand_like`` copies has (B,H,L) storage (the
+        official code keeps (B,L,H) shapes; rand_like keeps strides, so it fills the storage in that
+        order).  BatchNorm transposes to (B,H,L), runs contiguous and transposes back, so a prenorm
+        BatchNorm leaves (B,H,L) storage; LayerNorm runs on (B,L,H).  Without a prenorm norm the
+        activation follows the block input: the encoder's (B,L,H) in block 0, a postnorm BatchNorm's
+        (B,H,L) after it.  Checked on both official fixtures (their recorded uniforms are torch seed 7
+        drawn in this order)."""
+        cfg = self.cfg
+        if cfg.prenorm and cfg.norm != "none":
+            return cfg.norm == "batch"
+        return self.index > 0 and not cfg.prenorm and cfg.norm == "batch"
+
+    def _torch_uniform(self, like: Tensor) -> Tensor:
+        B, H, L = like.shape
+        if self.authors_storage_is_bhl():
+            return torch.rand(B, H, L, dtype=like.dtype, device=like.device)
+        return torch.rand(B, L, H, dtype=like.dtype, device=like.device).transpose(-1, -2)
 
     def _uniform(self, fn: UniformFn, which: int, like: Tensor) -> Tensor:
         u = fn(self.index, which, tuple(like.shape))

@@ -217,12 +217,35 @@ def hash32(x):
     return x ^ (x >> 16)
 
 
-def uniform_bits(seed, stream, neuron, step, bits: int):
-    """A uniform integer in [0, 2**bits) for each (seed, stream, neuron, step): no state, so the
-    emulator (whole sequences) and a Lava process (one step) draw the very same numbers.  ``stream``
-    names a uniform source (one per layer and uniform tensor of the model)."""
-    h = hash32(hash32(seed) + stream)
-    h = hash32(hash32(h + neuron) + step)
+SEED_MAX = 2 ** 63 - 1          # seeds are whole int64 values >= 0: every bit of one keys the PRNG
+
+
+def check_seed(seed) -> int:
+    """The seed as an int, or ValueError naming the range (no silent wrap to 32 bits)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= SEED_MAX:
+        raise ValueError(f"seed {seed!r} is outside 0..2**63-1")
+    return int(seed)
+
+
+def stream_key(seed, stream, sample):
+    """The 32-bit key of one (seed, stream, sample): the seed's two 32-bit halves, the uniform
+    source and the sample's index in the data file, each through the hash, so no two differ in
+    only one input and collide by construction."""
+    h = hash32(hash32(seed & MASK32) + (seed >> 32))
+    return hash32(hash32(h + stream) + sample)
+
+
+def uniform_bits(seed, stream, sample, neuron, step, bits: int):
+    """A uniform integer in [0, 2**bits) for each (seed, stream, sample, neuron, step): no state, so
+    the emulator (whole sequences) and a Lava process (one step) draw the very same numbers, and a
+    sample's uniforms do not depend on the batch or shard it runs in.  ``stream`` names a uniform
+    source (one per layer and uniform tensor of the model); ``sample`` is the index in the data file."""
+    return uniform_from_key(stream_key(seed, stream, sample), neuron, step, bits)
+
+
+def uniform_from_key(key, neuron, step, bits: int):
+    """The uniforms of one (seed, stream, sample) key (``stream_key``) for each (neuron, step)."""
+    h = hash32(hash32(key + neuron) + step)
     return h >> (32 - bits)
 
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .target import Target
 
 FORMAT = "neurocompile-loihi2"
-VERSION = 2
+VERSION = 3             # 3: stochastic samplers key the PRNG by the sample index and the whole seed
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 MAX_MANIFEST_BYTES = 64 << 20

@@ -149,7 +149,7 @@ def export_summary(program, path: str) -> str:
                  f"({worst['node']} {worst['register']}: {worst['worst']} of {worst['limit']})")
     errors = rep.get("quantization_error", {})
     if errors:
-        lines.append("  weight quantization error (relative, L2): "
+        lines.append("  quantization error (weights: relative L2; samplers: bound of the firing-probability error): "
                      + ", ".join(f"{n} {100 * e:.2g} %" for n, e in errors.items()))
     for node, err in errors.items():
         if err > QUANT_ERROR_WARNING:
@@ -250,20 +250,80 @@ def cmd_simulate(args) -> int:
 
 # ------------------------------------------------------------------------------------ validate
 def cmd_validate(args) -> int:
-    from .api import validate_checkpoint
+    from .artifact import load_program
+    from .emulator import check_device
+    from .errors import ArtifactError
     from .fileio import check_output_path, write_atomic
-    from .validate import format_report, format_stochastic_report
+    from .models.checkpoint import build_model, load_checkpoint
+    from .pipeline import file_sha256
+    from .frontend import frontend_for
+    from .validate import (format_report, format_stochastic_report, model_mismatch, provenance, run_key, validate,
+                           validate_stochastic)
 
     inputs = [args.checkpoint, args.artifact, args.dataset]
-    if args.json:
-        check_output_path(args.json, inputs)
-    given = lambda name: getattr(args, name) if name in args.given else None     # noqa: E731
-    report = validate_checkpoint(args.checkpoint, args.artifact, args.dataset, split=args.split,
-                                 lava_samples=args.lava_samples, max_samples=args.max_samples,
-                                 batch_size=args.batch_size, device=args.device, emulator=args.emulator,
-                                 mc_passes=given("mc_passes"), seed=given("seed"), lava_timeout_s=args.timeout,
-                                 activity_samples=args.activity_samples, progress=_progress)
-    print((format_stochastic_report if "mc_passes" in report else format_report)(report))
+    outputs = [o for o in (args.json, args.html) if o]
+    for out in outputs:
+        check_output_path(out, inputs)
+    if len(outputs) == 2 and os.path.abspath(args.json) == os.path.abspath(args.html):
+        raise ValueError("--json and --html name the same file")
+    if args.ray and args.ray_address:
+        raise ValueError("--ray starts a local cluster, --ray-address joins one: give one of them")
+    device = check_device(args.device)
+    program = load_program(args.artifact)
+    kind, config, state_dict, _ = load_checkpoint(args.checkpoint, seq_len=program.seq_len)
+    digests = {"checkpoint_sha256": file_sha256(args.checkpoint), "artifact_sha256": file_sha256(args.artifact)}
+    if program.report.get("source", {}).get("checkpoint_sha256") not in (None, digests["checkpoint_sha256"]):
+        raise ArtifactError(f"{args.artifact}: was exported from another checkpoint than {args.checkpoint}")
+    model = build_model(config, state_dict, kind)
+    data, values, raw = _load_data(args, program, args.split)
+    mismatch = model_mismatch(model, program, values, device)
+    if mismatch:
+        raise ArtifactError(f"{args.artifact}: not compiled from {args.checkpoint}: {mismatch}")
+    y = data.y
+    if args.max_samples:
+        values, raw, y = values[:args.max_samples], raw[:args.max_samples], y[:args.max_samples]
+    lava_samples = len(y) if args.lava_samples == "all" else min(int(args.lava_samples), len(y))
+    stochastic = frontend_for(kind).stochastic
+    if args.mc_rng != "batch" and not stochastic:
+        raise ValueError("--mc-rng applies to models with sampled spikes (P-SpikeSSM)")
+    wrong = [o for o in ("mc_passes", "seed") if o in args.given and not stochastic]
+    if wrong:
+        raise ValueError(f"--{wrong[0].replace('_', '-')} applies to stochastic spikes (P-SpikeSSM) only; "
+                         f"{args.checkpoint} is a {kind} model with deterministic spikes")
+    if lava_samples:                          # Lava missing: one line naming the extra, before the long runs
+        from .api import lava_runner
+        lava_runner(program, f"Lava parity on {lava_samples} samples", "--lava-samples 0 validates float vs integer "
+                    "without it")
+    scale = _scale(args, program, values, raw, y, digests)
+    common = dict(lava_samples=lava_samples, batch_size=args.batch_size, device=device,
+                  progress=_progress("float+integer", len(y)), lava_timeout_s=args.timeout,
+                  lava_progress=_progress("Lava", lava_samples) if lava_samples else None,
+                  emulator_backend=args.emulator, scale=scale)
+    try:
+        if stochastic:
+            report = validate_stochastic(model, program, values, raw, y, mc_passes=args.mc_passes, seed=args.seed,
+                                         mc_rng=args.mc_rng, **common)
+            text_report = format_stochastic_report
+        else:
+            report = validate(model, program, values, raw, y, **common)
+            text_report = format_report
+    finally:
+        if hasattr(scale.executor, "close"):
+            scale.executor.close()
+    if args.activity_samples:
+        from .activity import energy_text, measured
+        report.update(measured(program, raw[:args.activity_samples], seed=args.seed))
+    report["dataset"] = {"name": args.dataset, "split": args.split}
+    report["checkpoint"] = os.path.basename(args.checkpoint)
+    report["artifact"] = os.path.basename(args.artifact)
+    report["execution"] = scale.execution()
+    report.setdefault("lava_shards_reused", 0)
+    report["plan"] = _plan_or_why(program)
+    report["provenance"] = provenance(run_key(args, digests, values, raw, y),
+                                      {k: v for k, v in vars(args).items() if k not in ("argv", "given")},
+                                      ["neurocompile"] + args.argv)
+    raster = report.pop("raster", None)
+    print(text_report(report))
     if args.activity_samples:
         from .activity import energy_text
         print(energy_text(report))
@@ -271,9 +331,49 @@ def cmd_validate(args) -> int:
         text = json.dumps(report, indent=1, default=float).encode()
         write_atomic(args.json, lambda fh: fh.write(text), inputs)
         print(f"wrote {args.json}")
-    if args.lava_samples and not report["lava_bit_exact"]:
+    if args.html:
+        from .report_html import render_report
+        page = render_report(report, program, raster).encode()
+        write_atomic(args.html, lambda fh: fh.write(page), inputs)
+        print(f"wrote {args.html}")
+    if lava_samples and not report["lava_bit_exact"]:
         return 1
     return 0
+
+
+def _scale(args, program, values, raw, y, digests):
+    """The executor (local workers or Ray), the shard store and the Lava shard size of a validate run."""
+    from .execute import LocalExecutor, RayExecutor, ShardStore
+    from .validate import Scale, run_key
+
+    executor = None
+    scratch = os.path.join(args.work_dir, "scratch") if args.work_dir else None
+    if args.ray or args.ray_address:
+        executor = RayExecutor(workers=args.workers, address=args.ray_address, timeout_s=args.timeout,
+                               retries=args.retries)
+    elif args.workers:
+        executor = LocalExecutor(args.workers, args.timeout, args.retries, scratch=scratch)
+    store = None
+    if args.work_dir:
+        if not os.path.isdir(args.work_dir):
+            raise ValueError(f"{args.work_dir}: --work-dir must be an existing folder")
+        store = ShardStore(args.work_dir, run_key(args, digests, values, raw, y))
+    return Scale(executor=executor, store=store, lava_shard_samples=args.lava_shard_samples,
+                 lava_timeout_s=args.timeout)
+
+
+def _plan_or_why(program) -> dict:
+    """The target's plan of the program for the reports, or why there is none."""
+    from .errors import NeurocompileError
+    from .plan_report import plan_dict
+    try:
+        return plan_dict(program)
+    except (NeurocompileError, ValueError) as exc:
+        return {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+
+
+def _lava_count(text):
+    return "all" if text == "all" else _non_negative(text)
 
 
 def cmd_train(argv) -> int:
@@ -345,8 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")
     v.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
     v.add_argument("--split", default="test", choices=["train", "test"], help="dataset split")
-    v.add_argument("--lava-samples", type=_non_negative, default=16,
-                   help="samples also run on Lava and compared bit for bit (default 16; 0 skips)")
+    v.add_argument("--lava-samples", type=_lava_count, default=16, metavar="N|all",
+                   help="samples also run on Lava and compared bit for bit (default 16; 0 skips; all: the whole split)")
     v.add_argument("--max-samples", type=_non_negative, default=0, help="limit the float/integer comparison to the first N samples")
     v.add_argument("--batch-size", type=_positive(int), default=128, help="samples per float/emulator batch")
     v.add_argument("--device", default=None, help="torch device for float and emulator runs (default: cuda if present)")
@@ -357,7 +457,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--mc-passes", type=_positive(int), default=8,
                    help="stochastic spikes (P-SpikeSSM): Monte-Carlo passes per side (default 8)")
     v.add_argument("--seed", type=_non_negative, default=0,
-                   help="stochastic spikes: first seed (pass k uses seed + k; Lava runs seed)")
+                   help="stochastic spikes: first seed, 0..2**63-1 (pass k uses seed + k; Lava runs seed)")
+    v.add_argument("--mc-rng", default="batch", choices=["batch", "authors"],
+                   help="stochastic spikes, float side: batch (torch seeded per pass and batch; default) or authors "
+                        "(pass k = torch.manual_seed(seed + k) over the whole split as one batch, as the authors' code)")
+    v.add_argument("--workers", type=_positive(int), default=None, metavar="K",
+                   help="run Lava, float and emulator shards in K worker processes (with --ray: the local cluster's CPUs)")
+    v.add_argument("--ray", action="store_true", help="run shards on a local Ray cluster (optional extra: neurocompile[ray])")
+    v.add_argument("--ray-address", default=None, metavar="ADDR", help="run shards on the existing Ray cluster at ADDR")
+    v.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="keep finished shards here; a run stopped by Ctrl-C, a kill or a lost node resumes from them")
+    v.add_argument("--lava-shard-samples", type=_positive(int), default=16, metavar="N",
+                   help="samples per Lava shard (default 16)")
+    v.add_argument("--retries", type=_non_negative, default=2, help="tries after the first for a failed shard (default 2)")
+    v.add_argument("--html", default=None, metavar="FILE", help="write a self-contained HTML report here")
     v.add_argument("--activity-samples", type=_non_negative, default=256,
                    help="samples whose integer run is counted for activity and the energy estimate (default 256; 0 skips)")
     pl = sub.add_parser("plan", help="placement on Loihi 2: processes, cores, chips, latency, worst-case operations "
@@ -375,6 +488,7 @@ def main(argv=None) -> int:
         return _guard(lambda: cmd_train(argv[1:]))
     args = build_parser().parse_args(argv)
     args.given = given_options(build_parser, argv)
+    args.argv = argv                              # the command line, for report provenance
     handler = {"export": cmd_export, "inspect": cmd_inspect, "simulate": cmd_simulate, "validate": cmd_validate,
                "plan": cmd_plan}
     return _guard(lambda: handler[args.command](args))

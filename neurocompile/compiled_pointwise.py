@@ -18,7 +18,7 @@ from .jit import kernel, rounded_pair
 
 _ssm_current = arith.ssm_current
 _affine, _sample, _gelu, _gelu_residual = arith.channel_affine, arith.sample, arith.gelu, arith.gelu_residual
-_uniform_bits = arith.uniform_bits
+_stream_key, _uniform_from_key = arith.stream_key, arith.uniform_from_key
 _readout_accumulate = arith.readout_accumulate
 
 
@@ -49,13 +49,15 @@ def channel_affine(x, in_shift, mult, offset, out_shift, out):  # pragma: no cov
 
 
 @kernel(__file__)
-def uniform_table(seed, stream, bits, out):  # pragma: no cover (compiled)
-    """The PRNG's uniforms of one sampler for every (neuron, step): the same for every sample of a
-    run, so drawn once per batch instead of once per sample."""
-    H, L = out.shape
-    for h in range(H):
-        for t in range(L):
-            out[h, t] = _uniform_bits(seed, stream, h, t, bits)
+def uniform_table(seed, stream, samples, bits, out):  # pragma: no cover (compiled)
+    """The PRNG's uniforms of one sampler for every (sample, neuron, step); ``samples`` (B,) are the
+    samples' indices in the data file, so a sample draws the same numbers in any batch."""
+    B, H, L = out.shape
+    for b in range(B):
+        key = _stream_key(seed, stream, samples[b])
+        for h in range(H):
+            for t in range(L):
+                out[b, h, t] = _uniform_from_key(key, h, t, bits)
 
 
 @kernel(__file__)
@@ -64,7 +66,7 @@ def sample(x, in_shift, mult, offset, out_shift, bits, u, p_out, spikes):  # pra
     for b in range(B):
         for h in range(H):
             for t in range(L):
-                p, s = _sample(x[b, h, t], in_shift[h], mult[h], offset[h], out_shift[h], bits, u[h, t])
+                p, s = _sample(x[b, h, t], in_shift[h], mult[h], offset[h], out_shift[h], bits, u[b, h, t])
                 p_out[b, h, t] = p
                 spikes[b, h, t] = s
 

@@ -226,16 +226,18 @@ def emulate_channel_affine(op: IntChannelAffine, ins, run, name):
                           device=run.device)
 
 
-def uniforms(op: IntSampler, H: int, L: int, seed: int, device) -> torch.Tensor:
-    """(H, L) uniform integers of the sampler's stream (the same for every sample of a run)."""
-    neuron = torch.arange(H, device=device, dtype=torch.int64)[:, None]
-    step = torch.arange(L, device=device, dtype=torch.int64)[None, :]
-    return arith.uniform_bits(int(seed), int(op.stream), neuron, step, int(op.prob_bits))
+def uniforms(op: IntSampler, samples: torch.Tensor, H: int, L: int, seed: int, device) -> torch.Tensor:
+    """(B, H, L) uniform integers of the sampler's stream for the samples with data-file indices
+    ``samples`` (B,)."""
+    neuron = torch.arange(H, device=device, dtype=torch.int64)[None, :, None]
+    step = torch.arange(L, device=device, dtype=torch.int64)[None, None, :]
+    return arith.uniform_bits(int(seed), int(op.stream), samples.to(device)[:, None, None], neuron, step,
+                              int(op.prob_bits))
 
 
 def emulate_sampler(op: IntSampler, ins, run, name):
     x = ins["main"]
-    u = uniforms(op, x.shape[1], x.shape[2], run.seed, x.device).transpose(0, 1)          # (L, H)
+    u = uniforms(op, run.samples, x.shape[1], x.shape[2], run.seed, x.device).transpose(1, 2)   # (B, L, H)
     p, spikes = arith.sample(x.transpose(1, 2), *(_t(a, x.device) for a in (op.in_shift, op.mult, op.offset,
                                                                                 op.out_shift)), int(op.prob_bits), u)
     if run.record:
@@ -301,10 +303,11 @@ def compiled_sampler(op: IntSampler, ins, run, name):
     from . import compiled_pointwise as cp
     x = cp.as_int64(ins["main"])
     p, spikes = np.empty_like(x), np.empty(x.shape, bool)
-    u = np.empty(x.shape[1:], np.int64)
-    cp.uniform_table(int(run.seed), int(op.stream), int(op.prob_bits), u)
+    u = np.empty(x.shape, np.int64)
+    over_batch(cp.uniform_table, int(run.seed), int(op.stream), _i64(run.samples.numpy()), int(op.prob_bits), u,
+               batched=(2, 4))
     over_batch(cp.sample, x, _i64(op.in_shift), _i64(op.mult), _i64(op.offset), _i64(op.out_shift),
-               int(op.prob_bits), u, p, spikes, batched=(0, 7, 8))
+               int(op.prob_bits), u, p, spikes, batched=(0, 6, 7, 8))
     if run.record:
         run.extra[f"{name}.p"] = torch.from_numpy(p)
     return torch.from_numpy(spikes)
@@ -382,8 +385,9 @@ COMPILED = {**EMULATE, IntSSMConv: compiled_ssm_conv, IntReadout: compiled_reado
 class _Run:
     """One walk of the graph: the raw input, where tensors live, the rules, and the extra traces."""
 
-    def __init__(self, raw: torch.Tensor, record: bool, seed: int = 0, rules: dict = EMULATE):
+    def __init__(self, raw: torch.Tensor, record: bool, seed: int = 0, rules: dict = EMULATE, first_sample: int = 0):
         self.raw, self.record, self.device, self.seed, self.rules = raw, record, raw.device, seed, rules
+        self.samples = torch.arange(first_sample, first_sample + raw.shape[0], dtype=torch.int64)   # data-file indices
         self.extra = {}
 
 
@@ -405,11 +409,11 @@ def _to_numpy(outputs: dict, extra: dict, program: Program, record: bool) -> dic
 
 
 def _run_torch(program: Program, raw: np.ndarray, record: bool, device, batch_size: int, progress, seed,
-               rules: dict = EMULATE) -> dict:
+               rules: dict = EMULATE, first_sample: int = 0) -> dict:
     chunks = []
     for start in range(0, len(raw), batch_size):
         run = _Run(torch.as_tensor(raw[start:start + batch_size], dtype=torch.int64, device=device), record, seed,
-                   rules)
+                   rules, first_sample + start)
         outputs = {}
         run_nodes(program, program.topo(), outputs, run)
         chunks.append(_to_numpy(outputs, run.extra, program, record))
@@ -485,10 +489,10 @@ class _CompiledNetwork:
     FFT convolution plus one compiled pass, other nodes through their torch rules -- so samples
     run in parallel with no synchronisation and a sample's working set stays in its core's cache."""
 
-    def __init__(self, program: Program, L: int, record: bool, n: int, seed: int):
+    def __init__(self, program: Program, L: int, record: bool, n: int, seed: int, first_sample: int = 0):
         from .compiled_layer import run_layer       # numba: imported (and compiled) on first use
         self.run_layer = run_layer
-        self.program, self.L, self.record, self.seed = program, L, record, seed
+        self.program, self.L, self.record, self.seed, self.first = program, L, record, seed, first_sample
         heads = fused_layers(program)
         self.layers = {conv: _CompiledLayer(program, conv, *rest, L) for conv, rest in heads.items()}
         inner = {n for conv, rest in heads.items() for n in (conv,) + rest}
@@ -514,7 +518,7 @@ class _CompiledNetwork:
         self.out[name][b] = value
 
     def run_sample(self, b: int, raw: np.ndarray, n: int) -> None:
-        run = _Run(torch.as_tensor(raw[None], dtype=torch.int64), self.record, self.seed, COMPILED)
+        run = _Run(torch.as_tensor(raw[None], dtype=torch.int64), self.record, self.seed, COMPILED, self.first + b)
         outputs = {}
         for kind, name in self.plan:
             if kind == "node":
@@ -548,8 +552,8 @@ class _CompiledNetwork:
                     self._store(b, name, t.numpy()[0], n)
 
 
-def _run_compiled(program: Program, raw: np.ndarray, record: bool, progress, seed) -> dict:
-    net = _CompiledNetwork(program, raw.shape[-1], record, len(raw), seed)
+def _run_compiled(program: Program, raw: np.ndarray, record: bool, progress, seed, first_sample: int = 0) -> dict:
+    net = _CompiledNetwork(program, raw.shape[-1], record, len(raw), seed, first_sample)
     if record and len(raw):                        # allocate the trace arrays before threads write them
         net.run_sample(0, raw[0], len(raw))
         first = 1
@@ -566,7 +570,7 @@ def _run_compiled(program: Program, raw: np.ndarray, record: bool, progress, see
 
 
 def emulate(program: Program, levels, record: bool = False, device=None, batch_size: int = 256,
-            progress=None, backend: str = None, seed: int = 0) -> dict:
+            progress=None, backend: str = None, seed: int = 0, first_sample: int = 0) -> dict:
     """Run the integer program on (n, L, C) raw inputs (levels or token ids).
 
     Returns ``logits`` (n, d_out) int64 and, with ``record``, every node's output by node name in
@@ -575,7 +579,12 @@ def emulate(program: Program, levels, record: bool = False, device=None, batch_s
     end's batch; ``progress(done)`` is called as samples finish.  ``seed`` keys the PRNG of
     stochastic samplers (P-SpikeSSM): the same seed gives the same spikes here and on Lava; with
     ``record`` each sampler also gives its integer firing probability as ``<sampler>.p``.
+    ``first_sample``: the data-file index of ``levels[0]`` (samples are consecutive); uniforms are
+    keyed by it, so a sample's spikes do not depend on the batch or shard it runs in.
     """
+    seed = arith.check_seed(seed)
+    if isinstance(first_sample, bool) or not 0 <= int(first_sample) < 2 ** 32:
+        raise ValueError(f"first sample index {first_sample!r} is outside 0..2**32-1")
     device = check_device(device)
     backend = backend or default_backend(device)
     if backend not in BACKENDS:
@@ -587,7 +596,7 @@ def emulate(program: Program, levels, record: bool = False, device=None, batch_s
     raw = raw_inputs(program, levels)
     with torch.no_grad():
         if backend == "compiled" and fused_layers(program):
-            return _run_compiled(program, raw, record, progress, seed)
+            return _run_compiled(program, raw, record, progress, seed, int(first_sample))
         if backend == "compiled":     # nothing to fuse (P-SpikeSSM): compiled pointwise rules over whole batches
-            return _run_torch(program, raw, record, device, batch_size, progress, seed, COMPILED)
-        return _run_torch(program, raw, record, device, batch_size, progress, seed)
+            return _run_torch(program, raw, record, device, batch_size, progress, seed, COMPILED, int(first_sample))
+        return _run_torch(program, raw, record, device, batch_size, progress, seed, EMULATE, int(first_sample))

@@ -29,7 +29,8 @@ def _clip_scalar(x, lo, hi):
 
 
 for _rule in (arith._relu, arith.shift_round, arith.ssm_current, arith.lif_current, arith.lif_voltage_step,
-              arith.lif_step, arith.gated_residual, arith._mul32, arith.hash32, arith.uniform_bits,
+              arith.lif_step, arith.gated_residual, arith._mul32, arith.hash32, arith.stream_key,
+              arith.uniform_from_key, arith.uniform_bits,
               arith.channel_affine, arith.sample, arith.gelu, arith.gelu_residual, arith.readout_accumulate):
     register_jitable(_rule)
 

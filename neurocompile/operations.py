@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arith import ARITHMETIC
 from .ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
                  IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
 
-REGISTER_BYTES = 3            # a 24-bit neuron register (state, accumulator)
+REGISTER_BYTES = ARITHMETIC.register_bits // 8     # a 24-bit neuron register (state, accumulator)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,9 @@ class Target:
     lowerings: dict = field(default_factory=dict)    # integer node type name -> lowering names (first: default)
     planner: str = ""             # "module:function" (program, system) -> plan object with .to_dict()
     runner: str = ""              # "module:function" the run commands call (program, levels, **kw) -> traces
+    simulator: str = ""           # "module:function": the runner's run in THIS process (executors' workers
+                                  # give it a killable child): (program, levels, mode, backend, record, seed,
+                                  # first_sample, progress) -> traces
 
     @property
     def register_max(self) -> int:
@@ -95,7 +98,7 @@ class Target:
         raise NotImplementedError
 
     def load(self, what: str):
-        """The target's ``planner`` or ``runner`` function, imported now (where a plan or run starts)."""
+        """The target's ``planner``, ``runner`` or ``simulator`` function, imported now (where a plan or run starts)."""
         path = getattr(self, what)
         if not path:
             raise ValueError(f"target {self.name!r} has no {what}")
@@ -121,10 +124,6 @@ def _registered() -> dict:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(ep.name, ep.value)
     return found
-
-
-def target_names() -> tuple:
-    return tuple(sorted(_registered()))
 
 
 TARGET_NAMES = tuple(sorted(BUILTIN))      # for help texts (entry points are read when a target is asked for)

@@ -48,42 +48,11 @@ def save_traces(path: str, traces: dict, names, meta: dict, inputs=()) -> None:
 
 
 def plot_raster(path: str, program, traces: dict, sample: int = 0, title: str = "", inputs=()) -> None:
-    """Per spike node: a raster (channel x time) and, beneath it, its input; then the logits."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """One sample: per spike node its spikes and, beneath, what drives it (a LIF's input current, a
+    sampler's firing probability; a shared input once), then the readout as class probabilities with
+    the prediction marked (``plots.raster_figure``)."""
+    from .plots import png_bytes, raster_figure
 
-    rows = []
-    for node in program.spike_nodes:
-        rows.append(("spikes", node))
-        src = program.inputs(node)["main"]
-        if src in traces:
-            rows.append(("input", src))
-    fig, axes = plt.subplots(len(rows) + 1, 1, figsize=(10, 2.2 * (len(rows) + 1)), squeeze=False)
-    axes = axes[:, 0]
-    for ax, (what, node) in zip(axes, rows):
-        data = np.asarray(traces[node][sample])
-        if what == "spikes":
-            ch, t = np.nonzero(data)
-            ax.scatter(t, ch, s=2, marker="|", color="k")
-            ax.set_xlim(-0.5, data.shape[1] - 0.5)
-            ax.set_ylim(-0.5, data.shape[0] - 0.5)
-            ax.set_title(f"{node} spikes (rate {data.mean():.3f})", fontsize=9)
-        else:
-            im = ax.imshow(data, aspect="auto", cmap="coolwarm", interpolation="nearest")
-            ax.set_title(f"{node} output (integer input current of the next spike node)", fontsize=9)
-            fig.colorbar(im, ax=ax, pad=0.01)
-        ax.set_ylabel("channel")
-        ax.set_xlabel("time step", fontsize=8)
-    ax = axes[-1]
-    logits = np.asarray(traces["logits"][sample], dtype=np.float64)
-    ax.bar(np.arange(len(logits)), logits, color="tab:blue")
-    ax.set_title(f"readout logits (class {int(logits.argmax())})", fontsize=9)
-    ax.set_xlabel("class")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    try:
-        write_atomic(path, lambda fh: fig.savefig(fh, dpi=110, format="png"), inputs)
-    finally:
-        plt.close(fig)
+    one = {k: np.asarray(v)[sample] for k, v in traces.items() if k != "seconds" and np.ndim(v) >= 2}
+    png = png_bytes(raster_figure(program, {"run": one}, title), dpi=110)
+    write_atomic(path, lambda fh: fh.write(png), inputs)

@@ -75,10 +75,10 @@ def _conv_bit_serial(op: IntSSMConv, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def oracle(program: Program, raw, seed: int = 0) -> dict:
+def oracle(program: Program, raw, seed: int = 0, first_sample: int = 0) -> dict:
     """Per sample, node by node, time-major numpy over arith: {node: (n, C, L)} and logits."""
     res = {}
-    for sample in np.asarray(raw, dtype=np.int64):                      # (L, C)
+    for index, sample in enumerate(np.asarray(raw, dtype=np.int64), first_sample):   # (L, C)
         val = {}
         for name in program.topo():
             op, ins = program.op(name), {p: val[s] for p, s in program.inputs(name).items()}
@@ -110,7 +110,7 @@ def oracle(program: Program, raw, seed: int = 0) -> dict:
             elif isinstance(op, IntSampler):                   # one step at a time, as the Lava process draws
                 p_all, out = [], []
                 for t, v in enumerate(ins["main"]):
-                    u = arith.uniform_bits(seed, op.stream, np.arange(len(v)), t, op.prob_bits)
+                    u = arith.uniform_bits(seed, op.stream, index, np.arange(len(v)), t, op.prob_bits)
                     p, s = arith.sample(v, op.in_shift, op.mult, op.offset, op.out_shift, op.prob_bits, u)
                     p_all.append(p)
                     out.append(s)

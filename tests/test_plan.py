@@ -55,13 +55,22 @@ def test_digits_plan_numbers(digits, tmp_path):
     assert "8,192 neurons and 128 KiB per core" in res.stdout and plan["estimate"].startswith("an estimate")
 
 
-def test_long_convolution_goes_to_the_host_with_its_traffic():
-    """L = 80 > 64 taps: the history cannot be held by delays; the conv runs on the host and the
-    plan lists the bytes per step: H graded 24-bit values in (the stream) and H currents out."""
+def test_long_convolution_on_delay_lines_or_on_the_host():
+    """L = 80 > 64 taps over a 16-bit stream: on neurocores one delayed synapse per tap and bit plane,
+    one relay stage (ceil(80 / 64) - 1) of H x 16 neurons and H x 16 bit-plane splitters; when that
+    does not fit one chip's planned cores it stays on the host, which then lists its bytes per step:
+    H graded 24-bit values in (the stream) and H currents out."""
     program = random_program(seed=1, H=8, L=80)
-    plan = plan_program(program)
+    ssm = plan_program(program).process("layer0.ssm")
+    assert ssm.placement.where == "neurocore" and "relay neurons" in ssm.placement.program
+    assert ssm.placement.synapse_bytes == 2 * 8 * 80 * 16
+    assert ssm.placement.neurons == 8 + 8 * 16 + 8 * 16 * 1
+    assert ssm.cores == 1
+    small = dataclasses.replace(LOIHI2, budgets=dataclasses.replace(BUDGETS, memory_per_core_bytes=4096,
+                                                                     cores_planned_per_chip=4))
+    plan = plan_program(program, target=small)
     ssm = plan.process("layer0.ssm")
-    assert ssm.placement.where == "host" and "synaptic delays stop at 63" in ssm.placement.reason
+    assert ssm.placement.where == "host" and "more than one chip's 4 planned cores" in ssm.placement.reason
     assert ssm.placement.host_bytes_per_step == 8 * 3 + 8 * 3
     assert ssm.cores == 0
     assert plan.to_dict()["host_bytes_per_step"] == 2 * 48 + 1            # two layers, plus the 8-bit input

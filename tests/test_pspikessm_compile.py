@@ -40,20 +40,27 @@ def digits():
 
 def test_prng_is_one_rule_for_numpy_torch_and_scalars_and_is_uniform():
     neuron, step = np.arange(64)[:, None], np.arange(2000)[None, :]
-    u = arith.uniform_bits(7, 3, neuron, step, 16)
-    assert np.array_equal(arith.uniform_bits(7, 3, torch.as_tensor(neuron), torch.as_tensor(step), 16).numpy(), u)
-    assert all(arith.uniform_bits(7, 3, int(h), int(t), 16) == u[h, t] for h, t in ((0, 0), (5, 17), (63, 1999)))
+    u = arith.uniform_bits(7, 3, 0, neuron, step, 16)
+    assert np.array_equal(arith.uniform_bits(7, 3, 0, torch.as_tensor(neuron), torch.as_tensor(step), 16).numpy(), u)
+    assert all(arith.uniform_bits(7, 3, 0, int(h), int(t), 16) == u[h, t] for h, t in ((0, 0), (5, 17), (63, 1999)))
     counts = np.bincount((u >> 12).ravel(), minlength=16)           # 16 bins of 8000 expected
     chi2 = ((counts - counts.mean()) ** 2 / counts.mean()).sum()
     assert chi2 < 40                                                 # p ~ 0.0006 for 15 degrees of freedom
     assert abs(np.corrcoef(u[:, 1:].ravel(), u[:, :-1].ravel())[0, 1]) < 0.01
-    assert not np.array_equal(arith.uniform_bits(8, 3, neuron, step, 16), u)          # the seed matters
-    assert not np.array_equal(arith.uniform_bits(7, 4, neuron, step, 16), u)          # so does the stream
+    assert not np.array_equal(arith.uniform_bits(8, 3, 0, neuron, step, 16), u)          # the seed matters
+    assert not np.array_equal(arith.uniform_bits(7, 4, 0, neuron, step, 16), u)          # so does the stream
+    assert not np.array_equal(arith.uniform_bits(7, 3, 1, neuron, step, 16), u)          # and the sample
+    high = arith.uniform_bits(7 + 2 ** 40, 3, 0, neuron, step, 16)                      # every bit of the seed
+    assert not np.array_equal(high, u) and np.array_equal(arith.uniform_bits(2 ** 63 - 1, 3, 0, neuron, step, 16),
+                                                          arith.uniform_bits(2 ** 63 - 1, 3, 0, neuron, step, 16))
+    for bad in (-1, 2 ** 63, 1.5, True):
+        with pytest.raises(ValueError, match="outside 0..2"):
+            arith.check_seed(bad)
 
 
 def test_fixed_point_sampler_fires_with_probability_p():
     bits, p_num = 12, 1000                                           # p = 1000 / 4096
-    u = arith.uniform_bits(1, 0, np.arange(100)[:, None], np.arange(4000)[None, :], bits)
+    u = arith.uniform_bits(1, 0, 0, np.arange(100)[:, None], np.arange(4000)[None, :], bits)
     v = np.full((100, 4000), p_num)
     p, s = arith.sample(v, 0, 1, 0, 0, bits, u)
     assert np.all(p == p_num) and abs(s.mean() - p_num / 4096) < 0.003
@@ -99,6 +106,26 @@ def test_lava_equals_the_emulator_on_16_digits_with_the_same_seed(programs, digi
     assert "layer1.s_ssm" in lava and all(emu[n].mean() > 0.05 for n in program.spike_nodes)
 
 
+@pytest.mark.parametrize("name", ["uni", "bi"])
+def test_each_sample_draws_its_own_uniforms_whatever_batch_or_shard_it_runs_in(programs, digits, name):
+    """Uniforms are keyed by the sample's index in the data file: two identical rows get different
+    spikes, and samples 4..5 run alone (torch, compiled, one per batch, and on Lava) spike exactly
+    as they do inside a run of samples 0..5."""
+    from neurocompile.targets.loihi2.runner import run_lava
+    program = programs[name]
+    twin = emulate(program, np.stack([digits.x[0], digits.x[0]]), record=True, seed=3)
+    for node in program.spike_nodes:
+        assert not np.array_equal(twin[node][0], twin[node][1]), node
+    whole = emulate(program, digits.x[:6], record=True, seed=3)
+    tail = {k: v[4:6] for k, v in whole.items()}
+    for backend in ("compiled", "torch"):
+        part = emulate(program, digits.x[4:6], record=True, seed=3, first_sample=4, backend=backend, batch_size=1)
+        assert compare_traces(part, tail) == [], backend
+    if name == "bi":
+        lava = run_lava(program, digits.x[4:6], record=True, timeout_s=900, seed=3, first_sample=4)
+        assert compare_traces(lava, tail) == []
+
+
 @pytest.mark.parametrize("fixture,samples", [("pspikessm_bidirectional_postnorm_bn", 8),
                                              ("pspikessm_unidirectional_prenorm_bn", 2)])
 @pytest.mark.lava
@@ -129,10 +156,24 @@ def test_monte_carlo_accuracy_within_one_point_on_all_digits(programs, digits, n
     r = validate_stochastic(build_model(cfg, sd), program, values, raw, digits.y, mc_passes=8, seed=0,
                             lava_samples=0, device="cpu")
     acc = r["accuracy"]
-    assert r["samples"] == 360 and r["mc_passes"] == 8 and len(acc["integer_passes"]) == 8
+    assert r["samples"] == 360 and r["mc_passes"] == 8 and len(acc["integer_per_pass"]) == 8
     assert abs(acc["float"] - acc["integer"]) <= 0.01, acc
     assert acc["float"] > 0.9 and acc["integer_ci"][0] < acc["integer"] < acc["integer_ci"][1]
     assert r["majority_vote_agreement"] > 0.95
     for row in r["spike_nodes"]:
         assert abs(row["mean_probability_float"] - row["mean_probability_integer"]) < 0.01, row
         assert row["same_uniforms_spike_agreement"] > 0.95
+
+
+@pytest.mark.parametrize("name", ["uni", "bi"])
+def test_sampler_probability_error_on_the_data_stays_within_the_quantizer_bound(programs, digits, name):
+    """|integer p - float p| on the same inputs (the integer run's), measured on 64 digits, never
+    exceeds the bound the quantizer recorded for that sampler (export prints it)."""
+    from neurocompile.validate import probability_error
+    program = programs[name]
+    measured = probability_error(program, emulate(program, digits.x[:64], record=True, seed=1))
+    bound = program.report["quantization_error"]
+    for k, node in enumerate(program.spike_nodes):
+        assert measured[k, 0] <= bound[node] + 1e-12, (node, measured[k, 0], bound[node])
+        if bound[node] <= 2 ** -8:
+            assert measured[k, 0] <= 2 ** -8

@@ -254,13 +254,15 @@ def quantize_readout(op: Readout, ins, s: State, name):
 GELU_MIN = -0.17                     # GELU's minimum is -0.1700 at z = -0.75
 
 
-def affine_params(scale, shift, q: Quantized, out_frac, s: State):
+def affine_params(scale, shift, q: Quantized, out_frac, s: State, operand_bits=None):
     """Integers of arith.channel_affine for y = scale * x + shift, x the quantized input, y at fixed
-    point ``out_frac``: the value is pre-shifted to ``operand_bits`` and the multiplier gets the
-    rest of the register (less a bit for the offset).  Returns (in_shift, mult, offset, out_shift, em)."""
+    point ``out_frac``: the value is pre-shifted to ``operand_bits`` (default: the option's; an int
+    or one per channel) and the multiplier gets the rest of the register (less a bit for the
+    offset).  Returns (in_shift, mult, offset, out_shift, em)."""
     lo, hi = q.interval
     bits = np.array([int(m).bit_length() for m in magnitude(lo, hi)], dtype=np.int64)
-    in_shift = np.maximum(bits - (s.options.operand_bits - 1), 0)
+    operand_bits = s.options.operand_bits if operand_bits is None else operand_bits
+    in_shift = np.maximum(bits - (np.asarray(operand_bits) - 1), 0)
     vmag = np.maximum(magnitude(*shift_interval(lo, hi, in_shift)), 1).astype(np.float64)
     # |mult * v| + |offset| = 2**em (|scale| vmag + |shift| 2**(frac - in_shift)) must fit the register,
     # with a few units to spare for the rounding of mult and offset
@@ -281,16 +283,43 @@ def _affine_error(scale, mult, em) -> float:
     return float(np.max(np.where(a > 0, err / np.where(a > 0, a, 1), 0), initial=0))
 
 
+def sampler_probability_error(scale, shift, x: Quantized, in_shift, mult, em, prob_bits) -> np.ndarray:
+    """Per channel, a bound of |integer p - float p| over the input's range: the input's pre-shift
+    rounding times |scale|, plus the multiplier's rounding times the largest |x| at which p is not
+    yet clamped (beyond it both sides give 0 or 1), plus the output's rounding."""
+    frac = x.frac.astype(np.float64)
+    a = np.abs(np.asarray(scale, dtype=np.float64))
+    vmax = magnitude(*x.interval) * np.exp2(-frac)
+    live = np.minimum(vmax, np.where(a > 0, (1.0 + np.abs(shift)) / np.where(a > 0, a, 1), 0))
+    rounding_in = np.where(in_shift > 0, a * np.exp2(in_shift - 1 - frac), 0.0)
+    rounding_mult = np.abs(mult * np.exp2(-em.astype(np.float64)) - scale) * live
+    return rounding_in + rounding_mult + 2.0 ** -(prob_bits + 1)
+
+
 def quantize_sampler(op: Sampler, ins, s: State, name):
     """p = clip(scale * x + shift, 0, 1) in prob_bits against a prob_bits-bit uniform.  A shift
-    beyond |scale| max|x| + 1 cannot change a decision, so it is clamped there first."""
+    beyond |scale| max|x| + 1 cannot change a decision, so it is clamped there first.  The split of
+    the register between the input operand and the multiplier is chosen per channel to minimise the
+    probability's error bound (a steep sampler on a wide stream needs more input bits than an
+    affine of the stream does); ``errors`` records that bound, in units of probability."""
     x = ins["main"]
     vmax = magnitude(*x.interval) * np.exp2(-x.frac.astype(np.float64))
     reach = np.abs(op.scale) * vmax + 1.0
     shift = np.clip(op.shift, -reach, reach)
     k = s.options.prob_bits
-    in_shift, mult, offset, out_shift, em = affine_params(op.scale, shift, x, k, s)
-    s.errors[name] = _affine_error(op.scale, mult, em)
+    best, best_err = None, None
+    for bits in range(s.options.operand_bits, s.target.register_bits - 3):
+        params = affine_params(op.scale, shift, x, k, s, operand_bits=bits)
+        err = sampler_probability_error(op.scale, shift, x, params[0], params[1], params[4], k)
+        if best is None:
+            best, best_err = [np.array(a, copy=True) for a in params], err
+            continue
+        better = err < best_err
+        for dst, src in zip(best, params):
+            dst[better] = np.asarray(src)[better]
+        best_err = np.where(better, err, best_err)
+    in_shift, mult, offset, out_shift, em = best
+    s.errors[name] = float(best_err.max(initial=0.0))
     return IntSampler(in_shift=in_shift, mult=mult, offset=offset, out_shift=out_shift, scale_float=op.scale.copy(),
                       shift_float=op.shift.copy(), prob_bits=k, stream=int(op.stream)), 0
 

@@ -91,6 +91,7 @@ class Stage:
     raw: np.ndarray              # (n, L, C) raw inputs (the source plays them)
     seed: int                    # keys the PRNG of stochastic samplers
     in_channels: dict            # port -> channel count of that input
+    first_sample: int = 0        # data-file index of the first sample played (keys the PRNG too)
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def _readout(op: IntReadout, st: Stage):
 def _sampler(op: IntSampler, st: Stage):
     return sampler.Sampler(in_shift=op.in_shift, mult=op.mult, offset=op.offset, out_shift=op.out_shift,
                            prob_bits=int(op.prob_bits), stream=int(op.stream), seed=int(st.seed),
-                           scale_float=op.scale_float, shift_float=op.shift_float, **_timing(st))
+                           first_sample=int(st.first_sample), scale_float=op.scale_float, shift_float=op.shift_float, **_timing(st))
 
 
 def _gelu(op: IntGELU, st: Stage):
@@ -207,7 +208,7 @@ class Network:
 
 
 def build_network(program: Program, mode: str = "fixed_pt", record: bool = True, *, levels, seed: int = 0,
-                  plan=None) -> Network:
+                  first_sample: int = 0, plan=None) -> Network:
     """Lower ``program`` to Lava processes for ``levels`` (n, L, C) raw inputs, played back to back,
     one window of ``program.window`` steps per sample; ``seed`` keys stochastic samplers.  The
     network is built from the plan (``plan.plan_program``): one process per planned process, with
@@ -223,7 +224,7 @@ def build_network(program: Program, mode: str = "fixed_pt", record: bool = True,
     for spec in (plan.processes if plan is not None else plan_processes(program)):
         name, op = spec.name, program.op(spec.name)
         st = Stage(name, mode == "fixed_pt", W, L, spec.delay, spec.arrivals, spec.channels, raw, seed,
-                   spec.in_channels)
+                   spec.in_channels, first_sample)
         rule = LOWER[type(op)]
         proc = rule.build(op, st)
         if type(proc).__name__ != spec.process:
@@ -244,7 +245,7 @@ def build_network(program: Program, mode: str = "fixed_pt", record: bool = True,
 
 
 def simulate(program: Program, levels, mode: str = "fixed_pt", backend: str = "sim", record: bool = True,
-             progress=None, seed: int = 0) -> dict:
+             progress=None, seed: int = 0, first_sample: int = 0) -> dict:
     """Build, run and read back in THIS process (``runner.run_lava`` calls it in a killable child).
 
     The run is non-blocking and the host drains every Extractor each step, so no buffer ever fills.
@@ -252,7 +253,7 @@ def simulate(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
     (n, channels, L) in logical time, plus ``seconds`` (wall time of the run)."""
     from lava.magma.core.run_conditions import RunSteps
 
-    net = build_network(program, mode=mode, record=record, levels=levels, seed=seed)
+    net = build_network(program, mode=mode, record=record, levels=levels, seed=seed, first_sample=first_sample)
     n, W, L = net.n_samples, net.window, program.seq_len
     steps = n * W
     cfg = run_config(mode, backend)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from ...errors import PlacementError
 from ...ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
                    IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv)
-from ...operations import REGISTER_BYTES, Costs, int_bytes, operations, ssm_input_bits, total
+from ...operations import REGISTER_BYTES, Costs, operations, ssm_input_bits, total
 from ...program import Program
 from .target import LOIHI2
 
@@ -140,21 +140,40 @@ def _embedding(op: IntEmbedding, ctx) -> Placement:
 
 
 def _ssm_conv(op: IntSSMConv, ctx) -> Placement:
+    """On neurocores the input history is held by delayed synapses: one per tap and bit plane (a weight
+    and a delay byte) into an integrator per channel (two accumulators in its state); a graded stream is
+    first split into bit-plane spikes, and kernels longer than the 0..63 delays are fed by relay stages
+    that re-send the spikes 64 steps later.  Placed so when every integrator's fan-in fits a core and
+    the convolution fits one chip's planned cores (its relays and taps exchange spikes every step);
+    otherwise on the host, with what the neurocore form would have needed."""
     H, K = op.kernel.shape
     bits = ssm_input_bits(op, ctx.program, ctx.name)
-    history = _bits_bytes(H * K, bits)
     budgets = ctx.target.budgets
-    if K <= budgets.max_delay_steps + 1:
-        return Placement("neurocore", "stock DelaySparse (one delayed synapse per tap) + integrator neurons",
-                         f"{K} taps fit synaptic delays 0..{budgets.max_delay_steps}: the history is held by the "
-                         "delays, no history buffer", neurons=2 * H, state_bytes=2 * H * REGISTER_BYTES,
-                         synapse_bytes=2 * H * K * bits)            # tap weight + delay per synapse per bit plane
-    per_channel = _bits_bytes(K, bits) + int_bytes(op.kernel[:1])
+    stages = math.ceil(K / (budgets.max_delay_steps + 1)) - 1
+    splitters = H * bits if bits > 1 else 0
+    relays = H * bits * stages
+    neurons = H + splitters + relays
+    synapse_bytes, state_bytes = 2 * H * K * bits, (neurons + H) * REGISTER_BYTES
+    fan_in = 2 * K * bits + 2 * REGISTER_BYTES
+    cores = max(math.ceil(neurons / budgets.neurons_per_core),
+                math.ceil((synapse_bytes + state_bytes) / budgets.memory_per_core_bytes))
+    form = (f"{H * K * bits:,} delayed synapses ({synapse_bytes:,} bytes, {fan_in:,} per integrator), "
+            f"{stages} relay stage(s) ({relays:,} neurons){f', {splitters:,} bit-plane splitters' if splitters else ''}"
+            f": ~{cores:,} cores")
+    if fan_in <= budgets.memory_per_core_bytes and cores <= budgets.cores_planned_per_chip:
+        pieces = ["stock DelaySparse taps"] + (["relay neurons"] if stages else []) + \
+                 (["microcode:bit-plane-splitter"] if splitters else []) + ["microcode:conv-integrator"]
+        return Placement("neurocore", " + ".join(pieces),
+                         f"{K} taps held by synaptic delays (0..{budgets.max_delay_steps}, relays beyond): {form}",
+                         neurons=neurons, state_bytes=state_bytes, synapse_bytes=synapse_bytes)
+    history = _bits_bytes(H * K, bits)
+    limit = (f"one integrator's fan-in ({fan_in:,} bytes) exceeds a core ({budgets.memory_per_core_bytes:,})"
+             if fan_in > budgets.memory_per_core_bytes else
+             f"more than one chip's {budgets.cores_planned_per_chip} planned cores")
     return Placement("host", "SSMConv (Python)",
-                     f"a {K}-tap kernel needs an input history of {K} steps ({history:,} bytes for {H} channels, "
-                     f"{per_channel:,} per channel); synaptic delays stop at {budgets.max_delay_steps} steps and a "
-                     f"neurocore has no history buffer: a delay line would need ~{H * bits * (K - 1):,} relay "
-                     "neurons (the recurrent lowering holds O(modes) state instead)",
+                     f"a {K}-tap kernel needs an input history of {K} steps ({history:,} bytes for {H} channels); "
+                     f"with synaptic delays of at most {budgets.max_delay_steps} steps the neurocore form takes {form}, "
+                     f"{limit}: kept on the host (the recurrent lowering holds O(modes) state instead)",
                      state_bytes=ctx.costs.state_bytes, synapse_bytes=ctx.costs.synapse_bytes,
                      host_bytes_per_step=_crossing(H, _message_bits(ctx), H, ctx.target.message_bits))
 
@@ -280,8 +299,10 @@ def plan_processes(program: Program, lowerings: dict | None = None, target=LOIHI
         costs = ops[name].per_step if name in ops else Costs()
         ctx = _Ctx(program, name, target, channels[name], {p: type(program.op(s)).TRACE for p, s in ins.items()},
                    costs, max(arrivals.values(), default=0), arrivals, consumers[0] if consumers else "")
+        placement = rule(op, ctx)
+        assert placement.where in PLACEMENTS, (name, placement.where)
         plans.append(ProcessPlan(name, type(op).__name__, program.layer_of(name), _unit_of(program, name), lowering,
-                                 process, rule(op, ctx), costs, ctx.delay, arrivals, channels[name],
+                                 process, placement, costs, ctx.delay, arrivals, channels[name],
                                  {p: channels[s] for p, s in ins.items()}))
     return tuple(plans)
 

@@ -108,4 +108,5 @@ LOIHI2 = Loihi2(name="loihi2", register_bits=24, weight_bits=8, weights_even=Tru
                 arithmetic=ARITHMETIC, budgets=BUDGETS,
                 lowerings=LOWERINGS,
                 planner="neurocompile.targets.loihi2.plan:plan_program",
-                runner="neurocompile.targets.loihi2.runner:run_lava")
+                runner="neurocompile.targets.loihi2.runner:run_lava",
+                simulator="neurocompile.targets.loihi2.runner:simulate_task")

@@ -20,7 +20,7 @@ INT_OUT = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
 FLOAT_IN = LavaPyType(PyInPort.VEC_DENSE, float)
 FLOAT_OUT = LavaPyType(PyOutPort.VEC_DENSE, float)
 
-ERROR_FD_ENV = "NEUROCOMPILE_LAVA_ERROR_FD"
+from neurocompile.execute import ERROR_FD_ENV  # noqa: E402 - one name for the runner and the models
 
 
 def report_error(where: str, exc: BaseException) -> None:

@@ -1,7 +1,8 @@
 """Sampler: stochastic spikes.  fixed_pt: p = clip(channel_affine(x), 0, 2**bits), spike when p exceeds
-a uniform from the counter-based PRNG keyed by (run seed, stream, neuron, step) -- arith.sample and
+a uniform from the counter-based PRNG keyed by (run seed, stream, sample, neuron, step) -- arith.sample and
 arith.uniform_bits, the emulator's very rule, so the same seed gives the same spikes.  floating_pt:
-the float affine against the same uniforms, as (u + 1/2) / 2**bits."""
+the float affine against the same uniforms, as (u + 1/2) / 2**bits.  Samples play back to back,
+one window each: the sample's index in the data file is ``first_sample`` plus the window's number."""
 import numpy as np
 
 from lava.magma.core.decorator import implements, requires, tag
@@ -16,11 +17,11 @@ from neurocompile.targets.loihi2.processes._base import FLOAT_IN, FLOAT_OUT, INT
 
 
 class Sampler(AbstractProcess):
-    def __init__(self, *, in_shift, mult, offset, out_shift, prob_bits, stream, seed, scale_float, shift_float,
-                 window, delay, length):
+    def __init__(self, *, in_shift, mult, offset, out_shift, prob_bits, stream, seed, first_sample, scale_float,
+                 shift_float, window, delay, length):
         super().__init__(in_shift=in_shift, mult=mult, offset=offset, out_shift=out_shift, prob_bits=prob_bits,
-                         stream=stream, seed=seed, scale_float=scale_float, shift_float=shift_float, window=window,
-                         delay=delay, length=length)
+                         stream=stream, seed=seed, first_sample=first_sample, scale_float=scale_float,
+                         shift_float=shift_float, window=window, delay=delay, length=length)
         self.value_in = InPort(shape=(mult.shape[0],))
         self.spikes_out = OutPort(shape=(mult.shape[0],))
 
@@ -31,7 +32,9 @@ class _SamplerModel(WindowedModel):
         p = self.proc_params
         H = p["mult"].shape[0]
         if self.live():
-            u = arith.uniform_bits(p["seed"], p["stream"], np.arange(H, dtype=np.int64), self.logical(), p["prob_bits"])
+            sample = p["first_sample"] + (self.time_step - 1) // self.window    # live steps lie inside one window
+            u = arith.uniform_bits(p["seed"], p["stream"], sample, np.arange(H, dtype=np.int64), self.logical(),
+                                   p["prob_bits"])
             spikes = self.spikes(x, u)
         else:
             spikes = np.zeros(H, dtype=bool)

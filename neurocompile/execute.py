@@ -1,0 +1,512 @@
+"""Executors: run shards of a validation (Lava, float, emulator) in killable worker processes on this
+machine or as tasks of a Ray cluster, and keep finished shards in a resumable store.
+
+A task is a module-level function, its arguments and a key; it returns a dict of numpy arrays (and
+takes a ``progress(done, total)`` keyword).  Both executors return the results in task order, so
+what the caller computes from them does not depend on the number of workers or on the order in
+which shards finish.
+
+Local workers are forked children, each in its own process group (never a multiprocessing pool:
+importing Lava fixes multiprocessing's start method to ``fork``, which breaks loky and
+``ProcessPoolExecutor``; and a Lava process model that raises leaves ``run()`` waiting forever):
+
+* a child writes a one-line error to a pipe before it dies (Lava's process models do the same
+  through ``ERROR_FD_ENV``); the parent then kills the child's group;
+* a timeout, a death, or an exception in the parent (Ctrl-C, SIGTERM) kills the group the same way;
+  a failed shard is retried ``retries`` times, then ``ShardError`` names it;
+* a child dies with its parent (PR_SET_PDEATHSIG), and so does every process multiprocessing forks
+  inside it (Lava's runtime), so a parent killed with SIGKILL leaves no simulation running;
+* every shared-memory segment a child's run creates is logged in the child's scratch folder and
+  unlinked when the shard ends, however it ends; scratch folders of a parent that was SIGKILLed
+  are found by the next run with the same scratch place (``--work-dir``) and cleaned then.
+
+Ray (``pip install neurocompile[ray]``) runs each task in a Ray worker through the same killable
+child (timeouts and clean-up as above); a worker or node that dies is retried by Ray.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import io
+import json
+import os
+import selectors
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .errors import NeurocompileError
+from .fileio import write_atomic
+
+ERROR_FD_ENV = "NEUROCOMPILE_LAVA_ERROR_FD"
+SHM_LOG = "shared-memory.log"
+SHM_DIR = "/dev/shm"
+SCRATCH_PREFIX = "shard-"
+RAY_EXTRA = "ray: pip install 'neurocompile[ray]'"
+
+
+class ShardError(NeurocompileError):
+    """A shard failed on every try: ``reason`` of the last one is "error" (its worker raised:
+    ``detail`` is the message), "timeout" or "died" (``detail``: the exit status)."""
+
+    def __init__(self, message: str, reason: str = "error", detail: str = ""):
+        super().__init__(message)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class Task:
+    key: str                       # what the shard is (store key and messages): e.g. "lava 0-15"
+    fn: Callable                   # module-level: fn(*args, progress=callback) -> {name: ndarray}
+    args: tuple = ()
+    size: int = 1                  # samples (progress)
+
+
+# ------------------------------------------------------------------------------ the killable child
+def _set_parent_death_signal() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)          # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class _Child:
+    """One task in a forked child, in its own process group, with a private scratch folder."""
+
+    def __init__(self, task: Task, scratch_root: str | None, threads: int):
+        self.task = task
+        # the scratch folder is short-named in the system temp folder (multiprocessing puts sockets
+        # there, and their paths must stay under ~100 bytes); a pointer to it in ``scratch_root``
+        # lets a later run clean it up if this parent is SIGKILLed
+        self.tmp = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+        self.pointer = None
+        if scratch_root:
+            self.pointer = os.path.join(scratch_root, os.path.basename(self.tmp))
+            with open(self.pointer, "w") as fh:
+                fh.write(self.tmp)
+        self.output = os.path.join(self.tmp, "out.npz")
+        self.done = 0
+        prog_r, prog_w = os.pipe()
+        err_r, err_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(prog_r)
+            os.close(err_r)
+            self._run(prog_w, err_w, threads)                    # never returns
+        os.close(prog_w)
+        os.close(err_w)
+        try:
+            os.setpgid(pid, pid)                                 # also done by the child: no race either way
+        except OSError:
+            pass
+        self.pid, self.prog_r, self.err_r, self.pending = pid, prog_r, err_r, b""
+        self.error = ""
+
+    def _run(self, prog_w: int, err_w: int, threads: int) -> None:
+        code = 1
+        try:
+            os.setpgid(0, 0)
+            _set_parent_death_signal()
+            os.environ[ERROR_FD_ENV] = str(err_w)
+            os.environ["TMPDIR"] = self.tmp
+            tempfile.tempdir = self.tmp
+            log_shared_memory(os.path.join(self.tmp, SHM_LOG))
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)       # the CLI's handler is for the parent only
+            # Lava calls multiprocessing.set_start_method('fork') when imported, which raises if the
+            # parent already fixed one (tqdm's lock, torch, ...): forget it here.  The processes Lava
+            # forks die with this child.
+            import multiprocessing.context
+            import multiprocessing.util
+            multiprocessing.context._default_context._actual_context = None
+            multiprocessing.util.register_after_fork(_set_parent_death_signal, lambda _: _set_parent_death_signal())
+            if "torch" in sys.modules:       # OpenMP's pool does not survive fork: one thread per worker
+                sys.modules["torch"].set_num_threads(1)
+
+            def report(done, total):
+                os.write(prog_w, f"progress {done} {total}\n".encode())
+
+            out = self.task.fn(*self.task.args, progress=report)
+            np.savez(self.output, **out)
+            os.write(prog_w, b"done\n")
+            code = 0
+        except BaseException as exc:                             # noqa: BLE001 - reported, then exit
+            try:
+                os.write(err_w, f"{type(exc).__name__}: {exc}".replace("\n", " ").encode(errors="replace") + b"\n")
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+
+    def read_progress(self) -> None:
+        chunk = os.read(self.prog_r, 4096)
+        self.pending += chunk
+        *lines, self.pending = self.pending.split(b"\n")
+        for line in lines:
+            parts = line.decode(errors="replace").split()
+            if parts and parts[0] == "progress":
+                self.done = int(parts[1])
+        return bool(chunk)
+
+    def read_error(self) -> bool:
+        """Read the error pipe; True when it had a message (the child failed)."""
+        msg = _read_line(self.err_r, block=False)
+        if msg:
+            self.error = self.error or msg
+        return bool(msg)
+
+    def finished(self):
+        """None while running, else the exit status (0: the result is there)."""
+        done, status = os.waitpid(self.pid, os.WNOHANG)
+        return os.waitstatus_to_exitcode(status) if done else None
+
+    def result(self) -> dict:
+        with np.load(self.output, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+    def close(self) -> None:
+        """Kill the child's group (its Lava processes included), reap it, unlink its shared memory,
+        remove its scratch folder.  Safe to call twice."""
+        if self.pid is None:
+            return
+        _kill_group(self.pid)
+        self.pid = None
+        for fd in (self.prog_r, self.err_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        release_shared_memory(os.path.join(self.tmp, SHM_LOG))
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.pointer:
+            try:
+                os.unlink(self.pointer)
+            except FileNotFoundError:
+                pass
+
+
+def _read_line(fd: int, block: bool = True) -> str:
+    """The first line available on fd ('' at EOF or when nothing is there and not blocking)."""
+    if not block:
+        sel = selectors.DefaultSelector()
+        sel.register(fd, selectors.EVENT_READ)
+        ready = sel.select(timeout=0)
+        sel.close()
+        if not ready:
+            return ""
+    try:
+        data = os.read(fd, 65536)
+    except OSError:
+        return ""
+    return data.decode(errors="replace").strip().splitlines()[0] if data.strip() else ""
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL a child's process group and reap the child."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def log_shared_memory(log: str) -> None:
+    """From now on (in this process and the processes it forks), append the name of every shared
+    memory segment created to ``log``."""
+    from multiprocessing import shared_memory
+
+    original = shared_memory.SharedMemory.__init__
+
+    def logged(self, name=None, create=False, size=0):
+        original(self, name, create, size)
+        if create:
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, (self.name.lstrip("/") + "\n").encode())
+            finally:
+                os.close(fd)
+    shared_memory.SharedMemory.__init__ = logged
+
+
+def release_shared_memory(log: str) -> None:
+    """Unlink every segment named in ``log`` that still exists (a finished run unlinked its own)."""
+    try:
+        with open(log) as fh:
+            names = {line.strip() for line in fh if line.strip()}
+    except FileNotFoundError:
+        return
+    for name in names:
+        if "/" not in name:
+            try:
+                os.unlink(os.path.join(SHM_DIR, name))
+            except FileNotFoundError:
+                pass
+
+
+def reap_stale_scratch(root: str) -> int:
+    """Clean the scratch folders that the pointers under ``root`` name, left by parents that no
+    longer run (SIGKILL): their shared memory is unlinked, the folders and pointers removed.
+    Returns how many were cleaned."""
+    cleaned = 0
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        if not name.startswith(SCRATCH_PREFIX):
+            continue
+        try:
+            owner = int(name[len(SCRATCH_PREFIX):].split("-")[0])
+            os.kill(owner, 0)
+            continue                                             # its parent still runs
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        pointer = os.path.join(root, name)
+        try:
+            with open(pointer) as fh:
+                folder = fh.read().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if os.path.basename(folder) == name and os.path.dirname(folder) == tempfile.gettempdir():
+            release_shared_memory(os.path.join(folder, SHM_LOG))
+            shutil.rmtree(folder, ignore_errors=True)
+        os.unlink(pointer)
+        cleaned += 1
+    return cleaned
+
+
+# ----------------------------------------------------------------------------------- executors
+@dataclass
+class LocalExecutor:
+    """``workers`` forked children at a time on this machine."""
+    workers: int = 1
+    timeout_s: float = 1800
+    retries: int = 2
+    scratch: str | None = None          # where children's scratch folders go (default: the temp folder)
+    name: str = "local"
+
+    def run(self, tasks: list, progress=None, on_result=None) -> list:
+        """Results in task order; ``on_result(i, result)`` as each shard finishes (any order)."""
+        if self.scratch:
+            os.makedirs(self.scratch, exist_ok=True)
+            reap_stale_scratch(self.scratch)
+        results, tries = [None] * len(tasks), [0] * len(tasks)
+        waiting = list(range(len(tasks)))
+        running = {}                                             # index -> (child, deadline)
+        finished = reported = 0
+        total = sum(t.size for t in tasks)
+        threads = max(1, (os.cpu_count() or 1) // max(1, self.workers))
+        sel = selectors.DefaultSelector()
+        try:
+            while waiting or running:
+                while waiting and len(running) < self.workers:
+                    i = waiting.pop(0)
+                    child = _Child(tasks[i], self.scratch, threads)
+                    running[i] = (child, time.monotonic() + self.timeout_s)
+                    sel.register(child.prog_r, selectors.EVENT_READ, i)
+                for key, _ in sel.select(timeout=0.2):
+                    child = running[key.data][0]
+                    if not child.read_progress():
+                        sel.unregister(key.fd)
+                for i, (child, deadline) in list(running.items()):
+                    failed = child.read_error()
+                    status = None if failed else child.finished()
+                    late = status is None and not failed and time.monotonic() > deadline
+                    if status is None and not failed and not late:
+                        continue
+                    if status == 0:
+                        results[i] = child.result()
+                        finished += tasks[i].size
+                        if on_result:
+                            on_result(i, results[i])
+                    else:
+                        reason = "error" if child.error else "timeout" if late else "died"
+                        why = (child.error or (f"ran past its {self.timeout_s:g} s timeout" if late else
+                                               f"its worker exited with status {status} and no message"))
+                        tries[i] += 1
+                        if tries[i] > self.retries:
+                            raise ShardError(f"shard {tasks[i].key} failed {tries[i]} times; last: {why}", reason,
+                                             child.error or str(status))
+                        waiting.insert(0, i)
+                    try:
+                        sel.unregister(child.prog_r)
+                    except (KeyError, ValueError):
+                        pass
+                    child.close()
+                    del running[i]
+                now = finished + sum(c.done for c, _ in running.values())
+                if progress and now != reported:
+                    progress(now, total)
+                    reported = now
+        finally:
+            for child, _ in running.values():
+                child.close()
+            sel.close()
+        return results
+
+
+def run_in_child(fn, args=(), timeout_s: float = 1800, progress=None, size: int = 1, scratch: str | None = None) -> dict:
+    """``fn(*args, progress=...)`` in one killable child, no retry; ``size``: the samples it reports."""
+    return LocalExecutor(1, timeout_s, retries=0, scratch=scratch).run([Task("run", fn, tuple(args), size)], progress)[0]
+
+
+def _ray_entry(fn, args, timeout_s):
+    """A Ray task: the shard in a killable child of the Ray worker (timeouts, Lava clean-up)."""
+    return LocalExecutor(1, timeout_s, retries=0).run([Task("ray", fn, tuple(args), 1)])[0]
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise NeurocompileError(f"Ray is not installed; it is an optional extra ({RAY_EXTRA})") from None
+    return ray
+
+
+@dataclass
+class RayExecutor:
+    """Tasks on a Ray cluster: a local one of ``workers`` CPUs (started offline, no dashboard), or
+    the existing cluster at ``address``.  Ray retries a task whose worker or node died."""
+    workers: int | None = None
+    address: str | None = None
+    timeout_s: float = 1800
+    retries: int = 2
+    name: str = "ray"
+    _started: bool = field(default=False, repr=False)
+
+    def run(self, tasks: list, progress=None, on_result=None) -> list:
+        ray = import_ray()
+        if not ray.is_initialized():
+            import logging
+            if self.address:
+                ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False,
+                         logging_level=logging.WARNING, log_to_driver=False)
+            self._started = True
+        remote = ray.remote(num_cpus=1, max_retries=self.retries, retry_exceptions=True)(_ray_entry)
+        refs = {remote.remote(t.fn, t.args, self.timeout_s): i for i, t in enumerate(tasks)}
+        results = [None] * len(tasks)
+        finished = 0
+        total = sum(t.size for t in tasks)
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                i = refs[ready[0]]
+                try:
+                    results[i] = ray.get(ready[0])
+                except Exception as exc:                         # noqa: BLE001 - Ray wraps every failure
+                    msg = str(exc).strip().splitlines()
+                    raise ShardError(f"shard {tasks[i].key} failed {self.retries + 1} times on Ray; last: "
+                                     f"{msg[-1] if msg else type(exc).__name__}") from None
+                finished += tasks[i].size
+                if on_result:
+                    on_result(i, results[i])
+                if progress:
+                    progress(finished, total)
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+        return results
+
+    def close(self) -> None:
+        if self._started:
+            import_ray().shutdown()
+            self._started = False
+
+
+# ------------------------------------------------------------------------------------ the store
+def digest_arrays(arrays: dict) -> str:
+    """sha256 over the arrays' names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(json.dumps([name, a.dtype.str, a.shape]).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class ShardStore:
+    """Finished shards under ``folder``, one .npz each, named by the run's key (artifact, data,
+    options) and the shard's key.  Written atomically; each file holds its key and the digest of
+    its arrays, and one that does not verify is treated as absent (recomputed)."""
+
+    def __init__(self, folder: str, run_key: dict):
+        self.run_key = json.dumps(run_key, sort_keys=True, default=str)
+        self.folder = os.path.join(folder, "shards", hashlib.sha256(self.run_key.encode()).hexdigest()[:24])
+        os.makedirs(self.folder, exist_ok=True)
+        self.reused = 0
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.folder, hashlib.sha256((self.run_key + "\0" + key).encode()).hexdigest()[:32] + ".npz")
+
+    def get(self, key: str) -> dict | None:
+        path = self._path(key)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+            return None
+        meta = arrays.pop("__shard__", None)
+        if meta is None or meta.shape != (3,):
+            return None
+        run_key, shard_key, digest = (str(v) for v in meta)
+        if run_key != self.run_key or shard_key != key or digest != digest_arrays(arrays):
+            return None
+        return arrays
+
+    def put(self, key: str, arrays: dict) -> None:
+        meta = np.array([self.run_key, key, digest_arrays(arrays)])
+
+        def write(fh):
+            buf = io.BytesIO()
+            np.savez(buf, __shard__=meta, **arrays)
+            fh.write(buf.getvalue())
+        write_atomic(self._path(key), write)
+
+
+def run_shards(tasks: list, executor=None, store: ShardStore | None = None, progress=None) -> list:
+    """Results of ``tasks`` in task order: from the store when there (counted in ``store.reused``),
+    else computed -- by ``executor``, or here in this process when it is None -- and stored."""
+    results = [store.get(t.key) if store else None for t in tasks]
+    if store:
+        store.reused += sum(r is not None for r in results)
+    todo = [i for i, r in enumerate(results) if r is None]
+    done_before = sum(tasks[i].size for i, r in enumerate(results) if r is not None)
+    total = sum(t.size for t in tasks)
+    if progress:
+        progress(done_before, total)
+
+    def stored(i, result):
+        results[i] = result
+        if store:
+            store.put(tasks[i].key, result)
+
+    if executor is None:
+        for i in todo:
+            stored(i, tasks[i].fn(*tasks[i].args, progress=None))
+            done_before += tasks[i].size
+            if progress:
+                progress(done_before, total)
+        return results
+    shard_progress = None if progress is None else (lambda d, t: progress(done_before + d, total))
+    executor.run([tasks[i] for i in todo], shard_progress, on_result=lambda k, result: stored(todo[k], result))
+    return results
