@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=_non_negative, default=0,
                    help="stochastic spikes: first seed, 0..2**63-1 (pass k uses seed + k; Lava runs seed)")
     v.add_argument("--mc-rng", default="batch", choices=["batch", "authors"],
-                   help="stochastic spikes, float side: batch (torch seeded per pass and batch; default) or authors "
+                   help="stochastic spikes, float side: batch (torch seeded per pass and batch) or authors "
                         "(pass k = torch.manual_seed(seed + k) over the whole split as one batch, as the authors' code)")
     v.add_argument("--workers", type=_positive(int), default=None, metavar="K",
                    help="run Lava, float and emulator shards in K worker processes (with --ray: the local cluster's CPUs)")
