@@ -106,6 +106,7 @@ def test_lava_equals_the_emulator_on_16_digits_with_the_same_seed(programs, digi
     assert "layer1.s_ssm" in lava and all(emu[n].mean() > 0.05 for n in program.spike_nodes)
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("name", ["uni", "bi"])
 def test_each_sample_draws_its_own_uniforms_whatever_batch_or_shard_it_runs_in(programs, digits, name):
     """Uniforms are keyed by the sample's index in the data file: two identical rows get different
