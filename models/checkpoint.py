@@ -142,7 +142,7 @@ def _read_raw(path: str):
             raise CheckpointError(f"{path}: truncated or corrupt checkpoint: {exc}") from None
 
 
-def _read_neurocompile(path: str, obj: dict):
+def _read_neurocompile(path: str, obj: dict, seq_len: int | None = None):
     version = obj.get("version")
     if version not in SUPPORTED_VERSIONS:
         raise CheckpointError(f"{path}: unsupported checkpoint version {version!r} (this build reads {SUPPORTED_VERSIONS})")
@@ -165,6 +165,8 @@ def _read_neurocompile(path: str, obj: dict):
         config = KINDS[kind].from_dict(obj["config"])
     except (ValueError, TypeError, OverflowError) as exc:      # OverflowError: 10**400 as a float
         raise CheckpointError(f"{path}: bad config: {str(exc)[:200]}") from None
+    if seq_len is not None and seq_len != config.l_max:
+        raise CheckpointError(f"{path}: the file stores sequence length {config.l_max}; {seq_len} was asked for")
     if "metrics" in meta:
         meta = {**meta, "metrics": _finite_json(meta["metrics"])}
     return kind, config, obj["state_dict"], meta
@@ -251,24 +253,26 @@ def weights_sha256(state_dict: dict) -> str:
     return h.hexdigest()
 
 
-def read_checkpoint(path: str):
+def read_checkpoint(path: str, seq_len: int | None = None):
     """-> (kind, config, state_dict, meta) as the file's reader maps it, not yet checked against this build.
 
-    ``config`` is a config object, or a plain dict for a kind this build may not know."""
+    ``config`` is a config object, or a plain dict for a kind this build may not know.  ``seq_len``:
+    the sequence length for a file that stores none (the authors' s4 trainer drops it); a file that
+    stores one must agree with it."""
     path = os.fspath(path)
     obj = _read_raw(path)
     for accepts, reader in READERS:
         if accepts(obj):
-            return reader(path, obj)
+            return reader(path, obj, seq_len)
     what = (f"a dict with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, dict)
             else f"a {type(obj).__name__}")
     raise CheckpointError(f"{path}: not a neurocompile checkpoint (holds {what})")
 
 
-def load_checkpoint(path: str):
-    """-> (kind, config, state_dict, meta). Never executes pickled code."""
+def load_checkpoint(path: str, seq_len: int | None = None):
+    """-> (kind, config, state_dict, meta). Never executes pickled code.  ``seq_len``: see ``read_checkpoint``."""
     path = os.fspath(path)
-    kind, config, state_dict, meta = read_checkpoint(path)
+    kind, config, state_dict, meta = read_checkpoint(path, seq_len)
     if kind not in KINDS:
         family = official.FAMILIES.get(kind, repr(kind))
         raise CheckpointError(f"{path}: {family} checkpoints are not supported by this build (it reads: {', '.join(KINDS)})")

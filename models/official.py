@@ -25,7 +25,7 @@ _RENAMES = (("model.", "backbone."), ("encoder.0.", "encoder."), ("decoder.0.out
 # '__l_max' helper keys before saving, so an sMNIST or sCIFAR checkpoint stores no length at all).
 _DATASET_LENGTHS = {"mnist": 784, "cifar": 1024}
 # Image datasets read through torchvision ToTensor: 8-bit pixels scaled to [0, 1].
-_PIXEL_DATASETS = ("mnist", "cifar")
+PIXEL_DATASETS = ("mnist", "cifar")
 
 
 def is_lightning(obj) -> bool:
@@ -98,16 +98,24 @@ def _encoder(w: _Weights):
     return "embedding", 1, rows, f"Embedding({rows} tokens)"
 
 
-def _l_max(path: str, hp: dict):
+def _l_max(path: str, hp: dict, seq_len: int | None = None):
+    """The length the config stores (which ``seq_len`` must then equal), else the user's ``seq_len``,
+    else the fixed length of a known dataset (sMNIST 784, sCIFAR 1024: the kernels are computed for
+    any length, so ``seq_len`` may run such a model on shorter sequences)."""
     dataset, layer = _section(hp, "dataset"), _section(hp, "model", "layer")
-    for v in (dataset.get("__l_max"), dataset.get("l_max"), layer.get("l_max")):
-        if _positive_int(v):
-            return v
     name = dataset.get("_name_")
+    stored = next((v for v in (dataset.get("__l_max"), dataset.get("l_max"), layer.get("l_max")) if _positive_int(v)), None)
+    if stored is not None:
+        if seq_len is not None and seq_len != stored:
+            raise CheckpointError(f"{path}: the file stores sequence length {stored}; {seq_len} was asked for")
+        return stored
+    if seq_len is not None:
+        return seq_len
     if name in _DATASET_LENGTHS:
         return _DATASET_LENGTHS[name]
     raise CheckpointError(f"{path}: cannot tell the sequence length: the stored config has no dataset.__l_max, "
-                          f"dataset.l_max or model.layer.l_max, and dataset {name!r} has no fixed length known to this build")
+                          f"dataset.l_max or model.layer.l_max (the s4 trainer drops __l_max before saving), and "
+                          f"dataset {name!r} has no fixed length known to this build; give it with --seq-len L")
 
 
 def _norm_kind(w: _Weights, key_prefix: str):
@@ -127,7 +135,7 @@ def _meta(obj: dict, hp: dict, family: str, detected: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- SpikingSSM
-def _read_spikingssm(path: str, obj: dict, w: _Weights, hp: dict):
+def _read_spikingssm(path: str, obj: dict, w: _Weights, hp: dict, seq_len: int | None):
     model_hp, layer_hp = _section(hp, "model"), _section(hp, "model", "layer")
     n_layers = w.indices("model.s4_layers.")
     p = "model.s4_layers.0."
@@ -154,7 +162,7 @@ def _read_spikingssm(path: str, obj: dict, w: _Weights, hp: dict):
                               "norms, so it would run no layer at all)")
     prenorm = bool(model_hp.get("prenorm", False))
     ndesc = f"prenorm {_NORM_NAMES[norm]}" if prenorm else f"postnorm {_NORM_NAMES[norm]} (stored, never applied)"
-    l_max = _l_max(path, hp)
+    l_max = _l_max(path, hp, seq_len)
     dataset = _section(hp, "dataset").get("_name_")
     try:
         config = SpikingSSMConfig(
@@ -163,7 +171,7 @@ def _read_spikingssm(path: str, obj: dict, w: _Weights, hp: dict):
             learnable_vth=learnable, shared_vth=shared, prenorm=prenorm, norm=norm, tau=0.125,
             dropout=float(model_hp.get("dropout", 0.0) or 0.0),
             dt_min=float(layer_hp.get("dt_min", 0.001)), dt_max=float(layer_hp.get("dt_max", 0.1)),
-            **({"input_levels": 255} if dataset in _PIXEL_DATASETS else {}))
+            **({"input_levels": 255} if dataset in PIXEL_DATASETS else {}))
     except (ValueError, TypeError, OverflowError) as exc:     # OverflowError: 10**400 as a float
         raise CheckpointError(f"{path}: official SpikingSSM with an unusable config: {exc}") from None
     detected = (f"official SpikingSSM (Lightning {obj.get(LIGHTNING_VERSION_KEY, 'unknown')}): {n_layers} layers, "
@@ -173,7 +181,7 @@ def _read_spikingssm(path: str, obj: dict, w: _Weights, hp: dict):
 
 
 # ----------------------------------------------------------------------------------------- P-SpikeSSM
-def _read_pspikessm(path: str, obj: dict, w: _Weights, hp: dict):
+def _read_pspikessm(path: str, obj: dict, w: _Weights, hp: dict, seq_len: int | None):
     model_hp, layer_hp = _section(hp, "model"), _section(hp, "model", "layer")
     n_layers = w.indices("model.layers.")
     p = "model.layers.0."
@@ -210,11 +218,11 @@ def _read_pspikessm(path: str, obj: dict, w: _Weights, hp: dict):
     try:
         config = PSpikeSSMConfig(
             d_input=d_input, d_output=d_output, d_model=H, n_layers=n_layers, d_state=2 * half,
-            l_max=_l_max(path, hp), encoder=encoder, n_tokens=n_tokens, bidirectional=block_bidirectional,
+            l_max=_l_max(path, hp, seq_len), encoder=encoder, n_tokens=n_tokens, bidirectional=block_bidirectional,
             ssm_bidirectional=channels == 2, n_ssm=n_ssm, prenorm=prenorm, norm=norm or "none",
             residual=residual is not None, dropout=float(model_hp.get("dropout", 0.0) or 0.0),
             dt_min=float(layer_hp.get("dt_min", 0.001)), dt_max=float(layer_hp.get("dt_max", 0.1)),
-            **({"input_levels": 255} if dataset in _PIXEL_DATASETS else {}))
+            **({"input_levels": 255} if dataset in PIXEL_DATASETS else {}))
     except (ValueError, TypeError, OverflowError) as exc:     # OverflowError: 10**400 as a float
         raise CheckpointError(f"{path}: official P-SpikeSSM with an unusable config: {exc}") from None
     if norm is None:
@@ -232,8 +240,9 @@ def _read_pspikessm(path: str, obj: dict, w: _Weights, hp: dict):
     return "pspikessm", config, rename_state_dict(path, w.sd), _meta(obj, hp, "P-SpikeSSM", detected)
 
 
-def read_lightning(path: str, obj: dict):
-    """-> (kind, config, state_dict in our layout, meta with 'detected' and plain 'hyper_parameters')."""
+def read_lightning(path: str, obj: dict, seq_len: int | None = None):
+    """-> (kind, config, state_dict in our layout, meta with 'detected' and plain 'hyper_parameters').
+    ``seq_len``: the sequence length when the file stores none (checked against it otherwise)."""
     hp = obj.get("hyper_parameters")
     hp = hp if isinstance(hp, dict) else {}
     bad = [k for k in obj["state_dict"] if not isinstance(k, str)]
@@ -241,9 +250,9 @@ def read_lightning(path: str, obj: dict):
         raise CheckpointError(f"{path}: Lightning state_dict key {str(bad[0])[:60]!r} is not a string")
     w = _Weights(path, obj["state_dict"])
     if any(isinstance(k, str) and k.startswith("model.s4_layers.") for k in w.sd):
-        return _read_spikingssm(path, obj, w, hp)
+        return _read_spikingssm(path, obj, w, hp, seq_len)
     if any(isinstance(k, str) and re.fullmatch(r"model\.layers\.\d+\.inp_a", k) for k in w.sd):
-        return _read_pspikessm(path, obj, w, hp)
+        return _read_pspikessm(path, obj, w, hp, seq_len)
     name = _section(hp, "model").get("_name_")
     raise CheckpointError(f"{path}: Lightning checkpoint of a model this build does not know (model._name_={name!r}; "
                           "expected SpikingSSM model.s4_layers.* or P-SpikeSSM model.layers.*.inp_a)")

@@ -26,46 +26,57 @@ from .spikingssm import SpikingSSM
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="neurocompile train", description="Train a SpikingSSM (SDN neuron by default) "
-                                "or a P-SpikeSSM (--model pspikessm) and write DIR/ckpt.pt in the neurocompile "
-                                "checkpoint format.")
-    p.add_argument("--model", choices=["spikingssm", "pspikessm"], default="spikingssm")
+    from ..cli import HelpFormatter
+
+    p = argparse.ArgumentParser(prog="neurocompile train", formatter_class=HelpFormatter,
+                                description="Train a SpikingSSM (SDN neuron by default) or a P-SpikeSSM (--model "
+                                "pspikessm) and write DIR/ckpt.pt in the neurocompile checkpoint format.  The training "
+                                f"state is saved to DIR/{STATE_FILE} after every epoch; --resume continues from it.")
+    p.add_argument("--model", choices=["spikingssm", "pspikessm"], default="spikingssm", help="model family")
     p.add_argument("--dataset", required=True, choices=["digits", "fashion-mnist", "listops"],
                    help="listops: token inputs, the model gets an Embedding encoder")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (DIR/ckpt.pt is written)")
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--n-layers", type=int, default=2)
-    p.add_argument("--d-state", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--neuron", choices=["sdn", "lif"], default="sdn", help="SpikingSSM: neuron used while training")
-    p.add_argument("--kernel", choices=["s4d", "diag_b"], default="s4d",
-                   help="SpikingSSM: kernel parameterisation (diag_b: trainable B, s4 SSMKernelDiag)")
-    p.add_argument("--shared-vth", action="store_true", help="SpikingSSM: one learnable threshold per layer")
-    p.add_argument("--bidirectional", action="store_true",
-                   help="SpikingSSM: two-sided kernels; P-SpikeSSM: bidirectional blocks (a second, reverse S4 layer)")
-    p.add_argument("--prenorm", action="store_true", help="normalise before each block's SSM (default: after)")
+    p.add_argument("--resume", action="store_true",
+                   help=f"continue the run saved in DIR/{STATE_FILE} (same options; gives the same weights as an "
+                        "uninterrupted run)")
+    p.add_argument("--d-model", type=int, default=64, help="channels H")
+    p.add_argument("--n-layers", type=int, default=2, help="layers")
+    p.add_argument("--d-state", type=int, default=32, help="SSM state size N")
+    p.add_argument("--epochs", type=int, default=40, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=64, help="training batch size")
+    p.add_argument("--lr", type=float, default=0.01, help="AdamW learning rate (SSM kernel parameters: min(lr, 0.001))")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on SSM, norm, D, ln_vth)")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout probability")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, the batch order and the spikes")
     p.add_argument("--norm", choices=["batch", "layer", "none"], default=None,
                    help="normalisation (default: layer for SpikingSSM, batch for P-SpikeSSM)")
-    p.add_argument("--max-train", type=int, default=0, metavar="N", help="train on the first N samples only")
-    p.add_argument("--max-test", type=int, default=0, metavar="N", help="evaluate on the first N test samples only")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--prenorm", action="store_true", help="normalise before each block's SSM (default: after)")
+    p.add_argument("--bidirectional", action="store_true",
+                   help="SpikingSSM: two-sided kernels; P-SpikeSSM: bidirectional blocks (a second, reverse S4 layer)")
+    p.add_argument("--max-train", type=int, default=0, metavar="N", help="train on the first N samples only (0: all)")
+    p.add_argument("--max-test", type=int, default=0, metavar="N", help="evaluate on the first N test samples only (0: all)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="torch device (auto: cuda if present)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s = p.add_argument_group("SpikingSSM (--model spikingssm)")
+    s.add_argument("--neuron", choices=["sdn", "lif"], default="sdn", help="neuron used while training")
+    s.add_argument("--kernel", choices=["s4d", "diag_b"], default="s4d",
+                   help="kernel parameterisation (diag_b: trainable B, s4 SSMKernelDiag)")
+    s.add_argument("--shared-vth", action="store_true", help="one learnable threshold per layer")
     g = p.add_argument_group("P-SpikeSSM (--model pspikessm)")
     g.add_argument("--causal", action="store_true",
                    help="one-sided (causal) SSM kernels instead of the official two-sided ones")
     g.add_argument("--no-residual", action="store_true", help="no residual connection (official residual: null)")
     g.add_argument("--n-ssm", type=int, default=1, help="independent (A,B,P) copies per layer (1: shared)")
-    g.add_argument("--mc-passes", type=int, default=8, metavar="K",
-                   help="test accuracy = mean over K random passes (default 8)")
+    g.add_argument("--mc-passes", type=int, default=8, metavar="K", help="test accuracy = mean over K random passes")
     return p
 
 
-PSPIKE_ONLY = ("causal", "no_residual")
+STATE_FILE = "train-state.pt"
+# options of one family only: given for the other, they are refused rather than ignored
+ONLY_FOR = {"pspikessm": ("causal", "no_residual", "n_ssm", "mc_passes"),
+            "spikingssm": ("neuron", "kernel", "shared_vth")}
+# options that do not change the weights a run computes: free to differ when resuming
+RESUME_FREE = ("resume", "no_progress", "device", "max_test", "out")
 
 
 def model_inputs(x: np.ndarray, levels) -> torch.Tensor:
@@ -154,6 +165,56 @@ def evaluate_mc(model: PSpikeSSM, x: np.ndarray, y: np.ndarray, levels: int, dev
             "spike_rates": {k: v[0] / max(1, v[1]) for k, v in sorted(rates.items())}}
 
 
+def save_train_state(path: str, run_args: dict, epoch: int, train_loss: float, seconds: float, model, opt, sched,
+                     gen: torch.Generator, device) -> None:
+    """Everything a run needs to continue bit for bit after ``epoch``: weights, optimizer and
+    schedule, the batch-order generator and torch's global RNG (dropout, stochastic spikes).
+    Written atomically, so an interrupted run leaves the previous epoch's state intact."""
+    from ..fileio import write_atomic
+
+    state = {"format": "neurocompile-train-state", "version": 1, "args": run_args, "epoch": epoch,
+             "train_loss": train_loss, "seconds": seconds,
+             "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "generator": gen.get_state(), "rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomic(path, lambda fh: torch.save(state, fh))
+
+
+def load_train_state(path: str, run_args: dict, model, opt, sched, gen: torch.Generator, device):
+    """Restore ``save_train_state``'s file (read without running pickled code) -> (epochs done,
+    last train loss, seconds trained)."""
+    from ..errors import CheckpointError
+    from . import torchzip
+
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no saved training state to resume (train without --resume first)")
+    try:
+        state = torchzip.plain(torchzip.load(path))
+    except torchzip.ArchiveError as exc:
+        raise CheckpointError(f"{path}: unreadable training state: {exc}") from None
+    if not isinstance(state, dict) or state.get("format") != "neurocompile-train-state" or state.get("version") != 1:
+        raise CheckpointError(f"{path}: not a neurocompile training state")
+    saved = state.get("args", {})
+    changed = [k for k in sorted(set(saved) | set(run_args)) if saved.get(k) != run_args.get(k)]
+    if changed:
+        k = changed[0]
+        raise CheckpointError(f"{path}: saved by a run with --{k.replace('_', '-')} {saved.get(k)!r}, not "
+                              f"{run_args.get(k)!r}: resume with the same options")
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: corrupt training state ({str(exc).splitlines()[0][:200]})") from None
+    return int(state["epoch"]), float(state["train_loss"]), float(state.get("seconds", 0.0))
+
+
 def main(argv=None) -> int:
     from tqdm import tqdm
 
@@ -162,10 +223,12 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.model == "spikingssm":
-        given = [f"--{n.replace('_', '-')}" for n in PSPIKE_ONLY if getattr(args, n)]
-        if given:
-            parser.error(f"{given[0]} applies to --model pspikessm only")
+    from ..cli import given_options
+    given = given_options(build_parser, argv)
+    for family, names in ONLY_FOR.items():
+        wrong = [n for n in names if n in given and args.model != family]
+        if wrong:
+            parser.error(f"--{wrong[0].replace('_', '-')} applies to --model {family} only, not --model {args.model}")
     if args.mc_passes < 1:
         parser.error("--mc-passes must be >= 1")
     device = _device(args.device)
@@ -210,9 +273,15 @@ def main(argv=None) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     loss_fn = nn.CrossEntropyLoss()
     show = not args.no_progress
-    t0 = time.time()
-    train_loss = float("nan")
-    epochs = tqdm(range(args.epochs), desc="epochs", unit="epoch", disable=not show)
+    state_path = os.path.join(args.out, STATE_FILE)
+    run_args = {k: v for k, v in sorted(vars(args).items()) if k not in RESUME_FREE}
+    first, train_loss, train_time = 0, float("nan"), 0.0
+    if args.resume:
+        first, train_loss, train_time = load_train_state(state_path, run_args, model, opt, sched, gen, device)
+        print(f"resuming {state_path} after epoch {first}/{args.epochs}", flush=True)
+    t0 = time.time() - train_time
+    epochs = tqdm(range(first, args.epochs), desc="epochs", unit="epoch", disable=not show,
+                  initial=first, total=args.epochs)
     for epoch in epochs:
         model.train()
         perm = torch.randperm(len(yt), generator=gen)
@@ -231,6 +300,7 @@ def main(argv=None) -> int:
             batches.set_postfix(loss=f"{loss.item():.3f}")
         train_loss = tot / max(1, n)
         epochs.set_postfix(loss=f"{train_loss:.4f}")
+        save_train_state(state_path, run_args, epoch + 1, train_loss, time.time() - t0, model, opt, sched, gen, device)
         if not show:
             print(f"epoch {epoch + 1}/{args.epochs} train_loss {train_loss:.4f} ({time.time() - t0:.0f} s)", flush=True)
     train_time = time.time() - t0

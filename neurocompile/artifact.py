@@ -22,6 +22,7 @@ import re
 import tokenize
 import zipfile
 import zlib
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from .fileio import InputFileError, open_input, write_atomic, zip_member_problem
 from .intervals import Context, register_table
 from .ir import INT_NODES, IntInput, IntReadout, ShapeError, array_fields, scalar_fields
 from .program import Program, ProgramNode
+
+if TYPE_CHECKING:
+    from .target import Target
 
 FORMAT = "neurocompile-loihi2"
 VERSION = 3   # 3: PRNG keyed by the sample index and the whole seed; the compiled-from weights' digest; declared
@@ -91,8 +95,9 @@ def manifest_and_arrays(program: Program):
     return manifest, arrays
 
 
-def save_program(program: Program, path: str, inputs=()) -> None:
-    """Write atomically; refuses to overwrite any of ``inputs`` (e.g. the checkpoint)."""
+def save_program(program: Program, path: str, inputs: Iterable[str] = ()) -> None:
+    """Write ``program`` to ``path`` as a ``.loihi2`` artifact: byte-deterministic (the same program
+    gives the same bytes), written atomically; refuses to overwrite any of ``inputs`` (e.g. the checkpoint)."""
     manifest, arrays = manifest_and_arrays(program)
 
     def write(fh):
@@ -276,7 +281,13 @@ def _check_graph(nodes, edges, model) -> None:
     _need(_is_int(L) and 1 <= L <= MAX_SEQ_LEN, f"model l_max {str(L)[:20]} is not valid")
 
 
-def load_program(path: str, target=None) -> Program:
+def load_program(path: str, target: Target | None = None) -> Program:
+    """Read a ``.loihi2`` artifact written by ``save_program`` (or ``neurocompile export``).
+
+    Loading is verifying: every member is bounded before it is inflated, the graph and array shapes
+    are checked, and the register ranges are proved again from the stored integers with the
+    compiler's own interval rules for ``target`` (default Loihi 2), so a program that loads runs
+    bit-exactly in the emulator and on Lava.  Anything else raises ``ArtifactError`` naming the file."""
     from .target import get_target
     target = target or get_target()
     try:

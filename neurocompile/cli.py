@@ -47,6 +47,32 @@ MAX_BATCH = 65_536
 MAX_TIMEOUT_S = 7 * 86_400
 MAX_INPUT_LEVELS = 65_535
 MAX_WORKERS = 1024
+MAX_SEQ_LEN = 2 ** 17          # the compiler's own limit (pipeline.MAX_SEQ_LEN)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """``--help`` states every option's default (unless its help text already does)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        shown = not (action.default is None or action.default is False or action.default == argparse.SUPPRESS)
+        if action.option_strings and shown and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def given_options(build_parser, argv) -> set:
+    """The dests of the options written on the command line (parsed again with no defaults), so an
+    option that does not apply is refused even when its value equals the default."""
+    parser, stack = build_parser(), []
+    stack.append(parser)
+    while stack:
+        for action in stack.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+            else:
+                action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
 
 
 def _bounded(kind, low, high):
@@ -103,14 +129,13 @@ def cmd_export(args) -> int:
     target = get_target(args.target)
     options = CompileOptions(kernel_bits=args.kernel_bits, weight_bits=args.weight_bits, act_bits=args.act_bits,
                              prob_bits=args.prob_bits, ssm_lowering=args.ssm_lowering, decay_bits=args.decay_bits)
-    out = args.output if args.output is not None else \
-        os.path.splitext(os.path.basename(args.checkpoint))[0] + ".loihi2"
+    out = args.output if args.output is not None else default_output(args.checkpoint)
     from .errors import CheckpointError
     from .fileio import check_output_path
     check_output_path(out, [args.checkpoint])
     fmt = None
     if args.input_range is not None or args.input_levels is not None:
-        kind, config, _, _ = load_checkpoint(args.checkpoint)
+        kind, config, _, _ = load_checkpoint(args.checkpoint, seq_len=args.seq_len)
         cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
         low, high = args.input_range or (0.0, 1.0)
         levels = args.input_levels or cfg.get("input_levels", 255)
@@ -121,10 +146,34 @@ def cmd_export(args) -> int:
                 raise
             raise CheckpointError(f"{args.checkpoint}: its config's input_levels {str(levels)[:20]} is not valid "
                                   f"({str(exc).replace('--input-levels', 'input levels')})") from None
-    program = compile_checkpoint(args.checkpoint, options, target, input_format=fmt)
+    program = compile_checkpoint(args.checkpoint, options, target, input_format=fmt, seq_len=args.seq_len,
+                                 warn=lambda text: print(f"neurocompile: warning: {text}", file=sys.stderr))
     save_program(program, out, inputs=[args.checkpoint])
     print(export_summary(program, out))
     return 0
+
+
+ARTIFACT_SUFFIX = ".loihi2"
+
+
+def default_output(checkpoint: str) -> str:
+    """``<checkpoint without its extension>.loihi2`` next to the checkpoint, so two checkpoints in
+    two folders never share it; refused when that file holds another checkpoint's artifact (e.g.
+    ckpt.pt and ckpt.ckpt in one folder), so nothing is replaced silently."""
+    from .artifact import load_program
+    from .errors import ArtifactError
+    from .fileio import OutputError
+
+    out = os.path.splitext(checkpoint)[0] + ARTIFACT_SUFFIX
+    if os.path.lexists(out):
+        try:
+            source = load_program(out).report.get("source", {}).get("checkpoint")
+        except (ArtifactError, OSError, ValueError):
+            source = None
+        if source != os.path.basename(checkpoint):
+            raise OutputError(f"{out}: the default output exists and is not {os.path.basename(checkpoint)}'s artifact "
+                              f"({'from ' + source if source else 'unreadable'}); name the output with -o")
+    return out
 
 
 def export_summary(program, path: str, recorded: str = "") -> str:
@@ -221,17 +270,9 @@ def cmd_plan(args) -> int:
 # -------------------------------------------------------------------------------------- data
 def _load_data(args, program, split: str):
     """(dataset, model values, raw integers) for ``--data``, checked against the program."""
-    from .datasets import check_labels, load_dataset
-    from .errors import DatasetError
-    from .input_format import InputFormat
+    from .api import load_data
 
-    data = load_dataset(args.dataset, split)
-    L, C = program.seq_len, program.input_channels
-    if data.x.ndim != 3 or data.x.shape[1:] != (L, C):
-        raise DatasetError(f"{args.dataset}: samples have shape {tuple(data.x.shape[1:])}, the model expects ({L}, {C})")
-    check_labels(data, program.n_classes, args.dataset)
-    values, raw = InputFormat.from_dict(program.model["input"]).prepare(data.x, args.dataset, data.levels)
-    return data, values, raw
+    return load_data(program, args.dataset, split)
 
 
 def _input_files(*paths) -> list:
@@ -254,6 +295,8 @@ def cmd_simulate(args) -> int:
             check_output_path(out, inputs)
     if args.output is not None and args.plot is not None and same_file(args.output, args.plot):
         raise ValueError(f"-o {args.output} and --plot {args.plot} name the same file")
+    if args.engine == "emulator" and "backend" in args.given:
+        raise ValueError("--backend applies to --engine lava only (the emulator runs on this CPU or CUDA)")
     program = load_program(args.artifact)
     kinds = [k.strip() for k in args.record.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in TRACE_KINDS]
@@ -266,8 +309,8 @@ def cmd_simulate(args) -> int:
     if args.engine == "lava":
         if "voltage" in kinds:
             raise ValueError("--record voltage: the stock Lava LIF keeps v internal; use --engine emulator for membrane traces")
-        from .target import get_target
-        run_lava = get_target(program.report.get("target", "loihi2")).load("runner")
+        from .api import lava_runner
+        run_lava = lava_runner(program, "simulate --engine lava", "--engine emulator runs the same integers without it")
         traces = run_lava(program, raw[idx], mode="fixed_pt", backend=args.backend, record=True, timeout_s=args.timeout,
                           progress=_progress("Lava", len(idx)) if len(idx) > 1 else None, seed=args.seed)
     else:
@@ -314,8 +357,8 @@ def cmd_validate(args) -> int:
         raise ValueError(f"--seed {args.seed} with --mc-passes {args.mc_passes}: pass k uses seed + k, which must stay "
                          f"<= {MAX_SEED}")
     device = check_device(args.device)
-    kind, config, state_dict, _ = load_checkpoint(args.checkpoint)
     program = load_program(args.artifact)
+    kind, config, state_dict, _ = load_checkpoint(args.checkpoint, seq_len=program.seq_len)
     digests = {"checkpoint_sha256": file_sha256(args.checkpoint), "artifact_sha256": file_sha256(args.artifact)}
     # pairing rests on what the loader verified: the digest of the weights the artifact was compiled from
     if program.model["kind"] != kind:
@@ -337,6 +380,14 @@ def cmd_validate(args) -> int:
     stochastic = frontend_for(kind).stochastic
     if args.mc_rng != "batch" and not stochastic:
         raise ValueError("--mc-rng applies to models with sampled spikes (P-SpikeSSM)")
+    wrong = [o for o in ("mc_passes", "seed") if o in args.given and not stochastic]
+    if wrong:
+        raise ValueError(f"--{wrong[0].replace('_', '-')} applies to stochastic spikes (P-SpikeSSM) only; "
+                         f"{args.checkpoint} is a {kind} model with deterministic spikes")
+    if lava_samples:                          # Lava missing: one line naming the extra, before the long runs
+        from .api import lava_runner
+        lava_runner(program, f"Lava parity on {lava_samples} samples", "--lava-samples 0 validates float vs integer "
+                    "without it")
     scale = _scale(args, program, values, raw, y, digests)
     common = dict(lava_samples=lava_samples, batch_size=args.batch_size, device=device,
                   progress=_progress("float+integer", len(y)), lava_timeout_s=args.timeout,
@@ -363,10 +414,12 @@ def cmd_validate(args) -> int:
     report.setdefault("lava_shards_reused", 0)
     report["plan"] = _plan_or_why(program)
     report["provenance"] = provenance(run_key(args, digests, values, raw, y),
-                                      {k: v for k, v in vars(args).items() if k != "argv"}, ["neurocompile"] + args.argv)
+                                      {k: v for k, v in vars(args).items() if k not in ("argv", "given")},
+                                      ["neurocompile"] + args.argv)
     raster = report.pop("raster", None)
     print(text_report(report))
     if args.activity_samples:
+        from .activity import energy_text
         print(energy_text(report))
     if args.json is not None:
         text = json.dumps(report, indent=1, default=float).encode()
@@ -435,9 +488,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from .target import TARGET_NAMES
 
+    from . import __version__
+
     p = _Parser(prog="neurocompile", description="Compile trained spiking SSM checkpoints to Loihi 2 "
-                                "(Lava), simulate them, and validate accuracy parity.")
-    sub = p.add_subparsers(dest="command", required=True)
+                                "(Lava), simulate them, and validate accuracy parity.", formatter_class=HelpFormatter)
+    p.add_argument("--version", action="version", version=f"neurocompile {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_SubParser)
 
     sub.add_parser("train", help="train a SpikingSSM or P-SpikeSSM on a built-in dataset (see `neurocompile train --help`)",
                    add_help=False)
@@ -445,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="compile a checkpoint to a .loihi2 artifact")
     e.add_argument("checkpoint", help="a checkpoint written by `neurocompile train`, or the authors' Lightning .ckpt")
     e.add_argument("--target", default="loihi2", help=f"compilation target ({', '.join(TARGET_NAMES)})")
-    e.add_argument("-o", "--output", help="artifact path (default: <checkpoint name>.loihi2)")
+    e.add_argument("-o", "--output", help="artifact path (default: the checkpoint's path with .loihi2 for its "
+                   "extension; refused if that file is another checkpoint's artifact)")
     e.add_argument("--kernel-bits", type=_bounded(int, 2, 8), default=8,
                    help="SSM kernel mantissa bits incl. sign, per-channel exponent (2..8, default 8)")
     e.add_argument("--weight-bits", type=_bounded(int, 2, 8), default=8,
@@ -465,9 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="values the model was trained on for raw level 0 and the top level (default 0,1)")
     e.add_argument("--input-levels", type=_bounded(int, 1, MAX_INPUT_LEVELS), default=None, metavar="N",
                    help=f"raw input levels 0..N, N in 1..{MAX_INPUT_LEVELS} (default: the checkpoint's own, else 255: 8-bit pixels)")
+    e.add_argument("--seq-len", type=_bounded(int, 1, MAX_SEQ_LEN), default=None, metavar="L",
+                   help="sequence length, for a checkpoint that stores none (the authors' s4 trainer drops it); "
+                        "must match the stored one otherwise (1..131072)")
 
     i = sub.add_parser("inspect", help="print an artifact's summary, register ranges and operations")
-    i.add_argument("artifact")
+    i.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")
     i.add_argument("--json", action="store_true", help="print the full compile report as JSON")
 
     data_help = ("digits, fashion-mnist, listops, or an .npz with x (n, L[, C]) and y: x as raw integer levels "
@@ -475,13 +535,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="run samples through the compiled network and record per-node traces")
     s.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")
     s.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
-    s.add_argument("--split", default="test", choices=["train", "test"])
+    s.add_argument("--split", default="test", choices=["train", "test"], help="dataset split")
     s.add_argument("--index", type=_bounded(int, 0, MAX_SAMPLES), default=0,
                    help=f"first sample index (0..{MAX_SAMPLES}, default 0)")
     s.add_argument("--count", type=_bounded(int, 1, MAX_SAMPLES), default=1,
                    help=f"number of consecutive samples (1..{MAX_SAMPLES}, default 1)")
     s.add_argument("--engine", default="lava", choices=["lava", "emulator"],
-                   help="lava: Loihi2SimCfg fixed_pt processes (default); emulator: the batched integer emulator")
+                   help="lava: Loihi2SimCfg fixed_pt processes; emulator: the batched integer emulator (no Lava needed)")
     s.add_argument("--backend", default="sim", choices=["sim", "hw"], help="Lava back end: sim (CPU) or hw (needs lava-loihi)")
     s.add_argument("--record", default="spikes,ssm,stream",
                    help="comma list of trace kinds to save: spikes, ssm (LIF input), stream (residual), dense, "
@@ -495,10 +555,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "same spikes for it")
 
     v = sub.add_parser("validate", help="float vs integer (whole split) vs Lava (first N samples) parity report")
-    v.add_argument("checkpoint")
-    v.add_argument("artifact")
+    v.add_argument("checkpoint", help="the checkpoint the artifact was exported from")
+    v.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")
     v.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
-    v.add_argument("--split", default="test", choices=["train", "test"])
+    v.add_argument("--split", default="test", choices=["train", "test"], help="dataset split")
     v.add_argument("--lava-samples", type=_lava_count, default=16, metavar="N|all",
                    help=f"samples also run on Lava and compared bit for bit (0..{MAX_LAVA_SAMPLES}, default 16; 0 skips; "
                         "all: the whole split)")
@@ -517,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=_bounded(int, 0, MAX_SEED), default=0,
                    help="stochastic spikes: first seed (0..2**63-1; pass k uses seed + k; Lava runs seed)")
     v.add_argument("--mc-rng", default="batch", choices=["batch", "authors"],
-                   help="stochastic spikes, float side: batch (torch seeded per pass and batch; default) or authors "
+                   help="stochastic spikes, float side: batch (torch seeded per pass and batch) or authors "
                         "(pass k = torch.manual_seed(seed + k) over the whole split as one batch, as the authors' code)")
     v.add_argument("--workers", type=_bounded(int, 1, MAX_WORKERS), default=None, metavar="K",
                    help=f"run Lava, float and emulator shards in K worker processes, 1..{MAX_WORKERS} (with --ray: the "
@@ -562,11 +622,20 @@ def main(argv=None) -> int:
         if argv and argv[0] == "train":
             return cmd_train(argv[1:])
         args = build_parser().parse_args(_join_negative_values(argv))
+        args.given = given_options(build_parser, _join_negative_values(argv))
         args.argv = argv                          # the command line, for report provenance
         handler = {"export": cmd_export, "inspect": cmd_inspect, "simulate": cmd_simulate, "validate": cmd_validate,
                    "plan": cmd_plan}
         return handler[args.command](args)
     return _guard(run)
+
+
+class _SubParser(_Parser):
+    """Every sub-command's --help states its defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 class Terminated(BaseException):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
+from typing import Callable
 
 from . import passes
 from .errors import RangeError, UnsupportedModelError
@@ -13,6 +15,10 @@ from .operations import operation_summary
 from .options import CompileOptions
 from .program import Program, ProgramNode
 from .target import Target, get_target
+
+
+def _warn(text: str) -> None:
+    warnings.warn(text, stacklevel=3)
 
 
 def compile_graph(graph: Graph, options: CompileOptions = CompileOptions(), target: Target = None,
@@ -54,17 +60,42 @@ def checkpoint_input_format(kind: str, config: dict, fmt: InputFormat | None) ->
     return fmt
 
 
-def compile_checkpoint(path: str, options: CompileOptions = CompileOptions(), target: Target = None,
-                       input_format: InputFormat | None = None) -> Program:
+def assumed_input_format(meta: dict, fmt: InputFormat) -> str | None:
+    """Why the input format had to be assumed, or None when the file states it: our checkpoints
+    record their levels, the authors' files only through a dataset of known pixels (MNIST, CIFAR)."""
+    if fmt.kind != "levels" or not isinstance(meta, dict) or meta.get("source") != "lightning":
+        return None
+    dataset = (meta.get("hyper_parameters") or {}).get("dataset") or {}
+    name = dataset.get("_name_") if isinstance(dataset, dict) else None
+    from .models.official import PIXEL_DATASETS
+    if name in PIXEL_DATASETS:
+        return None
+    return (f"the file does not say how its inputs were scaled (dataset {name!r}): assumed {fmt.describe()}; "
+            "state it with --input-range LOW,HIGH / --input-levels N")
+
+
+def compile_checkpoint(path: str, options: CompileOptions = CompileOptions(), target: Target | None = None,
+                       input_format: InputFormat | None = None, seq_len: int | None = None,
+                       warn: Callable[[str], None] | None = None) -> Program:
+    """Compile a checkpoint (ours or the authors' Lightning ``.ckpt``) into an integer ``Program``.
+
+    ``options``: bit widths (``CompileOptions``); ``target``: the hardware facts (default Loihi 2);
+    ``input_format``: how raw integer inputs map to model values (default: the checkpoint's own);
+    ``seq_len``: the sequence length for a file that stores none; ``warn(text)`` receives what the
+    compiler had to assume (default: ``warnings.warn``).  Raises a ``NeurocompileError`` subclass,
+    with one line naming the file, for anything it refuses."""
     from .models.checkpoint import load_checkpoint, weights_sha256
 
-    kind, config, state_dict, meta = load_checkpoint(path)
+    kind, config, state_dict, meta = load_checkpoint(path, seq_len=seq_len)
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     name = os.path.basename(path)
     try:
         fmt = checkpoint_input_format(kind, cfg, input_format)
     except UnsupportedModelError as exc:
         raise UnsupportedModelError(f"{path}: {exc}") from None
+    assumption = assumed_input_format(meta, fmt) if input_format is None else None
+    if assumption:
+        (warn or _warn)(f"{path}: {assumption}")
     check_compile_size(cfg, path)
     graph = frontend_for(kind).import_graph(cfg, state_dict, fmt, source=path)
     graph = compile_graph(graph, options, target)

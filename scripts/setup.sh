@@ -1,35 +1,40 @@
 #!/usr/bin/env bash
-# Create ./.venv with Python 3.10 and install neurocompile (editable) with its test tools.
+# Create a virtual environment and install neurocompile (editable) with its test tools.
+#   bash scripts/setup.sh                          # Python 3.10 + Lava (the 'lava' extra): ./.venv
+#   NEUROCOMPILE_PYTHON=3.12 bash scripts/setup.sh # current Python, no Lava:            ./.venv-3.12
 # Idempotent: re-running only reinstalls when pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+version="${NEUROCOMPILE_PYTHON:-3.10}"
+if [ "$version" = 3.10 ]; then venv=.venv; extras="lava,test"; else venv=".venv-$version"; extras="test"; fi
 
-find_python310() {
-  for cand in python3.10 "$HOME/.pyenv/versions/3.10"*/bin/python3.10 /usr/bin/python3.10 /usr/local/bin/python3.10; do
+find_python() {
+  for cand in "python$1" "$HOME/.pyenv/versions/$1"*/bin/"python$1" "/usr/bin/python$1" "/usr/local/bin/python$1"; do
     [ -n "$cand" ] || continue
-    if PYENV_VERSION="$(pyenv versions --bare 2>/dev/null | grep -m1 '^3\.10' || true)" "$cand" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1; then
+    if PYENV_VERSION="$(pyenv versions --bare 2>/dev/null | grep -m1 "^$1" || true)" "$cand" \
+        -c "import sys; assert '%d.%d' % sys.version_info[:2] == '$1'" >/dev/null 2>&1; then
       echo "$cand"; return 0
     fi
   done
   return 1
 }
 
-if [ ! -x .venv/bin/python ]; then
-  if ! PY=$(find_python310); then
-    echo "neurocompile needs Python 3.10 (lava-nc 0.10 imports on 3.10 only)." >&2
-    echo "Install it, e.g. 'pyenv install 3.10' or 'apt-get install python3.10 python3.10-venv', then re-run." >&2
+if [ ! -x "$venv/bin/python" ]; then
+  if ! PY=$(find_python "$version"); then
+    echo "Python $version not found. Install it, e.g. 'pyenv install $version' or 'apt-get install python$version python$version-venv', then re-run." >&2
+    [ "$version" = 3.10 ] && echo "(Lava runs need Python 3.10: lava-nc 0.10 imports there only; without Lava use NEUROCOMPILE_PYTHON=3.12.)" >&2
     exit 1
   fi
-  export PYENV_VERSION="$(pyenv versions --bare 2>/dev/null | grep -m1 '^3\.10' || true)"
-  echo "[setup] creating .venv with $("$PY" --version)"
-  "$PY" -m venv .venv
+  export PYENV_VERSION="$(pyenv versions --bare 2>/dev/null | grep -m1 "^$version" || true)"
+  echo "[setup] creating $venv with $("$PY" --version)"
+  "$PY" -m venv "$venv"
 fi
 
-stamp=.venv/.neurocompile-installed
+stamp="$venv/.neurocompile-installed"
 if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
-  echo "[setup] installing neurocompile and dependencies (torch, lava-nc 0.10, ...) into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  echo "[setup] installing neurocompile[$extras] and its dependencies (torch, ...) into $venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q -e ".[$extras]"
   cp pyproject.toml "$stamp"
 fi
 
@@ -39,4 +44,4 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null &
   (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }) \
     || echo "[setup] could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped" >&2
 fi
-echo "[setup] ready: $(.venv/bin/python --version), $(.venv/bin/neurocompile --help >/dev/null && echo neurocompile CLI ok)"
+echo "[setup] ready: $("$venv/bin/python" --version), $("$venv/bin/neurocompile" --version)"

@@ -45,6 +45,7 @@ def test_export_twice_gives_identical_bytes(digits_artifact, tmp_path):
     assert again.read_bytes() == digits_artifact.read_bytes()
 
 
+@pytest.mark.lava
 def test_lava_equals_emulator_on_16_digits(digits_artifact):
     from neurocompile.targets.loihi2.runner import run_lava
 
@@ -76,6 +77,7 @@ def test_integer_accuracy_within_one_point_of_float_on_all_digits(digits_artifac
         assert 0.0 < row["firing_rate_integer"] < 0.6
 
 
+@pytest.mark.lava
 def test_validate_cli_report(digits_artifact, tmp_path, capsys):
     out = tmp_path / "report.json"
     code = cli(["validate", DIGITS, str(digits_artifact), "--data", "digits", "--lava-samples", "4",
@@ -90,6 +92,7 @@ def test_validate_cli_report(digits_artifact, tmp_path, capsys):
     assert "Lava vs emulator bit-exact" in capsys.readouterr().out
 
 
+@pytest.mark.lava
 def test_simulate_cli_traces_and_plot(digits_artifact, tmp_path):
     npz, png = tmp_path / "traces.npz", tmp_path / "raster.png"
     assert cli(["simulate", str(digits_artifact), "--dataset", "digits", "--index", "3", "--record", "spikes,ssm,stream",
@@ -195,6 +198,7 @@ fashion = pytest.mark.skipif(not os.path.exists(FASHION) or not os.path.isdir("/
                              reason="needs examples/fashion-mnist/ckpt.pt and the dataset-fashion-mnist package")
 
 
+@pytest.mark.lava
 @fashion
 def test_fashion_mnist_parity(tmp_path):
     from neurocompile.targets.loihi2.runner import run_lava
@@ -215,6 +219,7 @@ def test_fashion_mnist_parity(tmp_path):
 LISTOPS = os.path.join(ROOT, "examples", "listops", "ckpt.pt")
 
 
+@pytest.mark.lava
 def test_listops_token_model_parity(tmp_path):
     """Embedding encoder, bidirectional trainable-B kernels: integer within a point of float on the
     whole test split, Lava bit-exact on 8 sequences (the two-sided latency included)."""

@@ -31,6 +31,7 @@ def _fuzz_module():
     return module
 
 
+@pytest.mark.lava
 def test_fuzz_sample(tmp_path):
     fuzz = _fuzz_module()
     args = fuzz.parse_args(["--artifacts", "150", "--checkpoints", "58", "--data", "40", "--env", "60", "--lava", "1",

@@ -237,6 +237,7 @@ def test_low_precision_exports_warn(work, tmp_path, capsys):
     assert "WARNING" not in capsys.readouterr().out
 
 
+@pytest.mark.lava
 def test_sigterm_during_a_lava_run_ends_with_one_line_and_no_shared_memory(artifact, tmp_path):
     """`kill` or `timeout` sends SIGTERM: Python's default action ended the CLI at once, leaving the
     Lava run's ~70 /dev/shm segments behind.  Now it cleans up as for Ctrl-C."""

@@ -8,7 +8,11 @@ import pytest
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from test_compiler import compile_float_graph, float_graph, float_reference  # noqa: E402
 
-from neurocompile.targets.loihi2.runner import run_lava
+from neurocompile.targets.loihi2 import lava_missing
+
+pytestmark = pytest.mark.lava            # every test here runs Lava (deselected without it: see conftest.py)
+if lava_missing() is None:
+    from neurocompile.targets.loihi2.runner import run_lava
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ def _run(tmp_path, ckpt, cfg, lava_samples, n):
     return json.loads(report.read_text())
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_official_layout_variant_end_to_end(variant, tmp_path, capsys):
     cfg = SpikingSSMConfig(d_model=12, n_layers=2, d_state=8, l_max=24, **VARIANTS[variant])
@@ -55,6 +56,7 @@ def test_official_layout_variant_end_to_end(variant, tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["spikingssm_causal_s4d_linear", "spikingssm_bidir_diagb_embedding_sharedvth",
                                   "spikingssm_bidir_prenorm_batchnorm"])
+@pytest.mark.lava
 def test_authors_files_end_to_end(name, tmp_path):
     from neurocompile.models.checkpoint import load_checkpoint
     ckpt = os.path.join(FIXTURES, name + ".ckpt")

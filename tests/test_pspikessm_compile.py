@@ -95,6 +95,7 @@ def test_observed_registers_stay_inside_the_proof(programs, digits):
             assert np.abs(emu[name]).max() <= worst[(name, "output current")]
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("name", ["uni", "bi"])
 def test_lava_equals_the_emulator_on_16_digits_with_the_same_seed(programs, digits, name):
     from neurocompile.targets.loihi2.runner import run_lava
@@ -105,6 +106,7 @@ def test_lava_equals_the_emulator_on_16_digits_with_the_same_seed(programs, digi
     assert "layer1.s_ssm" in lava and all(emu[n].mean() > 0.05 for n in program.spike_nodes)
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("name", ["uni", "bi"])
 def test_each_sample_draws_its_own_uniforms_whatever_batch_or_shard_it_runs_in(programs, digits, name):
     """Uniforms are keyed by the sample's index in the data file: two identical rows get different
@@ -127,6 +129,7 @@ def test_each_sample_draws_its_own_uniforms_whatever_batch_or_shard_it_runs_in(p
 
 @pytest.mark.parametrize("fixture,samples", [("pspikessm_bidirectional_postnorm_bn", 8),
                                              ("pspikessm_unidirectional_prenorm_bn", 2)])
+@pytest.mark.lava
 def test_authors_files_compile_and_run_bit_exact_on_lava(fixture, samples, tmp_path, capsys):
     """Official files written by the authors' code: the bidirectional one (Embedding, post-norm
     BatchNorm applied on the stream, n_ssm = 2) on 8 samples; the unidirectional one (L = 784,

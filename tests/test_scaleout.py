@@ -125,6 +125,7 @@ def test_ray_without_the_extra_is_one_line(monkeypatch):
 
 
 # ---------------------------------------------------------------------- validate through executors
+@pytest.mark.lava
 def test_workers_give_the_serial_report_and_a_rerun_reuses_every_shard(artifacts, tmp_path):
     serial = _validate(tmp_path, DIGITS, artifacts["digits"], "serial")
     work = tmp_path / "work"
@@ -140,6 +141,7 @@ def test_workers_give_the_serial_report_and_a_rerun_reuses_every_shard(artifacts
     assert prov["torch"] == torch.__version__ and prov["lava"] and len(prov["artifact_sha256"]) == 64
 
 
+@pytest.mark.lava
 def test_a_parent_killed_with_sigkill_leaves_nothing_running_and_resumes(artifacts, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
@@ -169,6 +171,7 @@ def test_a_parent_killed_with_sigkill_leaves_nothing_running_and_resumes(artifac
     assert left == set()
 
 
+@pytest.mark.lava
 def test_pspikessm_report_is_the_same_for_any_workers_and_on_ray(artifacts, tmp_path):
     common = ("--mc-passes", "2", "--seed", "5")
     serial = _validate(tmp_path, PSPIKE_BI, artifacts["bi"], "serial", *common)
@@ -235,6 +238,7 @@ def _lookup(report, path):
     return node
 
 
+@pytest.mark.lava
 def test_html_report_is_self_contained_and_says_what_the_json_says(artifacts, tmp_path):
     html_path, json_path = tmp_path / "r.html", tmp_path / "r.json"
     assert cli(["validate", PSPIKE_BI, artifacts["bi"], "--data", "digits", "--max-samples", "16", "--lava-samples", "2",

@@ -17,7 +17,11 @@ from typing import Callable
 
 import numpy as np
 
-from lava.magma.core.run_configs import Loihi2SimCfg
+from . import require_lava
+
+require_lava()              # one line naming the extra, not an import traceback
+
+from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: E402
 from lava.proc.dense.process import Dense
 from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 from lava.proc.lif.process import LIFReset

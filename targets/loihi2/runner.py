@@ -15,6 +15,9 @@ import numpy as np
 from ...errors import LavaRunError
 from ...execute import ShardError, run_in_child
 from ...program import Program
+from . import require_lava
+
+require_lava()              # one line naming the extra, not an import traceback in the run's child
 
 BACKENDS = ("sim", "hw")
 MODES = ("fixed_pt", "floating_pt")
