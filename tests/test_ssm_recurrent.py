@@ -203,6 +203,7 @@ def test_state_of_real_input_stays_within_the_proof(digits_program, digits_level
         assert peak > 2 ** 16                                   # the states use their registers
 
 
+@pytest.mark.lava
 def test_lava_fixed_pt_equals_the_emulator(digits_program, digits_levels):
     from neurocompile.emulator import emulate
     from neurocompile.targets.loihi2.runner import run_lava
@@ -267,6 +268,7 @@ def test_two_sided_and_dplr_layers_keep_the_convolution_with_the_reason(fixture,
     assert all(isinstance(program.op(n), IntSSMConv) for n in table)
 
 
+@pytest.mark.lava
 def test_lava_floating_pt_runs_the_float_recurrence(digits_program, digits_levels):
     """The floating_pt models of the three pieces compute the float recurrence on their float input."""
     from neurocompile.targets.loihi2.runner import run_lava
