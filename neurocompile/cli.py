@@ -511,9 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="residual-stream width in bits (2..24); default: the widest (<= 16) that the range analysis proves safe. "
                         "An explicit width that would overflow a 24-bit register is an error")
     e.add_argument("--ssm-lowering", default="conv", choices=["conv", "recurrent", "auto"],
-                   help="causal diagonal SSM layers: conv (accumulate-only convolution, default), recurrent "
+                   help="causal diagonal SSM layers: conv (accumulate-only convolution), recurrent "
                         "(integer diagonal recurrence, state independent of L) or auto (per layer, from the target's "
-                        "placement plan of each); two-sided and DPLR layers stay conv")
+                        "placement plan of each); two-sided and DPLR layers stay conv (default conv)")
     e.add_argument("--decay-bits", type=_bounded(int, 8, 24), default=18,
                    help="recurrent SSM: decay mantissa bits incl. sign, one exponent per layer (8..24, default 18)")
     e.add_argument("--prob-bits", type=_bounded(int, 1, 22), default=16,
