@@ -205,8 +205,8 @@ def test_fashion_mnist_parity(tmp_path):
 
     program = export(FASHION, tmp_path / "fashion.loihi2")
     data = load_dataset("fashion-mnist", "test")
-    lava = run_lava(program, data.x[:16], record=True, timeout_s=900)
-    emu = emulate(program, data.x[:16], record=True, device="cpu")
+    lava = run_lava(program, data.x[:4], record=True, timeout_s=900)
+    emu = emulate(program, data.x[:4], record=True, device="cpu")
     assert compare_traces(lava, emu) == []
     kind, config, state_dict, _ = load_checkpoint(FASHION)
     report = validate(build_model(config, state_dict), program, *prepared(program, data), data.y, lava_samples=0,
