@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version="${NEUROCOMPILE_PYTHON:-3.10}"
-if [ "$version" = 3.10 ]; then venv=.venv; extras="lava,test"; else venv=".venv-$version"; extras="test"; fi
+if [ "$version" = 3.10 ]; then venv=.venv; extras="lava,ray,test"; else venv=".venv-$version"; extras="test"; fi
 
 find_python() {
   for cand in "python$1" "$HOME/.pyenv/versions/$1"*/bin/"python$1" "/usr/bin/python$1" "/usr/local/bin/python$1"; do
@@ -31,11 +31,12 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 stamp="$venv/.neurocompile-installed"
-if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
+want="$(cat pyproject.toml; echo "extras=$extras")"     # reinstall when the project or the extras change
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing neurocompile[$extras] and its dependencies (torch, ...) into $venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q -e ".[$extras]"
-  cp pyproject.toml "$stamp"
+  printf '%s\n' "$want" > "$stamp"
 fi
 
 # Fashion-MNIST ships as a Debian package (no download at run time); optional for the demo.

@@ -248,7 +248,7 @@ def _rewrite(path, mutate):
 
 
 @pytest.mark.parametrize("case, pattern", [
-    ("missing", "no such file"),
+    ("missing", "no such checkpoint file"),
     ("truncated", "truncated or corrupt"),
     ("text", "not a neurocompile checkpoint"),
     ("npz", "not a neurocompile checkpoint"),
