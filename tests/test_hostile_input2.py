@@ -479,6 +479,7 @@ def test_what_a_killed_export_left_is_cleared_by_the_next(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted(["o.loihi2", alive.name])
 
 
+@pytest.mark.lava
 def test_what_a_killed_lava_run_left_is_cleared_by_the_next(art, tmp_path):
     """SIGKILL during a Lava run left its scratch folder in $TMPDIR and its shared memory."""
     import tempfile
@@ -499,6 +500,7 @@ def test_what_a_killed_lava_run_left_is_cleared_by_the_next(art, tmp_path):
     os.rmdir(tmpdir)
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("how", ["ulimit -n 40", "long TMPDIR", "full TMPDIR"])
 def test_a_lava_run_in_a_poor_environment_is_one_line(how, art, tmp_path):
     """A full TMPDIR or `ulimit -n 40` printed stray traceback lines of Lava's processes before the one line."""
