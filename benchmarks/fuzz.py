@@ -2263,27 +2263,53 @@ def _traces_problem(path: str):
 
 
 def _signalled(case: Case, argv: list, meta: str, cli) -> dict:
-    """Run ``argv`` in a grandchild, send it the case's signal after its delay, and say how it ended."""
+    """Run ``argv`` in a grandchild, send it the case's signal ``delay`` seconds after the CLI starts,
+    and say how it ended.
+
+    The delay counts from the grandchild's word that it is entering the CLI (a byte on a pipe), not
+    from the fork: a signal that lands while the harness itself is still setting up or has already
+    finished is a race in the harness, not a finding.  Once the CLI has returned, the grandchild blocks
+    the case's signal so that its verdict is always written."""
     signum, delay = case.signal
     before = set(os.listdir("."))
     path = os.path.join(meta, "signalled.json")
     sys.stdout.flush()
     sys.stderr.flush()
+    ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        os.close(ready_r)
+        returned = {}
         try:
-            rc, exc, out, err = _capture(lambda: cli(list(argv)), meta, "signalled")
+            def enter():
+                os.write(ready_w, b"1")
+                try:
+                    returned["rc"] = cli(list(argv))
+                finally:
+                    signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+                return returned["rc"]
+            rc, exc, out, err = _capture(enter, meta, "signalled")
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+            if exc is not None and "rc" in returned and "KeyboardInterrupt" in exc.strip().splitlines()[-1]:
+                rc, exc = returned["rc"], None     # landed after the CLI had returned: the harness's window
+            early = exc is not None and "KeyboardInterrupt" in exc.strip().splitlines()[-1] and \
+                f"neurocompile{os.sep}cli.py" not in exc      # landed before the CLI's first instruction
             with open(path, "w") as fh:
-                json.dump({"rc": rc, "exc": exc, "stderr": err[-4000:]}, fh)
+                json.dump({"rc": rc, "exc": None if early else exc, "before_cli": early, "stderr": err[-4000:]}, fh)
         finally:
             os._exit(0)
-    time.sleep(delay)
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
+    os.close(ready_w)
+    with os.fdopen(ready_r, "rb") as ready:
+        started = ready.read(1) == b"1"               # b"" if the grandchild died before the CLI
+    if started:
+        time.sleep(delay)
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
     _, status = os.waitpid(pid, 0)
-    out = {"argv": argv, "signal": signum, "status": status, "left": sorted(set(os.listdir(".")) - before)}
+    out = {"argv": argv, "signal": signum, "status": status, "left": sorted(set(os.listdir(".")) - before),
+           "cli_started": started}
     try:
         with open(path) as fh:
             out.update(json.load(fh))
@@ -2483,6 +2509,8 @@ def _classify_signalled(case: Case, sig: dict):
     signum, lines = sig["signal"], _error_lines(sig.get("stderr", ""))
     rc = sig.get("rc")
     argv = " ".join(sig["argv"][:2])
+    if sig.get("before_cli"):                      # the harness's own window (see _signalled): nothing ran
+        return None
     if sig.get("exc") is not None:
         return "traceback", f"signalled {argv}: {sig['exc'].strip().splitlines()[-1][:300]}"
     if sig.get("killed"):

@@ -26,9 +26,9 @@ from .spikingssm import SpikingSSM
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..cli import HelpFormatter
+    from ..cli import HelpFormatter, Parser, bounded
 
-    p = argparse.ArgumentParser(prog="neurocompile train", formatter_class=HelpFormatter,
+    p = Parser(prog="neurocompile train", formatter_class=HelpFormatter,
                                 description="Train a SpikingSSM (SDN neuron by default) or a P-SpikeSSM (--model "
                                 "pspikessm) and write DIR/ckpt.pt in the neurocompile checkpoint format.  The training "
                                 f"state is saved to DIR/{STATE_FILE} after every epoch; --resume continues from it.")
@@ -39,22 +39,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help=f"continue the run saved in DIR/{STATE_FILE} (same options; gives the same weights as an "
                         "uninterrupted run)")
-    p.add_argument("--d-model", type=int, default=64, help="channels H")
-    p.add_argument("--n-layers", type=int, default=2, help="layers")
-    p.add_argument("--d-state", type=int, default=32, help="SSM state size N")
-    p.add_argument("--epochs", type=int, default=40, help="training epochs")
-    p.add_argument("--batch-size", type=int, default=64, help="training batch size")
-    p.add_argument("--lr", type=float, default=0.01, help="AdamW learning rate (SSM kernel parameters: min(lr, 0.001))")
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (not on SSM, norm, D, ln_vth)")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout probability")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, the batch order and the spikes")
+    p.add_argument("--d-model", type=bounded(int, 1, 4096), default=64, help="channels H (1..4096)")
+    p.add_argument("--n-layers", type=bounded(int, 1, 64), default=2, help="layers (1..64)")
+    p.add_argument("--d-state", type=bounded(int, 2, 1024), default=32, help="SSM state size N (2..1024)")
+    p.add_argument("--epochs", type=bounded(int, 1, 100_000), default=40, help="training epochs (1..100000)")
+    p.add_argument("--batch-size", type=bounded(int, 1, 65536), default=64, help="training batch size (1..65536)")
+    p.add_argument("--lr", type=bounded(float, 0.0, 10.0), default=0.01,
+                   help="AdamW learning rate, 0..10 (SSM kernel parameters: min(lr, 0.001))")
+    p.add_argument("--weight-decay", type=bounded(float, 0.0, 10.0), default=0.01,
+                   help="AdamW weight decay, 0..10 (not on SSM, norm, D, ln_vth)")
+    p.add_argument("--dropout", type=bounded(float, 0.0, 0.99), default=0.0, help="dropout probability (0..0.99)")
+    # numpy's global seed takes 32 bits: a larger seed would be refused by numpy, not by us
+    p.add_argument("--seed", type=bounded(int, 0, 2 ** 32 - 1), default=0,
+                   help="seed of the initialisation, the batch order and the spikes (0..2**32-1)")
     p.add_argument("--norm", choices=["batch", "layer", "none"], default=None,
                    help="normalisation (default: layer for SpikingSSM, batch for P-SpikeSSM)")
     p.add_argument("--prenorm", action="store_true", help="normalise before each block's SSM (default: after)")
     p.add_argument("--bidirectional", action="store_true",
                    help="SpikingSSM: two-sided kernels; P-SpikeSSM: bidirectional blocks (a second, reverse S4 layer)")
-    p.add_argument("--max-train", type=int, default=0, metavar="N", help="train on the first N samples only (0: all)")
-    p.add_argument("--max-test", type=int, default=0, metavar="N", help="evaluate on the first N test samples only (0: all)")
+    p.add_argument("--max-train", type=bounded(int, 0, 10 ** 9), default=0, metavar="N",
+                   help="train on the first N samples only (0: all)")
+    p.add_argument("--max-test", type=bounded(int, 0, 10 ** 9), default=0, metavar="N",
+                   help="evaluate on the first N test samples only (0: all)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="torch device (auto: cuda if present)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     s = p.add_argument_group("SpikingSSM (--model spikingssm)")
@@ -66,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--causal", action="store_true",
                    help="one-sided (causal) SSM kernels instead of the official two-sided ones")
     g.add_argument("--no-residual", action="store_true", help="no residual connection (official residual: null)")
-    g.add_argument("--n-ssm", type=int, default=1, help="independent (A,B,P) copies per layer (1: shared)")
-    g.add_argument("--mc-passes", type=int, default=8, metavar="K", help="test accuracy = mean over K random passes")
+    g.add_argument("--n-ssm", type=bounded(int, 1, 4096), default=1, help="independent (A,B,P) copies per layer (1: shared; 1..4096)")
+    g.add_argument("--mc-passes", type=bounded(int, 1, 1000), default=8, metavar="K",
+                   help="test accuracy = mean over K random passes (1..1000)")
     return p
 
 
@@ -229,8 +236,6 @@ def main(argv=None) -> int:
         wrong = [n for n in names if n in given and args.model != family]
         if wrong:
             parser.error(f"--{wrong[0].replace('_', '-')} applies to --model {family} only, not --model {args.model}")
-    if args.mc_passes < 1:
-        parser.error("--mc-passes must be >= 1")
     device = _device(args.device)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)

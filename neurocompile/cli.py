@@ -75,7 +75,7 @@ def given_options(build_parser, argv) -> set:
     return set(vars(parser.parse_args(argv)))
 
 
-def _bounded(kind, low, high):
+def bounded(kind, low, high):
     """An argparse type: ``kind`` in [low, high] (NaN and infinities refused)."""
     def parse(text):
         try:
@@ -467,7 +467,7 @@ def _plan_or_why(program) -> dict:
 
 
 def _lava_count(text):
-    return "all" if text == "all" else _bounded(int, 0, MAX_LAVA_SAMPLES)(text)
+    return "all" if text == "all" else bounded(int, 0, MAX_LAVA_SAMPLES)(text)
 
 
 def cmd_train(argv) -> int:
@@ -477,7 +477,7 @@ def cmd_train(argv) -> int:
 
 
 # ----------------------------------------------------------------------------------------- main
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """Usage errors as one line too (the subcommand parsers are of this class)."""
 
     def error(self, message):
@@ -490,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import __version__
 
-    p = _Parser(prog="neurocompile", description="Compile trained spiking SSM checkpoints to Loihi 2 "
+    p = Parser(prog="neurocompile", description="Compile trained spiking SSM checkpoints to Loihi 2 "
                                 "(Lava), simulate them, and validate accuracy parity.", formatter_class=HelpFormatter)
     p.add_argument("--version", action="version", version=f"neurocompile {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_SubParser)
@@ -503,26 +503,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--target", default="loihi2", help=f"compilation target ({', '.join(TARGET_NAMES)})")
     e.add_argument("-o", "--output", help="artifact path (default: the checkpoint's path with .loihi2 for its "
                    "extension; refused if that file is another checkpoint's artifact)")
-    e.add_argument("--kernel-bits", type=_bounded(int, 2, 8), default=8,
+    e.add_argument("--kernel-bits", type=bounded(int, 2, 8), default=8,
                    help="SSM kernel mantissa bits incl. sign, per-channel exponent (2..8, default 8)")
-    e.add_argument("--weight-bits", type=_bounded(int, 2, 8), default=8,
+    e.add_argument("--weight-bits", type=bounded(int, 2, 8), default=8,
                    help="mixer/decoder mantissa bits incl. sign, per-row exponent (2..8, default 8)")
-    e.add_argument("--act-bits", type=_bounded(int, 2, 24), default=None,
+    e.add_argument("--act-bits", type=bounded(int, 2, 24), default=None,
                    help="residual-stream width in bits (2..24); default: the widest (<= 16) that the range analysis proves safe. "
                         "An explicit width that would overflow a 24-bit register is an error")
     e.add_argument("--ssm-lowering", default="conv", choices=["conv", "recurrent", "auto"],
                    help="causal diagonal SSM layers: conv (accumulate-only convolution), recurrent "
                         "(integer diagonal recurrence, state independent of L) or auto (per layer, from the target's "
                         "placement plan of each); two-sided and DPLR layers stay conv (default conv)")
-    e.add_argument("--decay-bits", type=_bounded(int, 8, 24), default=18,
+    e.add_argument("--decay-bits", type=bounded(int, 8, 24), default=18,
                    help="recurrent SSM: decay mantissa bits incl. sign, one exponent per layer (8..24, default 18)")
-    e.add_argument("--prob-bits", type=_bounded(int, 1, 22), default=16,
+    e.add_argument("--prob-bits", type=bounded(int, 1, 22), default=16,
                    help="stochastic spikes (P-SpikeSSM): bits of the firing probability and the uniform (1..22, default 16)")
     e.add_argument("--input-range", type=_input_range, default=None, metavar="LOW,HIGH",
                    help="values the model was trained on for raw level 0 and the top level (default 0,1)")
-    e.add_argument("--input-levels", type=_bounded(int, 1, MAX_INPUT_LEVELS), default=None, metavar="N",
+    e.add_argument("--input-levels", type=bounded(int, 1, MAX_INPUT_LEVELS), default=None, metavar="N",
                    help=f"raw input levels 0..N, N in 1..{MAX_INPUT_LEVELS} (default: the checkpoint's own, else 255: 8-bit pixels)")
-    e.add_argument("--seq-len", type=_bounded(int, 1, MAX_SEQ_LEN), default=None, metavar="L",
+    e.add_argument("--seq-len", type=bounded(int, 1, MAX_SEQ_LEN), default=None, metavar="L",
                    help="sequence length, for a checkpoint that stores none (the authors' s4 trainer drops it); "
                         "must match the stored one otherwise (1..131072)")
 
@@ -536,9 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")
     s.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
     s.add_argument("--split", default="test", choices=["train", "test"], help="dataset split")
-    s.add_argument("--index", type=_bounded(int, 0, MAX_SAMPLES), default=0,
+    s.add_argument("--index", type=bounded(int, 0, MAX_SAMPLES), default=0,
                    help=f"first sample index (0..{MAX_SAMPLES}, default 0)")
-    s.add_argument("--count", type=_bounded(int, 1, MAX_SAMPLES), default=1,
+    s.add_argument("--count", type=bounded(int, 1, MAX_SAMPLES), default=1,
                    help=f"number of consecutive samples (1..{MAX_SAMPLES}, default 1)")
     s.add_argument("--engine", default="lava", choices=["lava", "emulator"],
                    help="lava: Loihi2SimCfg fixed_pt processes; emulator: the batched integer emulator (no Lava needed)")
@@ -548,9 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "voltage (emulator only)")
     s.add_argument("-o", "--output", help="write traces to this .npz")
     s.add_argument("--plot", help="write a raster plot of the first sample to this .png")
-    s.add_argument("--timeout", type=_bounded(float, 1e-3, MAX_TIMEOUT_S), default=900,
+    s.add_argument("--timeout", type=bounded(float, 1e-3, MAX_TIMEOUT_S), default=900,
                    help=f"seconds before a Lava run is stopped (0.001..{MAX_TIMEOUT_S}, default 900)")
-    s.add_argument("--seed", type=_bounded(int, 0, MAX_SEED), default=0,
+    s.add_argument("--seed", type=bounded(int, 0, MAX_SEED), default=0,
                    help=f"stochastic spikes (P-SpikeSSM): the PRNG seed (0..2**63-1); Lava and the emulator give the "
                         "same spikes for it")
 
@@ -562,36 +562,36 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--lava-samples", type=_lava_count, default=16, metavar="N|all",
                    help=f"samples also run on Lava and compared bit for bit (0..{MAX_LAVA_SAMPLES}, default 16; 0 skips; "
                         "all: the whole split)")
-    v.add_argument("--max-samples", type=_bounded(int, 0, MAX_SAMPLES), default=0,
+    v.add_argument("--max-samples", type=bounded(int, 0, MAX_SAMPLES), default=0,
                    help=f"limit the float/integer comparison to the first N samples (0..{MAX_SAMPLES}; 0: all)")
-    v.add_argument("--batch-size", type=_bounded(int, 1, MAX_BATCH), default=128,
+    v.add_argument("--batch-size", type=bounded(int, 1, MAX_BATCH), default=128,
                    help=f"samples per float / emulator batch (1..{MAX_BATCH}, default 128)")
     v.add_argument("--device", default=None, help="torch device for float and emulator runs (default: cuda if present)")
     v.add_argument("--emulator", default=None, choices=["compiled", "torch"],
                    help="integer emulator back end: compiled (numba, CPU; the default there) or torch (the default on CUDA)")
     v.add_argument("--json", help="write the report as JSON here")
-    v.add_argument("--timeout", type=_bounded(float, 1e-3, MAX_TIMEOUT_S), default=1800,
+    v.add_argument("--timeout", type=bounded(float, 1e-3, MAX_TIMEOUT_S), default=1800,
                    help=f"seconds before the Lava run is stopped (0.001..{MAX_TIMEOUT_S}, default 1800)")
-    v.add_argument("--mc-passes", type=_bounded(int, 1, MAX_MC_PASSES), default=8,
+    v.add_argument("--mc-passes", type=bounded(int, 1, MAX_MC_PASSES), default=8,
                    help=f"stochastic spikes (P-SpikeSSM): Monte-Carlo passes per side (1..{MAX_MC_PASSES}, default 8)")
-    v.add_argument("--seed", type=_bounded(int, 0, MAX_SEED), default=0,
+    v.add_argument("--seed", type=bounded(int, 0, MAX_SEED), default=0,
                    help="stochastic spikes: first seed (0..2**63-1; pass k uses seed + k; Lava runs seed)")
     v.add_argument("--mc-rng", default="batch", choices=["batch", "authors"],
                    help="stochastic spikes, float side: batch (torch seeded per pass and batch) or authors "
                         "(pass k = torch.manual_seed(seed + k) over the whole split as one batch, as the authors' code)")
-    v.add_argument("--workers", type=_bounded(int, 1, MAX_WORKERS), default=None, metavar="K",
+    v.add_argument("--workers", type=bounded(int, 1, MAX_WORKERS), default=None, metavar="K",
                    help=f"run Lava, float and emulator shards in K worker processes, 1..{MAX_WORKERS} (with --ray: the "
                         "local cluster's CPUs)")
     v.add_argument("--ray", action="store_true", help="run shards on a local Ray cluster (optional extra: neurocompile[ray])")
     v.add_argument("--ray-address", default=None, metavar="ADDR", help="run shards on the existing Ray cluster at ADDR")
     v.add_argument("--work-dir", default=None, metavar="DIR",
                    help="keep finished shards here; a run stopped by Ctrl-C, a kill or a lost node resumes from them")
-    v.add_argument("--lava-shard-samples", type=_bounded(int, 1, MAX_LAVA_SAMPLES), default=16, metavar="N",
+    v.add_argument("--lava-shard-samples", type=bounded(int, 1, MAX_LAVA_SAMPLES), default=16, metavar="N",
                    help=f"samples per Lava shard (1..{MAX_LAVA_SAMPLES}, default 16)")
-    v.add_argument("--retries", type=_bounded(int, 0, 100), default=2,
+    v.add_argument("--retries", type=bounded(int, 0, 100), default=2,
                    help="tries after the first for a failed shard (0..100, default 2)")
     v.add_argument("--html", default=None, metavar="FILE", help="write a self-contained HTML report here")
-    v.add_argument("--activity-samples", type=_bounded(int, 0, MAX_SAMPLES), default=256,
+    v.add_argument("--activity-samples", type=bounded(int, 0, MAX_SAMPLES), default=256,
                    help=f"samples whose integer run is counted for activity and the energy estimate (0..{MAX_SAMPLES}, "
                         "default 256; 0 skips)")
     pl = sub.add_parser("plan", help="placement on Loihi 2: processes, cores, chips, latency, worst-case operations "
@@ -604,6 +604,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """The ``neurocompile`` command; returns the exit status."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:   # Ctrl-C before _guard's handlers hold (its own catch covers the rest)
+        try:
+            print("neurocompile: interrupted", file=sys.stderr)
+        except (OSError, ValueError):
+            pass
+        return 130
+
+
+def _main(argv) -> int:
     # before anything imports numpy / torch (oneMKL aborts the process from a deleted working directory)
     try:
         os.getcwd()
@@ -630,7 +642,7 @@ def main(argv=None) -> int:
     return _guard(run)
 
 
-class _SubParser(_Parser):
+class _SubParser(Parser):
     """Every sub-command's --help states its defaults."""
 
     def __init__(self, *args, **kwargs):

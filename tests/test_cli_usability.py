@@ -240,3 +240,43 @@ def test_resume_refuses_other_options_and_a_missing_state(tmp_path, capsys):
     capsys.readouterr()
     one_line_error(capsys, cli(["train", *TINY, "--epochs", "1", "--lr", "0.02", "--out", out, "--resume"]),
                    "saved by a run with --lr 0.01, not 0.02")
+
+
+@pytest.mark.parametrize("option, value, bound", [
+    ("--seed", "4294967296", "0..4294967295"),          # numpy's global seed takes 32 bits
+    ("--seed", "-1", "0..4294967295"),
+    ("--epochs", "0", "1..100000"),
+    ("--mc-passes", "0", "1..1000"),
+    ("--lr", "nan", "0..10"),
+    ("--dropout", "1", "0..0.99"),
+    ("--d-model", "0", "1..4096"),
+])
+def test_train_counts_have_stated_bounds(tmp_path, capsys, option, value, bound):
+    """Every number train takes is refused outside its stated range with one line, before any work
+    (no folder made); the bound is in --help too."""
+    out = str(tmp_path / "run")
+    extra = ["--model", "pspikessm"] if option == "--mc-passes" else []
+    with pytest.raises(SystemExit) as exc:              # argparse's usage error, as for every command
+        cli(["train", *TINY, *extra, option, value, "--out", out])
+    err = one_line_error(capsys, exc.value.code, option, bound)
+    assert "neurocompile train --help" in err and not os.path.exists(out)
+    stated = "0..2**32-1" if option == "--seed" else bound
+    assert stated in " ".join(train_module.build_parser().format_help().split())
+
+
+def test_train_largest_seed_trains(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert cli(["train", *TINY, "--epochs", "1", "--seed", str(2 ** 32 - 1), "--out", out]) == 0
+    assert os.path.exists(os.path.join(out, "ckpt.pt"))
+
+
+def test_ctrl_c_before_the_handlers_hold_is_one_line(monkeypatch, capsys):
+    """A Ctrl-C that lands before the command's own handlers are set (the very first instructions of
+    main) still ends as 'neurocompile: interrupted', exit 130, not a traceback."""
+    import neurocompile.cli as cli_module
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli_module, "_main", interrupted)
+    assert cli_module.main(["inspect", "x"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["neurocompile: interrupted"]
