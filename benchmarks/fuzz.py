@@ -2279,6 +2279,8 @@ def _signalled(case: Case, argv: list, meta: str, cli) -> dict:
     pid = os.fork()
     if pid == 0:
         os.close(ready_r)
+        import torch
+        torch.set_num_threads(1)                       # this grandchild's own thread pool (see run_child)
         returned = {}
         try:
             def enter():
