@@ -17,6 +17,7 @@ Every refusal is a ``NeurocompileError`` (``neurocompile.errors``) whose message
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -53,25 +54,49 @@ def load_data(program: Program, dataset: str, split: str = "test") -> tuple[Data
     return data, values, raw
 
 
-def validate_checkpoint(checkpoint: str, artifact: str | Program, dataset: str, *, split: str = "test",
-                        lava_samples: int = 0, max_samples: int = 0, batch_size: int = 128, device: str | None = None,
-                        emulator: str | None = None, mc_passes: int | None = None, seed: int | None = None,
-                        lava_timeout_s: float = 1800, activity_samples: int = 0,
-                        progress: ProgressFactory | None = None) -> dict:
-    """Accuracy parity of the float model (``checkpoint``) and its compiled integers (``artifact``,
-    a path or a Program) on ``dataset``: the report ``neurocompile validate`` prints (a JSON-ready dict).
+@dataclass
+class Validation:
+    """One validation run: the JSON-ready ``report``, the ``program`` it checked and the ``raster``
+    (one sample's spikes float / integer / Lava, numpy arrays) the HTML report draws."""
+    report: dict
+    program: Program
+    raster: dict | None
 
-    The integers run in the emulator on every sample (``max_samples``: the first N only); with
-    ``lava_samples`` > 0 the first samples also run on Lava and are compared bit for bit (needs the
-    'lava' extra).  Stochastic models (P-SpikeSSM) run ``mc_passes`` Monte-Carlo passes per side
-    from ``seed`` (defaults 8 and 0); both are refused for deterministic models.  The artifact must
-    have been compiled from this checkpoint.  ``activity_samples`` > 0 adds the activity counted on
-    the first samples' integer run and the energy estimate (``neurocompile validate`` counts 256)."""
+
+def validate_checkpoint(checkpoint: str, artifact: str | Program, dataset: str, **options) -> dict:
+    """Accuracy parity of the float model (``checkpoint``) and its compiled integers (``artifact``,
+    a path or a Program) on ``dataset``: the report ``neurocompile validate`` prints (a JSON-ready
+    dict).  The options are ``run_validation``'s."""
+    return run_validation(checkpoint, artifact, dataset, **options).report
+
+
+def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, split: str = "test",
+                   lava_samples: int | str = 0, max_samples: int = 0, batch_size: int = 128,
+                   device: str | None = None, emulator: str | None = None, mc_passes: int | None = None,
+                   seed: int | None = None, mc_rng: str = "batch", lava_timeout_s: float = 1800,
+                   activity_samples: int = 0, workers: int | None = None, ray: bool = False,
+                   ray_address: str | None = None, work_dir: str | None = None, lava_shard_samples: int = 16,
+                   retries: int = 2, progress: ProgressFactory | None = None,
+                   command: list | None = None) -> Validation:
+    """What ``neurocompile validate`` runs (the command adds only its argument parsing and outputs).
+
+    The integers run in the emulator on every sample (``max_samples``: the first N only); the first
+    ``lava_samples`` (or ``"all"``) also run on Lava, in shards of ``lava_shard_samples``, and are
+    compared bit for bit (needs the 'lava' extra).  Stochastic models (P-SpikeSSM) run ``mc_passes``
+    Monte-Carlo passes per side from ``seed`` (defaults 8 and 0; ``mc_rng="authors"`` draws the float
+    side as the authors' code does); both are refused for deterministic models.  ``workers`` local
+    processes, or Ray (``ray`` for a local cluster, ``ray_address`` to join one), run the shards;
+    ``work_dir`` keeps finished shards so that a stopped run resumes.  The artifact must have been
+    compiled from this checkpoint's weights.  ``activity_samples`` > 0 adds the activity counted on
+    the first samples' integer run and the energy estimate.  ``command``: the command line recorded
+    in the report's provenance."""
+    options = {k: v for k, v in locals().items() if k not in ("checkpoint", "artifact", "progress", "command")}
     from .emulator import check_device
     from .frontend import frontend_for
-    from .models.checkpoint import build_model, load_checkpoint
+    from .models.checkpoint import build_model, load_checkpoint, weights_sha256
     from .pipeline import file_sha256
-    from .validate import model_mismatch, validate, validate_stochastic
+    from .arith import SEED_MAX
+    from .validate import model_mismatch, provenance, run_key, validate, validate_stochastic
 
     device = check_device(device)
     program, where = (artifact, "the program") if isinstance(artifact, Program) else (load_program(artifact), artifact)
@@ -82,37 +107,93 @@ def validate_checkpoint(checkpoint: str, artifact: str | Program, dataset: str, 
         if wrong:
             raise ValueError(f"--{wrong[0]} applies to stochastic spikes (P-SpikeSSM) only; {checkpoint} is a {kind} "
                              "model with deterministic spikes")
-    if program.report.get("source", {}).get("checkpoint_sha256") not in (None, file_sha256(checkpoint)):
-        raise ArtifactError(f"{where}: was exported from another checkpoint than {checkpoint}")
+        if mc_rng != "batch":
+            raise ValueError("--mc-rng applies to models with sampled spikes (P-SpikeSSM)")
+    mc_passes, seed = (8 if mc_passes is None else mc_passes), (seed or 0)
+    if seed + mc_passes - 1 > SEED_MAX:
+        raise ValueError(f"--seed {seed} with --mc-passes {mc_passes}: pass k uses seed + k, which must stay "
+                         f"<= {SEED_MAX}")
+    # pairing rests on what the loader verified: the digest of the weights the artifact was compiled from
+    if program.model["kind"] != kind:
+        raise ArtifactError(f"{where}: holds a {program.model['kind']} program, {checkpoint} a {kind} model")
+    if not program.report.get("source"):
+        raise ArtifactError(f"{where}: was compiled from a graph, not a checkpoint: it pairs with no checkpoint")
+    if program.report["source"]["weights_sha256"] != weights_sha256(state_dict):
+        raise ArtifactError(f"{where}: was not compiled from the weights in {checkpoint} (their digests differ)")
+    digests = {"checkpoint_sha256": file_sha256(checkpoint),
+               "artifact_sha256": None if isinstance(artifact, Program) else file_sha256(artifact)}
     model = build_model(config, state_dict, kind)
     data, values, raw = load_data(program, dataset, split)
     mismatch = model_mismatch(model, program, values, device)
     if mismatch:
         raise ArtifactError(f"{where}: not compiled from {checkpoint}: {mismatch}")
-    runner = None
-    if lava_samples:                          # before the long float and integer runs
-        runner = lava_runner(program, f"Lava parity on {lava_samples} samples",
-                             "--lava-samples 0 (lava_samples=0) validates float vs integer without it")
     y = data.y
     if max_samples:
         values, raw, y = values[:max_samples], raw[:max_samples], y[:max_samples]
+    lava_samples = len(y) if lava_samples == "all" else min(int(lava_samples), len(y))
+    if lava_samples:                          # Lava missing: one line naming the extra, before the long runs
+        lava_runner(program, f"Lava parity on {lava_samples} samples", "--lava-samples 0 (lava_samples=0) validates "
+                    "float vs integer without it")
+    key = run_key({**options, "mc_passes": mc_passes, "seed": seed}, digests, values, raw, y)
+    scale = _scale(key, workers, ray, ray_address, work_dir, lava_shard_samples, lava_timeout_s, retries)
     bar = progress or (lambda label, total: None)
     common = dict(lava_samples=lava_samples, batch_size=batch_size, device=device,
                   progress=bar("float+integer", len(y)), lava_timeout_s=lava_timeout_s,
-                  lava_progress=bar("Lava", min(lava_samples, len(y))) if lava_samples else None,
-                  emulator_backend=emulator, lava_runner=runner)
-    if stochastic:
-        report = validate_stochastic(model, program, values, raw, y, mc_passes=8 if mc_passes is None else mc_passes,
-                                     seed=seed or 0, **common)
-    else:
-        report = validate(model, program, values, raw, y, **common)
+                  lava_progress=bar("Lava", lava_samples) if lava_samples else None,
+                  emulator_backend=emulator, scale=scale)
+    try:
+        if stochastic:
+            report = validate_stochastic(model, program, values, raw, y, mc_passes=mc_passes, seed=seed,
+                                         mc_rng=mc_rng, **common)
+        else:
+            report = validate(model, program, values, raw, y, **common)
+    finally:
+        if hasattr(scale.executor, "close"):
+            scale.executor.close()
     if activity_samples:
         from .activity import measured
-        report.update(measured(program, raw[:activity_samples], seed=seed or 0))
+        report.update(measured(program, raw[:activity_samples], seed=seed))
     report["dataset"] = {"name": dataset, "split": split}
     report["checkpoint"] = os.path.basename(checkpoint)
-    report["artifact"] = os.path.basename(artifact) if isinstance(artifact, str) else None
-    return report
+    report["artifact"] = None if isinstance(artifact, Program) else os.path.basename(artifact)
+    report["execution"] = scale.execution()
+    report.setdefault("lava_shards_reused", 0)
+    report["plan"] = _plan_or_why(program)
+    report["provenance"] = provenance(key, {"checkpoint": checkpoint, "artifact": where, **options},
+                                      ["neurocompile"] + list(command or ["(Python API) validate_checkpoint"]))
+    raster = report.pop("raster", None)
+    return Validation(report, program, raster)
+
+
+def _scale(key: dict, workers, ray, ray_address, work_dir, lava_shard_samples, lava_timeout_s, retries):
+    """The executor (local workers or Ray), the shard store and the Lava shard size of a validate run."""
+    from .execute import LocalExecutor, RayExecutor, ShardStore
+    from .validate import Scale
+
+    if ray and ray_address:
+        raise ValueError("--ray starts a local cluster, --ray-address joins one: give one of them")
+    executor = None
+    if ray or ray_address:
+        executor = RayExecutor(workers=workers, address=ray_address, timeout_s=lava_timeout_s, retries=retries)
+    elif workers:
+        executor = LocalExecutor(workers, lava_timeout_s, retries,
+                                 scratch=os.path.join(work_dir, "scratch") if work_dir else None)
+    store = None
+    if work_dir:
+        if not os.path.isdir(work_dir):
+            raise ValueError(f"{work_dir}: --work-dir must be an existing folder")
+        store = ShardStore(work_dir, key)
+    return Scale(executor=executor, store=store, lava_shard_samples=lava_shard_samples, lava_timeout_s=lava_timeout_s)
+
+
+def _plan_or_why(program) -> dict:
+    """The target's plan of the program for the reports, or why there is none."""
+    from .errors import NeurocompileError
+    from .plan_report import plan_dict
+    try:
+        return plan_dict(program)
+    except (NeurocompileError, ValueError) as exc:
+        return {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
 
 
 def plan(artifact: str | Program, system: str | None = None) -> dict:

@@ -335,15 +335,9 @@ def cmd_simulate(args) -> int:
 
 # ------------------------------------------------------------------------------------ validate
 def cmd_validate(args) -> int:
-    from .artifact import load_program
-    from .emulator import check_device
-    from .errors import ArtifactError
+    from .api import run_validation
     from .fileio import check_output_path, same_file, write_atomic
-    from .models.checkpoint import build_model, load_checkpoint, weights_sha256
-    from .pipeline import file_sha256
-    from .frontend import frontend_for
-    from .validate import (format_report, format_stochastic_report, model_mismatch, provenance, run_key, validate,
-                           validate_stochastic)
+    from .validate import format_report, format_stochastic_report
 
     inputs = _input_files(args.checkpoint, args.artifact, args.dataset)
     outputs = [o for o in (args.json, args.html) if o is not None]
@@ -351,73 +345,16 @@ def cmd_validate(args) -> int:
         check_output_path(out, inputs)
     if len(outputs) == 2 and same_file(args.json, args.html):
         raise ValueError("--json and --html name the same file")
-    if args.ray and args.ray_address:
-        raise ValueError("--ray starts a local cluster, --ray-address joins one: give one of them")
-    if args.seed + args.mc_passes - 1 > MAX_SEED:
-        raise ValueError(f"--seed {args.seed} with --mc-passes {args.mc_passes}: pass k uses seed + k, which must stay "
-                         f"<= {MAX_SEED}")
-    device = check_device(args.device)
-    program = load_program(args.artifact)
-    kind, config, state_dict, _ = load_checkpoint(args.checkpoint, seq_len=program.seq_len)
-    digests = {"checkpoint_sha256": file_sha256(args.checkpoint), "artifact_sha256": file_sha256(args.artifact)}
-    # pairing rests on what the loader verified: the digest of the weights the artifact was compiled from
-    if program.model["kind"] != kind:
-        raise ArtifactError(f"{args.artifact}: holds a {program.model['kind']} program, {args.checkpoint} a {kind} model")
-    if not program.report.get("source"):
-        raise ArtifactError(f"{args.artifact}: was compiled from a graph, not a checkpoint: it pairs with no checkpoint")
-    if program.report["source"]["weights_sha256"] != weights_sha256(state_dict):
-        raise ArtifactError(f"{args.artifact}: was not compiled from the weights in {args.checkpoint} "
-                            "(their digests differ)")
-    model = build_model(config, state_dict, kind)
-    data, values, raw = _load_data(args, program, args.split)
-    mismatch = model_mismatch(model, program, values, device)
-    if mismatch:
-        raise ArtifactError(f"{args.artifact}: not compiled from {args.checkpoint}: {mismatch}")
-    y = data.y
-    if args.max_samples:
-        values, raw, y = values[:args.max_samples], raw[:args.max_samples], y[:args.max_samples]
-    lava_samples = len(y) if args.lava_samples == "all" else min(int(args.lava_samples), len(y))
-    stochastic = frontend_for(kind).stochastic
-    if args.mc_rng != "batch" and not stochastic:
-        raise ValueError("--mc-rng applies to models with sampled spikes (P-SpikeSSM)")
-    wrong = [o for o in ("mc_passes", "seed") if o in args.given and not stochastic]
-    if wrong:
-        raise ValueError(f"--{wrong[0].replace('_', '-')} applies to stochastic spikes (P-SpikeSSM) only; "
-                         f"{args.checkpoint} is a {kind} model with deterministic spikes")
-    if lava_samples:                          # Lava missing: one line naming the extra, before the long runs
-        from .api import lava_runner
-        lava_runner(program, f"Lava parity on {lava_samples} samples", "--lava-samples 0 validates float vs integer "
-                    "without it")
-    scale = _scale(args, program, values, raw, y, digests)
-    common = dict(lava_samples=lava_samples, batch_size=args.batch_size, device=device,
-                  progress=_progress("float+integer", len(y)), lava_timeout_s=args.timeout,
-                  lava_progress=_progress("Lava", lava_samples) if lava_samples else None,
-                  emulator_backend=args.emulator, scale=scale)
-    try:
-        if stochastic:
-            report = validate_stochastic(model, program, values, raw, y, mc_passes=args.mc_passes, seed=args.seed,
-                                         mc_rng=args.mc_rng, **common)
-            text_report = format_stochastic_report
-        else:
-            report = validate(model, program, values, raw, y, **common)
-            text_report = format_report
-    finally:
-        if hasattr(scale.executor, "close"):
-            scale.executor.close()
-    if args.activity_samples:
-        from .activity import energy_text, measured
-        report.update(measured(program, raw[:args.activity_samples], seed=args.seed))
-    report["dataset"] = {"name": args.dataset, "split": args.split}
-    report["checkpoint"] = os.path.basename(args.checkpoint)
-    report["artifact"] = os.path.basename(args.artifact)
-    report["execution"] = scale.execution()
-    report.setdefault("lava_shards_reused", 0)
-    report["plan"] = _plan_or_why(program)
-    report["provenance"] = provenance(run_key(args, digests, values, raw, y),
-                                      {k: v for k, v in vars(args).items() if k not in ("argv", "given")},
-                                      ["neurocompile"] + args.argv)
-    raster = report.pop("raster", None)
-    print(text_report(report))
+    given = lambda name: getattr(args, name) if name in args.given else None      # noqa: E731
+    run = run_validation(args.checkpoint, args.artifact, args.dataset, split=args.split,
+                         lava_samples=args.lava_samples, max_samples=args.max_samples, batch_size=args.batch_size,
+                         device=args.device, emulator=args.emulator, mc_passes=given("mc_passes"), seed=given("seed"),
+                         mc_rng=args.mc_rng, lava_timeout_s=args.timeout, activity_samples=args.activity_samples,
+                         workers=args.workers, ray=args.ray, ray_address=args.ray_address, work_dir=args.work_dir,
+                         lava_shard_samples=args.lava_shard_samples, retries=args.retries, progress=_progress,
+                         command=args.argv)
+    report = run.report
+    print((format_stochastic_report if "mc_passes" in report else format_report)(report))
     if args.activity_samples:
         from .activity import energy_text
         print(energy_text(report))
@@ -427,43 +364,12 @@ def cmd_validate(args) -> int:
         print(f"wrote {args.json}")
     if args.html is not None:
         from .report_html import render_report
-        page = render_report(report, program, raster).encode()
+        page = render_report(report, run.program, run.raster).encode()
         write_atomic(args.html, lambda fh: fh.write(page), inputs)
         print(f"wrote {args.html}")
-    if lava_samples and not report["lava_bit_exact"]:
+    if report.get("lava_samples") and not report["lava_bit_exact"]:
         return 1
     return 0
-
-
-def _scale(args, program, values, raw, y, digests):
-    """The executor (local workers or Ray), the shard store and the Lava shard size of a validate run."""
-    from .execute import LocalExecutor, RayExecutor, ShardStore
-    from .validate import Scale, run_key
-
-    executor = None
-    scratch = os.path.join(args.work_dir, "scratch") if args.work_dir else None
-    if args.ray or args.ray_address:
-        executor = RayExecutor(workers=args.workers, address=args.ray_address, timeout_s=args.timeout,
-                               retries=args.retries)
-    elif args.workers:
-        executor = LocalExecutor(args.workers, args.timeout, args.retries, scratch=scratch)
-    store = None
-    if args.work_dir:
-        if not os.path.isdir(args.work_dir):
-            raise ValueError(f"{args.work_dir}: --work-dir must be an existing folder")
-        store = ShardStore(args.work_dir, run_key(args, digests, values, raw, y))
-    return Scale(executor=executor, store=store, lava_shard_samples=args.lava_shard_samples,
-                 lava_timeout_s=args.timeout)
-
-
-def _plan_or_why(program) -> dict:
-    """The target's plan of the program for the reports, or why there is none."""
-    from .errors import NeurocompileError
-    from .plan_report import plan_dict
-    try:
-        return plan_dict(program)
-    except (NeurocompileError, ValueError) as exc:
-        return {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
 
 
 def _lava_count(text):
