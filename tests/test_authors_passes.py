@@ -90,3 +90,20 @@ def test_mc_rng_authors_float_passes_equal_the_authors_own(programs, name, tag):
         assert np.abs(out["logits_float"][row["pass"], row["sample"]] - row["logits"]).max() <= tol
         gap[row["pass"], row["sample"]] = 0.0
     assert gap.max() <= tol, f"rows with other spikes than theirs: {np.argwhere(gap > tol).tolist()}"
+
+
+def test_validate_cli_mc_rng_authors_reports_their_per_pass_accuracies(programs, tmp_path):
+    """End to end: ``neurocompile validate --mc-rng authors --mc-passes 32 --seed 0`` on the 64 token
+    sequences reports, pass by pass, the float accuracies their code measured (they vary per pass)."""
+    name, tag = "pspikessm_bidirectional_postnorm_bn", "random_tokens_64"
+    stored = STORED["fixtures"][name]["sets"][tag]
+    x, _ = _inputs(name, tag, programs[name])
+    data, art, report = tmp_path / "tokens.npz", tmp_path / "m.loihi2", tmp_path / "r.json"
+    np.savez(data, x=x, y=np.asarray(stored["labels"]))
+    ckpt = os.path.join(FIXTURES, name + ".ckpt")
+    assert cli(["export", ckpt, "-o", str(art)]) == 0
+    assert cli(["validate", ckpt, str(art), "--data", str(data), "--mc-rng", "authors", "--mc-passes", "32",
+                "--seed", "0", "--lava-samples", "0", "--activity-samples", "0", "--json", str(report)]) == 0
+    acc = json.loads(report.read_text())["accuracy"]
+    assert len(set(stored["accuracy_per_pass"])) > 1
+    assert acc["float_per_pass"] == stored["accuracy_per_pass"]
