@@ -191,8 +191,8 @@ def main() -> None:
         else:
             x, y = fashion_values(args.fashion_samples)
             sets[f"fashion_mnist_test_first_{args.fashion_samples}"] = (
-                x, y, f"the first {args.fashion_samples} Fashion-MNIST test images ({FASHION_DIR}/t10k-*), true labels, "
-                      "float32 of 0.0 + k * (1/255) (float64), our loader's pixel order (no psMNIST permutation)")
+                x, y, f"the first {args.fashion_samples} Fashion-MNIST test images ({FASHION_DIR}/t10k-*), true "
+                      "labels, float32 of 0.0 + k * (1/255) (float64), our loader's pixel order (no psMNIST permutation)")
         entry = {"sets": {}}
         for tag, (x, y, source) in sets.items():
             lengths = np.full(len(x), x.shape[1]) if x.dtype == np.int64 else None
