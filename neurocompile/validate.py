@@ -299,20 +299,22 @@ def check_authors_fits(model, n: int) -> None:
 
 def authors_float_passes(model, program, values, device, seed: int, passes: int, progress=None) -> dict:
     """The authors' Monte-Carlo evaluation: pass s is ``torch.manual_seed(s)`` then the whole split as
-    one batch, uniforms drawn block by block in their storage order (models/pspikessm.py)."""
+    one batch, uniforms drawn block by block in their storage order (models/pspikessm.py).  Returns
+    per pass the predictions and the logits (``logits_float``, (passes, n, classes))."""
     frontend = frontend_for(program.model["kind"])
     nodes = program.spike_nodes
     pred, stats = np.zeros((passes, len(values)), np.int64), np.zeros((len(nodes), 2))
+    logits = np.zeros((passes, len(values), int(program.n_classes)))
     raster = {}
     for k in range(passes):
         f_logits, f_spikes, f_probs = _float_pass(frontend, model, values, device, seed + k)
-        pred[k] = f_logits.argmax(1)
+        pred[k], logits[k] = f_logits.argmax(1), f_logits
         stats += _float_stats(program, f_spikes, f_probs)
         if k == 0:
             raster = (f_spikes, f_probs, f_logits)
         if progress:
             progress(k + 1, passes)
-    return {"pred_float": pred, "stats_float": stats, "raster": raster}
+    return {"pred_float": pred, "logits_float": logits, "stats_float": stats, "raster": raster}
 
 
 MC_RNG = ("batch", "authors")

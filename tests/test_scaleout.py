@@ -198,7 +198,7 @@ def test_mc_rng_authors_replays_their_pass_exactly(fixture, tmp_path):
     kind, cfg, sd, _ = load_checkpoint(ckpt)
     model = build_model(cfg, sd, kind).eval()
     want = np.load(os.path.join(FIXTURES, fixture + ".expected.npz"))
-    expected = json.load(open(os.path.join(FIXTURES, "authors_mc_passes.json")))[fixture]
+    expected = json.load(open(os.path.join(FIXTURES, "authors_mc_passes.json")))["fixtures"][fixture]
     x = torch.as_tensor(want["x"])
     x = x if x.dtype == torch.int64 else x.float()
     torch.manual_seed(7)
