@@ -236,7 +236,8 @@ def main(argv=None) -> int:
     ap.add_argument("--small", action="store_true", help="2 layers, H=64, L=256: a quick smoke run")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--lava-speed", action="store_true",
-                    help="only the Lava time per step: stock anchor vs recurrent vs convolution lowering")
+                    help="only the Lava time per step: stock anchor, recurrent lowering (fused model and three "
+                         "pieces), convolution lowering, and the anchor's structure with the SSM in place of the Dense")
     ap.add_argument("--n-layers", type=int, default=4)
     ap.add_argument("--d-model", type=int, default=256)
     ap.add_argument("--d-state", type=int, default=64)
