@@ -77,9 +77,15 @@ class FanOutFloat:
         return self.b_re * col, self.b_im * col, self.direct * u
 
 
-class ModesFixed:
-    """The mode neurons' state and step; ``reset`` puts the state at rest (between samples)."""
+class _ModeState:
+    """The mode neurons' state (re, im); ``reset`` puts it at rest (between samples)."""
 
+    def reset(self):
+        self.s_re[:] = 0
+        self.s_im[:] = 0
+
+
+class ModesFixed(_ModeState):
     def __init__(self, p):
         self.a_re, self.a_im = _halves(p["decay"], np.int64)
         self.e_re, self.e_im = _halves(p["state_bias"], np.int64)
@@ -87,17 +93,13 @@ class ModesFixed:
         self.send = np.asarray(p["send_shift"], np.int64)[:, None]
         self.s_re, self.s_im = np.zeros_like(self.a_re), np.zeros_like(self.a_re)
 
-    def reset(self):
-        self.s_re[:] = 0
-        self.s_im[:] = 0
-
     def __call__(self, x_re, x_im):
         self.s_re, self.s_im = arith.ssm_mode_step(self.s_re, self.s_im, x_re, x_im, self.a_re, self.a_im,
                                                    self.shift, self.e_re, self.e_im)
         return arith.ssm_message(self.s_re, self.send), arith.ssm_message(self.s_im, self.send)
 
 
-class ModesFloat(ModesFixed):
+class ModesFloat(_ModeState):
     def __init__(self, p):
         self.a_re, self.a_im = _halves(p["decay_float"], np.float64)
         self.e_re, self.e_im = _halves(p["state_bias_float"], np.float64)
