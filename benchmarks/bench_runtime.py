@@ -23,10 +23,12 @@ structure with the SSM in place of the Dense (n x (SSMRecurrent H, N -> stock LI
 pieces: the same process count as the anchor with the fused model, so only the SSM against the
 Dense differs).  Each network is compiled (its Lava processes counted from the executable), run one
 step (process start-up), then timed over ``--steps`` more steps (default: the sequence length;
-the SpikingSSM networks at most their window); the 1-minute load average is recorded per row.
+the SpikingSSM networks at most their window); the 1-minute load average is recorded per run.
+``--rounds R`` runs the whole sequence R times and reports each network's fastest run beside all of
+them (load on a shared machine only adds time).
 
     nice -n 10 .venv/bin/python benchmarks/bench_runtime.py --lava-speed [--n-layers 4 --d-model 256
-        --d-state 64 --seq-len 1024] [--steps N]
+        --d-state 64 --seq-len 1024] [--steps N] [--rounds R]
 """
 from __future__ import annotations
 
@@ -147,9 +149,10 @@ def ssm_layer_network(program, H: int, steps: int, seed: int = 0):
 
 
 def lava_speed(args) -> int:
-    """Lava ms per step, one run: the stock anchor (first and last), the SpikingSSM with the recurrent
-    lowering (fused model and three pieces) and with the convolution, and the anchor's structure with
-    the SSM in place of the Dense (fused and pieces)."""
+    """Lava ms per step, one run: the stock anchor (first and last of each round), the SpikingSSM with
+    the recurrent lowering (fused model and three pieces) and with the convolution, and the anchor's
+    structure with the SSM in place of the Dense (fused and pieces); ``--rounds`` repeats the whole
+    sequence and each network reports its fastest run (load only ever adds time)."""
     from lava.magma.core.run_configs import Loihi2SimCfg
 
     from neurocompile.targets.loihi2.lowering import build_network, run_config
@@ -158,42 +161,43 @@ def lava_speed(args) -> int:
     cfg = SpikingSSMConfig(d_input=1, d_output=10, d_model=H, n_layers=n_layers, d_state=N, l_max=L, input_levels=255)
     levels, source = inputs(1, L)
     load_before = os.getloadavg()
-    rows = {}
     steps = args.steps or L
-
-    def row(key, root, run_cfg, n, what, **extra):
-        ms, procs = lava_step_seconds(root, run_cfg, n)
-        rows[key] = {"ms_per_step": 1e3 * ms, "processes": procs, "steps_timed": n,
-                     "load_average_1min": os.getloadavg()[0], "what": what, **extra}
-        print(f"{key}: {1e3 * ms:.2f} ms per step, {procs} processes", flush=True)
-        return rows[key]
-
-    stock = lambda: Loihi2SimCfg(select_tag="fixed_pt")
-    anchor_what = f"{n_layers} x (stock Dense {H}x{H} -> stock LIF {H}), random spikes"
-    first = row("anchor_stock_dense_lif", anchor_network(n_layers, H, steps), stock(), steps, anchor_what)
-    programs = {}
-    for lowering, pieces in (("recurrent", False), ("recurrent", True), ("conv", None)):
-        if lowering not in programs:
-            programs[lowering] = compile_model(cfg, CompileOptions(ssm_lowering=lowering))
-        t_compile, _, program = programs[lowering]
-        net = build_network(program, mode="fixed_pt", record=False, levels=levels)
-        model = "" if pieces is None else (", three-piece SubProcessModel" if pieces else ", fused model")
-        row(f"spikingssm_{lowering}" + ("" if pieces is None else "_pieces" if pieces else "_fused"), net.source,
-            run_config("fixed_pt", pieces=pieces), min(steps, program.window - 1),
-            f"SpikingSSM compiled with --ssm-lowering {lowering}{model} ({source})",
-            compile_seconds=t_compile, window=program.window)
+    programs = {lowering: compile_model(cfg, CompileOptions(ssm_lowering=lowering)) for lowering in ("recurrent", "conv")}
     recurrent = programs["recurrent"][2]
-    for pieces in (False, True):
-        row("layer_ssm_lif_" + ("pieces" if pieces else "fused"), ssm_layer_network(recurrent, H, steps),
-            run_config("fixed_pt", pieces=pieces), steps,
-            f"{n_layers} x (SSMRecurrent {H}, N={N} ({'three pieces' if pieces else 'fused'}) -> stock LIF {H}): "
-            "the anchor with the SSM in place of the Dense")
-    last = row("anchor_stock_dense_lif_last", anchor_network(n_layers, H, steps), stock(), steps, anchor_what)
-    anchor = rows.pop("anchor_stock_dense_lif_last")
-    rows["anchor_stock_dense_lif"] = {**first, "ms_per_step": (first["ms_per_step"] + anchor["ms_per_step"]) / 2,
-                                      "ms_per_step_first_last": [first["ms_per_step"], anchor["ms_per_step"]],
-                                      "load_average_1min_first_last": [first["load_average_1min"],
-                                                                       anchor["load_average_1min"]]}
+
+    def spikingssm(lowering, pieces):
+        t_compile, _, program = programs[lowering]
+        model = "" if pieces is None else (", three-piece SubProcessModel" if pieces else ", fused model")
+        return (lambda: build_network(program, mode="fixed_pt", record=False, levels=levels).source,
+                lambda: run_config("fixed_pt", pieces=pieces), min(steps, program.window - 1),
+                {"what": f"SpikingSSM compiled with --ssm-lowering {lowering}{model} ({source})",
+                 "compile_seconds": t_compile, "window": program.window})
+
+    def layers(pieces):
+        return (lambda: ssm_layer_network(recurrent, H, steps), lambda: run_config("fixed_pt", pieces=pieces), steps,
+                {"what": f"{n_layers} x (SSMRecurrent {H}, N={N} ({'three pieces' if pieces else 'fused'}) -> stock "
+                         f"LIF {H}): the anchor with the SSM in place of the Dense"})
+
+    anchor = (lambda: anchor_network(n_layers, H, steps), lambda: Loihi2SimCfg(select_tag="fixed_pt"), steps,
+              {"what": f"{n_layers} x (stock Dense {H}x{H} -> stock LIF {H}), random spikes"})
+    sequence = [("anchor_stock_dense_lif", anchor),
+                ("spikingssm_recurrent_fused", spikingssm("recurrent", False)),
+                ("spikingssm_recurrent_pieces", spikingssm("recurrent", True)),
+                ("spikingssm_conv", spikingssm("conv", None)),
+                ("layer_ssm_lif_fused", layers(False)),
+                ("layer_ssm_lif_pieces", layers(True)),
+                ("anchor_stock_dense_lif", anchor)]                  # last too: the load drifts
+    rows = {}
+    for _ in range(args.rounds):
+        for key, (build, run_cfg, n, info) in sequence:
+            ms, procs = lava_step_seconds(build(), run_cfg(), n)
+            rec = rows.setdefault(key, {**info, "processes": procs, "steps_timed": n, "runs_ms_per_step": [],
+                                        "load_average_1min": []})
+            rec["runs_ms_per_step"].append(1e3 * ms)
+            rec["load_average_1min"].append(os.getloadavg()[0])
+            print(f"{key}: {1e3 * ms:.2f} ms per step, {procs} processes, load {os.getloadavg()[0]:.2f}", flush=True)
+    for rec in rows.values():
+        rec["ms_per_step"] = min(rec["runs_ms_per_step"])
     ms = {k: v["ms_per_step"] for k, v in rows.items()}
     ratios = {"recurrent_fused_vs_anchor": ms["spikingssm_recurrent_fused"] / ms["anchor_stock_dense_lif"],
               "recurrent_pieces_vs_fused": ms["spikingssm_recurrent_pieces"] / ms["spikingssm_recurrent_fused"],
@@ -201,19 +205,20 @@ def lava_speed(args) -> int:
               "layer_ssm_fused_vs_anchor": ms["layer_ssm_lif_fused"] / ms["anchor_stock_dense_lif"],
               "layer_ssm_pieces_vs_anchor": ms["layer_ssm_lif_pieces"] / ms["anchor_stock_dense_lif"]}
     result = {"model": {"n_layers": n_layers, "d_model": H, "d_state": N, "seq_len": L, "causal": True},
-              "lava_ms_per_step": rows, "ratios": ratios,
+              "rounds": args.rounds, "lava_ms_per_step": rows, "ratios": ratios,
               "load_average_before_after": [list(load_before), list(os.getloadavg())],
               "niceness": os.nice(0),
               "machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0],
                           "platform": platform.platform()}}
-    table = ["| network | Lava ms per step | Lava processes | load (1 min) |", "|---|---|---|---|"] + \
-        [f"| {k} ({v['what']}) | {v['ms_per_step']:.2f} | {v['processes']} | {v['load_average_1min']:.2f} |"
-         for k, v in rows.items()]
-    table += ["", f"anchor timed first and last: {first['ms_per_step']:.2f} / {anchor['ms_per_step']:.2f} ms (the mean "
-                  "above); " + "; ".join(f"{k.replace('_', ' ')}: {v:.2f}" for k, v in ratios.items()),
+    fmt = lambda xs: " / ".join(f"{x:.2f}" for x in xs)
+    table = ["| network | Lava ms per step (fastest) | runs, in order | Lava processes | load (1 min) per run |",
+             "|---|---|---|---|---|"] + \
+        [f"| {k} ({v['what']}) | {v['ms_per_step']:.2f} | {fmt(v['runs_ms_per_step'])} | {v['processes']} | "
+         f"{fmt(v['load_average_1min'])} |" for k, v in rows.items()]
+    table += ["", "; ".join(f"{k.replace('_', ' ')}: {v:.2f}" for k, v in ratios.items()),
               f"load average (1, 5, 15 min) before {[round(x, 2) for x in load_before]}, after "
               f"{[round(x, 2) for x in result['load_average_before_after'][1]]}; niceness {result['niceness']}; "
-              f"{os.cpu_count()} CPUs"]
+              f"{os.cpu_count()} CPUs; {args.rounds} round(s), the anchor first and last in each"]
     write_results(args.out, f"lava_speed_{n_layers}x{H}_N{N}_L{L}", result,
                   f"Lava time per step, {n_layers} layers, H={H}, N={N}, L={L}, causal", table)
     return 0
@@ -243,6 +248,8 @@ def main(argv=None) -> int:
     ap.add_argument("--d-state", type=int, default=64)
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=0, help="--lava-speed: steps timed (default: the sequence length)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="--lava-speed: times the whole sequence is run; each network reports its fastest run")
     args = ap.parse_args(argv)
     if args.lava_speed:
         return lava_speed(args)
