@@ -233,6 +233,7 @@ def test_lava_picks_the_fused_model_in_the_simulator_and_the_pieces_on_the_chip(
     """Which model runs the layer, as Lava's compiler resolves it: the fused PyLoihiProcessModel under
     Loihi2SimCfg, the SubProcessModel's three pieces when asked for and under Loihi2HwCfg."""
     from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
+    from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 
     from neurocompile.targets.loihi2.lowering import build_network, run_config
     from neurocompile.targets.loihi2.processes import ssm_recurrent as sr
@@ -243,11 +244,16 @@ def test_lava_picks_the_fused_model_in_the_simulator_and_the_pieces_on_the_chip(
         assert hw.exception_proc_model_map[sr.SSMRecurrent] is sr.SSMRecurrentPieces
         assert run_config(mode, pieces=True).exception_proc_model_map[sr.SSMRecurrent] is sr.SSMRecurrentPieces
         assert run_config(mode, "hw", pieces=False).exception_proc_model_map[sr.SSMRecurrent] is fused
-    for pieces, want in ((None, {sr.SSMRecurrent: sr.SSMRecurrentFixed}),
-                         (True, {sr.SSMFanOut: sr.SSMFanOutFixed, sr.SSMModes: sr.SSMModesFixed,
-                                 sr.SSMReduce: sr.SSMReduceFixed})):
+    fused = {sr.SSMRecurrent: sr.SSMRecurrentFixed}
+    pieces3 = {sr.SSMFanOut: sr.SSMFanOutFixed, sr.SSMModes: sr.SSMModesFixed, sr.SSMReduce: sr.SSMReduceFixed}
+    # ours (the map given to the RunConfig), and Lava's own rule agreeing: a leaf model with the tag
+    # unless select_sub_proc_model asks for the SubProcessModel (the Extractor has no tagged model)
+    lava = lambda sub: Loihi2SimCfg(select_tag="fixed_pt", select_sub_proc_model=sub,
+                                    exception_proc_model_map={Extractor: PyLoihiExtractorModel})
+    for cfg, pieces, want in ((run_config("fixed_pt"), None, fused), (run_config("fixed_pt", pieces=True), True, pieces3),
+                              (lava(False), None, fused), (lava(True), True, pieces3)):
         net = build_network(digits_program, record=False, levels=digits_levels[:1])
-        exe = net.source.compile(run_config("fixed_pt", pieces=pieces))
+        exe = net.source.compile(cfg)
         picked = {type(p): exe.proc_builders[p].proc_model for p in exe.process_list}
         ours = {k: v for k, v in picked.items() if k.__module__ == sr.__name__}
         assert ours == want
