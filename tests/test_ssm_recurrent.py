@@ -230,8 +230,9 @@ def _same_traces(a: dict, b: dict):
 
 @pytest.mark.lava
 def test_lava_picks_the_fused_model_in_the_simulator_and_the_pieces_on_the_chip(digits_program, digits_levels):
-    """Which model runs the layer, as Lava's compiler resolves it: the fused PyLoihiProcessModel under
-    Loihi2SimCfg, the SubProcessModel's three pieces when asked for and under Loihi2HwCfg."""
+    """Which model runs the layer: the fused PyLoihiProcessModel under Loihi2SimCfg, the SubProcessModel's
+    three pieces when asked for and under Loihi2HwCfg (its model map: compiling for the chip needs
+    lava-loihi, not installed here); the simulator's picks as Lava's compiler resolves them."""
     from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
     from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 
