@@ -14,14 +14,21 @@ the warm-up call and is reported apart.
 
     .venv/bin/python benchmarks/bench_runtime.py [--lava-samples 2] [--batch 64] [--small]
 
-``--lava-speed`` runs only the Lava time per step of three networks of one size, side by side in one
-run (issue 12, part 5): the stock-process anchor (n x (Dense H x H -> LIF H), Lava's own processes on
-random spikes), the SpikingSSM compiled with ``--ssm-lowering recurrent`` and the same model with the
-convolution.  Each network is built, run one step (Lava's compile and process start-up), then timed
-over ``--steps`` more steps (default: the model's window); the machine's load is recorded beside it.
+``--lava-speed`` runs only the Lava time per step of networks of one size, side by side in one run
+(issue 12, part 5): the stock-process anchor (n x (Dense H x H -> LIF H), Lava's own processes on
+random spikes; timed first and last, as the load drifts), the SpikingSSM compiled with
+``--ssm-lowering recurrent`` run with the fused SSMRecurrent model (the simulator's default) and
+with its three pieces (the chip's mapping), the same model with the convolution, and the anchor's
+structure with the SSM in place of the Dense (n x (SSMRecurrent H, N -> stock LIF H), fused and
+pieces: the same process count as the anchor with the fused model, so only the SSM against the
+Dense differs).  Each network is compiled (its Lava processes counted from the executable), run one
+step (process start-up), then timed over ``--steps`` more steps (default: the sequence length;
+the SpikingSSM networks at most their window); the 1-minute load average is recorded per run.
+``--rounds R`` runs the whole sequence R times and reports each network's fastest run beside all of
+them (load on a shared machine only adds time).
 
     nice -n 10 .venv/bin/python benchmarks/bench_runtime.py --lava-speed [--n-layers 4 --d-model 256
-        --d-state 64 --seq-len 1024] [--steps N]
+        --d-state 64 --seq-len 1024] [--steps N] [--rounds R]
 """
 from __future__ import annotations
 
@@ -81,38 +88,71 @@ def compile_model(cfg, options: CompileOptions = CompileOptions()):
     return seconds, model, program
 
 
-def lava_step_seconds(root, run_cfg, steps: int) -> float:
-    """Wall seconds per step of the Lava network holding ``root``: one step first (compile, process
+def lava_step_seconds(root, run_cfg, steps: int) -> tuple[float, int]:
+    """(wall seconds per step, Lava processes) of the network holding ``root``: compiled (the
+    processes counted from Lava's executable: the leaf processes that run), one step run (process
     start-up), then ``steps`` steps timed."""
     from lava.magma.core.run_conditions import RunSteps
-    root.run(condition=RunSteps(num_steps=1), run_cfg=run_cfg)
+    exe = root.compile(run_cfg)
+    root.create_runtime(executable=exe)
     try:
+        root.run(condition=RunSteps(num_steps=1))
         t0 = time.perf_counter()
-        root.run(condition=RunSteps(num_steps=steps), run_cfg=run_cfg)
-        return (time.perf_counter() - t0) / steps
+        root.run(condition=RunSteps(num_steps=steps))
+        return (time.perf_counter() - t0) / steps, len(exe.process_list)
     finally:
         root.stop()
+
+
+def spike_source(H: int, steps: int, seed: int):
+    """Lava's stock RingBuffer playing random spikes (10 %) on H channels."""
+    from lava.proc.io.source import RingBuffer
+    rng = np.random.default_rng(seed)
+    return RingBuffer(data=(rng.random((H, steps + 1)) < 0.1).astype(np.int32)), rng
+
+
+def stock_lif(H: int):
+    from lava.proc.lif.process import LIF
+    return LIF(shape=(H,), du=4095, dv=3584, vth=200, bias_mant=0, bias_exp=0)
 
 
 def anchor_network(n_layers: int, H: int, steps: int, seed: int = 0):
     """n x (Dense H x H -> LIF H) of Lava's stock processes, fed random spikes (10 %) from a RingBuffer."""
     from lava.proc.dense.process import Dense
-    from lava.proc.io.source import RingBuffer
-    from lava.proc.lif.process import LIF
-    rng = np.random.default_rng(seed)
-    source = RingBuffer(data=(rng.random((H, steps + 1)) < 0.1).astype(np.int32))
+    source, rng = spike_source(H, steps, seed)
     port = source.s_out
     for _ in range(n_layers):
         dense = Dense(weights=2 * rng.integers(-40, 41, (H, H)))
-        lif = LIF(shape=(H,), du=4095, dv=3584, vth=200, bias_mant=0, bias_exp=0)
+        lif = stock_lif(H)
         port.connect(dense.s_in)
         dense.a_out.connect(lif.a_in)
         port = lif.s_out
     return source
 
 
+def ssm_layer_network(program, H: int, steps: int, seed: int = 0):
+    """The anchor's structure with the Dense replaced: n x (SSMRecurrent H, N -> stock LIF H), one
+    per recurrent layer of ``program`` (its real integer parameters, built by the lowering's own
+    rule), live on every step, fed the anchor's random spikes."""
+    from neurocompile.targets.loihi2.lowering import LOWER, Stage
+    source, _ = spike_source(H, steps, seed)
+    port = source.s_out
+    window = steps + 2                                 # one window longer than the run: live throughout
+    for name in program.nodes_of(IntSSMRecurrent):
+        rule = LOWER[IntSSMRecurrent]
+        ssm = rule.build(program.op(name), Stage(name, True, window, window, 0, {}, H, None, seed, {"main": H}))
+        lif = stock_lif(H)
+        port.connect(getattr(ssm, rule.inputs["main"]))
+        getattr(ssm, rule.output).connect(lif.a_in)
+        port = lif.s_out
+    return source
+
+
 def lava_speed(args) -> int:
-    """Lava ms per step: stock anchor, recurrent SSM lowering, convolution lowering (one run)."""
+    """Lava ms per step, one run: the stock anchor (first and last of each round), the SpikingSSM with
+    the recurrent lowering (fused model and three pieces) and with the convolution, and the anchor's
+    structure with the SSM in place of the Dense (fused and pieces); ``--rounds`` repeats the whole
+    sequence and each network reports its fastest run (load only ever adds time)."""
     from lava.magma.core.run_configs import Loihi2SimCfg
 
     from neurocompile.targets.loihi2.lowering import build_network, run_config
@@ -121,39 +161,64 @@ def lava_speed(args) -> int:
     cfg = SpikingSSMConfig(d_input=1, d_output=10, d_model=H, n_layers=n_layers, d_state=N, l_max=L, input_levels=255)
     levels, source = inputs(1, L)
     load_before = os.getloadavg()
-    rows = {}
     steps = args.steps or L
-    anchor = lambda: 1e3 * lava_step_seconds(anchor_network(n_layers, H, steps), Loihi2SimCfg(select_tag="fixed_pt"),
-                                             steps)
-    first = anchor()                                  # timed again after the models: the load drifts
-    rows["anchor_stock_dense_lif"] = {
-        "processes": 1 + 2 * n_layers, "what": f"{n_layers} x (stock Dense {H}x{H} -> stock LIF {H}), random spikes"}
-    for lowering in ("recurrent", "conv"):
-        t_compile, _, program = compile_model(cfg, CompileOptions(ssm_lowering=lowering))
-        net = build_network(program, mode="fixed_pt", record=False, levels=levels)
-        n = min(steps, program.window - 1)
-        rows[f"spikingssm_{lowering}"] = {
-            "ms_per_step": 1e3 * lava_step_seconds(net.source, run_config("fixed_pt"), n),
-            "compile_seconds": t_compile, "steps_timed": n, "window": program.window,
-            "processes": len(program.nodes) + len(net.taps) + 2 * len(list(program.nodes_of(IntSSMRecurrent))),
-            "load_average_1min": os.getloadavg()[0],
-            "what": f"SpikingSSM compiled with --ssm-lowering {lowering} ({source})"}
-    last = anchor()
-    rows["anchor_stock_dense_lif"].update(ms_per_step=(first + last) / 2, ms_per_step_first_last=[first, last])
+    programs = {lowering: compile_model(cfg, CompileOptions(ssm_lowering=lowering)) for lowering in ("recurrent", "conv")}
+    recurrent = programs["recurrent"][2]
+
+    def spikingssm(lowering, pieces):
+        t_compile, _, program = programs[lowering]
+        model = "" if pieces is None else (", three-piece SubProcessModel" if pieces else ", fused model")
+        return (lambda: build_network(program, mode="fixed_pt", record=False, levels=levels).source,
+                lambda: run_config("fixed_pt", pieces=pieces), min(steps, program.window - 1),
+                {"what": f"SpikingSSM compiled with --ssm-lowering {lowering}{model} ({source})",
+                 "compile_seconds": t_compile, "window": program.window})
+
+    def layers(pieces):
+        return (lambda: ssm_layer_network(recurrent, H, steps), lambda: run_config("fixed_pt", pieces=pieces), steps,
+                {"what": f"{n_layers} x (SSMRecurrent {H}, N={N} ({'three pieces' if pieces else 'fused'}) -> stock "
+                         f"LIF {H}): the anchor with the SSM in place of the Dense"})
+
+    anchor = (lambda: anchor_network(n_layers, H, steps), lambda: Loihi2SimCfg(select_tag="fixed_pt"), steps,
+              {"what": f"{n_layers} x (stock Dense {H}x{H} -> stock LIF {H}), random spikes"})
+    sequence = [("anchor_stock_dense_lif", anchor),
+                ("spikingssm_recurrent_fused", spikingssm("recurrent", False)),
+                ("spikingssm_recurrent_pieces", spikingssm("recurrent", True)),
+                ("spikingssm_conv", spikingssm("conv", None)),
+                ("layer_ssm_lif_fused", layers(False)),
+                ("layer_ssm_lif_pieces", layers(True)),
+                ("anchor_stock_dense_lif", anchor)]                  # last too: the load drifts
+    rows = {}
+    for _ in range(args.rounds):
+        for key, (build, run_cfg, n, info) in sequence:
+            ms, procs = lava_step_seconds(build(), run_cfg(), n)
+            rec = rows.setdefault(key, {**info, "processes": procs, "steps_timed": n, "runs_ms_per_step": [],
+                                        "load_average_1min": []})
+            rec["runs_ms_per_step"].append(1e3 * ms)
+            rec["load_average_1min"].append(os.getloadavg()[0])
+            print(f"{key}: {1e3 * ms:.2f} ms per step, {procs} processes, load {os.getloadavg()[0]:.2f}", flush=True)
+    for rec in rows.values():
+        rec["ms_per_step"] = min(rec["runs_ms_per_step"])
+    ms = {k: v["ms_per_step"] for k, v in rows.items()}
+    ratios = {"recurrent_fused_vs_anchor": ms["spikingssm_recurrent_fused"] / ms["anchor_stock_dense_lif"],
+              "recurrent_pieces_vs_fused": ms["spikingssm_recurrent_pieces"] / ms["spikingssm_recurrent_fused"],
+              "conv_vs_recurrent_fused": ms["spikingssm_conv"] / ms["spikingssm_recurrent_fused"],
+              "layer_ssm_fused_vs_anchor": ms["layer_ssm_lif_fused"] / ms["anchor_stock_dense_lif"],
+              "layer_ssm_pieces_vs_anchor": ms["layer_ssm_lif_pieces"] / ms["anchor_stock_dense_lif"]}
     result = {"model": {"n_layers": n_layers, "d_model": H, "d_state": N, "seq_len": L, "causal": True},
-              "lava_ms_per_step": rows,
-              "recurrent_vs_anchor": rows["spikingssm_recurrent"]["ms_per_step"] / rows["anchor_stock_dense_lif"]["ms_per_step"],
-              "conv_vs_recurrent": rows["spikingssm_conv"]["ms_per_step"] / rows["spikingssm_recurrent"]["ms_per_step"],
+              "rounds": args.rounds, "lava_ms_per_step": rows, "ratios": ratios,
               "load_average_before_after": [list(load_before), list(os.getloadavg())],
               "niceness": os.nice(0),
               "machine": {"cpu_count": os.cpu_count(), "python": sys.version.split()[0],
                           "platform": platform.platform()}}
-    table = ["| network | Lava ms per step | Lava processes |", "|---|---|---|"] + \
-        [f"| {k} ({v['what']}) | {v['ms_per_step']:.2f} | {v['processes']} |" for k, v in rows.items()]
-    table += ["", f"anchor timed first and last: {first:.2f} / {last:.2f} ms (the mean above); "
-                  f"recurrent / anchor: {result['recurrent_vs_anchor']:.2f}; conv / recurrent: "
-                  f"{result['conv_vs_recurrent']:.1f}; load average (1, 5, 15 min) before {load_before}, after "
-                  f"{result['load_average_before_after'][1]}; niceness {result['niceness']}"]
+    fmt = lambda xs: " / ".join(f"{x:.2f}" for x in xs)
+    table = ["| network | Lava ms per step (fastest) | runs, in order | Lava processes | load (1 min) per run |",
+             "|---|---|---|---|---|"] + \
+        [f"| {k} ({v['what']}) | {v['ms_per_step']:.2f} | {fmt(v['runs_ms_per_step'])} | {v['processes']} | "
+         f"{fmt(v['load_average_1min'])} |" for k, v in rows.items()]
+    table += ["", "; ".join(f"{k.replace('_', ' ')}: {v:.2f}" for k, v in ratios.items()),
+              f"load average (1, 5, 15 min) before {[round(x, 2) for x in load_before]}, after "
+              f"{[round(x, 2) for x in result['load_average_before_after'][1]]}; niceness {result['niceness']}; "
+              f"{os.cpu_count()} CPUs; {args.rounds} round(s), the anchor first and last in each"]
     write_results(args.out, f"lava_speed_{n_layers}x{H}_N{N}_L{L}", result,
                   f"Lava time per step, {n_layers} layers, H={H}, N={N}, L={L}, causal", table)
     return 0
@@ -176,12 +241,15 @@ def main(argv=None) -> int:
     ap.add_argument("--small", action="store_true", help="2 layers, H=64, L=256: a quick smoke run")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--lava-speed", action="store_true",
-                    help="only the Lava time per step: stock anchor vs recurrent vs convolution lowering")
+                    help="only the Lava time per step: stock anchor, recurrent lowering (fused model and three "
+                         "pieces), convolution lowering, and the anchor's structure with the SSM in place of the Dense")
     ap.add_argument("--n-layers", type=int, default=4)
     ap.add_argument("--d-model", type=int, default=256)
     ap.add_argument("--d-state", type=int, default=64)
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=0, help="--lava-speed: steps timed (default: the sequence length)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="--lava-speed: times the whole sequence is run; each network reports its fastest run")
     args = ap.parse_args(argv)
     if args.lava_speed:
         return lava_speed(args)

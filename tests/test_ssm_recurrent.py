@@ -6,8 +6,9 @@
   bound and comes close to it; a decay that rounds onto the unit circle is refused, naming the mode;
 * the modes reproduce the materialized kernel (S4D and trainable-B), and folding norms into the
   recurrence equals applying them around it;
-* both emulator back ends equal a plain numpy loop over arith; Lava fixed_pt equals the emulator on
-  real digits samples; the report names each layer's lowering, its reason and both kernel errors;
+* both emulator back ends equal a plain numpy loop over arith; on real digits samples Lava fixed_pt
+  equals the emulator and the fused model equals the three pieces bit for bit (floating_pt too), and
+  Lava's compiler picks the fused model in the simulator, the pieces when asked or on the chip; the report names each layer's lowering, its reason and both kernel errors;
   two-sided and DPLR layers keep the convolution.
 """
 import math
@@ -20,7 +21,7 @@ import torch
 from neurocompile import arith
 from neurocompile.errors import RangeError
 from neurocompile.intervals import Context, mode_state_bound, node_interval
-from neurocompile.ir import ChannelAffine, Input, SSMRecurrent, add, new_graph
+from neurocompile.ir import ChannelAffine, Input, IntSSMRecurrent, SSMRecurrent, add, new_graph
 from neurocompile.options import CompileOptions
 from neurocompile.pipeline import compile_checkpoint
 from neurocompile.target import get_target
@@ -203,15 +204,82 @@ def test_state_of_real_input_stays_within_the_proof(digits_program, digits_level
         assert peak > 2 ** 16                                   # the states use their registers
 
 
-@pytest.mark.lava
-def test_lava_fixed_pt_equals_the_emulator(digits_program, digits_levels):
-    from neurocompile.emulator import emulate
+LAVA_SAMPLES = 3
+
+
+@pytest.fixture(scope="module")
+def lava_runs(digits_program, digits_levels):
+    """(mode, pieces) -> the recorded Lava run of the first samples: the fused model and the three pieces."""
     from neurocompile.targets.loihi2.runner import run_lava
+    runs = {}
+
+    def get(mode, pieces):
+        if (mode, pieces) not in runs:
+            runs[mode, pieces] = run_lava(digits_program, digits_levels[:LAVA_SAMPLES], mode=mode, record=True,
+                                          timeout_s=300, pieces=pieces)
+        return runs[mode, pieces]
+    return get
+
+
+def _same_traces(a: dict, b: dict):
+    assert set(a) == set(b)
+    for name in a:
+        if name != "seconds":
+            assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), name
+
+
+@pytest.mark.lava
+def test_lava_picks_the_fused_model_in_the_simulator_and_the_pieces_on_the_chip(digits_program, digits_levels):
+    """Which model runs the layer: the fused PyLoihiProcessModel under Loihi2SimCfg, the SubProcessModel's
+    three pieces when asked for and under Loihi2HwCfg (its model map: compiling for the chip needs
+    lava-loihi, not installed here); the simulator's picks as Lava's compiler resolves them."""
+    from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
+    from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+
+    from neurocompile.targets.loihi2.lowering import build_network, run_config
+    from neurocompile.targets.loihi2.processes import ssm_recurrent as sr
+    for mode, fused in (("fixed_pt", sr.SSMRecurrentFixed), ("floating_pt", sr.SSMRecurrentFloat)):
+        sim, hw = run_config(mode), run_config(mode, "hw")
+        assert type(sim) is Loihi2SimCfg and type(hw) is Loihi2HwCfg
+        assert sim.exception_proc_model_map[sr.SSMRecurrent] is fused
+        assert hw.exception_proc_model_map[sr.SSMRecurrent] is sr.SSMRecurrentPieces
+        assert run_config(mode, pieces=True).exception_proc_model_map[sr.SSMRecurrent] is sr.SSMRecurrentPieces
+        assert run_config(mode, "hw", pieces=False).exception_proc_model_map[sr.SSMRecurrent] is fused
+    fused = {sr.SSMRecurrent: sr.SSMRecurrentFixed}
+    pieces3 = {sr.SSMFanOut: sr.SSMFanOutFixed, sr.SSMModes: sr.SSMModesFixed, sr.SSMReduce: sr.SSMReduceFixed}
+    # ours (the map given to the RunConfig), and Lava's own rule agreeing: a leaf model with the tag
+    # unless select_sub_proc_model asks for the SubProcessModel (the Extractor has no tagged model)
+    lava = lambda sub: Loihi2SimCfg(select_tag="fixed_pt", select_sub_proc_model=sub,
+                                    exception_proc_model_map={Extractor: PyLoihiExtractorModel})
+    for cfg, pieces, want in ((run_config("fixed_pt"), None, fused), (run_config("fixed_pt", pieces=True), True, pieces3),
+                              (lava(False), None, fused), (lava(True), True, pieces3)):
+        net = build_network(digits_program, record=False, levels=digits_levels[:1])
+        exe = net.source.compile(cfg)
+        picked = {type(p): exe.proc_builders[p].proc_model for p in exe.process_list}
+        ours = {k: v for k, v in picked.items() if k.__module__ == sr.__name__}
+        assert ours == want
+        recurrent = len(list(digits_program.nodes_of(IntSSMRecurrent)))       # one process, or three pieces each
+        assert len(exe.process_list) == len(digits_program.nodes) + 1 + (0 if pieces is None else 2 * recurrent)
+
+
+@pytest.mark.lava
+def test_lava_fixed_pt_fused_equals_the_pieces_and_the_emulator(lava_runs, digits_program, digits_levels):
+    from neurocompile.emulator import emulate
     from neurocompile.validate import compare_traces
-    lava = run_lava(digits_program, digits_levels[:3], record=True, timeout_s=300)
-    emu = emulate(digits_program, digits_levels[:3], record=True, device="cpu")
-    assert compare_traces(lava, emu) == []
-    assert np.array_equal(lava["layer1.ssm"], emu["layer1.ssm"])
+    fused, pieces = lava_runs("fixed_pt", None), lava_runs("fixed_pt", True)
+    _same_traces(fused, pieces)
+    emu = emulate(digits_program, digits_levels[:LAVA_SAMPLES], record=True, device="cpu")
+    assert compare_traces(fused, emu) == []
+    for name in ("layer0.ssm", "layer1.ssm", "logits"):
+        assert np.array_equal(fused[name], emu[name]) and np.array_equal(pieces[name], emu[name])
+    assert np.abs(fused["layer1.ssm"]).max() > 200                       # real activity
+
+
+@pytest.mark.lava
+def test_lava_floating_pt_fused_equals_the_pieces(lava_runs):
+    """The same float operations in the same order on the same float64 values (the pieces' ports
+    carry float64 unchanged): equal, not merely close."""
+    _same_traces(lava_runs("floating_pt", None), lava_runs("floating_pt", True))
 
 
 def test_report_names_lowering_reason_and_both_kernel_errors(digits_program):
@@ -269,10 +337,9 @@ def test_two_sided_and_dplr_layers_keep_the_convolution_with_the_reason(fixture,
 
 
 @pytest.mark.lava
-def test_lava_floating_pt_runs_the_float_recurrence(digits_program, digits_levels):
-    """The floating_pt models of the three pieces compute the float recurrence on their float input."""
-    from neurocompile.targets.loihi2.runner import run_lava
-    out = run_lava(digits_program, digits_levels[:2], mode="floating_pt", record=True, timeout_s=300)
+def test_lava_floating_pt_runs_the_float_recurrence(lava_runs, digits_program):
+    """The floating_pt model (fused; the pieces equal it, above) computes the float recurrence on its float input."""
+    out = lava_runs("floating_pt", None)
     op = digits_program.op("layer0.ssm")
     pair = lambda a: a[..., 0] + 1j * a[..., 1]
     r = SSMRecurrent(a=pair(op.decay_float), b=pair(op.gain_in_float), c=pair(op.gain_out_float) / 2,

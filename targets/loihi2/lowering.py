@@ -41,17 +41,29 @@ _OURS = (source.SampleSource, encoder.StreamEncoder, token_encoder.TokenEncoder,
          ssm_recurrent.SSMModes, ssm_recurrent.SSMReduce)
 
 
-def _models(mode: str) -> dict:
-    """Our process classes -> their model for ``mode`` (each module defines <Process>Fixed / Float)."""
+# hierarchical processes -> the SubProcessModel that wires their neurocore pieces (the plan's mapping)
+PIECES = {ssm_recurrent.SSMRecurrent: ssm_recurrent.SSMRecurrentPieces}
+
+
+def _models(mode: str, pieces: bool) -> dict:
+    """Our process classes -> their model for ``mode`` (each module defines <Process>Fixed / Float,
+    one PyLoihiProcessModel each), hierarchical ones -> their pieces when ``pieces``."""
     suffix = "Fixed" if mode == "fixed_pt" else "Float"
-    return {cls: getattr(inspect.getmodule(cls), cls.__name__ + suffix) for cls in _OURS}
+    models = {cls: getattr(inspect.getmodule(cls), cls.__name__ + suffix) for cls in _OURS}
+    return {**models, **PIECES} if pieces else models
 
 
-def run_config(mode: str, backend: str = "sim"):
-    """Loihi2SimCfg for the CPU simulator; Loihi2HwCfg (needs lava-loihi) for the chip."""
+def run_config(mode: str, backend: str = "sim", pieces: bool | None = None):
+    """Loihi2SimCfg for the CPU simulator; Loihi2HwCfg (needs lava-loihi) for the chip.
+
+    Every process of ours gets its model from the map given to the RunConfig (Lava's rule 1), not
+    from Lava's defaults.  ``pieces``: a hierarchical process (``PIECES``) runs as its SubProcessModel,
+    the pieces that map to neurocores, instead of its one fused model; ``None`` takes the pieces on
+    the chip (``hw``) and the fused model in the simulator (``sim``: one Lava process, not three,
+    each paying the simulator's per-step synchronisation; the same integers)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
-    models = {**_models(mode), Extractor: PyLoihiExtractorModel}
+    models = {**_models(mode, backend == "hw" if pieces is None else pieces), Extractor: PyLoihiExtractorModel}
     if backend == "hw":
         from lava.magma.core.run_configs import Loihi2HwCfg
         return Loihi2HwCfg(select_tag=mode, exception_proc_model_map=models)
@@ -253,18 +265,19 @@ def build_network(program: Program, mode: str = "fixed_pt", record: bool = True,
 
 
 def simulate(program: Program, levels, mode: str = "fixed_pt", backend: str = "sim", record: bool = True,
-             progress=None, seed: int = 0, first_sample: int = 0) -> dict:
+             progress=None, seed: int = 0, first_sample: int = 0, pieces: bool | None = None) -> dict:
     """Build, run and read back in THIS process (``runner.run_lava`` calls it in a killable child).
 
     The run is non-blocking and the host drains every Extractor each step, so no buffer ever fills.
     Returns the flat result: ``logits`` and, with ``record``, every node's output by node name as
-    (n, channels, L) in logical time, plus ``seconds`` (wall time of the run)."""
+    (n, channels, L) in logical time, plus ``seconds`` (wall time of the run).  ``pieces``: as in
+    ``run_config``."""
     from lava.magma.core.run_conditions import RunSteps
 
     net = build_network(program, mode=mode, record=record, levels=levels, seed=seed, first_sample=first_sample)
     n, W, L = net.n_samples, net.window, program.seq_len
     steps = n * W
-    cfg = run_config(mode, backend)
+    cfg = run_config(mode, backend, pieces)
     taps = list(net.taps.items())
     buffers = {name: np.empty((steps, ext.in_port.shape[0])) for name, (ext, _) in taps}
     t0 = time.perf_counter()

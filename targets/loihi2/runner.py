@@ -38,7 +38,8 @@ def check_backend(backend: str) -> None:
 
 
 def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "sim", record: bool = True,
-             timeout_s: float = 600, progress=None, seed: int = 0, first_sample: int = 0) -> dict:
+             timeout_s: float = 600, progress=None, seed: int = 0, first_sample: int = 0,
+             pieces: bool | None = None) -> dict:
     """Run (n, L, d_in) raw input levels on Lava; samples run back to back in one built network.
 
     Returns ``logits`` (n, d_out) (int64 in fixed_pt, float64 in floating_pt) and, with ``record``,
@@ -47,7 +48,8 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
     ``progress(done, total)`` is called after every sample.  Raises ``LavaRunError`` on a timeout, an
     error in the run (with its message) or a missing back end; never hangs.  ``seed`` keys the PRNG of
     stochastic samplers (the emulator with the same seed gives the same spikes); ``first_sample`` is
-    the data-file index of ``levels[0]`` (uniforms are keyed by each sample's index).
+    the data-file index of ``levels[0]`` (uniforms are keyed by each sample's index).  ``pieces``:
+    which model a hierarchical process runs (``lowering.run_config``; default: by back end).
     """
     check_backend(backend)
     if mode not in MODES:
@@ -63,7 +65,7 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
         raise LavaRunError(f"Lava run: {exc}") from None
     levels = np.asarray(levels)
     try:
-        flat = run_in_child(simulate_task, (program, levels, mode, backend, record, seed, int(first_sample)),
+        flat = run_in_child(simulate_task, (program, levels, mode, backend, record, seed, int(first_sample), pieces),
                             timeout_s, progress, size=len(levels))
     except ShardError as exc:
         if exc.reason == "timeout":
@@ -75,8 +77,8 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
     return flat
 
 
-def simulate_task(program, levels, mode, backend, record, seed, first_sample, progress=None) -> dict:
+def simulate_task(program, levels, mode, backend, record, seed, first_sample, pieces=None, progress=None) -> dict:
     """``lowering.simulate`` as an executor task (runs in the killable child)."""
     from .lowering import simulate
     return simulate(program, levels, mode=mode, backend=backend, record=record, progress=progress, seed=seed,
-                    first_sample=first_sample)
+                    first_sample=first_sample, pieces=pieces)

@@ -27,11 +27,17 @@ class StreamEncoderFixed(WindowedModel):
     levels_in = INT_IN
     stream_out = INT_OUT
 
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.weight, self.bias = proc_params["weight"], proc_params["bias"]
+        self.bits = proc_params["input_bits"]
+        self.rest = np.zeros(self.bias.shape, np.int32)
+
     def step(self):
         p = self.levels_in.recv().astype(np.int64)
-        w, b = self.proc_params["weight"], self.proc_params["bias"]
-        x = arith.encode_bit_serial(p, w, b, self.proc_params["input_bits"]) if self.live() else 0 * b
-        self.stream_out.send(x.astype(np.int32))
+        live = self.live()
+        self.stream_out.send(arith.encode_bit_serial(p, self.weight, self.bias, self.bits).astype(np.int32) if live
+                             else self.rest)
 
 
 @implements(proc=StreamEncoder, protocol=LoihiProtocol)

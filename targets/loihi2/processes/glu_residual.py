@@ -51,10 +51,12 @@ class GLUResidualFixed(_GLUModel):
     stream_out = INT_OUT
     dtype = np.int64
 
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.rule = tuple(proc_params[k] for k in ("mix_bias", "value_shift", "gate_shift", "out_shift", "sigmoid_lut"))
+
     def mix(self, skip, dense):
-        p = self.proc_params
-        return arith.glu_residual(skip, dense.astype(np.int64), p["mix_bias"], p["value_shift"], p["gate_shift"],
-                                  p["out_shift"], p["sigmoid_lut"]).astype(np.int32)
+        return arith.glu_residual(skip, dense.astype(np.int64), *self.rule).astype(np.int32)
 
 
 @implements(proc=GLUResidual, protocol=LoihiProtocol)

@@ -44,17 +44,18 @@ class Readout(AbstractProcess):
 class _ReadoutModel(WindowedModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        self.total = np.zeros(proc_params["weight"].shape[1], dtype=self.dtype)
+        D, H = proc_params["weight"].shape
+        self.total = np.zeros(H, dtype=self.dtype)
+        self.rest = np.zeros(2 * D, dtype=self.dtype)
 
     def step(self):
         x = self.stream_in.recv()
         t = self.logical()
         if t == 0:
             self.total[:] = 0
-        if self.live():
+        if 0 <= t < self.length:                                     # live
             self.total = self.accumulate(x.astype(self.dtype))
-        last = t == self.length - 1
-        self.logits_out.send(self.logits() if last else np.zeros(2 * self.proc_params["weight"].shape[0], dtype=self.dtype))
+        self.logits_out.send(self.logits() if t == self.length - 1 else self.rest)
 
 
 @implements(proc=Readout, protocol=LoihiProtocol)
@@ -65,8 +66,12 @@ class ReadoutFixed(_ReadoutModel):
     logits_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=64)   # host-side values
     dtype = np.int64
 
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.pre_shift = proc_params["pre_shift"]
+
     def accumulate(self, x):
-        return arith.readout_accumulate(self.total, x, self.proc_params["pre_shift"])
+        return arith.readout_accumulate(self.total, x, self.pre_shift)
 
     def logits(self):
         logits = arith.readout_logits(self.total, self.proc_params["weight"], self.proc_params["bias"])

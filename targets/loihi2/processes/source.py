@@ -20,13 +20,15 @@ class SampleSource(AbstractProcess):
 class _SourceModel(WindowedModel):
     levels_out = INT_OUT
 
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.levels = np.asarray(proc_params["levels"]).astype(np.int32)    # the port's type, once
+        self.rest = np.zeros(self.levels.shape[2], dtype=np.int32)
+
     def step(self):
         sample = (self.time_step - 1) // self.window
-        levels = self.proc_params["levels"]
-        if self.live() and sample < len(levels):
-            self.levels_out.send(levels[sample, self.local_step()].astype(np.int32))
-        else:
-            self.levels_out.send(np.zeros(levels.shape[2], dtype=np.int32))
+        live = self.live() and sample < len(self.levels)
+        self.levels_out.send(self.levels[sample, self.local_step()] if live else self.rest)
 
 
 @implements(proc=SampleSource, protocol=LoihiProtocol)

@@ -1,5 +1,5 @@
-"""SSMRecurrent: a causal diagonal SSM as three neurocore pieces, shaped like Intel's
-``lava.proc.s4d.SigmaS4dDeltaLayer`` (Sparse fan-out -> one S4D neuron per mode -> Sparse reduction):
+"""SSMRecurrent: a causal diagonal SSM, shaped like Intel's ``lava.proc.s4d.SigmaS4dDeltaLayer``
+(Sparse fan-out -> one S4D neuron per mode -> Sparse reduction), in three pieces:
 
 * ``SSMFanOut``   a synapse H -> H*M*2 (+ H): each channel's input times the (re, im) input gains b of
                   its M modes, and times D for the direct term (arith.ssm_fan_out); graded payloads.
@@ -9,11 +9,26 @@
 * ``SSMReduce``   a synapse H*M*2 -> H summing Re(2c m) over the modes (arith.ssm_reduce_term), plus the
                   direct term and the folded constant (arith.ssm_recurrent_output).
 
-Each piece is its own Process with fixed_pt and floating_pt models, so each maps to a neurocore kind;
-``SSMRecurrent`` is the hierarchical process the lowering builds, wiring them inside.  The compiler's
-range proof (intervals.ssm_recurrent_interval) bounds every graded payload below 2**23: they fit
-Lava's 24-bit messages.  The pieces pass their messages within the step (no synapse hop), like the
-convolution process they replace; the state is zero at each sample's first live step.
+``SSMRecurrent`` (the process the lowering builds) has two kinds of model per mode, and which one
+runs is chosen by ``lowering.run_config`` (argument ``pieces``), never by Lava's defaults:
+
+* ``SSMRecurrentPieces``, a SubProcessModel wiring the three pieces, each its own Process with
+  fixed_pt and floating_pt models: how the layer maps to neurocores (``plan`` names the three
+  pieces), so ``Loihi2HwCfg`` runs it (``pieces=None`` with backend ``hw``), and any run may ask
+  for it (``pieces=True``).
+* ``SSMRecurrentFixed`` / ``SSMRecurrentFloat``, one PyLoihiProcessModel doing the three pieces'
+  steps in order inside one Lava process: the default of the CPU simulator (``Loihi2SimCfg``,
+  ``pieces=None`` with backend ``sim``).  Each Lava process costs the simulator a phase
+  synchronisation per step and the pieces form a chain within the step, so one process instead of
+  three is what makes the recurrence cheap to simulate; the integers are the same.
+
+Both call the same arithmetic: ``FanOut*``, ``Modes*`` and ``Reduce*`` below (one per piece and
+mode, constants prepared once, then one ``arith`` call sequence per step); a piece's model only adds
+its ports.  So the fused model equals the pieces bit for bit (tests/test_ssm_recurrent.py).
+
+The compiler's range proof (intervals.ssm_recurrent_interval) bounds every graded payload below
+2**23: they fit Lava's 24-bit messages.  The pieces pass their messages within the step (no synapse
+hop), like the convolution process they replace; the state is zero at each sample's first live step.
 Per step the cost is O(H M): vectorised over channels and modes, no Python loop."""
 import numpy as np
 
@@ -31,8 +46,100 @@ from neurocompile.targets.loihi2.processes._base import FLOAT_IN, FLOAT_OUT, INT
 TIMING = ("window", "delay", "length")
 
 
-def _timing(p) -> dict:
-    return {k: p[k] for k in TIMING}
+# ------------------------------------------------------------------ the arithmetic of each piece
+# Built once from the (piece's or layer's) parameters: the (re, im) halves split into contiguous
+# arrays and the shifts broadcast to their operands, so a step is the arith calls and nothing else.
+# Messages between pieces are (re, im) pairs of (H, M) arrays.
+def _halves(pair, dtype):
+    return np.ascontiguousarray(pair[..., 0], dtype), np.ascontiguousarray(pair[..., 1], dtype)
+
+
+class FanOutFixed:
+    def __init__(self, p):
+        self.b_re, self.b_im = _halves(p["gain_in"], np.int64)
+        self.shift = np.asarray(p["in_shift"], np.int64)[:, None]
+        self.direct, self.direct_shift = np.asarray(p["direct"], np.int64), np.asarray(p["direct_shift"], np.int64)
+
+    def __call__(self, u):
+        """u (H,) -> the modes' drive (re, im) and the direct term D u (int64: the gains are)."""
+        col = u[:, None]
+        return (arith.ssm_fan_out(col, self.b_re, self.shift), arith.ssm_fan_out(col, self.b_im, self.shift),
+                arith.ssm_fan_out(u, self.direct, self.direct_shift))
+
+
+class FanOutFloat:
+    def __init__(self, p):
+        self.b_re, self.b_im = _halves(p["gain_in_float"], np.float64)
+        self.direct = p["direct_float"]
+
+    def __call__(self, u):
+        col = u[:, None]
+        return self.b_re * col, self.b_im * col, self.direct * u
+
+
+class _ModeState:
+    """The mode neurons' state (re, im); ``reset`` puts it at rest (between samples)."""
+
+    def reset(self):
+        self.s_re[:] = 0
+        self.s_im[:] = 0
+
+
+class ModesFixed(_ModeState):
+    def __init__(self, p):
+        self.a_re, self.a_im = _halves(p["decay"], np.int64)
+        self.e_re, self.e_im = _halves(p["state_bias"], np.int64)
+        self.shift = int(p["decay_shift"])
+        self.send = np.asarray(p["send_shift"], np.int64)[:, None]
+        self.s_re, self.s_im = np.zeros_like(self.a_re), np.zeros_like(self.a_re)
+
+    def __call__(self, x_re, x_im):
+        self.s_re, self.s_im = arith.ssm_mode_step(self.s_re, self.s_im, x_re, x_im, self.a_re, self.a_im,
+                                                   self.shift, self.e_re, self.e_im)
+        return arith.ssm_message(self.s_re, self.send), arith.ssm_message(self.s_im, self.send)
+
+
+class ModesFloat(_ModeState):
+    def __init__(self, p):
+        self.a_re, self.a_im = _halves(p["decay_float"], np.float64)
+        self.e_re, self.e_im = _halves(p["state_bias_float"], np.float64)
+        self.s_re, self.s_im = np.zeros_like(self.a_re), np.zeros_like(self.a_re)
+
+    def __call__(self, x_re, x_im):
+        re = self.a_re * self.s_re - self.a_im * self.s_im + x_re + self.e_re
+        self.s_im = self.a_re * self.s_im + self.a_im * self.s_re + x_im + self.e_im
+        self.s_re = re
+        return self.s_re, self.s_im
+
+
+class ReduceFixed:
+    def __init__(self, p):
+        self.g_re, self.g_im = _halves(p["gain_out"], np.int64)
+        self.shift, self.bias = np.asarray(p["out_shift"], np.int64), np.asarray(p["out_bias"], np.int64)
+
+    def __call__(self, m_re, m_im, direct):
+        """The modes' messages (re, im) and the direct term -> the output current (H,), int32."""
+        acc = arith.ssm_reduce_term(m_re, m_im, self.g_re, self.g_im).sum(-1)
+        return arith.ssm_recurrent_output(acc, self.shift, direct, self.bias).astype(np.int32)
+
+
+class ReduceFloat:
+    def __init__(self, p):
+        self.g_re, self.g_im = _halves(p["gain_out_float"], np.float64)     # 2c: Re(2c s) summed over modes
+        self.bias = p["out_bias_float"]
+
+    def __call__(self, m_re, m_im, direct):
+        return (self.g_re * m_re - self.g_im * m_im).sum(-1) + direct + self.bias
+
+
+def _interleave(re, im, dtype):
+    """(re, im) (H, M) -> the flat (H*M*2) payload of a piece's port."""
+    return np.stack([re, im], -1).reshape(-1).astype(dtype, copy=False)
+
+
+def _split(flat, shape):
+    pair = flat.reshape(shape + (2,))
+    return pair[..., 0], pair[..., 1]
 
 
 # ------------------------------------------------------------------ fan-out synapse
@@ -49,12 +156,19 @@ class SSMFanOut(AbstractProcess):
 
 
 class _FanOutModel(WindowedModel):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.fan_out = self.arithmetic(proc_params)
+        gain = proc_params["gain_in"]
+        self.rest = np.zeros(gain.size, self.dtype), np.zeros(gain.shape[0], self.dtype)
+
     def step(self):
         u = self.stream_in.recv()
         if self.live():
-            x, d = self.fan_out(u)
+            x_re, x_im, d = self.fan_out(u)
+            x, d = _interleave(x_re, x_im, self.dtype), d.astype(self.dtype, copy=False)
         else:
-            x, d = np.zeros(self.modes_out.shape, self.dtype), np.zeros(u.shape, self.dtype)
+            x, d = self.rest
         self.modes_out.send(x)
         self.direct_out.send(d)
 
@@ -67,11 +181,7 @@ class SSMFanOutFixed(_FanOutModel):
     modes_out = INT_OUT
     direct_out = INT_OUT
     dtype = np.int32
-
-    def fan_out(self, u):
-        p, u = self.proc_params, u.astype(np.int64)
-        x = arith.ssm_fan_out(u[:, None, None], p["gain_in"], p["in_shift"][:, None, None])
-        return x.reshape(-1).astype(np.int32), arith.ssm_fan_out(u, p["direct"], p["direct_shift"]).astype(np.int32)
+    arithmetic = FanOutFixed
 
 
 @implements(proc=SSMFanOut, protocol=LoihiProtocol)
@@ -82,10 +192,7 @@ class SSMFanOutFloat(_FanOutModel):
     modes_out = FLOAT_OUT
     direct_out = FLOAT_OUT
     dtype = np.float64
-
-    def fan_out(self, u):
-        b = self.proc_params["gain_in_float"]                        # (H, M, 2): b u, as (re, im)
-        return (b * u[:, None, None]).reshape(-1), self.proc_params["direct_float"] * u
+    arithmetic = FanOutFloat
 
 
 # ------------------------------------------------------------------ mode neurons (microcode)
@@ -102,18 +209,17 @@ class SSMModes(AbstractProcess):
 class _ModesModel(WindowedModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        shape = proc_params["decay"].shape[:2]
-        self.s_re, self.s_im = np.zeros(shape, self.state_dtype), np.zeros(shape, self.state_dtype)
+        self.modes = self.arithmetic(proc_params)
+        self.rest = np.zeros(proc_params["decay"].size, self.dtype)
 
     def step(self):
-        x = self.drive_in.recv().reshape(self.s_re.shape + (2,))
+        x = self.drive_in.recv()
         if self.live():
-            out = self.advance(x)
+            out = _interleave(*self.modes(*_split(x, self.modes.a_re.shape)), self.dtype)
         else:                                                        # between samples: state at rest
-            self.s_re[:] = 0
-            self.s_im[:] = 0
-            out = np.zeros(x.shape, self.msg_dtype)
-        self.msg_out.send(out.reshape(-1))
+            self.modes.reset()
+            out = self.rest
+        self.msg_out.send(out)
 
 
 @implements(proc=SSMModes, protocol=LoihiProtocol)
@@ -122,16 +228,8 @@ class _ModesModel(WindowedModel):
 class SSMModesFixed(_ModesModel):
     drive_in = INT_IN
     msg_out = INT_OUT
-    state_dtype = np.int64
-    msg_dtype = np.int32
-
-    def advance(self, x):
-        p, x = self.proc_params, x.astype(np.int64)
-        a, e = p["decay"], p["state_bias"]
-        self.s_re, self.s_im = arith.ssm_mode_step(self.s_re, self.s_im, x[..., 0], x[..., 1], a[..., 0], a[..., 1],
-                                                   int(p["decay_shift"]), e[..., 0], e[..., 1])
-        send = p["send_shift"][:, None]
-        return np.stack([arith.ssm_message(self.s_re, send), arith.ssm_message(self.s_im, send)], -1).astype(np.int32)
+    dtype = np.int32
+    arithmetic = ModesFixed
 
 
 @implements(proc=SSMModes, protocol=LoihiProtocol)
@@ -140,15 +238,8 @@ class SSMModesFixed(_ModesModel):
 class SSMModesFloat(_ModesModel):
     drive_in = FLOAT_IN
     msg_out = FLOAT_OUT
-    state_dtype = np.float64
-    msg_dtype = np.float64
-
-    def advance(self, x):
-        a, e = self.proc_params["decay_float"], self.proc_params["state_bias_float"]
-        re = a[..., 0] * self.s_re - a[..., 1] * self.s_im + x[..., 0] + e[..., 0]
-        self.s_im = a[..., 0] * self.s_im + a[..., 1] * self.s_re + x[..., 1] + e[..., 1]
-        self.s_re = re
-        return np.stack([self.s_re, self.s_im], -1)
+    dtype = np.float64
+    arithmetic = ModesFloat
 
 
 # ------------------------------------------------------------------ reduction synapse
@@ -163,11 +254,14 @@ class SSMReduce(AbstractProcess):
 
 
 class _ReduceModel(WindowedModel):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.reduce = self.arithmetic(proc_params)
+        self.rest = np.zeros(proc_params["gain_out"].shape[0], self.dtype)
+
     def step(self):
         m, d = self.msg_in.recv(), self.direct_in.recv()
-        g = self.proc_params["gain_out"]
-        y = self.reduce(m.reshape(g.shape), d) if self.live() else np.zeros(d.shape, self.dtype)
-        self.current_out.send(y)
+        self.current_out.send(self.reduce(*_split(m, self.reduce.g_re.shape), d) if self.live() else self.rest)
 
 
 @implements(proc=SSMReduce, protocol=LoihiProtocol)
@@ -178,12 +272,7 @@ class SSMReduceFixed(_ReduceModel):
     direct_in = INT_IN
     current_out = INT_OUT
     dtype = np.int32
-
-    def reduce(self, m, d):
-        p, m = self.proc_params, m.astype(np.int64)
-        g = p["gain_out"]
-        acc = arith.ssm_reduce_term(m[..., 0], m[..., 1], g[..., 0], g[..., 1]).sum(-1)
-        return arith.ssm_recurrent_output(acc, p["out_shift"], d.astype(np.int64), p["out_bias"]).astype(np.int32)
+    arithmetic = ReduceFixed
 
 
 @implements(proc=SSMReduce, protocol=LoihiProtocol)
@@ -194,16 +283,13 @@ class SSMReduceFloat(_ReduceModel):
     direct_in = FLOAT_IN
     current_out = FLOAT_OUT
     dtype = np.float64
-
-    def reduce(self, m, d):
-        g = self.proc_params["gain_out_float"]                       # 2c: Re(2c s) summed over modes
-        return (g[..., 0] * m[..., 0] - g[..., 1] * m[..., 1]).sum(-1) + d + self.proc_params["out_bias_float"]
+    arithmetic = ReduceFloat
 
 
 # ------------------------------------------------------------------ the layer
 class SSMRecurrent(AbstractProcess):
-    """Fan-out -> mode neurons -> reduction, wired by ``SSMRecurrentModel``; keywords are the
-    IntSSMRecurrent node's fields plus the timing."""
+    """Fan-out -> mode neurons -> reduction; keywords are the IntSSMRecurrent node's fields plus the
+    timing.  Runs as one fused model or as its three pieces (module docstring)."""
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -212,8 +298,50 @@ class SSMRecurrent(AbstractProcess):
         self.current_out = OutPort(shape=(H,))
 
 
+class _FusedModel(WindowedModel):
+    """The three pieces' steps in one process: the same arithmetic objects, called in the pieces' order."""
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.fan_out, self.modes, self.reduce = (kind(proc_params) for kind in self.arithmetic)
+        self.rest = np.zeros(proc_params["decay"].shape[0], self.dtype)
+
+    def step(self):
+        u = self.stream_in.recv()
+        if self.live():
+            x_re, x_im, d = self.fan_out(u)
+            y = self.reduce(*self.modes(x_re, x_im), d)
+        else:                                                        # between samples: state at rest
+            self.modes.reset()
+            y = self.rest
+        self.current_out.send(y)
+
+
 @implements(proc=SSMRecurrent, protocol=LoihiProtocol)
-class SSMRecurrentModel(AbstractSubProcessModel):
+@requires(CPU)
+@tag("fixed_pt")
+class SSMRecurrentFixed(_FusedModel):
+    stream_in = INT_IN
+    current_out = INT_OUT
+    dtype = np.int32
+    arithmetic = (FanOutFixed, ModesFixed, ReduceFixed)
+
+
+@implements(proc=SSMRecurrent, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class SSMRecurrentFloat(_FusedModel):
+    stream_in = FLOAT_IN
+    current_out = FLOAT_OUT
+    dtype = np.float64
+    arithmetic = (FanOutFloat, ModesFloat, ReduceFloat)
+
+
+@implements(proc=SSMRecurrent, protocol=LoihiProtocol)
+class SSMRecurrentPieces(AbstractSubProcessModel):
+    """The neurocore mapping: the three pieces as their own processes (one model for both modes:
+    the pieces carry the fixed_pt and floating_pt models)."""
+
     def __init__(self, proc):
         p = proc.proc_params
         pick = lambda *names: {n: p[n] for n in names}
@@ -228,7 +356,3 @@ class SSMRecurrentModel(AbstractSubProcessModel):
         self.fan_out.out_ports.direct_out.connect(self.reduce.in_ports.direct_in)
         self.modes.out_ports.msg_out.connect(self.reduce.in_ports.msg_in)
         self.reduce.out_ports.current_out.connect(proc.out_ports.current_out)
-
-
-# one hierarchical model serves both modes: its pieces carry the fixed_pt and floating_pt models
-SSMRecurrentFixed = SSMRecurrentFloat = SSMRecurrentModel
