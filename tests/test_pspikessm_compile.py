@@ -62,9 +62,9 @@ def test_fixed_point_sampler_fires_with_probability_p():
     bits, p_num = 12, 1000                                           # p = 1000 / 4096
     u = arith.uniform_bits(1, 0, 0, np.arange(100)[:, None], np.arange(4000)[None, :], bits)
     v = np.full((100, 4000), p_num)
-    p, s = arith.sample(v, 0, 1, 0, 0, bits, u)
+    p, s = arith.sample(v, 0, -2 ** 20, 2 ** 20, 1, -2 ** 20, 0, bits, u)
     assert np.all(p == p_num) and abs(s.mean() - p_num / 4096) < 0.003
-    p, s = arith.sample(np.array([-5, 5000, 4096]), 0, 1, 0, 0, bits, np.array([0, 4095, 4095]))
+    p, s = arith.sample(np.array([-5, 5000, 4096]), 0, -2 ** 20, 2 ** 20, 1, -2 ** 20, 0, bits, np.array([0, 4095, 4095]))
     assert p.tolist() == [0, 4096, 4096] and s.tolist() == [False, True, True]      # clamped to [0, 1]
 
 
