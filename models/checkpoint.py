@@ -115,7 +115,10 @@ def _read_raw(path: str):
         raise CheckpointError(str(exc)) from None
     with fh:
         try:
-            is_zip = zipfile.is_zipfile(fh)
+            try:
+                is_zip = zipfile.is_zipfile(fh)
+            except zipfile.BadZipFile:           # is_zipfile itself raises on some end records (a ZIP64 "span")
+                is_zip = False
             fh.seek(0)
             head = fh.read(8)
             fh.seek(0)

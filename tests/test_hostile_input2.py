@@ -592,3 +592,20 @@ def test_a_seed_beyond_32_bits_is_not_seed_0(pspike_art, tmp_path, capsys):
             spikes[seed] = np.concatenate([t[k].ravel() for k in sorted(t.files) if k.startswith("spikes/")])
     assert not np.array_equal(spikes["0"], spikes[str(2 ** 32)])
     assert not np.array_equal(spikes["0"], spikes[str(2 ** 63 - 1)])
+
+
+def test_a_zip64_locator_claiming_several_disks_is_a_corrupt_checkpoint(tmp_path, capsys):
+    """Found by the round-two fuzz run (a bit flip in a checkpoint's tail): zipfile.is_zipfile itself
+    raises BadZipFile ("zipfiles that span multiple disks") when a ZIP64 end-record locator names a
+    second disk.  That is a corrupt checkpoint: one line, exit 2, nothing written."""
+    import struct
+    data = open(DIGITS, "rb").read()
+    end = data.rindex(b"PK\x05\x06")                                  # the end-of-central-directory record
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 1, 0, 2)           # disk 1 of 2
+    bad = tmp_path / "spanned.pt"
+    bad.write_bytes(data[:end] + locator + data[end:])
+    with pytest.raises(zipfile.BadZipFile, match="span multiple disks"):
+        zipfile.is_zipfile(str(bad))                                  # the library's own behaviour
+    out = tmp_path / "out.loihi2"
+    one_line_error(capsys, cli(["export", str(bad), "-o", str(out)]), "spanned.pt", "corrupt")
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["spanned.pt"]
