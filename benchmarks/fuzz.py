@@ -71,6 +71,8 @@ from collections import Counter, OrderedDict, defaultdict
 
 import numpy as np
 
+from neurocompile.artifact import VERSION as ARTIFACT_VERSION
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CATEGORIES = ("clean_error", "ok", "traceback", "hang", "crash", "partial_output", "input_changed", "unsound",
               "code_executed", "shm_leak")
@@ -683,9 +685,9 @@ class ArtifactMutators:
         elif how == "nest":
             text = "[" * 100000 + "]" * 100000
         elif how == "bigint":
-            text = text.replace('"version": 2', '"version": 1' + "0" * 5000)
+            text = text.replace(f'"version": {ARTIFACT_VERSION}', '"version": 1' + "0" * 5000)
         elif how == "dupkey":
-            text = text.replace('"version": 2', '"version": 2, "version": 3')
+            text = text.replace(f'"version": {ARTIFACT_VERSION}', f'"version": {ARTIFACT_VERSION}, "version": 99')
         elif how == "array":
             text = "[" + text + "]"
         members = OrderedDict(members)

@@ -291,10 +291,15 @@ def channel_affine(v, in_shift, mult, offset, out_shift):
     return shift_round(shift_round(v, in_shift) * mult + offset, out_shift)
 
 
-def sample(v, in_shift, mult, offset, out_shift, bits: int, uniform):
-    """Bernoulli spikes: p = clip(channel_affine(v), 0, 2**bits) compared with a ``bits``-bit
-    uniform, spike when p > u (so P(spike) = p / 2**bits).  Returns (p, spikes)."""
-    p = _clip(channel_affine(v, in_shift, mult, offset, out_shift), 0, 1 << bits)
+def sample(v, in_shift, lo, hi, mult, offset, out_shift, bits: int, uniform):
+    """Bernoulli spikes.  The input, pre-shifted, is held to the window [lo, hi] outside which the
+    probability is clamped anyway and measured from the window's low end, x = clip(shift_round(v,
+    in_shift), lo, hi) - lo: that centring keeps the multiply's operand as narrow as the window, so a
+    steep sampler on a wide stream keeps its input bits.  p = clip(channel_affine(x), 0, 2**bits) is
+    compared with a ``bits``-bit uniform, spike when p > u (so P(spike) = p / 2**bits).
+    Returns (p, spikes)."""
+    x = _clip(shift_round(v, in_shift), lo, hi) - lo
+    p = _clip(channel_affine(x, 0, mult, offset, out_shift), 0, 1 << bits)
     return p, p > uniform
 
 

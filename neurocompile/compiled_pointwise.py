@@ -63,12 +63,13 @@ def uniform_table(seed, stream, samples, bits, out):  # pragma: no cover (compil
 
 
 @kernel(__file__)
-def sample(x, in_shift, mult, offset, out_shift, bits, u, p_out, spikes):  # pragma: no cover (compiled)
+def sample(x, in_shift, lo, hi, mult, offset, out_shift, bits, u, p_out, spikes):  # pragma: no cover (compiled)
     B, H, L = x.shape
     for b in range(B):
         for h in range(H):
             for t in range(L):
-                p, s = _sample(x[b, h, t], in_shift[h], mult[h], offset[h], out_shift[h], bits, u[b, h, t])
+                p, s = _sample(x[b, h, t], in_shift[h], lo[h], hi[h], mult[h], offset[h], out_shift[h], bits,
+                               u[b, h, t])
                 p_out[b, h, t] = p
                 spikes[b, h, t] = s
 

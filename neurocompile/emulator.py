@@ -269,8 +269,9 @@ def uniforms(op: IntSampler, samples: torch.Tensor, H: int, L: int, seed: int, d
 def emulate_sampler(op: IntSampler, ins, run, name):
     x = ins["main"]
     u = uniforms(op, run.samples, x.shape[1], x.shape[2], run.seed, x.device).transpose(1, 2)   # (B, L, H)
-    p, spikes = arith.sample(x.transpose(1, 2), *(_t(a, x.device) for a in (op.in_shift, op.mult, op.offset,
-                                                                                op.out_shift)), int(op.prob_bits), u)
+    p, spikes = arith.sample(x.transpose(1, 2), *(_t(a, x.device) for a in (op.in_shift, op.lo, op.hi, op.mult,
+                                                                                op.offset, op.out_shift)),
+                             int(op.prob_bits), u)
     if run.record:
         run.extra[f"{name}.p"] = p.transpose(1, 2)
     return spikes.transpose(1, 2)
@@ -338,8 +339,8 @@ def compiled_sampler(op: IntSampler, ins, run, name):
     u = np.empty(x.shape, np.int64)
     over_batch(cp.uniform_table, int(run.seed), int(op.stream), _i64(run.samples.numpy()), int(op.prob_bits), u,
                batched=(2, 4))
-    over_batch(cp.sample, x, _i64(op.in_shift), _i64(op.mult), _i64(op.offset), _i64(op.out_shift),
-               int(op.prob_bits), u, p, spikes, batched=(0, 6, 7, 8))
+    over_batch(cp.sample, x, _i64(op.in_shift), _i64(op.lo), _i64(op.hi), _i64(op.mult), _i64(op.offset),
+               _i64(op.out_shift), int(op.prob_bits), u, p, spikes, batched=(0, 8, 9, 10))
     if run.record:
         run.extra[f"{name}.p"] = torch.from_numpy(p)
     return torch.from_numpy(spikes)

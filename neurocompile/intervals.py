@@ -368,10 +368,19 @@ def sampler_interval(op: IntSampler, ins, ctx):
     if not 1 <= op.prob_bits <= ctx.target.register_bits - 2 or not 0 <= op.stream < 2 ** 31:
         raise RangeError(f"probability bits {op.prob_bits} (1..{ctx.target.register_bits - 2}) or uniform stream "
                          f"{op.stream} out of range")
-    (s_lo, s_hi), _ = affine_intervals(op, *ins["main"])
+    lo, hi = as_int(op.lo), as_int(op.hi)
+    _exact(magnitude(lo, hi) * 2.0, "sampler window")
+    if np.any(lo > hi):
+        raise RangeError(f"sampler window low end above its high end at channel {int(np.argmax(lo > hi))}")
+    x_lo, x_hi = shift_interval(*ins["main"], op.in_shift)
+    centred = (np.clip(x_lo, lo, hi) - lo, np.clip(x_hi, lo, hi) - lo)       # clip and centring are monotone
+    p_lo, p_hi = scale_interval(*centred, op.mult)
+    _exact(magnitude(p_lo, p_hi) + np.abs(as_int(op.offset)).astype(np.float64), "sampler sum")
+    reg = ctx.target.register_max
     n = len(op.mult)
-    return (np.zeros(n, np.int64), np.ones(n, np.int64)), [("affine product + offset", worst(s_lo, s_hi),
-                                                           ctx.target.register_max)]
+    return (np.zeros(n, np.int64), np.ones(n, np.int64)), [
+        ("sampler window", worst(lo, hi), reg), ("pre-shifted input", worst(x_lo, x_hi), reg),
+        ("affine product + offset", worst(p_lo + as_int(op.offset), p_hi + as_int(op.offset)), reg)]
 
 
 def _gelu_ranges(op, ins, ctx):

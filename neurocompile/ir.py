@@ -393,11 +393,20 @@ class IntChannelAffine(IntNode):
 
 @_node
 class IntSampler(IntChannelAffine):
-    """Bernoulli spikes: p = clip(channel_affine(x), 0, 2**prob_bits), spike when p > a prob_bits-bit
-    uniform from the counter-based PRNG keyed by (run seed, stream, neuron, step) (arith.sample)."""
+    """Bernoulli spikes: p = clip(channel_affine(clip(x >> in_shift, lo, hi) - lo), 0, 2**prob_bits)
+    (the affine's own in_shift is 0), spike when p > a prob_bits-bit uniform from the counter-based
+    PRNG keyed by (run seed, stream, sample, neuron, step) (arith.sample).  [lo, hi]: the pre-shifted
+    input's window where the probability is not clamped."""
     TRACE = "spikes"
     prob_bits: int
     stream: int
+    lo: np.ndarray = arr("int", "H")
+    hi: np.ndarray = arr("int", "H")
+
+    def channels(self, ins, length):
+        H = super().channels(ins, length)
+        _want(self.lo.shape == (H,) and self.hi.shape == (H,), "sampler window arrays disagree on H")
+        return H
 
 
 @_node

@@ -37,7 +37,7 @@ def sampler_probability(program, node: str, traces: dict):
     if src not in traces:
         return None
     x = np.asarray(traces[src], dtype=np.int64).T                       # (time, channels)
-    p, _ = arith.sample(x, op.in_shift, op.mult, op.offset, op.out_shift, bits, np.zeros_like(x))
+    p, _ = arith.sample(x, op.in_shift, op.lo, op.hi, op.mult, op.offset, op.out_shift, bits, np.zeros_like(x))
     return (p / 2.0 ** bits).T
 
 

@@ -111,7 +111,7 @@ def oracle(program: Program, raw, seed: int = 0, first_sample: int = 0) -> dict:
                 p_all, out = [], []
                 for t, v in enumerate(ins["main"]):
                     u = arith.uniform_bits(seed, op.stream, index, np.arange(len(v)), t, op.prob_bits)
-                    p, s = arith.sample(v, op.in_shift, op.mult, op.offset, op.out_shift, op.prob_bits, u)
+                    p, s = arith.sample(v, op.in_shift, op.lo, op.hi, op.mult, op.offset, op.out_shift, op.prob_bits, u)
                     p_all.append(p)
                     out.append(s)
                 out = np.stack(out)

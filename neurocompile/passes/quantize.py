@@ -383,34 +383,55 @@ def _affine_error(scale, mult, em) -> float:
     return float(np.max(np.where(a > 0, err / np.where(a > 0, a, 1), 0), initial=0))
 
 
-def sampler_probability_error(scale, shift, x: Quantized, in_shift, mult, em, prob_bits) -> np.ndarray:
-    """Per channel, a bound of |integer p - float p| over the input's range: the input's pre-shift
-    rounding times |scale|, plus the multiplier's rounding times the largest |x| at which p is not
-    yet clamped (beyond it both sides give 0 or 1), plus the output's rounding."""
-    frac = x.frac.astype(np.float64)
-    a = np.abs(np.asarray(scale, dtype=np.float64))
-    vmax = magnitude(*x.interval) * np.exp2(-frac)
-    live = np.minimum(vmax, np.where(a > 0, (1.0 + np.abs(shift)) / np.where(a > 0, a, 1), 0))
-    rounding_in = np.where(in_shift > 0, a * np.exp2(in_shift - 1 - frac), 0.0)
-    rounding_mult = np.abs(mult * np.exp2(-em.astype(np.float64)) - scale) * live
-    return rounding_in + rounding_mult + 2.0 ** -(prob_bits + 1)
+def sampler_window(scale, shift, x: Quantized, in_shift) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, the window [lo, hi] of the pre-shifted input outside which the float probability
+    clamp(scale x + shift, 0, 1) is 0 or 1, a unit wider on each side and within the input's own
+    pre-shifted range (a zero scale, or a window wholly outside that range: one point)."""
+    step = np.exp2((in_shift - x.frac).astype(np.float64))          # one unit of the pre-shifted input
+    a, b = np.asarray(scale, dtype=np.float64), np.asarray(shift, dtype=np.float64)
+    live = a != 0
+    with np.errstate(over="ignore"):
+        e0 = np.where(live, -b / np.where(live, a, 1), 0) / step
+        e1 = np.where(live, (1 - b) / np.where(live, a, 1), 0) / step
+    in_lo, in_hi = shift_interval(*x.interval, in_shift)
+    lo = np.clip(np.floor(np.minimum(e0, e1)) - 1, in_lo, in_hi)
+    hi = np.clip(np.ceil(np.maximum(e0, e1)) + 1, in_lo, in_hi)
+    lo = np.where(live, lo, in_lo)
+    return lo.astype(np.int64), np.where(live, hi, in_lo).astype(np.int64)
+
+
+def windowed_sampler_params(scale, shift, x: Quantized, in_shift, prob_bits: int, s: State):
+    """The integers of arith.sample for one pre-shift: the window, then the affine of the centred
+    operand x - lo (its own fixed point frac - in_shift, range [0, hi - lo]), and the bound of
+    |integer p - float p| over the input's range: the pre-shift's rounding times |scale|, the
+    multiplier's rounding across the window, the output's rounding.
+    Returns (lo, hi, mult, offset, out_shift, error)."""
+    lo, hi = sampler_window(scale, shift, x, in_shift)
+    step = np.exp2((in_shift - x.frac).astype(np.float64))
+    a = np.asarray(scale, dtype=np.float64)
+    at_lo = np.asarray(shift, dtype=np.float64) + a * lo * step          # the float p at the window's low end
+    at_lo = np.where(hi == lo, np.clip(at_lo, -1.0, 2.0), at_lo)      # one point: only its side of [0, 1] counts
+    centred = Quantized(None, (np.zeros_like(lo), hi - lo), x.frac - in_shift)
+    _, mult, offset, out_shift, em = affine_params(scale, at_lo, centred, prob_bits, s, operand_bits=64)
+    rounding_in = np.where(in_shift > 0, np.abs(a) * step / 2, 0.0)
+    rounding_mult = np.abs(mult * np.exp2(-em.astype(np.float64)) - a) * (hi - lo) * step
+    return lo, hi, mult, offset, out_shift, rounding_in + rounding_mult + 2.0 ** -(prob_bits + 1)
 
 
 def quantize_sampler(op: Sampler, ins, s: State, name):
-    """p = clip(scale * x + shift, 0, 1) in prob_bits against a prob_bits-bit uniform.  A shift
-    beyond |scale| max|x| + 1 cannot change a decision, so it is clamped there first.  The split of
-    the register between the input operand and the multiplier is chosen per channel to minimise the
-    probability's error bound (a steep sampler on a wide stream needs more input bits than an
-    affine of the stream does); ``errors`` records that bound, in units of probability."""
+    """p = clip(scale * x + shift, 0, 1) in prob_bits against a prob_bits-bit uniform.  The input is
+    pre-shifted, held to the window where p is not clamped and centred on it (arith.sample), so the
+    multiply's operand spans the window, not the whole stream.  The pre-shift is chosen per channel
+    to minimise the probability's error bound (fewer input bits leave more for the multiplier);
+    ``errors`` records that bound, in units of probability."""
     x = ins["main"]
-    vmax = magnitude(*x.interval) * np.exp2(-x.frac.astype(np.float64))
-    reach = np.abs(op.scale) * vmax + 1.0
-    shift = np.clip(op.shift, -reach, reach)
     k = s.options.prob_bits
+    widest = int(max(int(m).bit_length() for m in magnitude(*x.interval)) if len(x.frac) else 0)
     best, best_err = None, None
-    for bits in range(s.options.operand_bits, s.target.register_bits - 3):
-        params = affine_params(op.scale, shift, x, k, s, operand_bits=bits)
-        err = sampler_probability_error(op.scale, shift, x, params[0], params[1], params[4], k)
+    for pre in range(0, max(widest - 1, 0) + 1):
+        in_shift = np.full(len(x.frac), pre, dtype=np.int64)
+        *params, err = windowed_sampler_params(op.scale, op.shift, x, in_shift, k, s)
+        params = [in_shift, *params]
         if best is None:
             best, best_err = [np.array(a, copy=True) for a in params], err
             continue
@@ -418,10 +439,10 @@ def quantize_sampler(op: Sampler, ins, s: State, name):
         for dst, src in zip(best, params):
             dst[better] = np.asarray(src)[better]
         best_err = np.where(better, err, best_err)
-    in_shift, mult, offset, out_shift, em = best
+    in_shift, lo, hi, mult, offset, out_shift = best
     s.errors[name] = float(best_err.max(initial=0.0))
     return IntSampler(in_shift=in_shift, mult=mult, offset=offset, out_shift=out_shift, scale_float=op.scale.copy(),
-                      shift_float=op.shift.copy(), prob_bits=k, stream=int(op.stream)), 0
+                      shift_float=op.shift.copy(), prob_bits=k, stream=int(op.stream), lo=lo, hi=hi), 0
 
 
 def quantize_channel_affine(op: ChannelAffine, ins, s: State, name):

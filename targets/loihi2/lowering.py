@@ -170,7 +170,7 @@ def _readout(op: IntReadout, st: Stage):
 
 
 def _sampler(op: IntSampler, st: Stage):
-    return sampler.Sampler(in_shift=op.in_shift, mult=op.mult, offset=op.offset, out_shift=op.out_shift,
+    return sampler.Sampler(in_shift=op.in_shift, lo=op.lo, hi=op.hi, mult=op.mult, offset=op.offset, out_shift=op.out_shift,
                            prob_bits=int(op.prob_bits), stream=int(op.stream), seed=int(st.seed),
                            first_sample=int(st.first_sample), scale_float=op.scale_float, shift_float=op.shift_float, **_timing(st))
 

@@ -1,4 +1,5 @@
-"""Sampler: stochastic spikes.  fixed_pt: p = clip(channel_affine(x), 0, 2**bits), spike when p exceeds
+"""Sampler: stochastic spikes.  fixed_pt: p = clip(channel_affine(clip(x >> in_shift, lo, hi) - lo), 0,
+2**bits) (the input held to the window where p is not clamped, centred on it), spike when p exceeds
 a uniform from the counter-based PRNG keyed by (run seed, stream, sample, neuron, step) -- arith.sample and
 arith.uniform_bits, the emulator's very rule, so the same seed gives the same spikes.  floating_pt:
 the float affine against the same uniforms, as (u + 1/2) / 2**bits.  Samples play back to back,
@@ -17,9 +18,10 @@ from neurocompile.targets.loihi2.processes._base import FLOAT_IN, FLOAT_OUT, INT
 
 
 class Sampler(AbstractProcess):
-    def __init__(self, *, in_shift, mult, offset, out_shift, prob_bits, stream, seed, first_sample, scale_float,
-                 shift_float, window, delay, length):
-        super().__init__(in_shift=in_shift, mult=mult, offset=offset, out_shift=out_shift, prob_bits=prob_bits,
+    def __init__(self, *, in_shift, lo, hi, mult, offset, out_shift, prob_bits, stream, seed, first_sample,
+                 scale_float, shift_float, window, delay, length):
+        super().__init__(in_shift=in_shift, lo=lo, hi=hi, mult=mult, offset=offset, out_shift=out_shift,
+                         prob_bits=prob_bits,
                          stream=stream, seed=seed, first_sample=first_sample, scale_float=scale_float,
                          shift_float=shift_float, window=window, delay=delay, length=length)
         self.value_in = InPort(shape=(mult.shape[0],))
@@ -51,7 +53,8 @@ class SamplerFixed(_SamplerModel):
 
     def spikes(self, x, u):
         p = self.proc_params
-        _, s = arith.sample(x.astype(np.int64), p["in_shift"], p["mult"], p["offset"], p["out_shift"], p["prob_bits"], u)
+        _, s = arith.sample(x.astype(np.int64), p["in_shift"], p["lo"], p["hi"], p["mult"], p["offset"], p["out_shift"],
+                            p["prob_bits"], u)
         return s
 
 
