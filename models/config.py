@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, fields
 
+from ..input_format import MAX_LEVELS
+
 
 class ModelConfig:
     """What every model config checks and how it converts: field types, sizes, the encoder,
@@ -32,6 +34,8 @@ class ModelConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 self.bad(name, "must be >= 1")
+        if self.input_levels > MAX_LEVELS:
+            self.bad("input_levels", f"must be in 1..{MAX_LEVELS}")
         if self.d_state < 2 or self.d_state % 2:
             self.bad("d_state", "must be an even integer >= 2")
         if self.encoder not in ("linear", "embedding"):

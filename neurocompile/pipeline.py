@@ -97,7 +97,10 @@ def compile_checkpoint(path: str, options: CompileOptions = CompileOptions(), ta
     if assumption:
         (warn or _warn)(f"{path}: {assumption}")
     check_compile_size(cfg, path)
-    graph = frontend_for(kind).import_graph(cfg, state_dict, fmt, source=path)
+    try:
+        graph = frontend_for(kind).import_graph(cfg, state_dict, fmt, source=path)
+    except UnsupportedModelError as exc:          # the importer names the tensor; the file goes first
+        raise UnsupportedModelError(exc.args[0] if str(exc).startswith(f"{path}: ") else f"{path}: {exc}") from None
     graph = compile_graph(graph, options, target)
     source = {"kind": kind, "checkpoint": name, "checkpoint_sha256": file_sha256(path),
               "weights_sha256": weights_sha256(state_dict),

@@ -609,3 +609,34 @@ def test_a_zip64_locator_claiming_several_disks_is_a_corrupt_checkpoint(tmp_path
     out = tmp_path / "out.loihi2"
     one_line_error(capsys, cli(["export", str(bad), "-o", str(out)]), "spanned.pt", "corrupt")
     assert not out.exists() and sorted(os.listdir(tmp_path)) == ["spanned.pt"]
+
+
+# ------------------------------------------------ found by the full round-two fuzz run (seed 3)
+def test_a_non_finite_batchnorm_scale_names_the_checkpoint(tmp_path, capsys):
+    """fuzz ckpt-00911: a running_var of -1e30 made the error name the tensor but not the file."""
+    obj = _ckpt_obj(PSPIKE)
+    key = next(k for k in obj["state_dict"] if k.endswith("running_var"))
+    obj["state_dict"][key] = torch.full_like(obj["state_dict"][key], -1e30)
+    ck = _save(obj, tmp_path / "bn.pt")
+    one_line_error(capsys, cli(["export", str(ck), "-o", str(tmp_path / "o.loihi2")]), str(ck),
+                   "running_var", "not finite")
+    assert sorted(os.listdir(tmp_path)) == ["bn.pt"]
+
+
+def test_input_levels_beyond_the_format_in_a_checkpoint_name_the_file_and_the_field(tmp_path, capsys):
+    """fuzz ckpt-01650: input_levels = 2**64 in the config blamed the --input-levels option."""
+    obj = _ckpt_obj()
+    obj["config"]["input_levels"] = 2 ** 64
+    ck = _save(obj, tmp_path / "levels.pt")
+    err = one_line_error(capsys, cli(["export", str(ck), "-o", str(tmp_path / "o.loihi2")]), str(ck),
+                         "input_levels", "1..65535")
+    assert "--input-levels" not in err
+
+
+def test_a_singular_s4_discretisation_is_refused_in_one_line(tmp_path, capsys):
+    """fuzz ckpt-01777 (kept in tests/fixtures/hostile): a duplicated archive member gave a
+    torch.linalg.solve traceback while materialising an S4 DPLR kernel."""
+    ck = os.path.join(ROOT, "tests", "fixtures", "hostile", "singular_dplr_discretisation.ckpt")
+    out = tmp_path / "o.loihi2"
+    one_line_error(capsys, cli(["export", ck, "-o", str(out)]), ck, "layer1.ssm", "cannot be materialised")
+    assert not out.exists()

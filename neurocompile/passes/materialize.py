@@ -91,7 +91,11 @@ def materialize_kernels(graph: Graph, ssm_lowering="conv") -> Graph:
             continue
         chosen[name] = {"lowering": "conv",
                         "reason": why or (refusal if want == "recurrent" else "--ssm-lowering conv")}
-        k = KERNELS[type(op)](op, params, L)
+        try:
+            k = KERNELS[type(op)](op, params, L)
+        except torch.linalg.LinAlgError as exc:      # a singular discretisation: parameters no training gives
+            raise UnsupportedModelError(f"{graph.meta.get('source') or 'model'}: {name}: the SSM kernel cannot be "
+                                        f"materialised ({str(exc).splitlines()[0][:160]})") from None
         H = k.shape[1]
         if op.bidirectional:
             kernel, lag = two_sided_as_causal(k[0], k[1], op.D)
