@@ -469,9 +469,45 @@ class Case:
     follow: list = dataclasses.field(default_factory=list)     # commands run after a killed one (clear its leftovers)
 
 
+FIXUP_MEMORY = 4 << 30              # RLIMIT_AS of the forked child that recomputes a mutant's bookkeeping
+FIXUP_SECONDS = 60
+
+
 def _fixup_bookkeeping(manifest: dict, arrays: dict) -> None:
     """What a buggy or hostile exporter would do: recompute delays and the report's proof tables for
-    the mutated graph, so the mutant reaches the verifier's proof instead of its bookkeeping checks."""
+    the mutated graph, so the mutant reaches the verifier's proof instead of its bookkeeping checks.
+
+    The product code this runs (interval rules, operation counts) meets the mutant's arrays before any
+    verifier has bounded them (a 2**20-entry LUT, a huge length): it runs in a forked child under
+    FIXUP_MEMORY and FIXUP_SECONDS, so a mutant can cost the campaign's own process nothing; when the
+    child fails, the mutant keeps its bookkeeping as it is."""
+    keys = ("delays", "report")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (FIXUP_MEMORY, FIXUP_MEMORY))
+            signal.alarm(FIXUP_SECONDS)
+            _fixup_in_place(manifest, arrays)
+            with os.fdopen(w, "wb") as out:
+                out.write(json.dumps({k: manifest.get(k) for k in keys},
+                                     default=lambda o: o.item() if hasattr(o, "item") else str(o)).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as src:
+        data = src.read()
+    os.waitpid(pid, 0)
+    try:
+        manifest.update(json.loads(data))
+    except ValueError:                                # the child failed: the mutant stays as it is
+        pass
+
+
+def _fixup_in_place(manifest: dict, arrays: dict) -> None:
     from neurocompile.intervals import Context, register_table
     from neurocompile.ir import INT_NODES, array_fields
     from neurocompile.operations import operation_summary
