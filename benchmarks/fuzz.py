@@ -2327,6 +2327,7 @@ def _signalled(case: Case, argv: list, meta: str, cli) -> dict:
                     returned["rc"] = cli(list(argv))
                 finally:
                     signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+                os.write(ready_w, json.dumps(returned["rc"]).encode())    # before anything SIGKILL could cut
                 return returned["rc"]
             rc, exc, out, err = _capture(enter, meta, "signalled")
             signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
@@ -2341,20 +2342,26 @@ def _signalled(case: Case, argv: list, meta: str, cli) -> dict:
     os.close(ready_w)
     with os.fdopen(ready_r, "rb") as ready:
         started = ready.read(1) == b"1"               # b"" if the grandchild died before the CLI
-    if started:
-        time.sleep(delay)
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-    _, status = os.waitpid(pid, 0)
+        if started:
+            time.sleep(delay)
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        _, status = os.waitpid(pid, 0)
+        after = ready.read()                          # the CLI's exit status, if it returned before the signal
     out = {"argv": argv, "signal": signum, "status": status, "left": sorted(set(os.listdir(".")) - before),
            "cli_started": started}
+    if after:
+        out["cli_returned"] = json.loads(after)
     try:
         with open(path) as fh:
             out.update(json.load(fh))
     except (FileNotFoundError, ValueError):
         out["killed"] = os.WIFSIGNALED(status) and os.WTERMSIG(status)
+        if "cli_returned" in out:                     # what the CLI printed before it returned
+            with open(os.path.join(meta, "signalled.err"), errors="replace") as fh:
+                out["stderr"] = fh.read()[-4000:]
     return out
 
 
@@ -2551,6 +2558,9 @@ def _classify_signalled(case: Case, sig: dict):
     argv = " ".join(sig["argv"][:2])
     if sig.get("before_cli"):                      # the harness's own window (see _signalled): nothing ran
         return None
+    if sig.get("killed") and "cli_returned" in sig:  # killed after the CLI returned: judge what it returned
+        sig = {**sig, "killed": None, "rc": sig["cli_returned"]}
+        rc = sig["rc"]
     if sig.get("exc") is not None:
         return "traceback", f"signalled {argv}: {sig['exc'].strip().splitlines()[-1][:300]}"
     if sig.get("killed"):
