@@ -88,6 +88,7 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2, help="workers of the parallel runs (default 2)")
     p.add_argument("--shard", type=int, default=8, help="samples per Lava shard (default 8)")
     p.add_argument("--no-ray", action="store_true", help="skip the Ray run")
+    p.add_argument("--no-resume", action="store_true", help="skip the SIGKILL + resume run")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"), help="results folder")
     args = p.parse_args(argv)
     W = args.workers
@@ -107,18 +108,21 @@ def main(argv=None) -> int:
             ray = validate("digits", art["digits"], tmp, "ray", args.digits, ["--ray", "--workers", str(W), *shard])
             res["runs"]["digits_ray"] = summary(ray)
             res["identical"]["digits_ray_vs_workers_1"] = comparable(ray["report"]) == comparable(one["report"])
-        work = os.path.join(tmp, "work")
-        os.makedirs(work)
-        n_lava_shards = -(-args.digits // args.shard)
-        n_float_shards = -(-args.digits // 128)
-        half = lambda: len(glob.glob(os.path.join(work, "shards", "*", "*.npz"))) >= n_float_shards + n_lava_shards // 2
-        killed = validate("digits", art["digits"], tmp, "killed", args.digits,
-                          ["--workers", str(W), "--work-dir", work, *shard], kill_when=half)
-        resumed = validate("digits", art["digits"], tmp, "resumed", args.digits,
-                           ["--workers", str(W), "--work-dir", work, *shard])
-        res["runs"]["digits_killed"] = killed
-        res["runs"]["digits_resumed"] = summary(resumed)
-        res["identical"]["digits_resumed_vs_workers_1"] = comparable(resumed["report"]) == comparable(one["report"])
+        if not args.no_resume:
+            work = os.path.join(tmp, "work")
+            os.makedirs(work)
+            n_lava_shards = -(-args.digits // args.shard)
+            n_float_shards = -(-args.digits // 128)
+            half = lambda: len(glob.glob(os.path.join(work, "shards", "*", "*.npz"))) >= \
+                n_float_shards + n_lava_shards // 2
+            killed = validate("digits", art["digits"], tmp, "killed", args.digits,
+                              ["--workers", str(W), "--work-dir", work, *shard], kill_when=half)
+            resumed = validate("digits", art["digits"], tmp, "resumed", args.digits,
+                               ["--workers", str(W), "--work-dir", work, *shard])
+            res["runs"]["digits_killed"] = killed
+            res["runs"]["digits_resumed"] = summary(resumed)
+            res["identical"]["digits_resumed_vs_workers_1"] = \
+                comparable(resumed["report"]) == comparable(one["report"])
         # 2. P-SpikeSSM digits, bidirectional
         ps = validate("pspike", art["pspike"], tmp, f"w{W}", args.pspike, ["--workers", str(W), "--mc-passes", "4", *shard])
         res["runs"][f"pspike_workers_{W}"] = summary(ps)
