@@ -478,7 +478,7 @@ def _fixup_bookkeeping(manifest: dict, arrays: dict) -> None:
     the mutated graph, so the mutant reaches the verifier's proof instead of its bookkeeping checks.
 
     The product code this runs (interval rules, operation counts) meets the mutant's arrays before any
-    verifier has bounded them (a 2**20-entry LUT, a huge length): it runs in a forked child under
+    verifier has bounded them: it runs in a forked child under
     FIXUP_MEMORY and FIXUP_SECONDS, so a mutant can cost the campaign's own process nothing; when the
     child fails, the mutant keeps its bookkeeping as it is."""
     keys = ("delays", "report")
