@@ -2512,9 +2512,8 @@ def classify(case: Case, result: dict | None, status: dict, inputs_before: dict,
         if c["new_files"]:
             return "partial_output", f"{argv[0]} failed (exit {c['rc']}) and left {c['new_files']}"
         if case.expect == "interrupted":
-            want = (130, ["neurocompile: interrupted"]) if case.interrupt == signal.SIGINT else \
-                (128 + case.interrupt, ["neurocompile: terminated"])
-            if (c["rc"], lines) == want:
+            want = (130, "interrupted") if case.interrupt == signal.SIGINT else (128 + case.interrupt, "terminated")
+            if c["rc"] == want[0] and _ended(lines, want[1]):
                 outcomes.append(("clean_error", None))
                 continue
             return "traceback", f"interrupted run: exit {c['rc']}, stderr {lines[:3]}"
@@ -2550,6 +2549,13 @@ def classify(case: Case, result: dict | None, status: dict, inputs_before: dict,
     return ("ok" if outcomes[0][0] == "ok" else "clean_error"), None
 
 
+def _ended(lines: list, how: str) -> bool:
+    """One line saying the command was interrupted / terminated (and which finished outputs it removed)."""
+    return len(lines) == 1 and (lines[0] == f"neurocompile: {how}" or
+                                lines[0].startswith(f"neurocompile: {how} (") and
+                                lines[0].endswith("removed: the command did not finish)"))
+
+
 def _classify_signalled(case: Case, sig: dict):
     """A signalled command ends finished (0), with one line and 128 + the signal (130: Ctrl-C), or
     killed (SIGKILL, or a signal before the handlers were set); a failed one leaves no output."""
@@ -2568,9 +2574,9 @@ def _classify_signalled(case: Case, sig: dict):
             return "crash", f"signalled {argv}: died of signal {sig['killed']}"
     elif rc == 0:
         return None
-    elif rc == 130 and signum == signal.SIGINT and lines == ["neurocompile: interrupted"]:
+    elif rc == 130 and signum == signal.SIGINT and _ended(lines, "interrupted"):
         pass
-    elif rc == 128 + signum and lines == ["neurocompile: terminated"]:
+    elif rc == 128 + signum and _ended(lines, "terminated"):
         pass
     elif rc == 2 and len(lines) == 1 and lines[0].startswith("neurocompile: error:"):
         pass

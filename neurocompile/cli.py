@@ -570,7 +570,28 @@ TERMINATING_SIGNALS = ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 
 
 def _raise_terminated(signum, frame):
-    raise Terminated(signum)
+    _raise_or_hold(Terminated(signum))
+
+
+def _raise_interrupted(signum, frame):
+    _raise_or_hold(KeyboardInterrupt())
+
+
+def _raise_or_hold(exc: BaseException):
+    """Raise now, or, while an output is being published (fileio.Publishing), once it is."""
+    from .fileio import Publishing
+    if Publishing.active:
+        Publishing.pending = Publishing.pending or exc
+        return
+    raise exc
+
+
+def _ended_early(what: str) -> str:
+    """The line for a command that did not finish: its completed outputs are removed first."""
+    from .fileio import discard_written, display
+    gone = discard_written()
+    return f"neurocompile: {what}" + (f" ({display(', '.join(gone))} removed: the command did not finish)"
+                                       if gone else "")
 
 
 def _error(msg: str) -> int:
@@ -605,6 +626,8 @@ def _guard(fn) -> int:
             signum = getattr(signal, name, None)
             if signum is not None:
                 previous[signum] = signal.signal(signum, _raise_terminated)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupted)
     del WRITTEN[:]
     stdout = sys.stdout = _Stdout(sys.stdout)
     try:
@@ -624,7 +647,7 @@ def _guard(fn) -> int:
     except Terminated as exc:                    # exit status 128 + the signal, as the shell reports it
         _close_bars()
         try:
-            print("neurocompile: terminated", file=sys.stderr)
+            print(_ended_early("terminated"), file=sys.stderr)
         except (OSError, ValueError):
             pass
         return 128 + exc.signum
@@ -644,10 +667,12 @@ def _guard(fn) -> int:
         elif isinstance(exc, ImportError):       # `ulimit -v` too low for torch / numba, or a broken install
             msg = f"cannot load {exc.name or 'a dependency'} ({msg}); too little memory (ulimit -v)? a broken install?"
         _close_bars()
-        return _error(msg)
+        from .fileio import discard_written
+        gone = discard_written()                 # exit 2 means no output: one written before the error goes
+        return _error(msg + (f" ({', '.join(gone)} removed: the command did not finish)" if gone else ""))
     except KeyboardInterrupt:
         _close_bars()
-        print("neurocompile: interrupted", file=sys.stderr)
+        print(_ended_early("interrupted"), file=sys.stderr)
         return 130
     finally:
         if sys.stdout is stdout:

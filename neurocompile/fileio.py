@@ -37,6 +37,40 @@ class InputFileError(NeurocompileError, ValueError):
 
 
 WRITTEN: list = []               # outputs completed by this process (the CLI's exit status reports on them)
+
+
+class Publishing:
+    """Set while an output is renamed into place and recorded in WRITTEN: the CLI's signal handlers
+    then hold a terminating signal (``pending``: the exception to raise) until both are done, so
+    that what exists on disk and WRITTEN never disagree."""
+    active = False
+    pending = None
+
+
+def _publish(tmp: str, target: str, path: str) -> None:
+    Publishing.active = True
+    try:
+        os.replace(tmp, target)
+        WRITTEN.append(path)
+    finally:
+        Publishing.active = False
+    if Publishing.pending is not None:
+        exc, Publishing.pending = Publishing.pending, None
+        raise exc
+
+
+def discard_written() -> list:
+    """Remove the outputs this process completed (a command that does not finish leaves none, so its
+    exit status says whether its outputs exist); returns the paths removed."""
+    gone = []
+    for path in WRITTEN:
+        try:
+            os.unlink(os.path.realpath(path))
+            gone.append(path)
+        except OSError:
+            pass
+    del WRITTEN[:]
+    return gone
 TMP_PREFIX = ".tmp-"
 # ours: ``.tmp-<pid>-...`` next to an output, ``shard-<pid>-xxxxxxxx`` (mkdtemp's 8 characters) in the temp folder
 _OWNED = re.compile(r"^(?:\.tmp-(\d+)-|shard-(\d+)-[a-z0-9_]{8}$)")
@@ -244,14 +278,13 @@ def write_atomic(path: str, write: Callable[[BinaryIO], None], inputs: Iterable[
         with os.fdopen(fd, "wb") as fh:
             write(fh)
         os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        _publish(tmp, target, path)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
-    WRITTEN.append(path)
 
 
 ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}

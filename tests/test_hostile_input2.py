@@ -640,3 +640,30 @@ def test_a_singular_s4_discretisation_is_refused_in_one_line(tmp_path, capsys):
     out = tmp_path / "o.loihi2"
     one_line_error(capsys, cli(["export", ck, "-o", str(out)]), ck, "layer1.ssm", "cannot be materialised")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("when", ["while the output is renamed into place", "just after it is recorded"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
+def test_a_signal_after_the_output_is_written_leaves_no_output(when, signum, tmp_path, capsys, monkeypatch):
+    """fuzz env-01046: SIGUSR1 landed after export's artifact was complete, and the command exited
+    138 with the artifact on disk.  A command that does not finish leaves no output (its exit status
+    says whether the output exists): a signal inside the rename is held until the output is
+    recorded, and a command ended by a signal removes what it had completed."""
+    from neurocompile import fileio
+    publish = fileio._publish
+
+    def publish_then_signal(tmp, target, path):
+        if when.startswith("while"):
+            replace = os.replace
+            monkeypatch.setattr(os, "replace", lambda a, b: (replace(a, b), os.kill(os.getpid(), signum)))
+            publish(tmp, target, path)
+        else:
+            publish(tmp, target, path)
+            os.kill(os.getpid(), signum)
+    monkeypatch.setattr(fileio, "_publish", publish_then_signal)
+    monkeypatch.chdir(tmp_path)
+    code = cli(["export", DIGITS, "-o", "o.loihi2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == (130 if signum == signal.SIGINT else 128 + signum)
+    assert len(err) == 1 and "o.loihi2 removed: the command did not finish" in err[0], err
+    assert os.listdir(tmp_path) == []
