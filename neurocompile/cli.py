@@ -515,7 +515,7 @@ def main(argv=None) -> int:
         return _main(argv)
     except KeyboardInterrupt:   # Ctrl-C before _guard's handlers hold (its own catch covers the rest)
         try:
-            print("neurocompile: interrupted", file=sys.stderr)
+            print(_ended_early("interrupted"), file=sys.stderr)
         except (OSError, ValueError):
             pass
         return 130
@@ -621,16 +621,16 @@ def _guard(fn) -> int:
     warnings.simplefilter("ignore")
     on_main = threading.current_thread() is threading.main_thread()    # only there can handlers be set
     previous = {}
-    if on_main:
-        for name in TERMINATING_SIGNALS:
-            signum = getattr(signal, name, None)
-            if signum is not None:
-                previous[signum] = signal.signal(signum, _raise_terminated)
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            previous[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupted)
     del WRITTEN[:]
     stdout = sys.stdout = _Stdout(sys.stdout)
     try:
+        if on_main:                              # inside the try: a signal while they are set is handled too
+            for name in TERMINATING_SIGNALS:
+                signum = getattr(signal, name, None)
+                if signum is not None:
+                    previous[signum] = signal.signal(signum, _raise_terminated)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                previous[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupted)
         rc = fn()
         stdout.flush()
         if stdout.error is not None:             # stdout on a full disk or /dev/full

@@ -40,23 +40,28 @@ WRITTEN: list = []               # outputs completed by this process (the CLI's 
 
 
 class Publishing:
-    """Set while an output is renamed into place and recorded in WRITTEN: the CLI's signal handlers
-    then hold a terminating signal (``pending``: the exception to raise) until both are done, so
-    that what exists on disk and WRITTEN never disagree."""
+    """``with Publishing():`` around a step that creates a file and records its name (the temporary
+    file, the rename into place and WRITTEN): the CLI's signal handlers hold a terminating signal
+    (``pending``: the exception to raise) while it runs and raise it on the way out, so a name is
+    never lost between the file's creation and its record (and the cleanup that reads it)."""
     active = False
     pending = None
 
+    def __enter__(self):
+        Publishing.active = True
+
+    def __exit__(self, kind, value, tb):
+        Publishing.active = False
+        pending, Publishing.pending = Publishing.pending, None
+        if pending is not None and kind is None:
+            raise pending
+        return False
+
 
 def _publish(tmp: str, target: str, path: str) -> None:
-    Publishing.active = True
-    try:
+    with Publishing():
         os.replace(tmp, target)
         WRITTEN.append(path)
-    finally:
-        Publishing.active = False
-    if Publishing.pending is not None:
-        exc, Publishing.pending = Publishing.pending, None
-        raise exc
 
 
 def discard_written() -> list:
@@ -272,16 +277,19 @@ def write_atomic(path: str, write: Callable[[BinaryIO], None], inputs: Iterable[
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
     folder = os.path.dirname(target)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix="-" + os.path.basename(target)[:40],
-                               dir=folder)
+    tmp = None
     try:
+        with Publishing():                    # the temporary's name is known before a signal can end us
+            fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-",
+                                       suffix="-" + os.path.basename(target)[:40], dir=folder)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
         os.chmod(tmp, mode)
         _publish(tmp, target, path)
     except BaseException:
         try:
-            os.unlink(tmp)
+            if tmp is not None:
+                os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
