@@ -667,3 +667,21 @@ def test_a_signal_after_the_output_is_written_leaves_no_output(when, signum, tmp
     assert code == (130 if signum == signal.SIGINT else 128 + signum)
     assert len(err) == 1 and "o.loihi2 removed: the command did not finish" in err[0], err
     assert os.listdir(tmp_path) == []
+
+
+def test_a_signal_as_the_temporary_file_is_created_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """fuzz env-00158: SIGHUP landed after mkstemp had created the temporary output but before its
+    name was known to the cleanup, and a .tmp-* file stayed behind in the output's folder."""
+    import tempfile
+    mkstemp = tempfile.mkstemp
+
+    def mkstemp_then_signal(*a, **k):
+        made = mkstemp(*a, **k)
+        os.kill(os.getpid(), signal.SIGHUP)
+        return made
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_signal)
+    monkeypatch.chdir(tmp_path)
+    code = cli(["export", DIGITS, "-o", "o.loihi2"])
+    assert code == 128 + signal.SIGHUP
+    assert capsys.readouterr().err.strip().splitlines() == ["neurocompile: terminated"]
+    assert os.listdir(tmp_path) == []
