@@ -512,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """The ``neurocompile`` command; returns the exit status."""
     try:
+        from .fileio import WRITTEN
+        del WRITTEN[:]          # this command's outputs only (an early Ctrl-C removes what it finished)
         return _main(argv)
     except KeyboardInterrupt:   # Ctrl-C before _guard's handlers hold (its own catch covers the rest)
         try:
