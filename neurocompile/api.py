@@ -183,7 +183,8 @@ def _scale(key: dict, workers, ray, ray_address, work_dir, lava_shard_samples, l
         if not os.path.isdir(work_dir):
             raise ValueError(f"{work_dir}: --work-dir must be an existing folder")
         store = ShardStore(work_dir, key)
-    return Scale(executor=executor, store=store, lava_shard_samples=lava_shard_samples, lava_timeout_s=lava_timeout_s)
+    return Scale(executor=executor, store=store, lava_shard_samples=lava_shard_samples, lava_timeout_s=lava_timeout_s,
+                 lava_retries=retries)
 
 
 def _plan_or_why(program) -> dict:

@@ -2,7 +2,8 @@
 machine or as tasks of a Ray cluster, and keep finished shards in a resumable store.
 
 A task is a module-level function, its arguments and a key; it returns a dict of numpy arrays (and
-takes a ``progress(done, total)`` keyword).  Both executors return the results in task order, so
+takes a ``progress(done, total)`` keyword).  The parent takes a result as soon as the child has
+written it (the child's own exit, and that of the processes it forked, is not waited for).  Both executors return the results in task order, so
 what the caller computes from them does not depend on the number of workers or on the order in
 which shards finish.
 
@@ -26,6 +27,7 @@ child (timeouts and clean-up as above); a worker or node that dies is retried by
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import hashlib
 import io
 import json
@@ -54,7 +56,8 @@ RAY_EXTRA = "ray: pip install 'neurocompile[ray]'"
 
 class ShardError(NeurocompileError):
     """A shard failed on every try: ``reason`` of the last one is "error" (its worker raised:
-    ``detail`` is the message), "timeout" or "died" (``detail``: the exit status)."""
+    ``detail`` is the message), "timeout" (``detail``: where it was stuck, or '') or "died"
+    (``detail``: the exit status)."""
 
     def __init__(self, message: str, reason: str = "error", detail: str = ""):
         super().__init__(message)
@@ -113,6 +116,7 @@ class _Child:
             pass
         self.pid, self.prog_r, self.err_r, self.pending = pid, prog_r, err_r, b""
         self.error = ""
+        self.delivered = False                                   # the result file is complete
 
     def _run(self, prog_w: int, err_w: int, threads: int) -> None:
         code = 1
@@ -125,6 +129,8 @@ class _Child:
             os.dup2(log, 1)
             os.dup2(log, 2)
             os.close(log)
+            # on a timeout the parent asks where the child is: every thread's stack into the log
+            faulthandler.register(STACK_SIGNAL, file=2, all_threads=True)
             os.environ[ERROR_FD_ENV] = str(err_w)
             os.environ["TMPDIR"] = self.tmp
             tempfile.tempdir = self.tmp
@@ -168,6 +174,8 @@ class _Child:
             parts = line.decode(errors="replace").split()
             if parts and parts[0] == "progress":
                 self.done = int(parts[1])
+            elif parts == ["done"]:
+                self.delivered = True
         return bool(chunk)
 
     def read_error(self) -> bool:
@@ -178,9 +186,31 @@ class _Child:
         return bool(msg)
 
     def finished(self):
-        """None while running, else the exit status (0: the result is there)."""
+        """None while running, else the exit status (0: the result is there, also when the child
+        delivered it and is still cleaning up: ``close`` kills it)."""
+        if self.delivered:
+            return 0
         done, status = os.waitpid(self.pid, os.WNOHANG)
         return os.waitstatus_to_exitcode(status) if done else None
+
+    def where(self, wait_s: float = 3.0) -> str:
+        """Where a running child is stuck (from its stack dump), or ''."""
+        log = os.path.join(self.tmp, OUTPUT_LOG)
+        try:
+            start = os.path.getsize(log)
+            os.kill(self.pid, STACK_SIGNAL)
+        except OSError:
+            return ""
+        deadline, dump = time.monotonic() + wait_s, ""
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            with open(log, "rb") as fh:
+                fh.seek(start)
+                new = fh.read().decode(errors="replace")
+            if new == dump and "Current thread" in new:
+                break                                            # the dump is written
+            dump = new
+        return _where(dump)
 
     def result(self) -> dict:
         with np.load(self.output, allow_pickle=False) as data:
@@ -208,6 +238,35 @@ class _Child:
 
 
 OUTPUT_LOG = "output.log"
+STACK_SIGNAL = signal.SIGUSR2
+
+
+def _our_folders() -> tuple:
+    """The folders of neurocompile's three package roots (neurocompile, .models, .targets: in a
+    checkout they are separate top-level folders)."""
+    import importlib.util
+    return tuple(os.path.join(folder, "") for name in ("neurocompile", "neurocompile.models", "neurocompile.targets")
+                 for folder in importlib.util.find_spec(name).submodule_search_locations)
+
+
+def _where(dump: str) -> str:
+    """faulthandler's dump of every thread, summed up: for the main thread, then each thread running
+    code of ours, its innermost frame and the innermost frame of ours."""
+    import re
+
+    def short(frame):
+        path, line, fn = frame
+        return f"{fn} ({'/'.join(path.split(os.sep)[-2:])}:{line})"
+    places = []
+    for block in re.split(r"\n\s*\n", dump):
+        frames = re.findall(r'File "([^"]+)", line (\d+) in (\S+)', block)
+        ours = next((fr for fr in frames if fr[0].startswith(_our_folders())), None)
+        main = block.lstrip().startswith("Current thread")
+        if not frames or not (main or ours):
+            continue
+        text = short(frames[0]) + (f" from {short(ours)}" if ours and ours != frames[0] else "")
+        places.insert(0, "main thread: " + text) if main else places.append("thread: " + text)
+    return "; ".join(places[:3])
 MIN_TMP_FREE = 64 << 20         # a shard's outputs (a few MB) and multiprocessing's sockets
 MAX_SOCKET_PATH = 107 - 60      # AF_UNIX paths hold 107 bytes; the scratch folder and multiprocessing add ~60
 MIN_OPEN_FILES = 1024           # a 2-layer network's Lava processes and channels need ~300-500 descriptors
@@ -400,12 +459,13 @@ class LocalExecutor:
                             on_result(i, results[i])
                     else:
                         reason = "error" if child.error else "timeout" if late else "died"
-                        why = (child.error or (f"ran past its {self.timeout_s:g} s timeout" if late else
+                        where = child.where() if reason == "timeout" else ""
+                        why = (child.error or (_late(self.timeout_s, where) if late else
                                                f"its worker exited with status {status} and no message"))
                         tries[i] += 1
                         if tries[i] > self.retries:
                             raise ShardError(f"shard {tasks[i].key} failed {tries[i]} times; last: {why}", reason,
-                                             child.error or str(status))
+                                             child.error or where or str(status))
                         waiting.insert(0, i)
                     try:
                         sel.unregister(child.prog_r)
@@ -422,6 +482,10 @@ class LocalExecutor:
                 child.close()
             sel.close()
         return results
+
+
+def _late(timeout_s: float, where: str) -> str:
+    return f"ran past its {timeout_s:g} s timeout" + (f" (stuck in {where})" if where else "")
 
 
 def run_in_child(fn, args=(), timeout_s: float = 1800, progress=None, size: int = 1, scratch: str | None = None) -> dict:

@@ -42,18 +42,20 @@ def model_mismatch(model, program: Program, values: np.ndarray, device="cpu") ->
 class Scale:
     """How a validation runs: ``executor`` (None: float and emulator here, Lava in one killable child;
     else ``execute.LocalExecutor`` or ``execute.RayExecutor`` for every shard), ``store`` (finished
-    shards, for a resumed run), and the samples of one Lava shard."""
+    shards, for a resumed run), the samples of one Lava shard, its timeout and retries (those of
+    the serial child; an executor has its own)."""
     executor: object = None
     store: object = None
     lava_shard_samples: int = 16
     lava_timeout_s: float = 1800
+    lava_retries: int = 0
 
     def lava_executor(self):
         from .execute import LocalExecutor
         if self.executor is not None:
             self.executor.timeout_s = self.lava_timeout_s
             return self.executor
-        return LocalExecutor(1, self.lava_timeout_s, retries=0)
+        return LocalExecutor(1, self.lava_timeout_s, retries=self.lava_retries)
 
     def execution(self) -> dict:
         ex = self.executor

@@ -81,7 +81,7 @@ def test_integer_accuracy_within_one_point_of_float_on_all_digits(digits_artifac
 def test_validate_cli_report(digits_artifact, tmp_path, capsys):
     out = tmp_path / "report.json"
     code = cli(["validate", DIGITS, str(digits_artifact), "--data", "digits", "--lava-samples", "4",
-                "--max-samples", "64", "--json", str(out)])
+                "--max-samples", "64", "--timeout", "300", "--json", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
     assert report["lava_samples"] == 4 and report["lava_bit_exact"] is True

@@ -32,8 +32,9 @@ def _run(tmp_path, ckpt, cfg, lava_samples, n):
     assert cli(["export", str(ckpt), "--target", "loihi2", "-o", str(art)]) == 0
     assert cli(["simulate", str(art), "--data", str(data), "--engine", "emulator", "--count", "2",
                 "-o", str(tmp_path / "t.npz")]) == 0
+    # a Lava shard that hangs (once in CI) is stopped after 5 min and retried (--retries, default 2)
     assert cli(["validate", str(ckpt), str(art), "--data", str(data), "--lava-samples", str(lava_samples),
-                "--json", str(report)]) == 0
+                "--timeout", "300", "--json", str(report)]) == 0
     return json.loads(report.read_text())
 
 

@@ -270,12 +270,12 @@ def simulate(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
 
     The run is non-blocking and the host drains every Extractor each step, so no buffer ever fills.
     Returns the flat result: ``logits`` and, with ``record``, every node's output by node name as
-    (n, channels, L) in logical time, plus ``seconds`` (wall time of the run).  ``pieces``: as in
-    ``run_config``."""
+    (n, channels, L) in logical time, plus ``seconds`` (wall time of the run up to the last step read, Lava's teardown not
+    included).  ``pieces``: as in ``run_config``."""
     from lava.magma.core.run_conditions import RunSteps
 
     net = build_network(program, mode=mode, record=record, levels=levels, seed=seed, first_sample=first_sample)
-    n, W, L = net.n_samples, net.window, program.seq_len
+    n, W = net.n_samples, net.window
     steps = n * W
     cfg = run_config(mode, backend, pieces)
     taps = list(net.taps.items())
@@ -288,13 +288,49 @@ def simulate(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
                 buffers[name][t] = ext.receive()
             if progress is not None and (t + 1) % W == 0:
                 progress((t + 1) // W, n)
-        net.source.wait()
-    finally:
+    except BaseException:
         net.source.stop()
-    seconds = time.perf_counter() - t0
+        raise
+    out = _read_back(program, net, buffers, mode, time.perf_counter() - t0)
+    _teardown(net.source)
+    return out
+
+
+TEARDOWN_S = 120         # Lava's wait + stop of a finished run take ~1 s
+
+
+def _teardown(source) -> None:
+    """Lava's ``wait`` and ``stop`` of a run whose every step has been read, in a thread given
+    ``TEARDOWN_S``: they hung once in CI (30 min, the results complete).  An error they raise is
+    raised here; a hang is reported and left behind (in ``run_lava``'s child, its processes die with it)."""
+    import threading
+    import warnings
+
+    raised = []
+
+    def stop():
+        for step in (source.wait, source.stop):
+            try:
+                step()
+            except BaseException as exc:                             # noqa: BLE001 - re-raised below
+                raised.append(exc)
+
+    thread = threading.Thread(target=stop, name="lava-teardown", daemon=True)
+    thread.start()
+    thread.join(TEARDOWN_S)
+    if thread.is_alive():
+        warnings.warn(f"Lava's wait/stop did not return in {TEARDOWN_S} s after the last step was read; "
+                      "the results are complete", RuntimeWarning)
+    elif raised:
+        raise raised[0]
+
+
+def _read_back(program: Program, net, buffers: dict, mode: str, seconds: float) -> dict:
+    """The drained Extractor buffers as the flat result of ``simulate``."""
+    n, W, L = net.n_samples, net.window, program.seq_len
     fixed = mode == "fixed_pt"
     out = {"seconds": np.float64(seconds)}
-    for name, (_, lag) in taps:
+    for name, (_, lag) in net.taps.items():
         per_sample = buffers[name].reshape(n, W, -1)
         op = program.op(name)
         if isinstance(op, IntReadout):

@@ -69,7 +69,8 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
                             timeout_s, progress, size=len(levels))
     except ShardError as exc:
         if exc.reason == "timeout":
-            raise LavaRunError(f"Lava run exceeded its {timeout_s:g} s timeout and was stopped") from None
+            where = f" (stuck in {exc.detail})" if exc.detail else ""
+            raise LavaRunError(f"Lava run exceeded its {timeout_s:g} s timeout and was stopped{where}") from None
         if exc.reason == "died":
             raise LavaRunError(f"Lava run failed: the worker exited with status {exc.detail} and no message") from None
         raise LavaRunError(f"Lava run failed: {exc.detail}") from None
