@@ -16,9 +16,11 @@ the warm-up call and is reported apart.
 
 ``--lava-speed`` runs only the Lava time per step of networks of one size, side by side in one run
 (issue 12, part 5): the stock-process anchor (n x (Dense H x H -> LIF H), Lava's own processes on
-random spikes; timed first and last, as the load drifts), the SpikingSSM compiled with
-``--ssm-lowering recurrent`` run with the fused SSMRecurrent model (the simulator's default) and
-with its three pieces (the chip's mapping), the same model with the convolution, and the anchor's
+random spikes, as Lava runs them; timed first and last, as the load drifts), the SpikingSSM compiled
+with ``--ssm-lowering recurrent`` as the simulator runs it (all processes hosted in one Cluster),
+with one Lava process per node (fused SSMRecurrent model) and with the SSM's three pieces (the
+chip's mapping), the same model with the convolution (Cluster and one process per node), the
+anchor hosted in a Cluster (like for like with ours), and the anchor's
 structure with the SSM in place of the Dense (n x (SSMRecurrent H, N -> stock LIF H), fused and
 pieces: the same process count as the anchor with the fused model, so only the SSM against the
 Dense differs).  Each network is compiled (its Lava processes counted from the executable), run one
@@ -116,17 +118,25 @@ def stock_lif(H: int):
     return LIF(shape=(H,), du=4095, dv=3584, vth=200, bias_mant=0, bias_exp=0)
 
 
-def anchor_network(n_layers: int, H: int, steps: int, seed: int = 0):
-    """n x (Dense H x H -> LIF H) of Lava's stock processes, fed random spikes (10 %) from a RingBuffer."""
+def anchor_network(n_layers: int, H: int, steps: int, seed: int = 0, cluster: bool = False):
+    """n x (Dense H x H -> LIF H) of Lava's stock processes, fed random spikes (10 %) from a RingBuffer;
+    ``cluster``: the same processes hosted in one Cluster (as the simulator runs our networks)."""
+    from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.dense.process import Dense
+
+    from neurocompile.targets.loihi2.processes.cluster import cluster_of
     source, rng = spike_source(H, steps, seed)
-    port = source.s_out
-    for _ in range(n_layers):
-        dense = Dense(weights=2 * rng.integers(-40, 41, (H, H)))
-        lif = stock_lif(H)
-        port.connect(dense.s_in)
-        dense.a_out.connect(lif.a_in)
-        port = lif.s_out
+    procs, feeds, last = {"source": source}, {}, ("source", "s_out")
+    for i in range(n_layers):
+        procs[f"dense{i}"] = Dense(weights=2 * rng.integers(-40, 41, (H, H)))
+        procs[f"lif{i}"] = stock_lif(H)
+        feeds[f"dense{i}"], feeds[f"lif{i}"] = {"s_in": last}, {"a_in": (f"dense{i}", "a_out")}
+        last = (f"lif{i}", "s_out")
+    if cluster:
+        return cluster_of(procs, feeds, [], Loihi2SimCfg(select_tag="fixed_pt"))
+    for name, ports in feeds.items():
+        for port, (src, out) in ports.items():
+            getattr(procs[src], out).connect(getattr(procs[name], port))
     return source
 
 
@@ -165,12 +175,14 @@ def lava_speed(args) -> int:
     programs = {lowering: compile_model(cfg, CompileOptions(ssm_lowering=lowering)) for lowering in ("recurrent", "conv")}
     recurrent = programs["recurrent"][2]
 
-    def spikingssm(lowering, pieces):
+    def spikingssm(lowering, pieces, cluster=False):
         t_compile, _, program = programs[lowering]
-        model = "" if pieces is None else (", three-piece SubProcessModel" if pieces else ", fused model")
-        return (lambda: build_network(program, mode="fixed_pt", record=False, levels=levels).source,
+        model = ("all processes in one Cluster (the simulator's default)" if cluster else
+                 "one Lava process per node, three per SSM layer (its pieces)" if pieces else
+                 "one Lava process per node (fused SSM model)")
+        return (lambda: build_network(program, mode="fixed_pt", record=False, levels=levels, cluster=cluster).source,
                 lambda: run_config("fixed_pt", pieces=pieces), min(steps, program.window - 1),
-                {"what": f"SpikingSSM compiled with --ssm-lowering {lowering}{model} ({source})",
+                {"what": f"SpikingSSM compiled with --ssm-lowering {lowering}, {model} ({source})",
                  "compile_seconds": t_compile, "window": program.window})
 
     def layers(pieces):
@@ -178,15 +190,22 @@ def lava_speed(args) -> int:
                 {"what": f"{n_layers} x (SSMRecurrent {H}, N={N} ({'three pieces' if pieces else 'fused'}) -> stock "
                          f"LIF {H}): the anchor with the SSM in place of the Dense"})
 
-    anchor = (lambda: anchor_network(n_layers, H, steps), lambda: Loihi2SimCfg(select_tag="fixed_pt"), steps,
-              {"what": f"{n_layers} x (stock Dense {H}x{H} -> stock LIF {H}), random spikes"})
-    sequence = [("anchor_stock_dense_lif", anchor),
+    def anchor(cluster):
+        return (lambda: anchor_network(n_layers, H, steps, cluster=cluster),
+                lambda: run_config("fixed_pt") if cluster else Loihi2SimCfg(select_tag="fixed_pt"), steps,
+                {"what": f"{n_layers} x (stock Dense {H}x{H} -> stock LIF {H}), random spikes" +
+                         (", hosted in one Cluster" if cluster else ", as Lava runs them")})
+
+    sequence = [("anchor_stock_dense_lif", anchor(False)),
+                ("spikingssm_recurrent_cluster", spikingssm("recurrent", False, cluster=True)),
                 ("spikingssm_recurrent_fused", spikingssm("recurrent", False)),
                 ("spikingssm_recurrent_pieces", spikingssm("recurrent", True)),
-                ("spikingssm_conv", spikingssm("conv", None)),
+                ("spikingssm_conv_cluster", spikingssm("conv", False, cluster=True)),
+                ("spikingssm_conv", spikingssm("conv", False)),
                 ("layer_ssm_lif_fused", layers(False)),
                 ("layer_ssm_lif_pieces", layers(True)),
-                ("anchor_stock_dense_lif", anchor)]                  # last too: the load drifts
+                ("anchor_cluster", anchor(True)),
+                ("anchor_stock_dense_lif", anchor(False))]            # last too: the load drifts
     rows = {}
     for _ in range(args.rounds):
         for key, (build, run_cfg, n, info) in sequence:
@@ -199,7 +218,10 @@ def lava_speed(args) -> int:
     for rec in rows.values():
         rec["ms_per_step"] = min(rec["runs_ms_per_step"])
     ms = {k: v["ms_per_step"] for k, v in rows.items()}
-    ratios = {"recurrent_fused_vs_anchor": ms["spikingssm_recurrent_fused"] / ms["anchor_stock_dense_lif"],
+    ratios = {"recurrent_cluster_vs_anchor": ms["spikingssm_recurrent_cluster"] / ms["anchor_stock_dense_lif"],
+              "recurrent_cluster_vs_anchor_cluster": ms["spikingssm_recurrent_cluster"] / ms["anchor_cluster"],
+              "conv_cluster_vs_recurrent_cluster": ms["spikingssm_conv_cluster"] / ms["spikingssm_recurrent_cluster"],
+              "recurrent_fused_vs_anchor": ms["spikingssm_recurrent_fused"] / ms["anchor_stock_dense_lif"],
               "recurrent_pieces_vs_fused": ms["spikingssm_recurrent_pieces"] / ms["spikingssm_recurrent_fused"],
               "conv_vs_recurrent_fused": ms["spikingssm_conv"] / ms["spikingssm_recurrent_fused"],
               "layer_ssm_fused_vs_anchor": ms["layer_ssm_lif_fused"] / ms["anchor_stock_dense_lif"],

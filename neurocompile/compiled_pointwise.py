@@ -12,11 +12,13 @@ harness) would hang in its first parallel loop.  Layout (B, H, L), per-channel p
 from __future__ import annotations
 
 import numpy as np
+from numba.extending import register_jitable
 
 from . import arith
 from .jit import kernel, rounded_pair
 
 _ssm_current = arith.ssm_current
+_gated_residual = arith.gated_residual
 _affine, _sample, _gelu, _gelu_residual = arith.channel_affine, arith.sample, arith.gelu, arith.gelu_residual
 _stream_key, _uniform_from_key = arith.stream_key, arith.uniform_from_key
 _readout_accumulate = arith.readout_accumulate
@@ -105,6 +107,21 @@ def readout_sum(x, pre_shift, out):  # pragma: no cover (compiled)
             out[b, h] = total
 
 
+@register_jitable
+def _recurrence_channel(u, s_re, s_im, decay, gain_in, in_shift, state_bias, decay_shift, send_shift, gain_out,
+                        out_shift, direct, direct_shift, out_bias):  # pragma: no cover (compiled)
+    """One step of one channel: its M mode neurons (state s_re, s_im updated in place), then its
+    output current.  ``decay``, ``gain_in``, ``state_bias``, ``gain_out``: the channel's (M, 2) rows."""
+    acc = 0
+    for m in range(decay.shape[0]):
+        re, im = _mode_step(s_re[m], s_im[m], _fan_out(u, gain_in[m, 0], in_shift), _fan_out(u, gain_in[m, 1], in_shift),
+                            decay[m, 0], decay[m, 1], decay_shift, state_bias[m, 0], state_bias[m, 1])
+        s_re[m] = re
+        s_im[m] = im
+        acc += _reduce_term(_message(re, send_shift), _message(im, send_shift), gain_out[m, 0], gain_out[m, 1])
+    return _recurrent_output(acc, out_shift, _fan_out(u, direct, direct_shift), out_bias)
+
+
 @kernel(__file__)
 def ssm_recurrence(x, decay, gain_in, in_shift, state_bias, decay_shift, send_shift, gain_out, out_shift, direct,
                    direct_shift, out_bias, out):  # pragma: no cover (compiled)
@@ -119,18 +136,31 @@ def ssm_recurrence(x, decay, gain_in, in_shift, state_bias, decay_shift, send_sh
             s_re[:] = 0
             s_im[:] = 0
             for t in range(L):
-                u = x[b, h, t]
-                acc = 0
-                for m in range(M):
-                    re, im = _mode_step(s_re[m], s_im[m], _fan_out(u, gain_in[h, m, 0], in_shift[h]),
-                                        _fan_out(u, gain_in[h, m, 1], in_shift[h]), decay[h, m, 0], decay[h, m, 1],
-                                        decay_shift, state_bias[h, m, 0], state_bias[h, m, 1])
-                    s_re[m] = re
-                    s_im[m] = im
-                    acc += _reduce_term(_message(re, send_shift[h]), _message(im, send_shift[h]), gain_out[h, m, 0],
-                                        gain_out[h, m, 1])
-                out[b, h, t] = _recurrent_output(acc, out_shift[h], _fan_out(u, direct[h], direct_shift[h]),
-                                                 out_bias[h])
+                out[b, h, t] = _recurrence_channel(x[b, h, t], s_re, s_im, decay[h], gain_in[h], in_shift[h],
+                                                   state_bias[h], decay_shift, send_shift[h], gain_out[h],
+                                                   out_shift[h], direct[h], direct_shift[h], out_bias[h])
+
+
+@kernel(__file__)
+def ssm_recurrence_step(u, s_re, s_im, decay, gain_in, in_shift, state_bias, decay_shift, send_shift, gain_out,
+                        out_shift, direct, direct_shift, out_bias, out):  # pragma: no cover (compiled)
+    """One step of the recurrent SSM for all H channels, the (H, M) state updated in place: the
+    fused Lava model's step (``SSMRecurrentFixed``), the same arithmetic as ``ssm_recurrence``."""
+    for h in range(u.shape[0]):
+        out[h] = _recurrence_channel(u[h], s_re[h], s_im[h], decay[h], gain_in[h], in_shift[h], state_bias[h],
+                                     decay_shift, send_shift[h], gain_out[h], out_shift[h], direct[h],
+                                     direct_shift[h], out_bias[h])
+
+
+@kernel(__file__)
+def glu_residual_step(skip, dense, bias, value_shift, gate_shift, out_shift, lut, out):  # pragma: no cover (compiled)
+    """One step of the GLU mixer and the residual add for all H channels (``arith.glu_residual``:
+    the Dense sums plus bias, value rows first, then ``arith.gated_residual`` per channel, as the
+    emulator's compiled layer forms them): the Lava model's step (``GLUResidualFixed``)."""
+    H = skip.shape[0]
+    for h in range(H):
+        out[h] = _gated_residual(skip[h], dense[h] + bias[h], dense[H + h] + bias[H + h], value_shift[h],
+                                 gate_shift[h], out_shift[h], lut)
 
 
 def as_int64(t) -> np.ndarray:

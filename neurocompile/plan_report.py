@@ -11,7 +11,7 @@ from .target import get_target
 
 def plan_dict(program, system: str | None = None) -> dict:
     target = get_target(program.report.get("target", "loihi2"))
-    return target.load("planner")(program, system=system).to_dict()
+    return target.load("planner")(program, system=system, target=target).to_dict()
 
 
 def _kib(n: int) -> str:

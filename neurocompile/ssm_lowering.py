@@ -22,7 +22,7 @@ def _memory(process) -> int:
 def choose(conv_program, rec_program, target) -> dict:
     """{SSM node: (lowering, reason)} from the plans of the two Programs."""
     plan = target.load("planner")
-    conv_plan, rec_plan = plan(conv_program), plan(rec_program)
+    conv_plan, rec_plan = plan(conv_program, target=target), plan(rec_program, target=target)
     choices = {}
     for name, row in rec_program.report["ssm_lowering"].items():
         if row["lowering"] != "recurrent":

@@ -69,7 +69,7 @@ class Target:
     arithmetic: Arithmetic = None             # the integer rule the hardware computes
     budgets: Budgets = None                   # placement limits
     lowerings: dict = field(default_factory=dict)    # integer node type name -> lowering names (first: default)
-    planner: str = ""             # "module:function" (program, system) -> plan object with .to_dict()
+    planner: str = ""             # "module:function" (program, system=, target=) -> plan object with .to_dict()
     runner: str = ""              # "module:function" the run commands call (program, levels, **kw) -> traces
     simulator: str = ""           # "module:function": the runner's run in THIS process (executors' workers
                                   # give it a killable child): (program, levels, mode, backend, record, seed,

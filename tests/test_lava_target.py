@@ -3,6 +3,7 @@ neurocompile.arith (bit-serial convolution), for causal and two-sided kernels, p
 token inputs; no state leak between samples run back to back; stock LIF == arith.lif_step; errors
 and timeouts surface as LavaRunError without hanging; the floating_pt models."""
 import os
+import re
 import time
 
 import numpy as np
@@ -142,8 +143,8 @@ def test_timeout_stops_a_hanging_run(program, levels, monkeypatch):
         runner.run_lava(program, levels[:1], timeout_s=4)
     assert time.monotonic() - t0 < 20
     assert _ours_in_dev_shm(before) == set()             # ~70 psm_* segments without the clean-up
-    # the message says where the run was stuck: the host waiting on an Extractor in simulate
-    assert "stuck in main thread:" in str(err.value) and "simulate (loihi2/lowering.py:" in str(err.value)
+    # the message says where the run was stuck: the host waiting for the Cluster's next step
+    assert re.search(r"\(stuck in main thread: \S+ \(\S+\) from receive \(processes/cluster.py:\d+\)", str(err.value))
 
 
 def test_a_hanging_teardown_after_the_last_step_keeps_the_results(program, levels, lava_run, monkeypatch):
@@ -168,6 +169,36 @@ def test_hw_backend_and_bad_arguments_are_one_line_errors(program, levels):
         runner.run_lava(program, levels, mode="bit_accurate")
     with pytest.raises(LavaRunError, match="inputs must be"):
         runner.run_lava(program, levels[:, :5], timeout_s=60)
+
+
+@pytest.mark.parametrize("seed,options", [(0, {}), (1, {"two_sided": (1,)}), (2, {"tokens": 16, "bias": (0,)})])
+def test_a_cluster_runs_the_integers_of_one_process_per_node(seed, options):
+    """The simulator's default hosts every process in one Cluster; one Lava process per node gives
+    the same bits at the same steps, fixed_pt and floating_pt (the floats equal, not close)."""
+    program = random_program(seed=seed, L=L, **options)
+    levels = random_raw(program, 3, seed)
+    for mode in ("fixed_pt", "floating_pt"):
+        ours = runner.run_lava(program, levels, mode=mode, record=True, timeout_s=120)
+        apart = runner.run_lava(program, levels, mode=mode, record=True, timeout_s=120, cluster=False)
+        assert_same(ours, apart)
+        assert set(ours) == set(apart) and len(ours) == len(program.nodes)       # every node but the input, + seconds
+
+
+def test_a_cluster_is_one_lava_process_and_only_in_the_simulator(program, levels):
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from neurocompile.targets.loihi2.processes.cluster import Cluster, ClusterFixed
+    net = lowering.build_network(program, record=True, levels=levels[:1], cluster=True)
+    exe = net.source.compile(lowering.run_config("fixed_pt"))
+    assert [type(p).__name__ for p in exe.process_list] == ["Cluster"]          # the host reads its pipe
+    assert exe.proc_builders[net.source].proc_model is ClusterFixed and isinstance(net.source, Cluster)
+    apart = lowering.build_network(program, record=True, levels=levels[:1])
+    assert len(apart.source.compile(Loihi2SimCfg(select_tag="fixed_pt",
+                                                 exception_proc_model_map=lowering.run_config("fixed_pt")
+                                                 .exception_proc_model_map)).process_list) == 2 * len(program.nodes) - 1
+    with pytest.raises(LavaRunError, match="Cluster runs in the CPU simulator"):
+        runner.run_lava(program, levels[:1], cluster=True, pieces=True, timeout_s=60)
+    with pytest.raises(ValueError, match="Cluster runs in the CPU simulator"):       # before lava-loihi is asked for
+        lowering.simulate(program, levels[:1], backend="hw", cluster=True)
 
 
 def test_unknown_stock_keyword_is_refused():

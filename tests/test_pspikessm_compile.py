@@ -123,8 +123,9 @@ def test_each_sample_draws_its_own_uniforms_whatever_batch_or_shard_it_runs_in(p
         part = emulate(program, digits.x[4:6], record=True, seed=3, first_sample=4, backend=backend, batch_size=1)
         assert compare_traces(part, tail) == [], backend
     if name == "bi":
-        lava = run_lava(program, digits.x[4:6], record=True, timeout_s=900, seed=3, first_sample=4)
-        assert compare_traces(lava, tail) == []
+        for cluster in (None, False):           # the simulator's Cluster, and one Lava process per node
+            lava = run_lava(program, digits.x[4:6], record=True, timeout_s=900, seed=3, first_sample=4, cluster=cluster)
+            assert compare_traces(lava, tail) == [], cluster
 
 
 @pytest.mark.parametrize("fixture,samples", [("pspikessm_bidirectional_postnorm_bn", 8),

@@ -11,6 +11,7 @@
   Lava's compiler picks the fused model in the simulator, the pieces when asked or on the chip; the report names each layer's lowering, its reason and both kernel errors;
   two-sided and DPLR layers keep the convolution.
 """
+import dataclasses
 import math
 import os
 
@@ -209,15 +210,16 @@ LAVA_SAMPLES = 3
 
 @pytest.fixture(scope="module")
 def lava_runs(digits_program, digits_levels):
-    """(mode, pieces) -> the recorded Lava run of the first samples: the fused model and the three pieces."""
+    """(mode, pieces, cluster) -> the recorded Lava run of the first samples: the fused model (in the
+    simulator's Cluster, or one Lava process per node) and the three pieces (one process each)."""
     from neurocompile.targets.loihi2.runner import run_lava
     runs = {}
 
-    def get(mode, pieces):
-        if (mode, pieces) not in runs:
-            runs[mode, pieces] = run_lava(digits_program, digits_levels[:LAVA_SAMPLES], mode=mode, record=True,
-                                          timeout_s=300, pieces=pieces)
-        return runs[mode, pieces]
+    def get(mode, pieces, cluster=None):
+        if (mode, pieces, cluster) not in runs:
+            runs[mode, pieces, cluster] = run_lava(digits_program, digits_levels[:LAVA_SAMPLES], mode=mode, record=True,
+                                                   timeout_s=300, pieces=pieces, cluster=cluster)
+        return runs[mode, pieces, cluster]
     return get
 
 
@@ -268,6 +270,7 @@ def test_lava_fixed_pt_fused_equals_the_pieces_and_the_emulator(lava_runs, digit
     from neurocompile.validate import compare_traces
     fused, pieces = lava_runs("fixed_pt", None), lava_runs("fixed_pt", True)
     _same_traces(fused, pieces)
+    _same_traces(fused, lava_runs("fixed_pt", False, cluster=False))      # one Lava process per node
     emu = emulate(digits_program, digits_levels[:LAVA_SAMPLES], record=True, device="cpu")
     assert compare_traces(fused, emu) == []
     for name in ("layer0.ssm", "layer1.ssm", "logits"):
@@ -280,6 +283,7 @@ def test_lava_floating_pt_fused_equals_the_pieces(lava_runs):
     """The same float operations in the same order on the same float64 values (the pieces' ports
     carry float64 unchanged): equal, not merely close."""
     _same_traces(lava_runs("floating_pt", None), lava_runs("floating_pt", True))
+    _same_traces(lava_runs("floating_pt", None), lava_runs("floating_pt", False, cluster=False))
 
 
 def test_report_names_lowering_reason_and_both_kernel_errors(digits_program):
@@ -364,3 +368,29 @@ def test_auto_chooses_per_layer_from_the_plans_and_says_why(ckpt, want):
     assert all(isinstance(program.op(n), kind) for n in table)
     plan = get_target().load("planner")(program)
     assert all(plan.process(n).placement.where == "neurocore" for n in table if kind is IntSSMRecurrent)
+
+
+def test_auto_takes_the_recurrence_where_the_convolution_cannot_be_placed():
+    """On a target whose chip plans 4 cores of 4 KiB (the budgets are the target's, and auto plans
+    against the target it compiles for), the L = 784 convolution's delay lines do not fit one chip and
+    go to the host; the recurrence fits neurocores, so auto takes it, saying why."""
+    from neurocompile.ir import IntSSMConv, IntSSMRecurrent
+    from neurocompile.targets.loihi2.target import BUDGETS, LOIHI2
+    small = dataclasses.replace(LOIHI2, budgets=dataclasses.replace(BUDGETS, memory_per_core_bytes=4096,
+                                                                     cores_planned_per_chip=4))
+    ckpt = os.path.join(OFFICIAL, "spikingssm_causal_s4d_linear.ckpt")
+    plan = small.load("planner")
+    conv = compile_checkpoint(ckpt, CompileOptions(ssm_lowering="conv"), target=small)
+    program = compile_checkpoint(ckpt, CompileOptions(ssm_lowering="auto"), target=small)
+    table = program.report["ssm_lowering"]
+    assert set(table) == {"layer0.ssm", "layer1.ssm"}
+    for name, row in table.items():
+        assert isinstance(conv.op(name), IntSSMConv) and isinstance(program.op(name), IntSSMRecurrent)
+        assert plan(conv, target=small).process(name).placement.where == "host"
+        assert plan(program, target=small).process(name).placement.where == "neurocore"
+        assert row["lowering"] == "recurrent"
+        assert row["reason"].startswith("auto: the convolution goes to the host (SSMConv (Python)); the recurrence "
+                                        "fits neurocores (stock Sparse fan-out")
+    # on Loihi 2's own budgets both fit, and the choice is made on memory and kernel error
+    assert "auto: both fit neurocores" in compile_checkpoint(ckpt, CompileOptions(ssm_lowering="auto")) \
+        .report["ssm_lowering"]["layer0.ssm"]["reason"]

@@ -6,7 +6,9 @@ implement the encoders, the SSM convolution, the GLU mixer and the readout; the 
 synapse are Lava's stock ``LIFReset`` and ``Dense``.  Samples play back to back, one window each;
 every stage knows from the compiler's time alignment (``Program.delays``) when its input arrives,
 and multi-input stages hold their earlier inputs to meet the later ones.  Extractors read every
-node's output when traces are recorded.
+node's output when traces are recorded.  In the CPU simulator the processes run hosted in one
+``Cluster`` (``processes/cluster.py``: the same bits at the same steps, one Lava process instead of
+one per node), which the host reads directly.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from ...arith import LIF_DU_NO_MEMORY
 from ...ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
                    IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv, IntSSMRecurrent)
 from ...program import Program
-from .processes import (channel_affine, concat, encoder, gelu, glu_residual, readout, sampler, source, ssm_conv,
+from .processes import (channel_affine, cluster, concat, encoder, gelu, glu_residual, readout, sampler, source, ssm_conv,
                         ssm_recurrent, token_encoder)
 
 MODES = ("fixed_pt", "floating_pt")
@@ -38,7 +40,7 @@ MODES = ("fixed_pt", "floating_pt")
 _OURS = (source.SampleSource, encoder.StreamEncoder, token_encoder.TokenEncoder, ssm_conv.SSMConv,
          glu_residual.GLUResidual, readout.Readout, sampler.Sampler, gelu.GELU, gelu.GELUResidual,
          channel_affine.ChannelAffine, concat.Concat, ssm_recurrent.SSMRecurrent, ssm_recurrent.SSMFanOut,
-         ssm_recurrent.SSMModes, ssm_recurrent.SSMReduce)
+         ssm_recurrent.SSMModes, ssm_recurrent.SSMReduce, cluster.Cluster)
 
 
 # hierarchical processes -> the SubProcessModel that wires their neurocore pieces (the plan's mapping)
@@ -217,8 +219,10 @@ LOWER = {
 
 @dataclass
 class Network:
-    """Handles of a built network.  ``taps``: node name -> (Extractor, lag), the lag being the
-    window step that carries that node's logical step 0 (for the readout: its logits)."""
+    """Handles of a built network.  ``taps``: node name -> (reader, lag, columns): the reader (an
+    Extractor, or the Cluster) has ``receive()``; the lag is the window step that carries that node's
+    logical step 0 (for the readout: its logits); the columns, its slice of what the reader receives.  ``source``: the process to run.
+    ``processes``: node name -> its process (in a Cluster: built, hosted, never run itself)."""
     source: object
     mode: str
     n_samples: int
@@ -228,11 +232,12 @@ class Network:
 
 
 def build_network(program: Program, mode: str = "fixed_pt", record: bool = True, *, levels, seed: int = 0,
-                  first_sample: int = 0, plan=None) -> Network:
+                  first_sample: int = 0, plan=None, cluster: bool = False) -> Network:
     """Lower ``program`` to Lava processes for ``levels`` (n, L, C) raw inputs, played back to back,
     one window of ``program.window`` steps per sample; ``seed`` keys stochastic samplers.  The
     network is built from the plan (``plan.plan_program``): one process per planned process, with
-    the lowering, timing and channel counts the plan holds."""
+    the lowering, timing and channel counts the plan holds.  ``cluster``: the CPU simulator runs
+    them all in one Lava process (``processes/cluster.py``; each its own process otherwise)."""
     from ...program import raw_inputs
     from .plan import plan_processes
 
@@ -241,6 +246,7 @@ def build_network(program: Program, mode: str = "fixed_pt", record: bool = True,
     raw = raw_inputs(program, levels).transpose(0, 2, 1)                 # (n, L, C)
     W, L = program.window, program.seq_len
     net = Network(source=None, mode=mode, n_samples=len(raw), window=W)
+    tapped = []                                                          # (name, lag), in order
     for spec in (plan.processes if plan is not None else plan_processes(program)):
         name, op = spec.name, program.op(spec.name)
         st = Stage(name, mode == "fixed_pt", W, L, spec.delay, spec.arrivals, spec.channels, raw, seed,
@@ -249,49 +255,80 @@ def build_network(program: Program, mode: str = "fixed_pt", record: bool = True,
         proc = rule.build(op, st)
         if type(proc).__name__ != spec.process:
             raise TypeError(f"{name}: the plan's process {spec.process} is not the {type(proc).__name__} built")
-        for port, src in program.inputs(name).items():
-            src_port = getattr(net.processes[src], LOWER[type(program.op(src))].output)
-            src_port.connect(getattr(proc, rule.inputs[port]))
+        if not cluster:
+            for port, src in program.inputs(name).items():
+                src_port = getattr(net.processes[src], LOWER[type(program.op(src))].output)
+                src_port.connect(getattr(proc, rule.inputs[port]))
         net.processes[name] = proc
         if isinstance(op, IntInput):
             net.source = proc
         elif isinstance(op, IntReadout) or record:
-            size = getattr(proc, rule.output).shape[0]
-            ext = _stock(Extractor, shape=(size,), buffer_size=max(4 * W, 64))
-            getattr(proc, rule.output).connect(ext.in_port)
-            lag = program.delays[name] + (L - 1 if isinstance(op, IntReadout) else 0)
-            net.taps[name] = (ext, lag)
+            tapped.append((name, program.delays[name] + (L - 1 if isinstance(op, IntReadout) else 0)))
+    outputs = {name: getattr(net.processes[name], LOWER[type(program.op(name))].output) for name, _ in tapped}
+    if cluster:                      # the host reads every tapped output, side by side, from the Cluster
+        net.source = _cluster(program, net.processes, list(outputs), mode, buffer_size=max(4 * W, 64))
+        column = 0
+        for name, lag in tapped:
+            net.taps[name] = (net.source, lag, slice(column, column + outputs[name].shape[0]))
+            column += outputs[name].shape[0]
+    else:
+        for name, lag in tapped:
+            net.taps[name] = (_extractor(outputs[name], W), lag, slice(None))
     return net
 
 
+def _extractor(port, window: int):
+    ext = _stock(Extractor, shape=port.shape, buffer_size=max(4 * window, 64))
+    port.connect(ext.in_port)
+    return ext
+
+
+def _cluster(program: Program, processes: dict, tapped: list, mode: str, buffer_size: int):
+    """One Cluster hosting the program's ``processes`` (built, not connected) with the simulator's
+    models (the fused SSM models, Lava's stock LIF and Dense models)."""
+    out = lambda name: LOWER[type(program.op(name))].output                        # noqa: E731
+    feeds = {name: {LOWER[type(program.op(name))].inputs[port]: (src, out(src)) for port, src in
+                    program.inputs(name).items()} for name in processes}
+    return cluster.cluster_of(processes, feeds, [(name, out(name)) for name in tapped],
+                              run_config(mode, "sim", pieces=False), buffer_size)
+
+
 def simulate(program: Program, levels, mode: str = "fixed_pt", backend: str = "sim", record: bool = True,
-             progress=None, seed: int = 0, first_sample: int = 0, pieces: bool | None = None) -> dict:
+             progress=None, seed: int = 0, first_sample: int = 0, pieces: bool | None = None,
+             cluster: bool | None = None) -> dict:
     """Build, run and read back in THIS process (``runner.run_lava`` calls it in a killable child).
 
     The run is non-blocking and the host drains every Extractor each step, so no buffer ever fills.
     Returns the flat result: ``logits`` and, with ``record``, every node's output by node name as
-    (n, channels, L) in logical time, plus ``seconds`` (wall time of the run up to the last step read, Lava's teardown not
-    included).  ``pieces``: as in ``run_config``."""
+    (n, channels, L) in logical time, plus ``seconds`` (wall time of the run up to the last step
+    read, Lava's teardown not included).  ``pieces``: as in ``run_config``.  ``cluster``: every
+    process in one Lava process (``build_network``); default: in the simulator unless ``pieces``."""
     from lava.magma.core.run_conditions import RunSteps
 
-    net = build_network(program, mode=mode, record=record, levels=levels, seed=seed, first_sample=first_sample)
+    from .runner import resolve_cluster
+    cluster = resolve_cluster(backend, pieces, cluster)
+    net = build_network(program, mode=mode, record=record, levels=levels, seed=seed, first_sample=first_sample,
+                        cluster=cluster)
     n, W = net.n_samples, net.window
     steps = n * W
     cfg = run_config(mode, backend, pieces)
-    taps = list(net.taps.items())
-    buffers = {name: np.empty((steps, ext.in_port.shape[0])) for name, (ext, _) in taps}
+    readers = list({id(reader): reader for reader, _, _ in net.taps.values()}.values())   # Extractors or a Cluster
+    received = [np.empty((steps, (r.in_port if isinstance(r, Extractor) else r.taps_out).shape[0])) for r in readers]
     t0 = time.perf_counter()
     net.source.run(condition=RunSteps(num_steps=steps, blocking=False), run_cfg=cfg)
     try:
         for t in range(steps):
-            for name, (ext, _) in taps:
-                buffers[name][t] = ext.receive()
+            for reader, buffer in zip(readers, received):
+                buffer[t] = reader.receive()
             if progress is not None and (t + 1) % W == 0:
                 progress((t + 1) // W, n)
     except BaseException:
         net.source.stop()
         raise
-    out = _read_back(program, net, buffers, mode, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    by_reader = {id(reader): buffer for reader, buffer in zip(readers, received)}
+    buffers = {name: by_reader[id(reader)][:, columns] for name, (reader, _, columns) in net.taps.items()}
+    out = _read_back(program, net, buffers, mode, seconds)
     _teardown(net.source)
     return out
 
@@ -330,7 +367,7 @@ def _read_back(program: Program, net, buffers: dict, mode: str, seconds: float) 
     n, W, L = net.n_samples, net.window, program.seq_len
     fixed = mode == "fixed_pt"
     out = {"seconds": np.float64(seconds)}
-    for name, (_, lag) in net.taps.items():
+    for name, (_, lag, _) in net.taps.items():
         per_sample = buffers[name].reshape(n, W, -1)
         op = program.op(name)
         if isinstance(op, IntReadout):

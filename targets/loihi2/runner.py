@@ -23,6 +23,16 @@ BACKENDS = ("sim", "hw")
 MODES = ("fixed_pt", "floating_pt")
 
 
+def resolve_cluster(backend: str, pieces: bool | None, cluster: bool | None) -> bool:
+    """Whether a run hosts its processes in one Cluster: by default in the simulator unless the SSM
+    pieces are asked for; asking for one on the chip or with the pieces is an error."""
+    if cluster is None:
+        return backend == "sim" and not pieces
+    if cluster and (backend != "sim" or pieces):
+        raise ValueError("a Cluster runs in the CPU simulator (backend 'sim') and hosts leaf models (not pieces)")
+    return bool(cluster)
+
+
 def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise LavaRunError(f"unknown Lava back end {backend!r} (choose from {', '.join(BACKENDS)})")
@@ -39,7 +49,7 @@ def check_backend(backend: str) -> None:
 
 def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "sim", record: bool = True,
              timeout_s: float = 600, progress=None, seed: int = 0, first_sample: int = 0,
-             pieces: bool | None = None) -> dict:
+             pieces: bool | None = None, cluster: bool | None = None) -> dict:
     """Run (n, L, d_in) raw input levels on Lava; samples run back to back in one built network.
 
     Returns ``logits`` (n, d_out) (int64 in fixed_pt, float64 in floating_pt) and, with ``record``,
@@ -49,7 +59,8 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
     error in the run (with its message) or a missing back end; never hangs.  ``seed`` keys the PRNG of
     stochastic samplers (the emulator with the same seed gives the same spikes); ``first_sample`` is
     the data-file index of ``levels[0]`` (uniforms are keyed by each sample's index).  ``pieces``:
-    which model a hierarchical process runs (``lowering.run_config``; default: by back end).
+    which model a hierarchical process runs (``lowering.run_config``; default: by back end);
+    ``cluster``: the simulator runs every process in one Lava process (``lowering.simulate``).
     """
     check_backend(backend)
     if mode not in MODES:
@@ -57,6 +68,7 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
     from ...arith import check_seed
     from ...program import raw_inputs
     try:
+        cluster = resolve_cluster(backend, pieces, cluster)
         raw_inputs(program, levels)                        # shape and range, before forking
         seed = check_seed(seed)
         if not 0 <= int(first_sample) < 2 ** 32:
@@ -65,7 +77,8 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
         raise LavaRunError(f"Lava run: {exc}") from None
     levels = np.asarray(levels)
     try:
-        flat = run_in_child(simulate_task, (program, levels, mode, backend, record, seed, int(first_sample), pieces),
+        flat = run_in_child(simulate_task, (program, levels, mode, backend, record, seed, int(first_sample), pieces,
+                                             cluster),
                             timeout_s, progress, size=len(levels))
     except ShardError as exc:
         if exc.reason == "timeout":
@@ -78,8 +91,9 @@ def run_lava(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
     return flat
 
 
-def simulate_task(program, levels, mode, backend, record, seed, first_sample, pieces=None, progress=None) -> dict:
+def simulate_task(program, levels, mode, backend, record, seed, first_sample, pieces=None, cluster=None,
+                  progress=None) -> dict:
     """``lowering.simulate`` as an executor task (runs in the killable child)."""
     from .lowering import simulate
     return simulate(program, levels, mode=mode, backend=backend, record=record, progress=progress, seed=seed,
-                    first_sample=first_sample, pieces=pieces)
+                    first_sample=first_sample, pieces=pieces, cluster=cluster)
