@@ -24,6 +24,7 @@ def _close_bars() -> None:
 def _progress(label: str, total: int):
     from tqdm import tqdm
 
+    tqdm.monitor_interval = 0  # no monitor thread: shards are forked children, and a fork inherits its locks
     bars = []                  # the bar starts with the first report, so its clock is this stage's
 
     def update(done, _total=None):
