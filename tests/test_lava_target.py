@@ -201,6 +201,19 @@ def test_a_cluster_is_one_lava_process_and_only_in_the_simulator(program, levels
         lowering.simulate(program, levels[:1], backend="hw", cluster=True)
 
 
+def test_the_simulator_keeps_one_process_per_node_when_heavy_nodes_can_run_at_once(program, monkeypatch):
+    """Two or more nodes above the per-step threshold and a second core: one Lava process per node
+    (heavy SSM convolutions of one step then run at once); otherwise one Cluster; a choice given wins."""
+    from neurocompile.operations import operation_summary
+    heavy = sum(row["per_step"]["accumulates"] > 100 for row in operation_summary(program, program.seq_len))
+    assert heavy >= 2 and os.cpu_count() >= 2
+    assert runner.resolve_cluster("sim", None, None, program) is True
+    monkeypatch.setattr(runner, "HEAVY_STEP_ACCUMULATES", 100)
+    assert runner.resolve_cluster("sim", None, None, program) is False
+    assert runner.resolve_cluster("sim", None, True, program) is True
+    assert runner.resolve_cluster("hw", None, None, program) is False and runner.resolve_cluster("sim", True, None) is False
+
+
 def test_unknown_stock_keyword_is_refused():
     from lava.proc.lif.process import LIFReset
     with pytest.raises(TypeError, match="bias"):

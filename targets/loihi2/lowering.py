@@ -302,11 +302,11 @@ def simulate(program: Program, levels, mode: str = "fixed_pt", backend: str = "s
     Returns the flat result: ``logits`` and, with ``record``, every node's output by node name as
     (n, channels, L) in logical time, plus ``seconds`` (wall time of the run up to the last step
     read, Lava's teardown not included).  ``pieces``: as in ``run_config``.  ``cluster``: every
-    process in one Lava process (``build_network``); default: in the simulator unless ``pieces``."""
+    process in one Lava process (``build_network``); default: ``runner.resolve_cluster``."""
     from lava.magma.core.run_conditions import RunSteps
 
     from .runner import resolve_cluster
-    cluster = resolve_cluster(backend, pieces, cluster)
+    cluster = resolve_cluster(backend, pieces, cluster, program)
     net = build_network(program, mode=mode, record=record, levels=levels, seed=seed, first_sample=first_sample,
                         cluster=cluster)
     n, W = net.n_samples, net.window
