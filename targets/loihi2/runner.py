@@ -26,10 +26,10 @@ MODES = ("fixed_pt", "floating_pt")
 # A step's worst-case accumulates above which a node is heavy (``operations``): with two or more heavy
 # nodes and a second core, one Lava process per node is faster than a Cluster, since the heavy nodes
 # of one step run at once (a Dense sends the step before's sums first, so each layer's SSM starts as
-# soon as the residual stream reaches it).  Measured side by side, one run, 2 cores: SpikingSSM
-# 4 x 256, L 1024, convolution (1.39 M per layer): 51.6 s per process per node vs 77.2 s in a
-# Cluster; Fashion-MNIST example, convolution (0.35-0.44 M): 9.8 vs 7.1 s; P-SpikeSSM 4 x 256
-# (0.16 M): 44.9 vs 16.0 s; the recurrent 4 x 256 (0.13 M): 3.68 vs 1.33 ms per step.
+# soon as the residual stream reaches it).  Measured side by side in one run on 2 cores
+# (benchmarks/results/lava_layout.md), one process per node vs Cluster: SpikingSSM 4 x 256, L 1024,
+# convolution (up to 1.97 M per node): 47.8 vs 72.8 s; its recurrence (0.13 M): 6.6 vs 1.85 s;
+# P-SpikeSSM 4 x 256 (0.19 M): 48.7 vs 16.5 s; the Fashion-MNIST example (0.44 M): 9.7 vs 7.1 s.
 HEAVY_STEP_ACCUMULATES = 1_000_000
 
 
