@@ -257,10 +257,10 @@ def _where(dump: str) -> str:
     def short(frame):
         path, line, fn = frame
         return f"{fn} ({'/'.join(path.split(os.sep)[-2:])}:{line})"
-    places = []
+    places, folders = [], _our_folders()
     for block in re.split(r"\n\s*\n", dump):
         frames = re.findall(r'File "([^"]+)", line (\d+) in (\S+)', block)
-        ours = next((fr for fr in frames if fr[0].startswith(_our_folders())), None)
+        ours = next((fr for fr in frames if fr[0].startswith(folders)), None)
         main = block.lstrip().startswith("Current thread")
         if not frames or not (main or ours):
             continue

@@ -34,6 +34,7 @@ from ...ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncod
 from ...program import Program
 from .processes import (channel_affine, cluster, concat, encoder, gelu, glu_residual, readout, sampler, source, ssm_conv,
                         ssm_recurrent, token_encoder)
+from .processes.cluster import cluster_of  # noqa: E402 - a name apart: build_network's ``cluster`` is a flag
 
 MODES = ("fixed_pt", "floating_pt")
 
@@ -247,6 +248,8 @@ def build_network(program: Program, mode: str = "fixed_pt", record: bool = True,
     W, L = program.window, program.seq_len
     net = Network(source=None, mode=mode, n_samples=len(raw), window=W)
     tapped = []                                                          # (name, lag), in order
+    out = lambda node: LOWER[type(program.op(node))].output                # noqa: E731 - a node's output port
+    feeds = {}                                                           # name -> {in-port: (source, out-port)}
     for spec in (plan.processes if plan is not None else plan_processes(program)):
         name, op = spec.name, program.op(spec.name)
         st = Stage(name, mode == "fixed_pt", W, L, spec.delay, spec.arrivals, spec.channels, raw, seed,
@@ -255,18 +258,19 @@ def build_network(program: Program, mode: str = "fixed_pt", record: bool = True,
         proc = rule.build(op, st)
         if type(proc).__name__ != spec.process:
             raise TypeError(f"{name}: the plan's process {spec.process} is not the {type(proc).__name__} built")
+        feeds[name] = {rule.inputs[port]: (src, out(src)) for port, src in program.inputs(name).items()}
         if not cluster:
-            for port, src in program.inputs(name).items():
-                src_port = getattr(net.processes[src], LOWER[type(program.op(src))].output)
-                src_port.connect(getattr(proc, rule.inputs[port]))
+            for port, (src, src_port) in feeds[name].items():
+                getattr(net.processes[src], src_port).connect(getattr(proc, port))
         net.processes[name] = proc
         if isinstance(op, IntInput):
             net.source = proc
         elif isinstance(op, IntReadout) or record:
             tapped.append((name, program.delays[name] + (L - 1 if isinstance(op, IntReadout) else 0)))
-    outputs = {name: getattr(net.processes[name], LOWER[type(program.op(name))].output) for name, _ in tapped}
+    outputs = {name: getattr(net.processes[name], out(name)) for name, _ in tapped}
     if cluster:                      # the host reads every tapped output, side by side, from the Cluster
-        net.source = _cluster(program, net.processes, list(outputs), mode, buffer_size=max(4 * W, 64))
+        net.source = cluster_of(net.processes, feeds, [(name, out(name)) for name in outputs],
+                                run_config(mode, "sim", pieces=False), buffer_size=max(4 * W, 64))
         column = 0
         for name, lag in tapped:
             net.taps[name] = (net.source, lag, slice(column, column + outputs[name].shape[0]))
@@ -281,16 +285,6 @@ def _extractor(port, window: int):
     ext = _stock(Extractor, shape=port.shape, buffer_size=max(4 * window, 64))
     port.connect(ext.in_port)
     return ext
-
-
-def _cluster(program: Program, processes: dict, tapped: list, mode: str, buffer_size: int):
-    """One Cluster hosting the program's ``processes`` (built, not connected) with the simulator's
-    models (the fused SSM models, Lava's stock LIF and Dense models)."""
-    out = lambda name: LOWER[type(program.op(name))].output                        # noqa: E731
-    feeds = {name: {LOWER[type(program.op(name))].inputs[port]: (src, out(src)) for port, src in
-                    program.inputs(name).items()} for name in processes}
-    return cluster.cluster_of(processes, feeds, [(name, out(name)) for name in tapped],
-                              run_config(mode, "sim", pieces=False), buffer_size)
 
 
 def simulate(program: Program, levels, mode: str = "fixed_pt", backend: str = "sim", record: bool = True,

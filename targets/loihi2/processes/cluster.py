@@ -103,9 +103,6 @@ class _Wire:
             raise AssertionError(f"data.shape={np.shape(data)} self._shape={self.buffer.shape} Mismatch")
         self.buffer[:] = data
 
-    def advance_to_time_step(self, ts):                            # called by nothing here; the API
-        pass
-
 
 class _Receiver:
     """An in-port: what ``PyInPortVectorDense.recv`` returns for one connection (none: zeros)."""
