@@ -180,9 +180,7 @@ def _scale(key: dict, workers, ray, ray_address, work_dir, lava_shard_samples, l
                                  scratch=os.path.join(work_dir, "scratch") if work_dir else None)
     store = None
     if work_dir:
-        if not os.path.isdir(work_dir):
-            raise ValueError(f"{work_dir}: --work-dir must be an existing folder")
-        store = ShardStore(work_dir, key)
+        store = ShardStore(work_dir, key)               # creates the work-dir (its parent must exist)
     return Scale(executor=executor, store=store, lava_shard_samples=lava_shard_samples, lava_timeout_s=lava_timeout_s,
                  lava_retries=retries)
 

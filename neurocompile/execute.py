@@ -28,9 +28,6 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
-import hashlib
-import io
-import json
 import os
 import selectors
 import shutil
@@ -38,14 +35,12 @@ import signal
 import sys
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from .errors import NeurocompileError
-from .fileio import write_atomic
 
 ERROR_FD_ENV = "NEUROCOMPILE_LAVA_ERROR_FD"
 SHM_LOG = "shared-memory.log"
@@ -299,22 +294,23 @@ def check_run_environment(tmpdir: str) -> None:
 def clear_stale_scratch(folder: str) -> list:
     """Scratch folders in ``folder`` whose parent process is gone (SIGKILLed): their shared memory
     unlinked (by the names they logged), then the folders removed."""
-    from .fileio import clear_stale, stale_entries
+    from .fileio import InputFileError, clear_stale, stale_entries
     for path in stale_entries(folder, SCRATCH_PREFIX):
         try:
             release_shared_memory(os.path.join(path, SHM_LOG))
-        except OSError:
+        except (OSError, InputFileError):          # not a regular file: not read; the folder goes anyway
             pass
     return clear_stale(folder, SCRATCH_PREFIX)
 
 
 def _last_line(path: str) -> str:
+    from .fileio import InputFileError, open_input
     try:
-        with open(path, "rb") as fh:
+        with open_input(path, "log", follow_links=False) as fh:
             fh.seek(max(0, os.fstat(fh.fileno()).st_size - 4096))
             lines = [ln for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
         return lines[-1].strip()[:300] if lines else ""
-    except OSError:
+    except (OSError, InputFileError):
         return ""
 
 
@@ -365,12 +361,13 @@ def log_shared_memory(log: str) -> None:
 
 
 def release_shared_memory(log: str) -> None:
-    """Unlink every segment named in ``log`` that still exists (a finished run unlinked its own)."""
-    try:
-        with open(log) as fh:
-            names = {line.strip() for line in fh if line.strip()}
-    except FileNotFoundError:
+    """Unlink every segment named in ``log`` that still exists (a finished run unlinked its own).
+    A log that is not a regular file is refused (``fileio.InputFileError``), never opened."""
+    from .fileio import open_input
+    if not os.path.lexists(log):
         return
+    with open_input(log, "shared-memory log", follow_links=False) as fh:
+        names = {line.strip() for line in fh.read().decode(errors="replace").splitlines() if line.strip()}
     for name in names:
         if "/" not in name:
             try:
@@ -382,12 +379,19 @@ def release_shared_memory(log: str) -> None:
 def reap_stale_scratch(root: str) -> int:
     """Clean the scratch folders that the pointers under ``root`` name, left by parents that no
     longer run (SIGKILL): their shared memory is unlinked, the folders and pointers removed.
-    Returns how many were cleaned."""
+    Returns how many were cleaned.  Every pointer is read only if it is a regular file, and ``root``
+    must be a folder, not a link to one: anything else ends the run with one line."""
+    import stat
+    from .fileio import InputFileError, _kind, open_input
     cleaned = 0
     try:
-        names = os.listdir(root)
+        st = os.lstat(root)
     except FileNotFoundError:
         return 0
+    if not stat.S_ISDIR(st.st_mode):
+        what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else _kind(st.st_mode)
+        raise NeurocompileError(f"{root}: is {what}, not a folder; refusing to use it for scratch")
+    names = os.listdir(root)
     for name in names:
         if not name.startswith(SCRATCH_PREFIX):
             continue
@@ -400,13 +404,13 @@ def reap_stale_scratch(root: str) -> int:
         except (ValueError, PermissionError):
             continue
         pointer = os.path.join(root, name)
-        try:
-            with open(pointer) as fh:
-                folder = fh.read().strip()
-        except (OSError, UnicodeDecodeError):
-            continue
+        with open_input(pointer, "scratch pointer", follow_links=False) as fh:
+            folder = fh.read(4096).decode(errors="replace").strip()
         if os.path.basename(folder) == name and os.path.dirname(folder) == tempfile.gettempdir():
-            release_shared_memory(os.path.join(folder, SHM_LOG))
+            try:
+                release_shared_memory(os.path.join(folder, SHM_LOG))
+            except (OSError, InputFileError):      # not a regular file: not read; the folder goes anyway
+                pass
             shutil.rmtree(folder, ignore_errors=True)
         os.unlink(pointer)
         cleaned += 1
@@ -560,81 +564,4 @@ class RayExecutor:
 
 
 # ------------------------------------------------------------------------------------ the store
-def digest_arrays(arrays: dict) -> str:
-    """sha256 over the arrays' names, dtypes, shapes and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(json.dumps([name, a.dtype.str, a.shape]).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-class ShardStore:
-    """Finished shards under ``folder``, one .npz each, named by the run's key (artifact, data,
-    options) and the shard's key.  Written atomically; each file holds its key and the digest of
-    its arrays, and one that does not verify is treated as absent (recomputed)."""
-
-    def __init__(self, folder: str, run_key: dict):
-        self.run_key = json.dumps(run_key, sort_keys=True, default=str)
-        self.folder = os.path.join(folder, "shards", hashlib.sha256(self.run_key.encode()).hexdigest()[:24])
-        os.makedirs(self.folder, exist_ok=True)
-        self.reused = 0
-
-    def _path(self, key: str) -> str:
-        return os.path.join(self.folder, hashlib.sha256((self.run_key + "\0" + key).encode()).hexdigest()[:32] + ".npz")
-
-    def get(self, key: str) -> dict | None:
-        path = self._path(key)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
-            return None
-        meta = arrays.pop("__shard__", None)
-        if meta is None or meta.shape != (3,):
-            return None
-        run_key, shard_key, digest = (str(v) for v in meta)
-        if run_key != self.run_key or shard_key != key or digest != digest_arrays(arrays):
-            return None
-        return arrays
-
-    def put(self, key: str, arrays: dict) -> None:
-        meta = np.array([self.run_key, key, digest_arrays(arrays)])
-
-        def write(fh):
-            buf = io.BytesIO()
-            np.savez(buf, __shard__=meta, **arrays)
-            fh.write(buf.getvalue())
-        write_atomic(self._path(key), write)
-
-
-def run_shards(tasks: list, executor=None, store: ShardStore | None = None, progress=None) -> list:
-    """Results of ``tasks`` in task order: from the store when there (counted in ``store.reused``),
-    else computed -- by ``executor``, or here in this process when it is None -- and stored."""
-    results = [store.get(t.key) if store else None for t in tasks]
-    if store:
-        store.reused += sum(r is not None for r in results)
-    todo = [i for i, r in enumerate(results) if r is None]
-    done_before = sum(tasks[i].size for i, r in enumerate(results) if r is not None)
-    total = sum(t.size for t in tasks)
-    if progress:
-        progress(done_before, total)
-
-    def stored(i, result):
-        results[i] = result
-        if store:
-            store.put(tasks[i].key, result)
-
-    if executor is None:
-        for i in todo:
-            stored(i, tasks[i].fn(*tasks[i].args, progress=None))
-            done_before += tasks[i].size
-            if progress:
-                progress(done_before, total)
-        return results
-    shard_progress = None if progress is None else (lambda d, t: progress(done_before + d, total))
-    executor.run([tasks[i] for i in todo], shard_progress, on_result=lambda k, result: stored(todo[k], result))
-    return results
+from .shard_store import ShardStore, digest_arrays, run_shards  # noqa: E402,F401 - its callers import it from here

@@ -17,6 +17,7 @@ it cannot catch (SIGKILL) left is removed by the next run that writes into that 
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -126,19 +127,30 @@ def check_input_file(path: str, what: str = "file") -> os.stat_result:
     return st
 
 
-def open_input(path: str, what: str = "file") -> BinaryIO:
+def open_input(path: str, what: str = "file", *, dir_fd: int | None = None, follow_links: bool = True,
+               shown: str | None = None) -> BinaryIO:
     """``path`` opened for reading if it is a regular file (checked on the open descriptor too, and
-    opened non-blocking, so a FIFO swapped in after the check cannot block the open)."""
+    opened non-blocking, so a FIFO swapped in after the check cannot block the open).
+
+    ``dir_fd``: ``path`` is relative to that folder; ``follow_links=False``: a symbolic link is refused
+    (the work-dir's files: nothing is read through a link planted there); ``shown``: the name in messages."""
     path = os.fspath(path)
-    check_input_file(path, what)
+    shown = path if shown is None else shown
+    if dir_fd is None and follow_links:
+        check_input_file(path, what)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow_links else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise InputFileError(f"{shown}: no such {what}") from None
     except OSError as exc:
-        raise InputFileError(f"{path}: cannot open it ({exc.strerror or exc})") from None
+        if exc.errno == errno.ELOOP and not follow_links:
+            raise InputFileError(f"{shown}: is a symbolic link, not a regular {what}; refusing to follow it") from None
+        raise InputFileError(f"{shown}: cannot open it ({exc.strerror or exc})") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InputFileError(f"{path}: is {_kind(st.st_mode)}, not a regular {what}; refusing to read it")
+            raise InputFileError(f"{shown}: is {_kind(st.st_mode)}, not a regular {what}; refusing to read it")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
