@@ -28,6 +28,7 @@ from .errors import NeurocompileError
 from .fileio import TMP_PREFIX, InputFileError, Publishing, _kind, _pid_alive, open_input
 
 SHARDS = "shards"
+FORMAT = 2                  # 2: a Lava shard holds Lava's traces only (the comparison is redone by its reader)
 _TEMP = re.compile(rf"^{re.escape(TMP_PREFIX)}(\d+)-")
 
 
@@ -115,7 +116,7 @@ class ShardStore:
 
     def __init__(self, folder: str, run_key: dict):
         self.root = make_work_dir(folder)
-        self.run_key = json.dumps(run_key, sort_keys=True, default=str)
+        self.run_key = json.dumps({**run_key, "store_format": FORMAT}, sort_keys=True, default=str)
         self.parts = (SHARDS, hashlib.sha256(self.run_key.encode()).hexdigest()[:24])
         self.folder = os.path.join(self.root, *self.parts)
         self.reused = 0

@@ -188,3 +188,29 @@ def test_a_full_disk_leaves_every_stored_shard_and_the_rerun_reuses_them(artifac
         assert json.loads(out.read_text())["lava_shards_reused"] == stored_lava >= 1
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+# ------------------------------------------------------------------ the store is a cache, not a witness
+@pytest.mark.lava
+def test_a_forged_lava_shard_with_its_digest_recomputed_cannot_make_lava_bit_exact(artifact, tmp_path):
+    from neurocompile.shard_store import digest_arrays
+    run = ["validate", DIGITS, artifact, "--data", "digits", "--max-samples", "8", "--batch-size", "8",
+           "--lava-samples", "2", "--lava-shard-samples", "1", "--activity-samples", "0", "--work-dir", str(tmp_path / "w")]
+    assert cli(run + ["--json", str(tmp_path / "a.json")]) == 0
+    assert json.loads((tmp_path / "a.json").read_text())["lava_bit_exact"] is True
+    forged = 0
+    for path in _shard_files(tmp_path / "w"):
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = arrays.pop("__shard__")
+        if not str(meta[1]).startswith("lava"):
+            continue
+        arrays["lava.logits"] = arrays["lava.logits"] + 1          # Lava's outputs altered ...
+        meta[2] = digest_arrays(arrays)                              # ... and the digest made to match
+        np.savez(path[:-4], __shard__=meta, **arrays)
+        forged += 1
+    assert forged == 2
+    assert cli(run + ["--json", str(tmp_path / "b.json")]) == 1           # parity failed: exit 1
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["lava_shards_reused"] == 2
+    assert report["lava_bit_exact"] is False and "logits" in report["lava_mismatches"]
