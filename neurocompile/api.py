@@ -76,7 +76,7 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
                    seed: int | None = None, mc_rng: str = "batch", lava_timeout_s: float = 1800,
                    activity_samples: int = 0, workers: int | None = None, ray: bool = False,
                    ray_address: str | None = None, work_dir: str | None = None, lava_shard_samples: int = 16,
-                   retries: int = 2, progress: ProgressFactory | None = None,
+                   retries: int = 2, ray_connect_timeout_s: float = 30, progress: ProgressFactory | None = None,
                    command: list | None = None) -> Validation:
     """What ``neurocompile validate`` runs (the command adds only its argument parsing and outputs).
 
@@ -136,6 +136,8 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
                     "float vs integer without it")
     key = run_key({**options, "mc_passes": mc_passes, "seed": seed}, digests, values, raw, y)
     scale = _scale(key, workers, ray, ray_address, work_dir, lava_shard_samples, lava_timeout_s, retries)
+    if hasattr(scale.executor, "connect_timeout_s"):      # Ray: joining is bounded; its log sits in the work-dir
+        scale.executor.connect_timeout_s, scale.executor.log_dir = ray_connect_timeout_s, work_dir
     bar = progress or (lambda label, total: None)
     common = dict(lava_samples=lava_samples, batch_size=batch_size, device=device,
                   progress=bar("float+integer", len(y)), lava_timeout_s=lava_timeout_s,

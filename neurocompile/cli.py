@@ -21,6 +21,16 @@ def _close_bars() -> None:
             pass
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is now (a Ray run points it at the terminal while fd 2 holds Ray's log)."""
+
+    def write(self, text):
+        return sys.stderr.write(text)
+
+    def __getattr__(self, name):
+        return getattr(sys.stderr, name)
+
+
 def _progress(label: str, total: int):
     from tqdm import tqdm
 
@@ -29,7 +39,7 @@ def _progress(label: str, total: int):
 
     def update(done, _total=None):
         if not bars:
-            bars.append(tqdm(total=total, desc=label, unit="sample", file=sys.stderr, dynamic_ncols=True))
+            bars.append(tqdm(total=total, desc=label, unit="sample", file=_Stderr(), dynamic_ncols=True))
             _BARS.append(bars[0])
         bars[0].update(done - bars[0].n)
         if done >= total:
@@ -352,6 +362,7 @@ def cmd_validate(args) -> int:
                          device=args.device, emulator=args.emulator, mc_passes=given("mc_passes"), seed=given("seed"),
                          mc_rng=args.mc_rng, lava_timeout_s=args.timeout, activity_samples=args.activity_samples,
                          workers=args.workers, ray=args.ray, ray_address=args.ray_address, work_dir=args.work_dir,
+                         ray_connect_timeout_s=args.ray_connect_timeout,
                          lava_shard_samples=args.lava_shard_samples, retries=args.retries, progress=_progress,
                          command=args.argv)
     report = run.report
@@ -491,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "local cluster's CPUs)")
     v.add_argument("--ray", action="store_true", help="run shards on a local Ray cluster (optional extra: neurocompile[ray])")
     v.add_argument("--ray-address", default=None, metavar="ADDR", help="run shards on the existing Ray cluster at ADDR")
+    v.add_argument("--ray-connect-timeout", type=bounded(float, 0.1, MAX_TIMEOUT_S), default=30, metavar="SECONDS",
+                   help=f"seconds to wait for the Ray cluster of --ray-address or RAY_ADDRESS to answer "
+                        f"(0.1..{MAX_TIMEOUT_S}, default 30)")
     v.add_argument("--work-dir", default=None, metavar="DIR",
                    help="keep finished shards here; a run stopped by Ctrl-C, a kill or a lost node resumes from them")
     v.add_argument("--lava-shard-samples", type=bounded(int, 1, MAX_LAVA_SAMPLES), default=16, metavar="N",
@@ -515,13 +529,27 @@ def main(argv=None) -> int:
     try:
         from .fileio import WRITTEN
         del WRITTEN[:]          # this command's outputs only (an early Ctrl-C removes what it finished)
-        return _main(argv)
+        return _past_ray(_main(argv))
     except KeyboardInterrupt:   # Ctrl-C before _guard's handlers hold (its own catch covers the rest)
         try:
             print(_ended_early("interrupted"), file=sys.stderr)
         except (OSError, ValueError):
             pass
         return 130
+
+
+def _past_ray(rc: int) -> int:
+    """A Ray join that timed out leaves Ray's thread inside its C++ client, which aborts (SIGABRT) when the
+    interpreter finalizes: the process ends here with the status of the one line already printed."""
+    execute = sys.modules.get("neurocompile.execute")
+    if execute is not None and execute.RayExecutor.left_hanging:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(rc)
+    return rc
 
 
 def _main(argv) -> int:

@@ -1,0 +1,65 @@
+"""The command line on real local Ray clusters: joining is bounded, Ray's own output stays in a log
+file the one-line error names, the CLI keeps its signal handlers (SIGTERM: one line, exit 143),
+RAY_ADDRESS is joined as Ray's users expect, and a failed shard is one line with its innermost cause.
+Ray installs with the 3.10 extras (lava, ray): these tests carry the ``lava`` marker to run there."""
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.lava        # the 'ray' extra is installed with Lava on 3.10: run there, never skip
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS = os.path.join(ROOT, "examples", "digits", "ckpt.pt")
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ray") / "digits.loihi2"
+    subprocess.run([PY, "-m", "neurocompile", "export", DIGITS, "-o", str(path)], check=True, capture_output=True)
+    return str(path)
+
+
+def _lines(stderr: bytes) -> list:
+    """stderr's lines, without the progress bars."""
+    return [ln for ln in stderr.decode(errors="replace").splitlines() if ln.strip() and "sample/s" not in ln]
+
+
+def _validate(art, *extra):
+    return [PY, "-m", "neurocompile", "validate", DIGITS, art, "--data", "digits", "--lava-samples", "0",
+            "--activity-samples", "0", *extra]
+
+
+def test_a_closed_port_fails_within_the_connect_timeout_in_one_line(art, tmp_path):
+    start = time.monotonic()
+    res = subprocess.run(_validate(art, "--max-samples", "8", "--ray-address", "127.0.0.1:1",
+                                   "--ray-connect-timeout", "3"), capture_output=True, cwd=tmp_path, timeout=120)
+    took = time.monotonic() - start
+    err = _lines(res.stderr)
+    assert res.returncode == 2 and len(err) == 1, err
+    assert err[0].startswith("neurocompile: error: 127.0.0.1:1: no Ray cluster answered within 3 s"), err
+    log = err[0].rsplit("Ray's output: ", 1)[1].rstrip(")")
+    assert os.path.getsize(log) > 0                              # what Ray said went to the log
+    os.unlink(log)
+    assert took < 60, took
+
+
+def test_sigterm_during_a_ray_run_is_one_line_and_exit_143(art, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.Popen(_validate(art, "--ray", "--workers", "1", "--batch-size", "8", "--work-dir", str(work)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    deadline = time.monotonic() + 240
+    while not glob.glob(str(work / "**" / "*.npz"), recursive=True) and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before Ray ran a shard"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and _lines(stderr) == ["neurocompile: terminated"], (proc.returncode, stderr[-3000:])
+    assert os.path.isfile(work / "ray.log")                      # Ray's own output kept in the work-dir
