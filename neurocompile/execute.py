@@ -523,6 +523,18 @@ def _innermost(exc: BaseException) -> str:
 RAY_LOG = "ray.log"
 
 
+def _through_ray(call, *args, **kwargs):
+    """``call`` of Ray's: a signal handler that raised inside its C++ code (SIGTERM's Terminated, Ctrl-C)
+    surfaces as that exception, not as the SystemError Cython wraps it in."""
+    try:
+        return call(*args, **kwargs)
+    except SystemError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, BaseException) and not isinstance(cause, Exception):
+            raise cause from None
+        raise
+
+
 @dataclass
 class RayExecutor:
     """Tasks on a Ray cluster: a local one of ``workers`` CPUs (started offline, no dashboard), or
@@ -624,9 +636,12 @@ class RayExecutor:
                 box["error"] = exc
             finally:
                 done.set()
-        # a thread: ray.init has no bound of its own (a closed port retries for minutes)
-        threading.Thread(target=init, name="ray-init", daemon=True).start()
-        finished = done.wait(self.connect_timeout_s if address else None)   # joining is bounded
+        if address:       # a thread: ray.init has no bound of its own (a closed port retries for minutes)
+            threading.Thread(target=init, name="ray-init", daemon=True).start()
+            finished = done.wait(self.connect_timeout_s)
+        else:             # in this thread: the processes a local start forks die with the thread that forked them
+            init()
+            finished = True
         for signum, handler in handlers.items():       # Ray's C++ handlers replaced by those in force before
             if handler is not None:
                 signal.signal(signum, handler)
@@ -658,12 +673,12 @@ class RayExecutor:
         pending = list(refs)
         try:
             while pending:
-                ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)   # signals are handled between waits
+                ready, pending = _through_ray(ray.wait, pending, num_returns=1, timeout=1.0)
                 if not ready:
                     continue
                 i = refs[ready[0]]
                 try:
-                    results[i] = ray.get(ready[0])
+                    results[i] = _through_ray(ray.get, ready[0])
                 except Exception as exc:                         # noqa: BLE001 - Ray wraps every failure
                     tries = self.retries + 1
                     raise self._fail(f"shard {tasks[i].key} failed {tries} time{'s' if tries > 1 else ''} on Ray: "
@@ -673,9 +688,12 @@ class RayExecutor:
                     on_result(i, results[i])
                 if progress:
                     progress(finished, total)
-        finally:
+        except Exception:
             for ref in pending:
                 ray.cancel(ref, force=True)
+            raise
+        # (a signal skips the cancels: racing a task that completes, Ray aborts the driver in a failed check;
+        # the shutdown that follows ends the tasks of a local cluster, the cluster those of a driver gone)
         return results
 
     def close(self) -> None:

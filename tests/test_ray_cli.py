@@ -4,6 +4,7 @@ RAY_ADDRESS is joined as Ray's users expect, and a failed shard is one line with
 Ray installs with the 3.10 extras (lava, ray): these tests carry the ``lava`` marker to run there."""
 import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ pytestmark = pytest.mark.lava        # the 'ray' extra is installed with Lava on
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, "examples", "digits", "ckpt.pt")
 PY = sys.executable
+BAR = re.compile(r"^float\+integer: +\d+%\|")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def art(tmp_path_factory):
 
 def _lines(stderr: bytes) -> list:
     """stderr's lines, without the progress bars."""
-    return [ln for ln in stderr.decode(errors="replace").splitlines() if ln.strip() and "sample/s" not in ln]
+    return [ln for ln in stderr.decode(errors="replace").splitlines() if ln.strip() and not BAR.search(ln)]
 
 
 def _validate(art, *extra):
@@ -61,5 +63,7 @@ def test_sigterm_during_a_ray_run_is_one_line_and_exit_143(art, tmp_path):
     assert proc.poll() is None, "the run ended before Ray ran a shard"
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 143 and _lines(stderr) == ["neurocompile: terminated"], (proc.returncode, stderr[-3000:])
+    err = _lines(stderr)                 # (the shards the work-dir keeps are not this test's concern)
+    assert proc.returncode == 143 and len(err) == 1 and err[0].startswith("neurocompile: terminated"), \
+        (proc.returncode, stderr[-3000:], (work / "ray.log").read_text(errors="replace")[-3000:])
     assert os.path.isfile(work / "ray.log")                      # Ray's own output kept in the work-dir
