@@ -17,7 +17,7 @@ pytestmark = pytest.mark.lava        # the 'ray' extra is installed with Lava on
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, "examples", "digits", "ckpt.pt")
 PY = sys.executable
-BAR = re.compile(r"^float\+integer: +\d+%\|")
+BAR = re.compile(r"float\+integer: +\d+%\|[^\]]*\]")          # a progress bar (no newline of its own)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,8 @@ def art(tmp_path_factory):
 
 def _lines(stderr: bytes) -> list:
     """stderr's lines, without the progress bars."""
-    return [ln for ln in stderr.decode(errors="replace").splitlines() if ln.strip() and not BAR.search(ln)]
+    lines = (BAR.sub("", ln).strip() for ln in stderr.decode(errors="replace").splitlines())
+    return [ln for ln in lines if ln]
 
 
 def _validate(art, *extra):
@@ -67,3 +68,30 @@ def test_sigterm_during_a_ray_run_is_one_line_and_exit_143(art, tmp_path):
     assert proc.returncode == 143 and len(err) == 1 and err[0].startswith("neurocompile: terminated"), \
         (proc.returncode, stderr[-3000:], (work / "ray.log").read_text(errors="replace")[-3000:])
     assert os.path.isfile(work / "ray.log")                      # Ray's own output kept in the work-dir
+
+
+def test_ray_address_in_the_environment_is_joined_and_said(art, tmp_path):
+    """RAY_ADDRESS with --ray: Ray's users expect that cluster (today: "num_cpus and num_gpus must not be
+    provided"); a head of our own, ended by its process group only (never `ray stop`: other clusters)."""
+    ray = [PY, "-c", "from ray.scripts.scripts import main; main()"]             # the `ray` command
+    port = 46379 + os.getpid() % 1000
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}       # (the token file is per user)
+    head = subprocess.Popen([*ray, "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
+                             "--include-dashboard=false"],
+                            stdout=open(tmp_path / "head.out", "wb"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while b"Ray runtime started" not in (tmp_path / "head.out").read_bytes():     # up when it says so
+            assert head.poll() is None and time.monotonic() < deadline, (tmp_path / "head.out").read_text()
+            time.sleep(0.5)
+        env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+        res = subprocess.run(_validate(art, "--max-samples", "8", "--batch-size", "8", "--ray"), env=env,
+                             capture_output=True, cwd=tmp_path, timeout=300)
+        err = _lines(res.stderr)
+        assert res.returncode == 0 and err == [f"neurocompile: joining the Ray cluster at 127.0.0.1:{port} named by "
+                                               "RAY_ADDRESS (unset it for a local cluster)"], (res.returncode, err)
+    finally:
+        if head.poll() is None:
+            os.killpg(head.pid, signal.SIGTERM)
+            head.wait(timeout=60)
