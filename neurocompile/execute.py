@@ -496,7 +496,10 @@ def run_in_child(fn, args=(), timeout_s: float = 1800, progress=None, size: int 
 
 def _ray_entry(fn, args, timeout_s):
     """A Ray task: the shard in a killable child of the Ray worker (timeouts, Lava clean-up)."""
-    return LocalExecutor(1, timeout_s, retries=0).run([Task("ray", fn, tuple(args), 1)])[0]
+    try:
+        return LocalExecutor(1, timeout_s, retries=0).run([Task("ray", fn, tuple(args), 1)])[0]
+    except ShardError as exc:          # the cause alone: the Ray side names the shard and counts the tries
+        raise NeurocompileError(str(exc).split("; last: ", 1)[-1]) from None
 
 
 def import_ray():
@@ -561,9 +564,9 @@ class RayExecutor:
     _hung: bool = field(default=False, repr=False)
     left_hanging: typing.ClassVar[bool] = False    # a join that timed out: the process must end by os._exit
 
-    def _fail(self, message: str) -> NeurocompileError:
+    def _fail(self, message: str, cls=NeurocompileError, *details) -> NeurocompileError:
         self._keep_log = True
-        return NeurocompileError(f"{message} (Ray's output: {self._log})" if self._log else message)
+        return cls(f"{message} (Ray's output: {self._log})" if self._log else message, *details)
 
     def _capture(self) -> None:
         if self.log_dir:
@@ -681,8 +684,9 @@ class RayExecutor:
                     results[i] = _through_ray(ray.get, ready[0])
                 except Exception as exc:                         # noqa: BLE001 - Ray wraps every failure
                     tries = self.retries + 1
+                    cause = _innermost(exc)
                     raise self._fail(f"shard {tasks[i].key} failed {tries} time{'s' if tries > 1 else ''} on Ray: "
-                                     f"{_innermost(exc)}") from None
+                                     f"{cause}", ShardError, "error", cause) from None
                 finished += tasks[i].size
                 if on_result:
                     on_result(i, results[i])

@@ -95,3 +95,23 @@ def test_ray_address_in_the_environment_is_joined_and_said(art, tmp_path):
         if head.poll() is None:
             os.killpg(head.pid, signal.SIGTERM)
             head.wait(timeout=60)
+
+
+def _raises(message, progress=None):
+    raise ValueError(message)
+
+
+def test_a_failed_shard_on_ray_is_its_innermost_cause_without_class_names(tmp_path, monkeypatch):
+    """Was "shard ... failed 1 times on Ray; last: neurocompile.execute.ShardError: shard ray failed 1 times ..."."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
+    from neurocompile.execute import RayExecutor, ShardError, Task
+    ray = RayExecutor(workers=1, retries=0, log_dir=str(tmp_path))
+    try:
+        with pytest.raises(ShardError) as exc:
+            ray.run([Task("float 0-7", _raises, ("the input is bad",), 8)])
+    finally:
+        ray.close()
+    msg = str(exc.value)
+    assert msg.startswith("shard float 0-7 failed 1 time on Ray: ") and "the input is bad" in msg, msg
+    assert len(msg.splitlines()) == 1 and "Error" not in msg and "shard ray" not in msg, msg
+    assert msg.endswith(f"(Ray's output: {tmp_path / 'ray.log'})"), msg
