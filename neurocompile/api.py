@@ -25,7 +25,7 @@ import numpy as np
 from .artifact import load_program, save_program
 from .datasets import Dataset
 from .emulator import emulate
-from .errors import ArtifactError
+from .errors import ArtifactError, NeurocompileError
 from .pipeline import compile_checkpoint
 from .program import Program
 
@@ -100,7 +100,11 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
 
     device = check_device(device)
     program, where = (artifact, "the program") if isinstance(artifact, Program) else (load_program(artifact), artifact)
-    kind, config, state_dict, _ = load_checkpoint(checkpoint, seq_len=program.seq_len)
+    try:
+        kind, config, state_dict, _ = load_checkpoint(checkpoint, seq_len=program.seq_len)
+    except NeurocompileError:
+        _pairing_first(checkpoint, program, where)     # the wrong checkpoint is said before its other length
+        raise
     stochastic = frontend_for(kind).stochastic
     if not stochastic:
         wrong = [name for name, value in (("mc-passes", mc_passes), ("seed", seed)) if value is not None]
@@ -119,7 +123,7 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
     if not program.report.get("source"):
         raise ArtifactError(f"{where}: was compiled from a graph, not a checkpoint: it pairs with no checkpoint")
     if program.report["source"]["weights_sha256"] != weights_sha256(state_dict):
-        raise ArtifactError(f"{where}: was not compiled from the weights in {checkpoint} (their digests differ)")
+        raise _not_its_weights(where, checkpoint)
     digests = {"checkpoint_sha256": file_sha256(checkpoint),
                "artifact_sha256": None if isinstance(artifact, Program) else file_sha256(artifact)}
     model = build_model(config, state_dict, kind)
@@ -165,6 +169,22 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
                                       ["neurocompile"] + list(command or ["(Python API) validate_checkpoint"]))
     raster = report.pop("raster", None)
     return Validation(report, program, raster)
+
+
+def _not_its_weights(where: str, checkpoint: str) -> ArtifactError:
+    return ArtifactError(f"{where}: was not compiled from the weights in {checkpoint} (their digests differ)")
+
+
+def _pairing_first(checkpoint: str, program: Program, where: str) -> None:
+    """The checkpoint read at its own stored length: the digest error when it is not the artifact's."""
+    from .models.checkpoint import load_checkpoint, weights_sha256
+    source = program.report.get("source") or {}
+    try:
+        _, _, state_dict, _ = load_checkpoint(checkpoint)
+    except NeurocompileError:
+        return
+    if source.get("weights_sha256") and source["weights_sha256"] != weights_sha256(state_dict):
+        raise _not_its_weights(where, checkpoint)
 
 
 def _scale(key: dict, workers, ray, ray_address, work_dir, lava_shard_samples, lava_timeout_s, retries):

@@ -140,6 +140,7 @@ def cmd_export(args) -> int:
     target = get_target(args.target)
     options = CompileOptions(kernel_bits=args.kernel_bits, weight_bits=args.weight_bits, act_bits=args.act_bits,
                              prob_bits=args.prob_bits, ssm_lowering=args.ssm_lowering, decay_bits=args.decay_bits)
+    _refuse_an_artifact(args.checkpoint)
     out = args.output if args.output is not None else default_output(args.checkpoint)
     from .errors import CheckpointError
     from .fileio import check_output_path
@@ -165,6 +166,22 @@ def cmd_export(args) -> int:
 
 
 ARTIFACT_SUFFIX = ".loihi2"
+
+
+def _refuse_an_artifact(path: str) -> None:
+    """export given what export wrote: say so (not that the default output, the file itself, exists)."""
+    import zipfile
+    from .errors import CheckpointError
+    try:
+        if not os.path.isfile(path) or not zipfile.is_zipfile(path):     # a regular file only (never a FIFO)
+            return
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return                                                      # the checkpoint reader says what is wrong
+    if "manifest.json" in names:
+        raise CheckpointError(f"{path}: this is a {ARTIFACT_SUFFIX} artifact (written by export), not a checkpoint; "
+                              "export the checkpoint it came from, or read it with `neurocompile inspect`")
 
 
 def default_output(checkpoint: str) -> str:
@@ -396,7 +413,34 @@ def cmd_train(argv) -> int:
 
 # ----------------------------------------------------------------------------------------- main
 class Parser(argparse.ArgumentParser):
-    """Usage errors as one line too (the subcommand parsers are of this class)."""
+    """Usage errors as one line too (the subcommand parsers are of this class).  No abbreviations (a
+    mistyped ``--engin`` is refused, not read as ``--engine``); an unknown option is said by the
+    subcommand's parser, with the closest option it has."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            chosen = self
+            for action in self._actions:                 # the subcommand's parser says it (and names its --help)
+                if isinstance(action, argparse._SubParsersAction) and getattr(parsed, action.dest, None):
+                    chosen = action.choices.get(getattr(parsed, action.dest), self)
+            chosen.error(f"unrecognized arguments: {' '.join(extras)}{chosen.closest(extras)}")
+        return parsed
+
+    def closest(self, extras) -> str:
+        """' (did you mean --x?)' for the first unknown option close to one of this parser's, else ''."""
+        import difflib
+        known = [s for action in self._actions for s in action.option_strings]
+        for extra in extras:
+            if extra.startswith("-"):
+                match = difflib.get_close_matches(extra.split("=", 1)[0], known, n=1, cutoff=0.6)
+                if match:
+                    return f" (did you mean {match[0]}?)"
+        return ""
 
     def error(self, message):
         from .fileio import display
