@@ -25,7 +25,7 @@ import numpy as np
 from .artifact import load_program, save_program
 from .datasets import Dataset
 from .emulator import emulate
-from .errors import ArtifactError
+from .errors import ArtifactError, NeurocompileError
 from .pipeline import compile_checkpoint
 from .program import Program
 
@@ -76,7 +76,7 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
                    seed: int | None = None, mc_rng: str = "batch", lava_timeout_s: float = 1800,
                    activity_samples: int = 0, workers: int | None = None, ray: bool = False,
                    ray_address: str | None = None, work_dir: str | None = None, lava_shard_samples: int = 16,
-                   retries: int = 2, progress: ProgressFactory | None = None,
+                   retries: int = 2, ray_connect_timeout_s: float = 30, progress: ProgressFactory | None = None,
                    command: list | None = None) -> Validation:
     """What ``neurocompile validate`` runs (the command adds only its argument parsing and outputs).
 
@@ -100,7 +100,11 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
 
     device = check_device(device)
     program, where = (artifact, "the program") if isinstance(artifact, Program) else (load_program(artifact), artifact)
-    kind, config, state_dict, _ = load_checkpoint(checkpoint, seq_len=program.seq_len)
+    try:
+        kind, config, state_dict, _ = load_checkpoint(checkpoint, seq_len=program.seq_len)
+    except NeurocompileError:
+        _pairing_first(checkpoint, program, where)     # the wrong checkpoint is said before its other length
+        raise
     stochastic = frontend_for(kind).stochastic
     if not stochastic:
         wrong = [name for name, value in (("mc-passes", mc_passes), ("seed", seed)) if value is not None]
@@ -119,7 +123,7 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
     if not program.report.get("source"):
         raise ArtifactError(f"{where}: was compiled from a graph, not a checkpoint: it pairs with no checkpoint")
     if program.report["source"]["weights_sha256"] != weights_sha256(state_dict):
-        raise ArtifactError(f"{where}: was not compiled from the weights in {checkpoint} (their digests differ)")
+        raise _not_its_weights(where, checkpoint)
     digests = {"checkpoint_sha256": file_sha256(checkpoint),
                "artifact_sha256": None if isinstance(artifact, Program) else file_sha256(artifact)}
     model = build_model(config, state_dict, kind)
@@ -136,6 +140,8 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
                     "float vs integer without it")
     key = run_key({**options, "mc_passes": mc_passes, "seed": seed}, digests, values, raw, y)
     scale = _scale(key, workers, ray, ray_address, work_dir, lava_shard_samples, lava_timeout_s, retries)
+    if hasattr(scale.executor, "connect_timeout_s"):      # Ray: joining is bounded; its log sits in the work-dir
+        scale.executor.connect_timeout_s, scale.executor.log_dir = ray_connect_timeout_s, work_dir
     bar = progress or (lambda label, total: None)
     common = dict(lava_samples=lava_samples, batch_size=batch_size, device=device,
                   progress=bar("float+integer", len(y)), lava_timeout_s=lava_timeout_s,
@@ -163,6 +169,22 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
                                       ["neurocompile"] + list(command or ["(Python API) validate_checkpoint"]))
     raster = report.pop("raster", None)
     return Validation(report, program, raster)
+
+
+def _not_its_weights(where: str, checkpoint: str) -> ArtifactError:
+    return ArtifactError(f"{where}: was not compiled from the weights in {checkpoint} (their digests differ)")
+
+
+def _pairing_first(checkpoint: str, program: Program, where: str) -> None:
+    """The checkpoint read at its own stored length: the digest error when it is not the artifact's."""
+    from .models.checkpoint import load_checkpoint, weights_sha256
+    source = program.report.get("source") or {}
+    try:
+        _, _, state_dict, _ = load_checkpoint(checkpoint)
+    except NeurocompileError:
+        return
+    if source.get("weights_sha256") and source["weights_sha256"] != weights_sha256(state_dict):
+        raise _not_its_weights(where, checkpoint)
 
 
 def _scale(key: dict, workers, ray, ray_address, work_dir, lava_shard_samples, lava_timeout_s, retries):

@@ -21,6 +21,16 @@ def _close_bars() -> None:
             pass
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is now (a Ray run points it at the terminal while fd 2 holds Ray's log)."""
+
+    def write(self, text):
+        return sys.stderr.write(text)
+
+    def __getattr__(self, name):
+        return getattr(sys.stderr, name)
+
+
 def _progress(label: str, total: int):
     from tqdm import tqdm
 
@@ -29,7 +39,7 @@ def _progress(label: str, total: int):
 
     def update(done, _total=None):
         if not bars:
-            bars.append(tqdm(total=total, desc=label, unit="sample", file=sys.stderr, dynamic_ncols=True))
+            bars.append(tqdm(total=total, desc=label, unit="sample", file=_Stderr(), dynamic_ncols=True))
             _BARS.append(bars[0])
         bars[0].update(done - bars[0].n)
         if done >= total:
@@ -130,6 +140,7 @@ def cmd_export(args) -> int:
     target = get_target(args.target)
     options = CompileOptions(kernel_bits=args.kernel_bits, weight_bits=args.weight_bits, act_bits=args.act_bits,
                              prob_bits=args.prob_bits, ssm_lowering=args.ssm_lowering, decay_bits=args.decay_bits)
+    _refuse_an_artifact(args.checkpoint)
     out = args.output if args.output is not None else default_output(args.checkpoint)
     from .errors import CheckpointError
     from .fileio import check_output_path
@@ -155,6 +166,22 @@ def cmd_export(args) -> int:
 
 
 ARTIFACT_SUFFIX = ".loihi2"
+
+
+def _refuse_an_artifact(path: str) -> None:
+    """export given what export wrote: say so (not that the default output, the file itself, exists)."""
+    import zipfile
+    from .errors import CheckpointError
+    try:
+        if not os.path.isfile(path) or not zipfile.is_zipfile(path):     # a regular file only (never a FIFO)
+            return
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return                                                      # the checkpoint reader says what is wrong
+    if "manifest.json" in names:
+        raise CheckpointError(f"{path}: this is a {ARTIFACT_SUFFIX} artifact (written by export), not a checkpoint; "
+                              "export the checkpoint it came from, or read it with `neurocompile inspect`")
 
 
 def default_output(checkpoint: str) -> str:
@@ -352,6 +379,7 @@ def cmd_validate(args) -> int:
                          device=args.device, emulator=args.emulator, mc_passes=given("mc_passes"), seed=given("seed"),
                          mc_rng=args.mc_rng, lava_timeout_s=args.timeout, activity_samples=args.activity_samples,
                          workers=args.workers, ray=args.ray, ray_address=args.ray_address, work_dir=args.work_dir,
+                         ray_connect_timeout_s=args.ray_connect_timeout,
                          lava_shard_samples=args.lava_shard_samples, retries=args.retries, progress=_progress,
                          command=args.argv)
     report = run.report
@@ -385,7 +413,34 @@ def cmd_train(argv) -> int:
 
 # ----------------------------------------------------------------------------------------- main
 class Parser(argparse.ArgumentParser):
-    """Usage errors as one line too (the subcommand parsers are of this class)."""
+    """Usage errors as one line too (the subcommand parsers are of this class).  No abbreviations (a
+    mistyped ``--engin`` is refused, not read as ``--engine``); an unknown option is said by the
+    subcommand's parser, with the closest option it has."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            chosen = self
+            for action in self._actions:                 # the subcommand's parser says it (and names its --help)
+                if isinstance(action, argparse._SubParsersAction) and getattr(parsed, action.dest, None):
+                    chosen = action.choices.get(getattr(parsed, action.dest), self)
+            chosen.error(f"unrecognized arguments: {' '.join(extras)}{chosen.closest(extras)}")
+        return parsed
+
+    def closest(self, extras) -> str:
+        """' (did you mean --x?)' for the first unknown option close to one of this parser's, else ''."""
+        import difflib
+        known = [s for action in self._actions for s in action.option_strings]
+        for extra in extras:
+            if extra.startswith("-"):
+                match = difflib.get_close_matches(extra.split("=", 1)[0], known, n=1, cutoff=0.6)
+                if match:
+                    return f" (did you mean {match[0]}?)"
+        return ""
 
     def error(self, message):
         from .fileio import display
@@ -491,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "local cluster's CPUs)")
     v.add_argument("--ray", action="store_true", help="run shards on a local Ray cluster (optional extra: neurocompile[ray])")
     v.add_argument("--ray-address", default=None, metavar="ADDR", help="run shards on the existing Ray cluster at ADDR")
+    v.add_argument("--ray-connect-timeout", type=bounded(float, 0.1, MAX_TIMEOUT_S), default=30, metavar="SECONDS",
+                   help=f"seconds to wait for the Ray cluster of --ray-address or RAY_ADDRESS to answer "
+                        f"(0.1..{MAX_TIMEOUT_S}, default 30)")
     v.add_argument("--work-dir", default=None, metavar="DIR",
                    help="keep finished shards here; a run stopped by Ctrl-C, a kill or a lost node resumes from them")
     v.add_argument("--lava-shard-samples", type=bounded(int, 1, MAX_LAVA_SAMPLES), default=16, metavar="N",
@@ -515,13 +573,27 @@ def main(argv=None) -> int:
     try:
         from .fileio import WRITTEN
         del WRITTEN[:]          # this command's outputs only (an early Ctrl-C removes what it finished)
-        return _main(argv)
+        return _past_ray(_main(argv))
     except KeyboardInterrupt:   # Ctrl-C before _guard's handlers hold (its own catch covers the rest)
         try:
             print(_ended_early("interrupted"), file=sys.stderr)
         except (OSError, ValueError):
             pass
         return 130
+
+
+def _past_ray(rc: int) -> int:
+    """A Ray join that timed out leaves Ray's thread inside its C++ client, which aborts (SIGABRT) when the
+    interpreter finalizes: the process ends here with the status of the one line already printed."""
+    execute = sys.modules.get("neurocompile.execute")
+    if execute is not None and execute.RayExecutor.left_hanging:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(rc)
+    return rc
 
 
 def _main(argv) -> int:

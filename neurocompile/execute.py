@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+import typing
 from typing import Callable
 
 import numpy as np
@@ -499,7 +500,10 @@ def run_in_child(fn, args=(), timeout_s: float = 1800, progress=None, size: int 
 
 def _ray_entry(fn, args, timeout_s):
     """A Ray task: the shard in a killable child of the Ray worker (timeouts, Lava clean-up)."""
-    return LocalExecutor(1, timeout_s, retries=0).run([Task("ray", fn, tuple(args), 1)])[0]
+    try:
+        return LocalExecutor(1, timeout_s, retries=0).run([Task("ray", fn, tuple(args), 1)])[0]
+    except ShardError as exc:          # the cause alone: the Ray side names the shard and counts the tries
+        raise NeurocompileError(str(exc).split("; last: ", 1)[-1]) from None
 
 
 def import_ray():
@@ -510,27 +514,164 @@ def import_ray():
     return ray
 
 
+def _innermost(exc: BaseException) -> str:
+    """The last line of the innermost message, without class names ("ShardError: ...", "RayTaskError(...)")."""
+    while getattr(exc, "cause", None) is not None and exc.cause is not exc:       # RayTaskError wraps the cause
+        exc = exc.cause
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else type(exc).__name__
+    while True:                                           # "pkg.mod.SomeError: msg" -> "msg"
+        head, sep, rest = line.partition(": ")
+        if not sep or " " in head or not head[:1].isalpha():
+            return line
+        line = rest
+
+
+RAY_LOG = "ray.log"
+
+
+def _through_ray(call, *args, **kwargs):
+    """``call`` of Ray's: a signal handler that raised inside its C++ code (SIGTERM's Terminated, Ctrl-C)
+    surfaces as that exception, not as the SystemError Cython wraps it in."""
+    try:
+        return call(*args, **kwargs)
+    except SystemError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, BaseException) and not isinstance(cause, Exception):
+            raise cause from None
+        raise
+
+
 @dataclass
 class RayExecutor:
     """Tasks on a Ray cluster: a local one of ``workers`` CPUs (started offline, no dashboard), or
-    the existing cluster at ``address``.  Ray retries a task whose worker or node died."""
+    the existing cluster at ``address`` (or at ``RAY_ADDRESS``, as Ray's users expect).  Ray retries a
+    task whose worker or node died.
+
+    Joining waits at most ``connect_timeout_s``.  Ray's own output (C++ warnings, state dumps of a lost
+    raylet) goes to a log file (``log_dir``/ray.log, else a temp file kept when an error names it):
+    file descriptor 2 points there while Ray runs, and ``sys.stderr`` keeps the terminal.  The Python
+    signal handlers in force before Ray started are put back once it has (Ray's own abort with a C++
+    stack dump on SIGTERM)."""
     workers: int | None = None
     address: str | None = None
     timeout_s: float = 1800
     retries: int = 2
     name: str = "ray"
+    connect_timeout_s: float = 30
+    log_dir: str | None = None
     _started: bool = field(default=False, repr=False)
+    _log: str | None = field(default=None, repr=False)
+    _keep_log: bool = field(default=False, repr=False)
+    _terminal: int | None = field(default=None, repr=False)
+    _stderr: object = field(default=None, repr=False)
+    _hung: bool = field(default=False, repr=False)
+    left_hanging: typing.ClassVar[bool] = False    # a join that timed out: the process must end by os._exit
+
+    def _fail(self, message: str, cls=NeurocompileError, *details) -> NeurocompileError:
+        self._keep_log = True
+        return cls(f"{message} (Ray's output: {self._log})" if self._log else message, *details)
+
+    def _capture(self) -> None:
+        if self.log_dir:
+            self._log = os.path.join(self.log_dir, RAY_LOG)
+        else:
+            fd, self._log = tempfile.mkstemp(prefix="neurocompile-ray-", suffix=".log")
+            os.close(fd)
+        log = os.open(self._log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        self._terminal = os.dup(2)
+        os.dup2(log, 2)
+        os.close(log)
+
+    def _release(self) -> None:
+        if self._terminal is None:
+            return
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        if self._hung:                         # fd 2 stays on the log until exit; our lines go to the terminal
+            try:
+                sys.stderr = open(self._terminal, "w", buffering=1, errors="backslashreplace")
+            except (OSError, ValueError):
+                pass
+            self._terminal = None
+            return
+        if self._stderr is not None:
+            sys.stderr = self._stderr
+            self._stderr = None
+        os.dup2(self._terminal, 2)
+        os.close(self._terminal)
+        self._terminal = None
+        if self._log and not self._keep_log and not self.log_dir:
+            try:
+                os.unlink(self._log)
+            except OSError:
+                pass
+
+    def _start(self, ray) -> None:
+        import logging
+        import threading
+        address = self.address
+        env = os.environ.get("RAY_ADDRESS")
+        if not address and env and env != "local":
+            address = env
+            print(f"neurocompile: joining the Ray cluster at {env} named by RAY_ADDRESS (unset it for a local "
+                  "cluster)", file=sys.stderr)
+        kwargs = dict(logging_level=logging.WARNING, log_to_driver=False)
+        if address:
+            kwargs["address"] = address
+        else:                                  # "local": a new cluster even where RAY_ADDRESS names one
+            kwargs.update(address="local", num_cpus=self.workers or os.cpu_count(), include_dashboard=False)
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"):
+                signum = getattr(signal, name, None)
+                if signum is not None:
+                    handlers[signum] = signal.getsignal(signum)
+        self._capture()
+        done, box = threading.Event(), {}
+
+        def init():
+            try:
+                ray.init(**kwargs)
+            except BaseException as exc:       # noqa: BLE001 - handed to the waiting thread
+                box["error"] = exc
+            finally:
+                done.set()
+        if address:       # a thread: ray.init has no bound of its own (a closed port retries for minutes)
+            threading.Thread(target=init, name="ray-init", daemon=True).start()
+            finished = done.wait(self.connect_timeout_s)
+        else:             # in this thread: the processes a local start forks die with the thread that forked them
+            init()
+            finished = True
+        for signum, handler in handlers.items():       # Ray's C++ handlers replaced by those in force before
+            if handler is not None:
+                signal.signal(signum, handler)
+        if not finished:
+            self._hung = RayExecutor.left_hanging = True    # its thread goes on trying; its output stays in the log
+            raise self._fail(f"{address}: no Ray cluster answered within {self.connect_timeout_s:g} s "
+                             "(--ray-connect-timeout)")
+        if "error" in box:
+            raise self._fail(f"{address}: could not join its Ray cluster: {_innermost(box['error'])}" if address
+                             else f"could not start a local Ray cluster: {_innermost(box['error'])}")
+        self._started = True
+        try:
+            if sys.stderr.fileno() == 2:       # our own lines (errors, progress) still reach the terminal
+                self._stderr = sys.stderr
+                sys.stderr = open(self._terminal, "w", buffering=1, encoding=sys.stderr.encoding,
+                                  errors="backslashreplace", closefd=False)
+        except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+            pass
 
     def run(self, tasks: list, progress=None, on_result=None) -> list:
         ray = import_ray()
         if not ray.is_initialized():
-            import logging
-            if self.address:
-                ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
-            else:
-                ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False,
-                         logging_level=logging.WARNING, log_to_driver=False)
-            self._started = True
+            self._start(ray)
         remote = ray.remote(num_cpus=1, max_retries=self.retries, retry_exceptions=True)(_ray_entry)
         refs = {remote.remote(t.fn, t.args, self.timeout_s): i for i, t in enumerate(tasks)}
         results = [None] * len(tasks)
@@ -539,28 +680,37 @@ class RayExecutor:
         pending = list(refs)
         try:
             while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
+                ready, pending = _through_ray(ray.wait, pending, num_returns=1, timeout=1.0)
+                if not ready:
+                    continue
                 i = refs[ready[0]]
                 try:
-                    results[i] = ray.get(ready[0])
+                    results[i] = _through_ray(ray.get, ready[0])
                 except Exception as exc:                         # noqa: BLE001 - Ray wraps every failure
-                    msg = str(exc).strip().splitlines()
-                    raise ShardError(f"shard {tasks[i].key} failed {self.retries + 1} times on Ray; last: "
-                                     f"{msg[-1] if msg else type(exc).__name__}") from None
+                    tries = self.retries + 1
+                    cause = _innermost(exc)
+                    raise self._fail(f"shard {tasks[i].key} failed {tries} time{'s' if tries > 1 else ''} on Ray: "
+                                     f"{cause}", ShardError, "error", cause) from None
                 finished += tasks[i].size
                 if on_result:
                     on_result(i, results[i])
                 if progress:
                     progress(finished, total)
-        finally:
+        except Exception:
             for ref in pending:
                 ray.cancel(ref, force=True)
+            raise
+        # (a signal skips the cancels: racing a task that completes, Ray aborts the driver in a failed check;
+        # the shutdown that follows ends the tasks of a local cluster, the cluster those of a driver gone)
         return results
 
     def close(self) -> None:
-        if self._started:
-            import_ray().shutdown()
-            self._started = False
+        try:
+            if self._started:
+                import_ray().shutdown()
+                self._started = False
+        finally:
+            self._release()
 
 
 # ------------------------------------------------------------------------------------ the store
