@@ -7,7 +7,8 @@ written it (the child's own exit, and that of the processes it forked, is not wa
 what the caller computes from them does not depend on the number of workers or on the order in
 which shards finish.
 
-Local workers are forked children, each in its own process group (never a multiprocessing pool:
+Local workers are fresh interpreters (``neurocompile.worker``, started by posix_spawn, never a fork of
+this process and its threads' locks), each in its own process group (never a multiprocessing pool:
 importing Lava fixes multiprocessing's start method to ``fork``, which breaks loky and
 ``ProcessPoolExecutor``; and a Lava process model that raises leaves ``run()`` waiting forever):
 
