@@ -7,7 +7,8 @@ written it (the child's own exit, and that of the processes it forked, is not wa
 what the caller computes from them does not depend on the number of workers or on the order in
 which shards finish.
 
-Local workers are forked children, each in its own process group (never a multiprocessing pool:
+Local workers are fresh interpreters (``neurocompile.worker``, started by posix_spawn, never a fork of
+this process and its threads' locks), each in its own process group (never a multiprocessing pool:
 importing Lava fixes multiprocessing's start method to ``fork``, which breaks loky and
 ``ProcessPoolExecutor``; and a Lava process model that raises leaves ``run()`` waiting forever):
 
@@ -27,8 +28,9 @@ child (timeouts and clean-up as above); a worker or node that dies is retried by
 from __future__ import annotations
 
 import ctypes
-import faulthandler
+import io
 import os
+import pickle
 import selectors
 import shutil
 import signal
@@ -78,7 +80,8 @@ def _set_parent_death_signal() -> None:
 
 
 class _Child:
-    """One task in a forked child, in its own process group, with a private scratch folder."""
+    """One task in a fresh worker interpreter (``neurocompile.worker``), in its own process group, with a
+    private scratch folder."""
 
     def __init__(self, task: Task, scratch_root: str | None, threads: int):
         self.task = task
@@ -97,70 +100,41 @@ class _Child:
         self.done = 0
         prog_r, prog_w = os.pipe()
         err_r, err_w = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            os.close(prog_r)
-            os.close(err_r)
-            self._run(prog_w, err_w, threads)                    # never returns
-        os.close(prog_w)
-        os.close(err_w)
         try:
-            os.setpgid(pid, pid)                                 # also done by the child: no race either way
-        except OSError:
-            pass
-        self.pid, self.prog_r, self.err_r, self.pending = pid, prog_r, err_r, b""
+            self.pid = self._spawn(prog_w, err_w, threads)
+        finally:
+            os.close(prog_w)
+            os.close(err_w)
+        self.prog_r, self.err_r, self.pending = prog_r, err_r, b""
         self.error = ""
         self.delivered = False                                   # the result file is complete
 
-    def _run(self, prog_w: int, err_w: int, threads: int) -> None:
-        code = 1
+    def _spawn(self, prog_w: int, err_w: int, threads: int) -> int:
+        """Start ``python -m neurocompile.worker`` on the task (see ``neurocompile.worker``): a fresh
+        interpreter, never a fork of this process, whose threads' locks it would inherit.  It is
+        started by posix_spawn (no Python code runs between fork and exec) in its own session, hence
+        its own process group; its stdout and stderr go to the scratch folder's log."""
+        from . import worker
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if getattr(self.task.fn, "__module__", None) != "__main__":
+            main_file = None
+        with open(os.path.join(self.tmp, worker.TASK_FILE), "wb") as fh:
+            pickle.dump((os.getpid(), list(sys.path), main_file and os.path.abspath(main_file), prog_w, err_w,
+                         threads), fh)
+            pickle.dump((self.task.fn, tuple(self.task.args)), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        log = os.open(os.path.join(self.tmp, OUTPUT_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        env = dict(os.environ, TMPDIR=self.tmp, PYTHONUNBUFFERED="1")
+        os.set_inheritable(prog_w, True)
+        os.set_inheritable(err_w, True)
+        sys.stdout.flush()
+        sys.stderr.flush()
         try:
-            os.setpgid(0, 0)
-            _set_parent_death_signal()
-            # what Lava's processes print (a traceback of one that failed) goes to a log, not the user's
-            # terminal: the one-line error quotes the log's last line when the exception says little
-            log = os.open(os.path.join(self.tmp, OUTPUT_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            os.close(log)
-            # on a timeout the parent asks where the child is: every thread's stack into the log
-            faulthandler.register(STACK_SIGNAL, file=2, all_threads=True)
-            os.environ[ERROR_FD_ENV] = str(err_w)
-            os.environ["TMPDIR"] = self.tmp
-            tempfile.tempdir = self.tmp
-            log_shared_memory(os.path.join(self.tmp, SHM_LOG))
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)       # the CLI's handler is for the parent only
-            # Lava calls multiprocessing.set_start_method('fork') when imported, which raises if the
-            # parent already fixed one (tqdm's lock, torch, ...): forget it here.  The processes Lava
-            # forks die with this child.
-            import multiprocessing.context
-            import multiprocessing.util
-            multiprocessing.context._default_context._actual_context = None
-            multiprocessing.util.register_after_fork(_set_parent_death_signal, lambda _: _set_parent_death_signal())
-            if "torch" in sys.modules:       # OpenMP's pool does not survive fork: one thread per worker
-                sys.modules["torch"].set_num_threads(1)
-
-            def report(done, total):
-                os.write(prog_w, f"progress {done} {total}\n".encode())
-
-            out = self.task.fn(*self.task.args, progress=report)
-            np.savez(self.output, **out)
-            os.write(prog_w, b"done\n")
-            code = 0
-        except BaseException as exc:                             # noqa: BLE001 - reported, then exit
-            try:
-                msg = f"{type(exc).__name__}: {exc}"
-                last = _last_line(os.path.join(self.tmp, OUTPUT_LOG))
-                if last and len(str(exc)) < 20:                  # e.g. "EOFError: " from a process that died
-                    msg += f" (a Lava process reported: {last})"
-                os.write(err_w, msg.replace("\n", " ").encode(errors="replace") + b"\n")
-            except OSError:
-                pass
+            return os.posix_spawn(sys.executable, [sys.executable, "-m", "neurocompile.worker", self.tmp], env,
+                                  file_actions=[(os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2),
+                                                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)],
+                                  setsid=True)
         finally:
-            os._exit(code)
+            os.close(log)
 
     def read_progress(self) -> None:
         chunk = os.read(self.prog_r, 4096)
@@ -421,7 +395,7 @@ def reap_stale_scratch(root: str) -> int:
 # ----------------------------------------------------------------------------------- executors
 @dataclass
 class LocalExecutor:
-    """``workers`` forked children at a time on this machine."""
+    """``workers`` worker processes at a time on this machine."""
     workers: int = 1
     timeout_s: float = 1800
     retries: int = 2
