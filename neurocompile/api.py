@@ -71,17 +71,17 @@ def validate_checkpoint(checkpoint: str, artifact: str | Program, dataset: str, 
 
 
 def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, split: str = "test",
-                   lava_samples: int | str = 0, max_samples: int = 0, batch_size: int = 128,
+                   lava_samples: int | str = "auto", max_samples: int = 0, batch_size: int = 128,
                    device: str | None = None, emulator: str | None = None, mc_passes: int | None = None,
                    seed: int | None = None, mc_rng: str = "batch", lava_timeout_s: float = 1800,
                    activity_samples: int = 0, workers: int | None = None, ray: bool = False,
                    ray_address: str | None = None, work_dir: str | None = None, lava_shard_samples: int = 16,
                    retries: int = 2, progress: ProgressFactory | None = None,
-                   command: list | None = None) -> Validation:
+                   command: list | None = None, notice: Callable[[str], None] | None = None) -> Validation:
     """What ``neurocompile validate`` runs (the command adds only its argument parsing and outputs).
 
     The integers run in the emulator on every sample (``max_samples``: the first N only); the first
-    ``lava_samples`` (or ``"all"``) also run on Lava, in shards of ``lava_shard_samples``, and are
+    ``lava_samples`` (or ``"all"``; ``"auto"``, the default: 16 where Lava runs, 0 without) also run on Lava, in shards of ``lava_shard_samples``, and are
     compared bit for bit (needs the 'lava' extra).  Stochastic models (P-SpikeSSM) run ``mc_passes``
     Monte-Carlo passes per side from ``seed`` (defaults 8 and 0; ``mc_rng="authors"`` draws the float
     side as the authors' code does); both are refused for deterministic models.  ``workers`` local
@@ -89,8 +89,9 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
     ``work_dir`` keeps finished shards so that a stopped run resumes.  The artifact must have been
     compiled from this checkpoint's weights.  ``activity_samples`` > 0 adds the activity counted on
     the first samples' integer run and the energy estimate.  ``command``: the command line recorded
-    in the report's provenance."""
-    options = {k: v for k, v in locals().items() if k not in ("checkpoint", "artifact", "progress", "command")}
+    in the report's provenance; ``notice(line)`` hears what ``"auto"`` chose and why (the report
+    keeps it as ``lava_samples_auto``)."""
+    options = {k: v for k, v in locals().items() if k not in ("checkpoint", "artifact", "progress", "command", "notice")}
     from .emulator import check_device
     from .frontend import frontend_for
     from .models.checkpoint import build_model, load_checkpoint, weights_sha256
@@ -130,6 +131,12 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
     y = data.y
     if max_samples:
         values, raw, y = values[:max_samples], raw[:max_samples], y[:max_samples]
+    auto_note = None
+    if lava_samples == "auto":
+        options["lava_samples"] = lava_samples = auto_lava_samples(program)
+        auto_note = f"--lava-samples auto: {lava_samples} ({lava_here(program) or 'Lava runs here'})"
+        if notice is not None:
+            notice(auto_note)
     lava_samples = len(y) if lava_samples == "all" else min(int(lava_samples), len(y))
     if lava_samples:                          # Lava missing: one line naming the extra, before the long runs
         lava_runner(program, f"Lava parity on {lava_samples} samples", "--lava-samples 0 (lava_samples=0) validates "
@@ -154,6 +161,8 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
         from .activity import measured
         report.update(measured(program, raw[:activity_samples], seed=seed))
     report["dataset"] = {"name": dataset, "split": split}
+    if auto_note:
+        report["lava_samples_auto"] = auto_note
     report["checkpoint"] = os.path.basename(checkpoint)
     report["artifact"] = None if isinstance(artifact, Program) else os.path.basename(artifact)
     report["execution"] = scale.execution()
@@ -205,6 +214,32 @@ def plan(artifact: str | Program, system: str | None = None) -> dict:
     from .plan_report import plan_dict
 
     return plan_dict(artifact if isinstance(artifact, Program) else load_program(artifact), system=system)
+
+
+AUTO_LAVA_SAMPLES = 16         # validate's Lava parity where Lava runs (~1 s a sample on Lava's CPU simulator)
+
+
+def lava_here(program: Program) -> str | None:
+    """Why the program's target cannot run Lava in this install (one phrase), or None when it can."""
+    from .target import get_target
+    return get_target(program.report.get("target", "loihi2")).runner_unavailable()
+
+
+def auto_lava_samples(program: Program) -> int:
+    """``lava_samples="auto"``: 16 where Lava runs, 0 without."""
+    return 0 if lava_here(program) else AUTO_LAVA_SAMPLES
+
+
+def choose_engine(program: Program, engine: str = "auto", needs_emulator: str = "") -> tuple[str, str | None]:
+    """The engine a simulate run uses ("lava" or "emulator") and, for ``engine="auto"``, why it was
+    chosen: Lava where it runs, else the emulator; ``needs_emulator`` names an option only the
+    emulator serves (it then wins)."""
+    if engine != "auto":
+        return engine, None
+    if needs_emulator:
+        return "emulator", f"{needs_emulator} needs the emulator"
+    why = lava_here(program)
+    return ("emulator", why) if why else ("lava", "Lava runs here")
 
 
 def lava_runner(program: Program, what: str, hint: str = "") -> Callable:

@@ -303,6 +303,12 @@ def cmd_simulate(args) -> int:
     unknown = [k for k in kinds if k not in TRACE_KINDS]
     if unknown:
         raise ValueError(f"--record: unknown trace kind(s) {', '.join(unknown)} (choose from {', '.join(TRACE_KINDS)})")
+    from .api import choose_engine
+    args.engine, why = choose_engine(program, args.engine, "--record voltage" if "voltage" in kinds else "")
+    if why:
+        if args.engine == "emulator" and "backend" in args.given:
+            raise ValueError(f"--backend applies to Lava runs only; --engine auto chose the emulator ({why})")
+        print(f"neurocompile: --engine auto: {args.engine} ({why})", file=sys.stderr)
     data, _, raw = _load_data(args, program, args.split)
     if not args.index < len(data.y):
         raise ValueError(f"--index {args.index} out of range ({len(data.y)} samples in {args.dataset} {args.split})")
@@ -353,7 +359,7 @@ def cmd_validate(args) -> int:
                          mc_rng=args.mc_rng, lava_timeout_s=args.timeout, activity_samples=args.activity_samples,
                          workers=args.workers, ray=args.ray, ray_address=args.ray_address, work_dir=args.work_dir,
                          lava_shard_samples=args.lava_shard_samples, retries=args.retries, progress=_progress,
-                         command=args.argv)
+                         command=args.argv, notice=lambda line: print(f"neurocompile: {line}", file=sys.stderr))
     report = run.report
     print((format_stochastic_report if "mc_passes" in report else format_report)(report))
     if args.activity_samples:
@@ -374,7 +380,7 @@ def cmd_validate(args) -> int:
 
 
 def _lava_count(text):
-    return "all" if text == "all" else bounded(int, 0, MAX_LAVA_SAMPLES)(text)
+    return text if text in ("all", "auto") else bounded(int, 0, MAX_LAVA_SAMPLES)(text)
 
 
 def cmd_train(argv) -> int:
@@ -447,8 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"first sample index (0..{MAX_SAMPLES}, default 0)")
     s.add_argument("--count", type=bounded(int, 1, MAX_SAMPLES), default=1,
                    help=f"number of consecutive samples (1..{MAX_SAMPLES}, default 1)")
-    s.add_argument("--engine", default="lava", choices=["lava", "emulator"],
-                   help="lava: Loihi2SimCfg fixed_pt processes; emulator: the batched integer emulator (no Lava needed)")
+    s.add_argument("--engine", default="auto", choices=["auto", "lava", "emulator"],
+                   help="auto: Lava where it runs here, else the emulator (one line on stderr says which and why); "
+                        "lava: Loihi2SimCfg fixed_pt processes; emulator: the batched integer emulator (no Lava needed)")
     s.add_argument("--backend", default="sim", choices=["sim", "hw"], help="Lava back end: sim (CPU) or hw (needs lava-loihi)")
     s.add_argument("--record", default="spikes,ssm,stream",
                    help="comma list of trace kinds to save: spikes, ssm (LIF input), stream (residual), dense, "
@@ -466,9 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")
     v.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
     v.add_argument("--split", default="test", choices=["train", "test"], help="dataset split")
-    v.add_argument("--lava-samples", type=_lava_count, default=16, metavar="N|all",
-                   help=f"samples also run on Lava and compared bit for bit (0..{MAX_LAVA_SAMPLES}, default 16; 0 skips; "
-                        "all: the whole split)")
+    v.add_argument("--lava-samples", type=_lava_count, default="auto", metavar="N|all|auto",
+                   help=f"samples also run on Lava and compared bit for bit (0..{MAX_LAVA_SAMPLES}; 0 skips; "
+                        "all: the whole split; default auto: 16 where Lava runs here, 0 without, said in one line on stderr)")
     v.add_argument("--max-samples", type=bounded(int, 0, MAX_SAMPLES), default=0,
                    help=f"limit the float/integer comparison to the first N samples (0..{MAX_SAMPLES}; 0: all)")
     v.add_argument("--batch-size", type=bounded(int, 1, MAX_BATCH), default=128,
