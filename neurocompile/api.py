@@ -77,7 +77,8 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
                    activity_samples: int = 0, workers: int | None = None, ray: bool = False,
                    ray_address: str | None = None, work_dir: str | None = None, lava_shard_samples: int = 16,
                    retries: int = 2, progress: ProgressFactory | None = None,
-                   command: list | None = None, notice: Callable[[str], None] | None = None) -> Validation:
+                   command: list | None = None, notice: Callable[[str], None] | None = None,
+                   max_drop: float | None = None) -> Validation:
     """What ``neurocompile validate`` runs (the command adds only its argument parsing and outputs).
 
     The integers run in the emulator on every sample (``max_samples``: the first N only); the first
@@ -90,8 +91,11 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
     compiled from this checkpoint's weights.  ``activity_samples`` > 0 adds the activity counted on
     the first samples' integer run and the energy estimate.  ``command``: the command line recorded
     in the report's provenance; ``notice(line)`` hears what ``"auto"`` chose and why (the report
-    keeps it as ``lava_samples_auto``)."""
-    options = {k: v for k, v in locals().items() if k not in ("checkpoint", "artifact", "progress", "command", "notice")}
+    keeps it as ``lava_samples_auto``).  ``max_drop`` (points) adds ``accuracy_gate``: whether integer
+    accuracy falls more than that below float (``neurocompile.verdict.accuracy_gate``); the report's
+    ``float_near_chance`` says whether the float model is itself near chance."""
+    options = {k: v for k, v in locals().items()
+               if k not in ("checkpoint", "artifact", "progress", "command", "notice", "max_drop")}
     from .emulator import check_device
     from .frontend import frontend_for
     from .models.checkpoint import build_model, load_checkpoint, weights_sha256
@@ -161,6 +165,10 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
         from .activity import measured
         report.update(measured(program, raw[:activity_samples], seed=seed))
     report["dataset"] = {"name": dataset, "split": split}
+    from .verdict import accuracy_gate, near_chance
+    report["float_near_chance"] = near_chance(report["accuracy"]["float"], program.n_classes)
+    if max_drop is not None:
+        report["accuracy_gate"] = accuracy_gate(report, max_drop)
     if auto_note:
         report["lava_samples_auto"] = auto_note
     report["checkpoint"] = os.path.basename(checkpoint)

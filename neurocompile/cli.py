@@ -359,7 +359,8 @@ def cmd_validate(args) -> int:
                          mc_rng=args.mc_rng, lava_timeout_s=args.timeout, activity_samples=args.activity_samples,
                          workers=args.workers, ray=args.ray, ray_address=args.ray_address, work_dir=args.work_dir,
                          lava_shard_samples=args.lava_shard_samples, retries=args.retries, progress=_progress,
-                         command=args.argv, notice=lambda line: print(f"neurocompile: {line}", file=sys.stderr))
+                         command=args.argv, notice=lambda line: print(f"neurocompile: {line}", file=sys.stderr),
+                         max_drop=args.max_drop)
     report = run.report
     print((format_stochastic_report if "mc_passes" in report else format_report)(report))
     if args.activity_samples:
@@ -374,7 +375,15 @@ def cmd_validate(args) -> int:
         page = render_report(report, run.program, run.raster).encode()
         write_atomic(args.html, lambda fh: fh.write(page), inputs)
         print(f"wrote {args.html}")
+    from .verdict import chance_hint, gate_line
+    if report["float_near_chance"]:
+        print(f"neurocompile: hint: {chance_hint(report['accuracy']['float'], run.program.n_classes)}", file=sys.stderr)
+    if "accuracy_gate" in report:
+        print(gate_line(report))
     if report.get("lava_samples") and not report["lava_bit_exact"]:
+        return 1
+    if "accuracy_gate" in report and not report["accuracy_gate"]["passed"]:
+        print(f"neurocompile: {gate_line(report)}", file=sys.stderr)
         return 1
     return 0
 
@@ -508,6 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--activity-samples", type=bounded(int, 0, MAX_SAMPLES), default=256,
                    help=f"samples whose integer run is counted for activity and the energy estimate (0..{MAX_SAMPLES}, "
                         "default 256; 0 skips)")
+    v.add_argument("--max-drop", type=bounded(float, 0, 100), default=None, metavar="POINTS",
+                   help="exit 1 (one line) when integer accuracy falls more than POINTS percentage points below float, "
+                        "so the command can gate a CI; Monte-Carlo (P-SpikeSSM): judged on the 95 %% interval of the "
+                        "difference of the per-pass means, failing only when its low end exceeds POINTS; the report "
+                        "records the gate (default: no gate)")
     pl = sub.add_parser("plan", help="placement on Loihi 2: processes, cores, chips, latency, worst-case operations "
                                      "(estimates)")
     pl.add_argument("artifact")

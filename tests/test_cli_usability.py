@@ -189,8 +189,8 @@ def test_lava_commands_name_the_extra_when_lava_is_missing(digits_artifact, tmp_
     run = lambda *a: subprocess.run([sys.executable, "-m", "neurocompile", *a], cwd=tmp_path, env=env,  # noqa: E731
                                     capture_output=True, text=True, timeout=300)
     here = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    why = ("Lava is not installed; it needs Python 3.10" + ("" if here == "3.10" else f" (this is {here})")
-           + " and the 'lava' extra")
+    why = "Lava is not installed; it needs Python 3.10 and the 'lava' extra" + ("" if here == "3.10" else
+                                                                              f", and this is Python {here}")
     for args, option in ((["simulate", digits_artifact, "--data", "digits", "--engine", "lava"], "simulate --engine lava"),
                          (["validate", DIGITS, digits_artifact, "--data", "digits", "--lava-samples", "16"],
                           "Lava parity on 16 samples")):

@@ -35,7 +35,7 @@ def lava_unavailable() -> str | None:
         return None
     here = sys.version_info[:2]
     if here != LAVA_PYTHON:
-        return f"Lava is not installed; it needs Python 3.10 (this is {here[0]}.{here[1]}) and the 'lava' extra"
+        return f"Lava is not installed; it needs Python 3.10 and the 'lava' extra, and this is Python {here[0]}.{here[1]}"
     return "Lava is not installed; it needs Python 3.10 and the 'lava' extra"
 
 
