@@ -36,19 +36,26 @@ __all__ = ["compile_checkpoint", "load_program", "save_program", "emulate", "loa
 ProgressFactory = Callable[[str, int], Optional[Callable]]
 
 
-def load_data(program: Program, dataset: str, split: str = "test") -> tuple[Dataset, np.ndarray, np.ndarray]:
-    """A dataset for ``program``: ``digits``, ``fashion-mnist``, ``listops`` or an ``.npz`` path.
+def load_data(program: Program, dataset: str, split: str = "test",
+              seq_len: int | None = None) -> tuple[Dataset, np.ndarray, np.ndarray]:
+    """A dataset for ``program``: ``digits``, ``fashion-mnist``, ``listops`` or an ``.npz`` path
+    (``seq_len``: the built-in listops data's length, default 128).
 
     Returns (the dataset, the values the float model reads, the raw integers the chip reads: the
     artifact's input format applied), after checking the samples' shape and labels against it."""
-    from .datasets import check_labels, load_dataset
+    from .datasets import BUILTIN, check_labels, load_dataset
     from .errors import DatasetError
     from .input_format import InputFormat
 
-    data = load_dataset(dataset, split)
+    data = load_dataset(dataset, split, seq_len)
     L, C = program.seq_len, program.input_channels
     if data.x.ndim != 3 or data.x.shape[1:] != (L, C):
-        raise DatasetError(f"{dataset}: samples have shape {tuple(data.x.shape[1:])}, the model expects ({L}, {C})")
+        fix = ""                                    # lengths differ: say how to make data of the model's length
+        if data.x.ndim == 3 and data.x.shape[2] == C:
+            fix = (f"; make listops data of that length with --data listops --seq-len {L} (seq_len={L})"
+                   if dataset == "listops" else
+                   f"; write the .npz with x of shape (n, {L}) or (n, {L}, {C})" if dataset not in BUILTIN else "")
+        raise DatasetError(f"{dataset}: samples have shape {tuple(data.x.shape[1:])}, the model expects ({L}, {C}){fix}")
     check_labels(data, program.n_classes, dataset)
     values, raw = InputFormat.from_dict(program.model["input"]).prepare(data.x, dataset, data.levels)
     return data, values, raw
@@ -78,7 +85,7 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
                    ray_address: str | None = None, work_dir: str | None = None, lava_shard_samples: int = 16,
                    retries: int = 2, progress: ProgressFactory | None = None,
                    command: list | None = None, notice: Callable[[str], None] | None = None,
-                   max_drop: float | None = None) -> Validation:
+                   max_drop: float | None = None, seq_len: int | None = None) -> Validation:
     """What ``neurocompile validate`` runs (the command adds only its argument parsing and outputs).
 
     The integers run in the emulator on every sample (``max_samples``: the first N only); the first
@@ -93,9 +100,10 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
     in the report's provenance; ``notice(line)`` hears what ``"auto"`` chose and why (the report
     keeps it as ``lava_samples_auto``).  ``max_drop`` (points) adds ``accuracy_gate``: whether integer
     accuracy falls more than that below float (``neurocompile.verdict.accuracy_gate``); the report's
-    ``float_near_chance`` says whether the float model is itself near chance."""
+    ``float_near_chance`` says whether the float model is itself near chance.  ``seq_len``: the
+    built-in listops data's length (default 128; the report's dataset records it)."""
     options = {k: v for k, v in locals().items()
-               if k not in ("checkpoint", "artifact", "progress", "command", "notice", "max_drop")}
+               if k not in ("checkpoint", "artifact", "progress", "command", "notice", "max_drop", "seq_len")}
     from .emulator import check_device
     from .frontend import frontend_for
     from .models.checkpoint import build_model, load_checkpoint, weights_sha256
@@ -128,7 +136,7 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
     digests = {"checkpoint_sha256": file_sha256(checkpoint),
                "artifact_sha256": None if isinstance(artifact, Program) else file_sha256(artifact)}
     model = build_model(config, state_dict, kind)
-    data, values, raw = load_data(program, dataset, split)
+    data, values, raw = load_data(program, dataset, split, seq_len)
     mismatch = model_mismatch(model, program, values, device)
     if mismatch:
         raise ArtifactError(f"{where}: not compiled from {checkpoint}: {mismatch}")
@@ -164,7 +172,7 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
     if activity_samples:
         from .activity import measured
         report.update(measured(program, raw[:activity_samples], seed=seed))
-    report["dataset"] = {"name": dataset, "split": split}
+    report["dataset"] = {"name": dataset, "split": split, **({"seq_len": seq_len} if seq_len else {})}
     from .verdict import accuracy_gate, near_chance
     report["float_near_chance"] = near_chance(report["accuracy"]["float"], program.n_classes)
     if max_drop is not None:

@@ -273,7 +273,7 @@ def _load_data(args, program, split: str):
     """(dataset, model values, raw integers) for ``--data``, checked against the program."""
     from .api import load_data
 
-    return load_data(program, args.dataset, split)
+    return load_data(program, args.dataset, split, args.seq_len)
 
 
 def _input_files(*paths) -> list:
@@ -360,7 +360,7 @@ def cmd_validate(args) -> int:
                          workers=args.workers, ray=args.ray, ray_address=args.ray_address, work_dir=args.work_dir,
                          lava_shard_samples=args.lava_shard_samples, retries=args.retries, progress=_progress,
                          command=args.argv, notice=lambda line: print(f"neurocompile: {line}", file=sys.stderr),
-                         max_drop=args.max_drop)
+                         max_drop=args.max_drop, seq_len=args.seq_len)
     report = run.report
     print((format_stochastic_report if "mc_passes" in report else format_report)(report))
     if args.activity_samples:
@@ -454,9 +454,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_help = ("digits, fashion-mnist, listops, or an .npz with x (n, L[, C]) and y: x as raw integer levels "
                  "(or token ids) or as floats in the artifact's input range")
+    from .listops import SMALL_SEQ_LENS
+    seq_len_arg = (("--seq-len",), dict(type=bounded(int, *SMALL_SEQ_LENS), default=None, metavar="L",
+                   help=f"the built-in listops data's sequence length ({SMALL_SEQ_LENS[0]}..{SMALL_SEQ_LENS[1]}, "
+                        "default 128): generate it at the model's L, e.g. 64 for the authors' ListOps-layout "
+                        "checkpoints"))
     s = sub.add_parser("simulate", help="run samples through the compiled network and record per-node traces")
     s.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")
     s.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
+    s.add_argument(*seq_len_arg[0], **seq_len_arg[1])
     s.add_argument("--split", default="test", choices=["train", "test"], help="dataset split")
     s.add_argument("--index", type=bounded(int, 0, MAX_SAMPLES), default=0,
                    help=f"first sample index (0..{MAX_SAMPLES}, default 0)")
@@ -481,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("checkpoint", help="the checkpoint the artifact was exported from")
     v.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")
     v.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
+    v.add_argument(*seq_len_arg[0], **seq_len_arg[1])
     v.add_argument("--split", default="test", choices=["train", "test"], help="dataset split")
     v.add_argument("--lava-samples", type=_lava_count, default="auto", metavar="N|all|auto",
                    help=f"samples also run on Lava and compared bit for bit (0..{MAX_LAVA_SAMPLES}; 0 skips; "

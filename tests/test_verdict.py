@@ -67,3 +67,43 @@ def test_max_drop_is_in_the_help(capsys):
         cli(["validate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--max-drop POINTS" in text and "95 % interval of the difference of the per-pass means" in text
+
+
+# ------------------------------------------------------------------------- near chance: train, validate
+TINY = ["--dataset", "digits", "--d-model", "8", "--d-state", "4", "--n-layers", "1", "--epochs", "1",
+        "--max-train", "64", "--max-test", "96", "--batch-size", "32", "--no-progress", "--device", "cpu"]
+
+
+def test_a_model_near_chance_is_told_by_train_and_validate(tmp_path, capsys):
+    """One epoch at learning rate 0 leaves the model at its random start: train prints its measured
+    epoch time and expected total, then warns; validate hints that the float model is the problem."""
+    from neurocompile.models.checkpoint import load_checkpoint
+    out = str(tmp_path / "run")
+    assert cli(["train", *TINY, "--lr", "0", "--out", out]) == 0
+    printed = capsys.readouterr()
+    assert "first epoch: " in printed.out and "s (measured here); expected for the 1 epoch(s) of this run: ~" \
+        in printed.out and "(estimate: first epoch x epochs)" in printed.out
+    acc = load_checkpoint(os.path.join(out, "ckpt.pt"))[3]["metrics"]["test_acc_lif"]
+    assert acc <= 0.15, acc                        # chance 10 %: the rule's 5 points above it
+    assert printed.err.count("neurocompile: warning: the final test accuracy") == 1
+    assert f"{100 * acc:.2f} % is near chance (10.0 % with 10 classes) after 1 epoch(s): train longer" in printed.err
+    art = str(tmp_path / "a.loihi2")
+    assert cli(["export", os.path.join(out, "ckpt.pt"), "-o", art]) == 0
+    capsys.readouterr()
+    assert cli(["validate", os.path.join(out, "ckpt.pt"), art, *FAST]) == 0
+    hints = [line for line in capsys.readouterr().err.splitlines() if "near chance" in line]
+    assert len(hints) == 1 and hints[0].startswith("neurocompile: hint: the float model itself is near chance (")
+    assert hints[0].endswith("with 10 classes): train it longer")
+
+
+def test_a_trained_model_gets_no_hint(artifacts, capsys):
+    capsys.readouterr()
+    assert cli(["validate", DIGITS, artifacts[0], *FAST]) == 0
+    assert "near chance" not in capsys.readouterr().err
+
+
+def test_train_help_says_what_the_default_epochs_cost_and_reach(capsys):
+    with pytest.raises(SystemExit):
+        cli(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "digits, 40 epochs, 72 s, 97.8 % (exact LIF)" in text and "examples/*/TRAINING.md" in text
