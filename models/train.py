@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-layers", type=bounded(int, 1, 64), default=2, help="layers (1..64)")
     p.add_argument("--d-state", type=bounded(int, 2, 1024), default=32, help="SSM state size N (2..1024)")
     p.add_argument("--epochs", type=bounded(int, 1, 100_000), default=40,
-                   help="training epochs (1..100000). What the defaults cost and reach, measured on a 2-core CPU for the "
+                   help="training epochs (1..100000, default 40). What the defaults cost and reach, measured on a 2-core CPU for the "
                         "examples (examples/*/TRAINING.md): digits, 40 epochs, 72 s, 97.8 %% (exact LIF); P-SpikeSSM "
                         "digits, 60 epochs, 96 s on a quiet machine, 97.7 %%; listops (--d-state 4 --bidirectional "
                         "--kernel diag_b), 40 epochs, 952 s, ~31 %%; fashion-mnist, 2 epochs on 40,000 images, 2169 s, "
