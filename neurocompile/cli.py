@@ -303,16 +303,16 @@ def cmd_simulate(args) -> int:
     unknown = [k for k in kinds if k not in TRACE_KINDS]
     if unknown:
         raise ValueError(f"--record: unknown trace kind(s) {', '.join(unknown)} (choose from {', '.join(TRACE_KINDS)})")
-    from .api import choose_engine
+    data, _, raw = _load_data(args, program, args.split)
+    if not args.index < len(data.y):
+        raise ValueError(f"--index {args.index} out of range ({len(data.y)} samples in {args.dataset} {args.split})")
+    idx = np.arange(args.index, min(args.index + args.count, len(data.y)))
+    from .api import choose_engine          # chosen once the inputs are checked: a bad one stays one line
     args.engine, why = choose_engine(program, args.engine, "--record voltage" if "voltage" in kinds else "")
     if why:
         if args.engine == "emulator" and "backend" in args.given:
             raise ValueError(f"--backend applies to Lava runs only; --engine auto chose the emulator ({why})")
         print(f"neurocompile: --engine auto: {args.engine} ({why})", file=sys.stderr)
-    data, _, raw = _load_data(args, program, args.split)
-    if not args.index < len(data.y):
-        raise ValueError(f"--index {args.index} out of range ({len(data.y)} samples in {args.dataset} {args.split})")
-    idx = np.arange(args.index, min(args.index + args.count, len(data.y)))
     if args.engine == "lava":
         if "voltage" in kinds:
             raise ValueError("--record voltage: the stock Lava LIF keeps v internal; use --engine emulator for membrane traces")
