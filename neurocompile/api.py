@@ -36,19 +36,26 @@ __all__ = ["compile_checkpoint", "load_program", "save_program", "emulate", "loa
 ProgressFactory = Callable[[str, int], Optional[Callable]]
 
 
-def load_data(program: Program, dataset: str, split: str = "test") -> tuple[Dataset, np.ndarray, np.ndarray]:
-    """A dataset for ``program``: ``digits``, ``fashion-mnist``, ``listops`` or an ``.npz`` path.
+def load_data(program: Program, dataset: str, split: str = "test",
+              seq_len: int | None = None) -> tuple[Dataset, np.ndarray, np.ndarray]:
+    """A dataset for ``program``: ``digits``, ``fashion-mnist``, ``listops`` or an ``.npz`` path
+    (``seq_len``: the built-in listops data's length, default 128).
 
     Returns (the dataset, the values the float model reads, the raw integers the chip reads: the
     artifact's input format applied), after checking the samples' shape and labels against it."""
-    from .datasets import check_labels, load_dataset
+    from .datasets import BUILTIN, check_labels, load_dataset
     from .errors import DatasetError
     from .input_format import InputFormat
 
-    data = load_dataset(dataset, split)
+    data = load_dataset(dataset, split, seq_len)
     L, C = program.seq_len, program.input_channels
     if data.x.ndim != 3 or data.x.shape[1:] != (L, C):
-        raise DatasetError(f"{dataset}: samples have shape {tuple(data.x.shape[1:])}, the model expects ({L}, {C})")
+        fix = ""                                    # lengths differ: say how to make data of the model's length
+        if data.x.ndim == 3 and data.x.shape[2] == C:
+            fix = (f"; make listops data of that length with --data listops --seq-len {L} (seq_len={L})"
+                   if dataset == "listops" else
+                   f"; write the .npz with x of shape (n, {L}) or (n, {L}, {C})" if dataset not in BUILTIN else "")
+        raise DatasetError(f"{dataset}: samples have shape {tuple(data.x.shape[1:])}, the model expects ({L}, {C}){fix}")
     check_labels(data, program.n_classes, dataset)
     values, raw = InputFormat.from_dict(program.model["input"]).prepare(data.x, dataset, data.levels)
     return data, values, raw
@@ -71,17 +78,18 @@ def validate_checkpoint(checkpoint: str, artifact: str | Program, dataset: str, 
 
 
 def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, split: str = "test",
-                   lava_samples: int | str = 0, max_samples: int = 0, batch_size: int = 128,
+                   lava_samples: int | str = "auto", max_samples: int = 0, batch_size: int = 128,
                    device: str | None = None, emulator: str | None = None, mc_passes: int | None = None,
                    seed: int | None = None, mc_rng: str = "batch", lava_timeout_s: float = 1800,
                    activity_samples: int = 0, workers: int | None = None, ray: bool = False,
                    ray_address: str | None = None, work_dir: str | None = None, lava_shard_samples: int = 16,
                    retries: int = 2, ray_connect_timeout_s: float = 30, progress: ProgressFactory | None = None,
-                   command: list | None = None) -> Validation:
+                   command: list | None = None, notice: Callable[[str], None] | None = None,
+                   max_drop: float | None = None, seq_len: int | None = None) -> Validation:
     """What ``neurocompile validate`` runs (the command adds only its argument parsing and outputs).
 
     The integers run in the emulator on every sample (``max_samples``: the first N only); the first
-    ``lava_samples`` (or ``"all"``) also run on Lava, in shards of ``lava_shard_samples``, and are
+    ``lava_samples`` (or ``"all"``; ``"auto"``, the default: 16 where Lava runs, 0 without) also run on Lava, in shards of ``lava_shard_samples``, and are
     compared bit for bit (needs the 'lava' extra).  Stochastic models (P-SpikeSSM) run ``mc_passes``
     Monte-Carlo passes per side from ``seed`` (defaults 8 and 0; ``mc_rng="authors"`` draws the float
     side as the authors' code does); both are refused for deterministic models.  ``workers`` local
@@ -89,8 +97,13 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
     ``work_dir`` keeps finished shards so that a stopped run resumes.  The artifact must have been
     compiled from this checkpoint's weights.  ``activity_samples`` > 0 adds the activity counted on
     the first samples' integer run and the energy estimate.  ``command``: the command line recorded
-    in the report's provenance."""
-    options = {k: v for k, v in locals().items() if k not in ("checkpoint", "artifact", "progress", "command")}
+    in the report's provenance; ``notice(line)`` hears what ``"auto"`` chose and why (the report
+    keeps it as ``lava_samples_auto``).  ``max_drop`` (points) adds ``accuracy_gate``: whether integer
+    accuracy falls more than that below float (``neurocompile.verdict.accuracy_gate``); the report's
+    ``float_near_chance`` says whether the float model is itself near chance.  ``seq_len``: the
+    built-in listops data's length (default 128; the report's dataset records it)."""
+    options = {k: v for k, v in locals().items()
+               if k not in ("checkpoint", "artifact", "progress", "command", "notice", "max_drop", "seq_len")}
     from .emulator import check_device
     from .frontend import frontend_for
     from .models.checkpoint import build_model, load_checkpoint, weights_sha256
@@ -127,13 +140,19 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
     digests = {"checkpoint_sha256": file_sha256(checkpoint),
                "artifact_sha256": None if isinstance(artifact, Program) else file_sha256(artifact)}
     model = build_model(config, state_dict, kind)
-    data, values, raw = load_data(program, dataset, split)
+    data, values, raw = load_data(program, dataset, split, seq_len)
     mismatch = model_mismatch(model, program, values, device)
     if mismatch:
         raise ArtifactError(f"{where}: not compiled from {checkpoint}: {mismatch}")
     y = data.y
     if max_samples:
         values, raw, y = values[:max_samples], raw[:max_samples], y[:max_samples]
+    auto_note = None
+    if lava_samples == "auto":
+        options["lava_samples"] = lava_samples = auto_lava_samples(program)
+        auto_note = f"--lava-samples auto: {lava_samples} ({lava_here(program) or 'Lava runs here'})"
+        if notice is not None:
+            notice(auto_note)
     lava_samples = len(y) if lava_samples == "all" else min(int(lava_samples), len(y))
     if lava_samples:                          # Lava missing: one line naming the extra, before the long runs
         lava_runner(program, f"Lava parity on {lava_samples} samples", "--lava-samples 0 (lava_samples=0) validates "
@@ -159,7 +178,13 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
     if activity_samples:
         from .activity import measured
         report.update(measured(program, raw[:activity_samples], seed=seed))
-    report["dataset"] = {"name": dataset, "split": split}
+    report["dataset"] = {"name": dataset, "split": split, **({"seq_len": seq_len} if seq_len else {})}
+    from .verdict import accuracy_gate, near_chance
+    report["float_near_chance"] = near_chance(report["accuracy"]["float"], program.n_classes)
+    if max_drop is not None:
+        report["accuracy_gate"] = accuracy_gate(report, max_drop)
+    if auto_note:
+        report["lava_samples_auto"] = auto_note
     report["checkpoint"] = os.path.basename(checkpoint)
     report["artifact"] = None if isinstance(artifact, Program) else os.path.basename(artifact)
     report["execution"] = scale.execution()
@@ -225,6 +250,32 @@ def plan(artifact: str | Program, system: str | None = None) -> dict:
     from .plan_report import plan_dict
 
     return plan_dict(artifact if isinstance(artifact, Program) else load_program(artifact), system=system)
+
+
+AUTO_LAVA_SAMPLES = 16         # validate's Lava parity where Lava runs (~1 s a sample on Lava's CPU simulator)
+
+
+def lava_here(program: Program) -> str | None:
+    """Why the program's target cannot run Lava in this install (one phrase), or None when it can."""
+    from .target import get_target
+    return get_target(program.report.get("target", "loihi2")).runner_unavailable()
+
+
+def auto_lava_samples(program: Program) -> int:
+    """``lava_samples="auto"``: 16 where Lava runs, 0 without."""
+    return 0 if lava_here(program) else AUTO_LAVA_SAMPLES
+
+
+def choose_engine(program: Program, engine: str = "auto", needs_emulator: str = "") -> tuple[str, str | None]:
+    """The engine a simulate run uses ("lava" or "emulator") and, for ``engine="auto"``, why it was
+    chosen: Lava where it runs, else the emulator; ``needs_emulator`` names an option only the
+    emulator serves (it then wins)."""
+    if engine != "auto":
+        return engine, None
+    if needs_emulator:
+        return "emulator", f"{needs_emulator} needs the emulator"
+    why = lava_here(program)
+    return ("emulator", why) if why else ("lava", "Lava runs here")
 
 
 def lava_runner(program: Program, what: str, hint: str = "") -> Callable:

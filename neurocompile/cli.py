@@ -300,7 +300,7 @@ def _load_data(args, program, split: str):
     """(dataset, model values, raw integers) for ``--data``, checked against the program."""
     from .api import load_data
 
-    return load_data(program, args.dataset, split)
+    return load_data(program, args.dataset, split, args.seq_len)
 
 
 def _input_files(*paths) -> list:
@@ -334,6 +334,12 @@ def cmd_simulate(args) -> int:
     if not args.index < len(data.y):
         raise ValueError(f"--index {args.index} out of range ({len(data.y)} samples in {args.dataset} {args.split})")
     idx = np.arange(args.index, min(args.index + args.count, len(data.y)))
+    from .api import choose_engine          # chosen once the inputs are checked: a bad one stays one line
+    args.engine, why = choose_engine(program, args.engine, "--record voltage" if "voltage" in kinds else "")
+    if why:
+        if args.engine == "emulator" and "backend" in args.given:
+            raise ValueError(f"--backend applies to Lava runs only; --engine auto chose the emulator ({why})")
+        print(f"neurocompile: --engine auto: {args.engine} ({why})", file=sys.stderr)
     if args.engine == "lava":
         if "voltage" in kinds:
             raise ValueError("--record voltage: the stock Lava LIF keeps v internal; use --engine emulator for membrane traces")
@@ -381,7 +387,8 @@ def cmd_validate(args) -> int:
                          workers=args.workers, ray=args.ray, ray_address=args.ray_address, work_dir=args.work_dir,
                          ray_connect_timeout_s=args.ray_connect_timeout,
                          lava_shard_samples=args.lava_shard_samples, retries=args.retries, progress=_progress,
-                         command=args.argv)
+                         command=args.argv, notice=lambda line: print(f"neurocompile: {line}", file=sys.stderr),
+                         max_drop=args.max_drop, seq_len=args.seq_len)
     report = run.report
     print((format_stochastic_report if "mc_passes" in report else format_report)(report))
     if args.activity_samples:
@@ -396,13 +403,21 @@ def cmd_validate(args) -> int:
         page = render_report(report, run.program, run.raster).encode()
         write_atomic(args.html, lambda fh: fh.write(page), inputs)
         print(f"wrote {args.html}")
+    from .verdict import chance_hint, gate_line
+    if report["float_near_chance"]:
+        print(f"neurocompile: hint: {chance_hint(report['accuracy']['float'], run.program.n_classes)}", file=sys.stderr)
+    if "accuracy_gate" in report:
+        print(gate_line(report))
     if report.get("lava_samples") and not report["lava_bit_exact"]:
+        return 1
+    if "accuracy_gate" in report and not report["accuracy_gate"]["passed"]:
+        print(f"neurocompile: {gate_line(report)}", file=sys.stderr)
         return 1
     return 0
 
 
 def _lava_count(text):
-    return "all" if text == "all" else bounded(int, 0, MAX_LAVA_SAMPLES)(text)
+    return text if text in ("all", "auto") else bounded(int, 0, MAX_LAVA_SAMPLES)(text)
 
 
 def cmd_train(argv) -> int:
@@ -494,16 +509,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_help = ("digits, fashion-mnist, listops, or an .npz with x (n, L[, C]) and y: x as raw integer levels "
                  "(or token ids) or as floats in the artifact's input range")
+    from .listops import SMALL_SEQ_LENS
+    seq_len_arg = (("--seq-len",), dict(type=bounded(int, *SMALL_SEQ_LENS), default=None, metavar="L",
+                   help=f"the built-in listops data's sequence length ({SMALL_SEQ_LENS[0]}..{SMALL_SEQ_LENS[1]}, "
+                        "default 128): generate it at the model's L, e.g. 64 for the authors' ListOps-layout "
+                        "checkpoints"))
     s = sub.add_parser("simulate", help="run samples through the compiled network and record per-node traces")
     s.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")
     s.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
+    s.add_argument(*seq_len_arg[0], **seq_len_arg[1])
     s.add_argument("--split", default="test", choices=["train", "test"], help="dataset split")
     s.add_argument("--index", type=bounded(int, 0, MAX_SAMPLES), default=0,
                    help=f"first sample index (0..{MAX_SAMPLES}, default 0)")
     s.add_argument("--count", type=bounded(int, 1, MAX_SAMPLES), default=1,
                    help=f"number of consecutive samples (1..{MAX_SAMPLES}, default 1)")
-    s.add_argument("--engine", default="lava", choices=["lava", "emulator"],
-                   help="lava: Loihi2SimCfg fixed_pt processes; emulator: the batched integer emulator (no Lava needed)")
+    s.add_argument("--engine", default="auto", choices=["auto", "lava", "emulator"],
+                   help="auto: Lava where it runs here, else the emulator (one line on stderr says which and why); "
+                        "lava: Loihi2SimCfg fixed_pt processes; emulator: the batched integer emulator (no Lava needed)")
     s.add_argument("--backend", default="sim", choices=["sim", "hw"], help="Lava back end: sim (CPU) or hw (needs lava-loihi)")
     s.add_argument("--record", default="spikes,ssm,stream",
                    help="comma list of trace kinds to save: spikes, ssm (LIF input), stream (residual), dense, "
@@ -520,10 +542,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("checkpoint", help="the checkpoint the artifact was exported from")
     v.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")
     v.add_argument("--data", "--dataset", dest="dataset", required=True, help=data_help)
+    v.add_argument(*seq_len_arg[0], **seq_len_arg[1])
     v.add_argument("--split", default="test", choices=["train", "test"], help="dataset split")
-    v.add_argument("--lava-samples", type=_lava_count, default=16, metavar="N|all",
-                   help=f"samples also run on Lava and compared bit for bit (0..{MAX_LAVA_SAMPLES}, default 16; 0 skips; "
-                        "all: the whole split)")
+    v.add_argument("--lava-samples", type=_lava_count, default="auto", metavar="N|all|auto",
+                   help=f"samples also run on Lava and compared bit for bit (0..{MAX_LAVA_SAMPLES}; 0 skips; "
+                        "all: the whole split; default auto: 16 where Lava runs here, 0 without, said in one line on stderr)")
     v.add_argument("--max-samples", type=bounded(int, 0, MAX_SAMPLES), default=0,
                    help=f"limit the float/integer comparison to the first N samples (0..{MAX_SAMPLES}; 0: all)")
     v.add_argument("--batch-size", type=bounded(int, 1, MAX_BATCH), default=128,
@@ -559,6 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--activity-samples", type=bounded(int, 0, MAX_SAMPLES), default=256,
                    help=f"samples whose integer run is counted for activity and the energy estimate (0..{MAX_SAMPLES}, "
                         "default 256; 0 skips)")
+    v.add_argument("--max-drop", type=bounded(float, 0, 100), default=None, metavar="POINTS",
+                   help="exit 1 (one line) when integer accuracy falls more than POINTS percentage points below float, "
+                        "so the command can gate a CI; Monte-Carlo (P-SpikeSSM): judged on the 95 %% interval of the "
+                        "difference of the per-pass means, failing only when its low end exceeds POINTS; the report "
+                        "records the gate (default: no gate)")
     pl = sub.add_parser("plan", help="placement on Loihi 2: processes, cores, chips, latency, worst-case operations "
                                      "(estimates)")
     pl.add_argument("artifact")

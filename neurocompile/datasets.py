@@ -8,7 +8,7 @@ integer runs each see.  Built-ins:
   numpy default_rng(0) permutation;
 * ``fashion-mnist``: Debian package dataset-fashion-mnist, L=784, 255 levels, 60k / 10k;
 * ``listops``: LRA ListOps generated offline (``neurocompile.listops``, the small preset: L=128,
-  16 tokens, 5000 train / 1000 test).
+  16 tokens, 5000 train / 1000 test; ``seq_len`` generates it at another length, e.g. 64).
 
 Anything else is a path to an ``.npz`` with ``x`` and ``y`` (or ``x_train``/``x_test`` ...), and
 optionally ``levels`` (the largest raw level of integer x).
@@ -84,10 +84,14 @@ def _fashion(split: str) -> Dataset:
     return Dataset(images.reshape(-1, 784, 1), labels, "fashion-mnist", 255)
 
 
-def _listops(split: str) -> Dataset:
-    from .listops import LISTOPS_SMALL, VOCAB_SIZE, load_listops
+def _listops(split: str, seq_len: int | None = None) -> Dataset:
+    from .listops import VOCAB_SIZE, listops_small, load_listops
 
-    x, y = load_listops(split, **LISTOPS_SMALL)
+    try:
+        preset = listops_small(seq_len)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
+    x, y = load_listops(split, **preset)
     return Dataset(np.ascontiguousarray(x[..., None]), y.astype(np.int64), "listops", vocab=VOCAB_SIZE)
 
 
@@ -167,12 +171,15 @@ def _npz(path: str, split: str) -> Dataset:
     return Dataset(np.ascontiguousarray(x), y.astype(np.int64), name, lv)
 
 
-def load_dataset(name: str, split: str = "test") -> Dataset:
-    """A built-in name or a path to an .npz."""
+def load_dataset(name: str, split: str = "test", seq_len: int | None = None) -> Dataset:
+    """A built-in name or a path to an .npz; ``seq_len``: the length of the built-in listops data
+    (default 128; only listops is generated, so only it takes one)."""
     loaders = {"digits": _digits, "fashion-mnist": _fashion, "listops": _listops}
+    if seq_len is not None and name != "listops":
+        raise DatasetError(f"{name}: a sequence length (--seq-len) applies to the built-in listops data only")
     if name in loaders:
         _check_split(name, split)
-        return loaders[name](split)
+        return _listops(split, seq_len) if name == "listops" else loaders[name](split)
     if name.endswith(".npz") or os.path.sep in name or os.path.exists(name):
         _check_split(name, split)
         return _npz(name, split)

@@ -47,6 +47,19 @@ LRA_SPLIT_SIZES = dict(n_train=96_000, n_val=2_000, n_test=2_000)
 # A size a 2-core CPU trains a small model on in minutes. Passed as ``load_listops(split, **LISTOPS_SMALL)``.
 LISTOPS_SMALL: dict = dict(n_train=5000, n_val=0, n_test=1000, seq_len=128, seed=0,
                            max_depth=5, max_args=5, min_length=16, max_length=129)
+SMALL_SEQ_LENS = (32, 2048)       # listops_small's lengths: below 32 few trees fit (slow to draw 6,000 distinct)
+
+
+def listops_small(seq_len: int | None = None) -> dict:
+    """``LISTOPS_SMALL`` for sequences of ``seq_len`` tokens (default 128, the preset itself): trees
+    shorter than ``seq_len + 1`` tokens, right-padded to ``seq_len`` (e.g. 64 for the authors'
+    ListOps-layout checkpoints, which store L = 64)."""
+    if seq_len is None:
+        return dict(LISTOPS_SMALL)
+    lo, hi = SMALL_SEQ_LENS
+    if not lo <= seq_len <= hi:
+        raise ValueError(f"listops: seq_len must be {lo}..{hi}, got {seq_len}")
+    return {**LISTOPS_SMALL, "seq_len": int(seq_len), "max_length": int(seq_len) + 1}
 
 
 # ---------------------------------------------------------------------------------- tokens

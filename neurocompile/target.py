@@ -74,6 +74,8 @@ class Target:
     simulator: str = ""           # "module:function": the runner's run in THIS process (executors' workers
                                   # give it a killable child): (program, levels, mode, backend, record, seed,
                                   # first_sample, progress) -> traces
+    runtime: str = ""             # "module:function" () -> why the runner cannot run here (None: it can);
+                                  # read without importing the runner's simulator (Lava)
 
     @property
     def register_max(self) -> int:
@@ -96,6 +98,12 @@ class Target:
     def check(self, program) -> list:
         """Hardware constraints the Program breaks (empty: none)."""
         raise NotImplementedError
+
+    def runner_unavailable(self) -> str | None:
+        """Why this target's runner cannot run in this install (one phrase), or None when it can."""
+        if not self.runner:
+            return f"target {self.name!r} has no runner"
+        return _resolve(self.runtime)() if self.runtime else None
 
     def load(self, what: str):
         """The target's ``planner``, ``runner`` or ``simulator`` function, imported now (where a plan or run starts)."""

@@ -2,6 +2,7 @@
 another checkpoint's artifact, options of the other model family refused with the reason, --seq-len
 for files that store no length, the warning when the input format is assumed, one line naming the
 'lava' extra when Lava is missing, and train's per-epoch state with a bit-exact --resume."""
+import json
 import os
 import re
 import shutil
@@ -178,22 +179,57 @@ def test_no_warning_when_the_format_is_stated_or_known(no_length_file, tmp_path,
 
 # --------------------------------------------------------------------------------- Lava missing
 def test_lava_commands_name_the_extra_when_lava_is_missing(digits_artifact, tmp_path):
-    """Lava made unimportable (as on Python 3.12+): each Lava command is one line naming the extra;
-    the emulator and float-vs-integer validation still work."""
+    """Lava made unimportable (as on Python 3.12+): the defaults choose the emulator and no Lava parity,
+    each in one stderr line saying why; an explicit Lava request is one line naming the extra and Python
+    3.10; the emulator and float-vs-integer validation still work."""
     blocker = tmp_path / "block"
     blocker.mkdir()
     (blocker / "lava.py").write_text("raise ImportError('lava blocked for this test')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")])}
     run = lambda *a: subprocess.run([sys.executable, "-m", "neurocompile", *a], cwd=tmp_path, env=env,  # noqa: E731
                                     capture_output=True, text=True, timeout=300)
-    for args, option in ((["simulate", digits_artifact, "--data", "digits"], "simulate --engine lava"),
-                         (["validate", DIGITS, digits_artifact, "--data", "digits"], "Lava parity on 16 samples")):
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    why = "Lava is not installed; it needs Python 3.10 and the 'lava' extra" + ("" if here == "3.10" else
+                                                                              f", and this is Python {here}")
+    for args, option in ((["simulate", digits_artifact, "--data", "digits", "--engine", "lava"], "simulate --engine lava"),
+                         (["validate", DIGITS, digits_artifact, "--data", "digits", "--lava-samples", "16"],
+                          "Lava parity on 16 samples")):
         r = run(*args)
         assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
         assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"neurocompile: error: {option}: "), r.stderr
         assert "Lava runs need the 'lava' extra: pip install 'neurocompile[lava]' (Python 3.10 only" in r.stderr
-    r = run("simulate", digits_artifact, "--data", "digits", "--engine", "emulator")
+        assert ("extra installs nothing of Lava" in r.stderr) == (here != "3.10"), r.stderr
+    r = run("simulate", digits_artifact, "--data", "digits")
     assert r.returncode == 0 and "sample 0: label 0, predicted 0" in r.stdout, r.stderr
+    assert r.stderr == f"neurocompile: --engine auto: emulator ({why})\n", r.stderr
+    r = run("simulate", digits_artifact, "--data", "digits", "--backend", "hw")
+    assert r.returncode == 2 and "--engine auto chose the emulator (Lava is not installed" in r.stderr, r.stderr
+    report = tmp_path / "r.json"
+    r = run("validate", DIGITS, digits_artifact, "--data", "digits", "--max-samples", "32", "--activity-samples", "0",
+            "--json", str(report))
+    assert r.returncode == 0 and "integer" in r.stdout, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("neurocompile")]      # beside progress bars
+    assert lines == [f"neurocompile: --lava-samples auto: 0 ({why})"], r.stderr
+    saved = json.loads(report.read_text())
+    assert saved["lava_samples"] == 0 and saved["lava_samples_auto"] == f"--lava-samples auto: 0 ({why})"
+    r = run("simulate", digits_artifact, "--data", "digits", "--engine", "emulator")
+    assert r.returncode == 0 and "sample 0: label 0, predicted 0" in r.stdout and r.stderr == "", r.stderr
+
+
+@pytest.mark.lava
+def test_with_lava_the_defaults_are_lava(digits_artifact, tmp_path, capsys):
+    """Where Lava imports, simulate runs on Lava and validate compares 16 samples (here all 4) on it,
+    each saying so in one stderr line."""
+    assert cli(["simulate", digits_artifact, "--data", "digits"]) == 0
+    out = capsys.readouterr()
+    assert "sample 0: label 0, predicted 0" in out.out
+    assert out.err.splitlines()[0] == "neurocompile: --engine auto: lava (Lava runs here)", out.err
+    report = tmp_path / "r.json"
+    assert cli(["validate", DIGITS, digits_artifact, "--data", "digits", "--max-samples", "4", "--activity-samples", "0",
+                "--json", str(report)]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == "neurocompile: --lava-samples auto: 16 (Lava runs here)"
+    saved = json.loads(report.read_text())
+    assert saved["lava_samples"] == 4 and saved["lava_bit_exact"] is True
 
 
 # -------------------------------------------------------------------------------- train --resume

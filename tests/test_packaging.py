@@ -87,13 +87,13 @@ def test_wheel_in_a_fresh_venv_runs_outside_the_repository(wheel, tmp_path):
                   "--max-samples", "120"], work)
         assert r.returncode == 0 and "bit-exact" in r.stdout, (r.stdout, r.stderr)
     else:
-        r = _run([nc, "simulate", "digits/ckpt.loihi2", "--data", "digits", "--index", "3"], work)
+        r = _run([nc, "simulate", "digits/ckpt.loihi2", "--data", "digits", "--index", "3", "--engine", "lava"], work)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "pip install 'neurocompile[lava]'" in r.stderr, \
             r.stderr
-        r = _run([nc, "simulate", "digits/ckpt.loihi2", "--data", "digits", "--index", "3", "--engine", "emulator"], work)
+        r = _run([nc, "simulate", "digits/ckpt.loihi2", "--data", "digits", "--index", "3"], work)     # auto: emulator
         assert r.returncode == 0 and "sample 3: label" in r.stdout, r.stderr
-        r = _run([nc, "validate", "digits/ckpt.pt", "digits/ckpt.loihi2", "--data", "digits", "--lava-samples", "0"],
-                 work)
+        assert r.stderr.startswith("neurocompile: --engine auto: emulator (Lava is not installed"), r.stderr
+        r = _run([nc, "validate", "digits/ckpt.pt", "digits/ckpt.loihi2", "--data", "digits"], work)  # auto: 0 on Lava
         assert r.returncode == 0 and "Parity on 360 samples" in r.stdout, (r.stdout, r.stderr)
     r = _run([py, "python_api.py", "--samples", "60"], work)
     assert r.returncode == 0 and "on 60 test digits" in r.stdout, r.stderr

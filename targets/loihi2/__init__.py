@@ -7,8 +7,17 @@ from __future__ import annotations
 
 from ...errors import LavaRunError
 
+import sys
+
 LAVA_EXTRA = ("Lava runs need the 'lava' extra: pip install 'neurocompile[lava]' "
               "(Python 3.10 only; lava-nc 0.10, archived by Intel in May 2026)")
+LAVA_PYTHON = (3, 10)           # the extra's markers install lava-nc on this Python only
+
+
+def _other_python() -> str:
+    """On a Python other than 3.10, what the extra does there (its markers install nothing of Lava)."""
+    here = sys.version_info[:2]
+    return "" if here == LAVA_PYTHON else f"; on this Python {here[0]}.{here[1]} the extra installs nothing of Lava"
 
 
 def lava_missing() -> str | None:
@@ -20,8 +29,18 @@ def lava_missing() -> str | None:
     return None
 
 
+def lava_unavailable() -> str | None:
+    """Why Lava cannot run here, in words for a user (``Target.runner_unavailable``), or None when it can."""
+    if lava_missing() is None:
+        return None
+    here = sys.version_info[:2]
+    if here != LAVA_PYTHON:
+        return f"Lava is not installed; it needs Python 3.10 and the 'lava' extra, and this is Python {here[0]}.{here[1]}"
+    return "Lava is not installed; it needs Python 3.10 and the 'lava' extra"
+
+
 def require_lava() -> None:
     """Raise ``LavaRunError("Lava runs need the 'lava' extra ...")`` when Lava is missing (the core,
     which loads the runner through the target, prefixes what was asked for: ``api.lava_runner``)."""
     if lava_missing() is not None:
-        raise LavaRunError(LAVA_EXTRA)
+        raise LavaRunError(LAVA_EXTRA[:-1] + _other_python() + ")")

@@ -110,4 +110,5 @@ LOIHI2 = Loihi2(name="loihi2", register_bits=24, weight_bits=8, weights_even=Tru
                 lowerings=LOWERINGS,
                 planner="neurocompile.targets.loihi2.plan:plan_program",
                 runner="neurocompile.targets.loihi2.runner:run_lava",
-                simulator="neurocompile.targets.loihi2.runner:simulate_task")
+                simulator="neurocompile.targets.loihi2.runner:simulate_task",
+                runtime="neurocompile.targets.loihi2:lava_unavailable")
