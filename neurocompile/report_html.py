@@ -125,10 +125,10 @@ def _raster(r: dict, program, raster) -> str:
     if not sides:
         return "<p>No raster sample.</p>"
     title = f"sample #{raster.get('sample')} (label {raster.get('label')})"
-    return _figure(raster_figure(program, sides, title),
+    return _figure(raster_figure(program, sides, title, label=raster.get("label"), raw=raster.get("input")),
                    f"{title}: spikes of every spike node, their drivers (LIF input current, or a sampler's firing "
                    "probability), and the readout (float: softmax probabilities; integer and Lava: logit / max|logit|) with "
-                   "the prediction marked; one column per "
+                   "the prediction and the true label marked, above them the raw input; one column per "
                    "run (float, integer emulator, Lava).", dpi=80)
 
 
