@@ -7,9 +7,11 @@ sent (spikes, or graded values that are not zero).  The float model's MACs are c
 Program (its float copies define the float model) by a second per-type table (``FLOAT_MACS``): what a
 dense float evaluation of each node multiplies, per sample.
 
-Energy (an estimate, not a measurement of any chip): the seed papers' 45 nm CMOS method, Horowitz
-(ISSCC 2014) as cited by both seed papers -- a 32-bit float accumulate 0.9 pJ, a multiply-accumulate
-4.6 pJ (3.7 pJ multiply + 0.9 pJ add).  Compiled program: accumulates x 0.9 pJ + multiplies x 4.6 pJ;
+Energy (an estimate, not a measurement of any chip): the seed papers' 45 nm CMOS method.  The
+figures are the 45 nm table of Horowitz (ISSCC 2014); P-SpikeSSM (appendix F) cites them through Han
+et al. 2015 ("Learning both weights and connections", ref. [32]: ACC 0.9 pJ, MAC 4.6 pJ); the
+SpikingSSM poster prints the table (FAdd 0.4/0.9 pJ, FMult 1.1/3.7 pJ, 16/32-bit) citing no source --
+a 32-bit float accumulate 0.9 pJ, a multiply-accumulate 4.6 pJ (3.7 pJ multiply + 0.9 pJ add).  Compiled program: accumulates x 0.9 pJ + multiplies x 4.6 pJ;
 float model: MACs x 4.6 pJ.  Beside it, each paper's own per-layer formula evaluated with the measured
 firing rates: P-SpikeSSM (appendix F) IFR_in * L^2 + IFR_o * L * N^2 accumulates against
 L^2 + L * N^2 MACs per layer; SpikingSSM (poster, "Energy efficiency") the feature-mix layer's
@@ -23,7 +25,7 @@ from .ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder
                  IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv, IntSSMRecurrent)
 from .operations import Costs, total
 
-PJ_PER_ACCUMULATE = 0.9        # 32-bit float add, 45 nm (Horowitz 2014; SpikingSSM poster, P-SpikeSSM appendix F)
+PJ_PER_ACCUMULATE = 0.9        # 32-bit float add, 45 nm: P-SpikeSSM app. F (citing Han et al. 2015); SpikingSSM poster (no source)
 PJ_PER_MAC = 4.6               # 32-bit float multiply 3.7 pJ + add 0.9 pJ (same sources)
 
 
@@ -249,8 +251,8 @@ def energy_report(program, n: int, counts: dict, density: dict) -> dict:
                 "firing_rates": {name: _rate(density, name) for name in program.spike_nodes},
                 "per_node": {k: {f: v / n for f, v in c.to_dict().items() if f in Costs.OPERATIONS}
                              for k, c in counts.items()}}
-    energy = {"estimate": "45 nm CMOS figures (Horowitz 2014, as cited by both seed papers), not a Loihi 2 "
-                          "measurement: no per-operation energy of Loihi 2 is published",
+    energy = {"estimate": "45 nm CMOS figures (P-SpikeSSM appendix F, citing Han et al. 2015; the SpikingSSM "
+                          "poster's table, no source cited), not a Loihi 2 measurement: no per-operation energy of Loihi 2 is published",
               "pJ_per_accumulate": PJ_PER_ACCUMULATE, "pJ_per_mac": PJ_PER_MAC,
               "paper_45nm": {"snn_pJ": snn, "ann_pJ": ann, "ratio": ann / snn if snn else None,
                              "snn": "measured accumulates x 0.9 pJ + measured multiplies x 4.6 pJ, per sample",
@@ -268,7 +270,7 @@ def energy_text(section: dict) -> str:
         f"activity (integer run, {a['samples']} samples, per sample): {ps['synaptic_events']:,.0f} synaptic events, "
         f"{ps['accumulates']:,.0f} accumulates, {ps['multiplies']:,.0f} multiplies, {ps['neuron_updates']:,.0f} "
         f"neuron updates, {ps['messages']:,.0f} messages; float model {a['float_macs_per_sample']:,} MACs",
-        f"energy ESTIMATE per sample (45 nm, Horowitz 2014): compiled {p['snn_pJ'] / 1e3:,.1f} nJ vs float "
+        f"energy ESTIMATE per sample (45 nm CMOS figures as the seed papers use them, not Loihi 2): compiled {p['snn_pJ'] / 1e3:,.1f} nJ vs float "
         f"{p['ann_pJ'] / 1e3:,.1f} nJ, ratio {p['ratio']:.2f}x" if p["ratio"] else "energy: no operations counted",
         f"  paper formula ({f['formula'].split(':')[0]}): {f['snn_pJ'] / 1e3:,.1f} nJ vs {f['ann_pJ'] / 1e3:,.1f} nJ, "
         f"ratio {f['ratio']:.2f}x" if f["ratio"] else f"  paper formula: no spikes counted"])

@@ -362,7 +362,7 @@ def cmd_simulate(args) -> int:
         print(f"wrote {args.output} ({', '.join(kinds)} of every node; arrays named by node, shaped (samples, channels, time))")
     if args.plot:
         plot_raster(args.plot, program, traces, 0, f"{args.dataset} #{idx[0]} (label {int(data.y[idx[0]])}) on {args.engine}",
-                    inputs)
+                    inputs, label=int(data.y[idx[0]]), raw=raw[idx[0]])
         print(f"wrote {args.plot}")
     return 0
 

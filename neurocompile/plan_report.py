@@ -18,6 +18,10 @@ def _kib(n: int) -> str:
     return f"{n / 1024:,.1f}"
 
 
+def _bytes(n: int) -> str:
+    return f"{n:,} byte{'' if n == 1 else 's'}"
+
+
 def plan_text(plan: dict, artifact: str) -> str:
     procs = plan["processes"]
     step = plan["worst_case_per_step"]
@@ -29,7 +33,10 @@ def plan_text(plan: dict, artifact: str) -> str:
              f"  worst case per step: {step['accumulates']:,} accumulates, {step['multiplies']:,} multiplies, "
              f"{step['synaptic_events']:,} synaptic events, {step['neuron_updates']:,} neuron updates, "
              f"{step['messages']:,} messages",
-             f"  host traffic: {plan['host_bytes_per_step']:,} bytes per step cross the chip boundary",
+             f"  host traffic: {_bytes(plan['host_bytes_per_step'])} per step across the chip boundary (no published "
+             "figure for the host <-> chip link bandwidth to budget it against)",
+             "  memory: synapses and neuron state counted; microcode, synapse index and routing tables (which share "
+             "a core's memory) are not",
              f"  {'layer':<6}{'process':<20}{'lowering':<19}{'placement':<11}{'neurons':>9}{'syn KiB':>10}"
              f"{'state KiB':>11}{'cores':>7}  program"]
     for p in procs:
@@ -40,7 +47,7 @@ def plan_text(plan: dict, artifact: str) -> str:
                      f"{_kib(p['synapse_bytes']):>10}{_kib(p['state_bytes']):>11}{p['cores'] if own else '-':>7}  {where}")
     lines.append("  why:")
     for p in procs:
-        host = f" [{p['host_bytes_per_step']:,} bytes/step to and from the host]" if p["host_bytes_per_step"] else ""
+        host = f" [{_bytes(p['host_bytes_per_step'])}/step to and from the host]" if p["host_bytes_per_step"] else ""
         lines.append(f"    {p['name']}: {p['reason']}{host}")
     b = plan["budgets"]
     lines.append(f"  budgets: {b['neurons_per_core']:,} neurons and {b['memory_per_core_bytes'] // 1024} KiB per core; "

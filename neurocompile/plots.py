@@ -58,27 +58,103 @@ def raster_rows(program, sides: dict) -> list:
     return rows
 
 
-def raster_figure(program, sides: dict, title: str = ""):
-    """One sample: a column per side ({side: {trace name: (channels, time) array, 'logits': (C,)}}),
-    a row per spike node and driver (``raster_rows``), the readout last."""
+def raster_figure(program, sides: dict, title: str = "", label=None, raw=None):
+    """One sample ({side: {trace name: (channels, time) array, 'logits': (C,)}}): the raw input
+    (``raw``, (L, C) or (L,) integer levels, when given), per spike node its spikes and driver
+    (``raster_rows``), and the readout with the prediction and the true ``label`` marked.
+
+    Several sides: a column per side, a row per panel.  One side (``simulate --plot``): a grid, the
+    input beside the readout on top, then a row per spike node (its spikes beside its driver), two
+    nodes per row when there are many, so a deep model does not become one long column.  Every panel
+    draws channel 0 at the bottom (rasters and heat maps alike)."""
     plt = _pyplot()
     rows = raster_rows(program, sides)
     names = list(sides)
-    fig, axes = plt.subplots(len(rows) + 1, len(names), figsize=(4.2 * len(names) + 1.5, 1.9 * (len(rows) + 1) + 0.6),
+    inp = _input_array(program, raw)
+    if len(names) == 1:
+        return _single_grid(program, rows, sides[names[0]], title, label, inp)
+    panels = ([("raw", None)] if inp is not None else []) + rows + [("readout", None)]
+    fig, axes = plt.subplots(len(panels), len(names), figsize=(4.2 * len(names) + 1.5, 1.9 * len(panels) + 0.6),
                              squeeze=False, constrained_layout=True)
     for col, side in enumerate(names):
-        traces = sides[side]
-        for row, (kind, node) in enumerate(rows):
+        for row, (kind, node) in enumerate(panels):
             ax = axes[row, col]
-            _panel(ax, program, kind, node, traces)
+            if kind == "raw":
+                _input_panel(ax, inp) if col == 0 else ax.set_axis_off()
+            elif kind == "readout":
+                _logits_panel(ax, sides[side].get("logits"), label)
+            else:
+                _panel(ax, program, kind, node, sides[side])
             if col:
                 ax.set_ylabel("")
-        _logits_panel(axes[-1, col], traces.get("logits"))
-        axes[0, col].annotate(SIDE_TITLES.get(side, side), xy=(0.5, 1.0), xytext=(0, 22), xycoords="axes fraction",
-                              textcoords="offset points", ha="center", fontsize=11, fontweight="bold")
+        top = 1 if inp is not None else 0                  # the input row is not a side's: title the row below
+        axes[top, col].annotate(SIDE_TITLES.get(side, side), xy=(0.5, 1.0), xytext=(0, 22), xycoords="axes fraction",
+                                textcoords="offset points", ha="center", fontsize=11, fontweight="bold")
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def _single_grid(program, rows, traces, title, label, inp):
+    """One run as a grid: [input | readout], then (spikes | driver) per spike node, two per row when
+    there are more than four spike nodes."""
+    plt = _pyplot()
+    pairs, current = [], None
+    for kind, node in rows:
+        if kind == "spikes":
+            current = [(kind, node)]
+            pairs.append(current)
+        else:
+            current.append((kind, node))
+    per_row = 2 if len(pairs) > 4 else 1
+    ncols = 2 * per_row
+    body = []
+    for i in range(0, len(pairs), per_row):
+        line = []
+        for pair in pairs[i:i + per_row]:
+            line += pair + [None] * (2 - len(pair))
+        body.append(line + [None] * (ncols - len(line)))
+    grid = [[("raw", None) if inp is not None else None, ("readout", None)] + [None] * (ncols - 2)] + body
+    fig, axes = plt.subplots(len(grid), ncols, figsize=(4.6 * ncols, 2.2 * len(grid) + 0.6), squeeze=False,
+                             constrained_layout=True)
+    for r, line in enumerate(grid):
+        for c, cell in enumerate(line):
+            ax = axes[r, c]
+            if cell is None:
+                ax.set_axis_off()
+            elif cell[0] == "raw":
+                _input_panel(ax, inp)
+            elif cell[0] == "readout":
+                _logits_panel(ax, traces.get("logits"), label)
+            else:
+                _panel(ax, program, cell[0], cell[1], traces)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def _input_array(program, raw):
+    """One sample's raw levels as (channels, time), or None."""
+    if raw is None:
+        return None
+    from .program import raw_inputs
+    return raw_inputs(program, np.asarray(raw)[None])[0]
+
+
+def _input_panel(ax, x) -> None:
+    """The raw integer input: a line for one channel (a pixel or token stream), a heat map for several."""
+    C, L = x.shape
+    if C == 1:
+        ax.step(np.arange(L), x[0], where="mid", color="k", lw=0.8)
+        ax.set_xlim(-0.5, L - 0.5)
+        ax.set_ylabel("level", fontsize=8)
+    else:
+        im = ax.imshow(x, aspect="auto", cmap="Greys", origin="lower", interpolation="nearest")
+        ax.figure.colorbar(im, ax=ax, pad=0.01, fraction=0.05)
+        ax.set_ylabel("channel", fontsize=8)
+    ax.set_title(f"input: raw integer levels ({C} channel{'s' if C > 1 else ''} x {L} steps)", fontsize=8)
+    ax.set_xlabel("time step", fontsize=7)
+    ax.tick_params(labelsize=7)
 
 
 def _panel(ax, program, kind, node, traces) -> None:
@@ -98,7 +174,7 @@ def _panel(ax, program, kind, node, traces) -> None:
         if p is None:
             ax.set_axis_off()
             return
-        im = ax.imshow(p, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        im = ax.imshow(p, aspect="auto", cmap="viridis", vmin=0, vmax=1, origin="lower", interpolation="nearest")
         ax.set_title(f"{node}: firing probability (mean {p.mean():.3f})", fontsize=8)
         ax.figure.colorbar(im, ax=ax, pad=0.01, fraction=0.05)
     else:
@@ -108,7 +184,7 @@ def _panel(ax, program, kind, node, traces) -> None:
             return
         data = np.asarray(data, dtype=np.float64)
         lim = max(np.abs(data).max(), 1e-9)
-        im = ax.imshow(data, aspect="auto", cmap="coolwarm", vmin=-lim, vmax=lim, interpolation="nearest")
+        im = ax.imshow(data, aspect="auto", cmap="coolwarm", vmin=-lim, vmax=lim, origin="lower", interpolation="nearest")
         ax.set_title(f"{node}: input current of the next spike node (integer)", fontsize=8)
         ax.figure.colorbar(im, ax=ax, pad=0.01, fraction=0.05)
     ax.set_ylabel("channel", fontsize=8)
@@ -116,9 +192,10 @@ def _panel(ax, program, kind, node, traces) -> None:
     ax.tick_params(labelsize=7)
 
 
-def _logits_panel(ax, logits) -> None:
-    """The readout with its scale and the predicted class marked: float logits as softmax class
-    probabilities, integer (fixed-point) logits as logit / max|logit|, the range in the title."""
+def _logits_panel(ax, logits, label=None) -> None:
+    """The readout with its scale, the predicted class (orange) and the true ``label`` (outlined,
+    "true" above it) marked: float logits as softmax class probabilities, integer (fixed-point)
+    logits as logit / max|logit|, the range in the title."""
     if logits is None:
         ax.set_axis_off()
         return
@@ -127,19 +204,28 @@ def _logits_panel(ax, logits) -> None:
     colors = ["tab:orange" if i == k else "tab:blue" for i in range(len(z))]
     peak = max(float(np.abs(z).max(initial=0)), 1e-30)
     if peak > 1e3:                                        # integer readout: its own fixed point, scaled
-        y, label = z / peak, "logit / max|logit|"
+        y, scale = z / peak, "logit / max|logit|"
         ax.axhline(0, color="k", lw=0.6)
-        ax.set_ylim(min(-0.05, y.min() * 1.1), 1.15)
+        ax.set_ylim(min(-0.05, y.min() * 1.1), 1.25)
     else:
         y = np.exp(z - z.max())
-        y, label = y / y.sum(), "softmax probability"
-        ax.set_ylim(0, 1.15)
-    ax.bar(np.arange(len(y)), y, color=colors)
+        y, scale = y / y.sum(), "softmax probability"
+        ax.set_ylim(0, 1.25)
+    bars = ax.bar(np.arange(len(y)), y, color=colors)
     ax.set_xticks(np.arange(len(y)))
     ax.set_xlabel("class", fontsize=8)
-    ax.set_ylabel(label, fontsize=8)
-    ax.annotate("predicted", xy=(k, y[k]), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7)
-    ax.set_title(f"readout: class {k} (logits {z.min():.4g} .. {z.max():.4g})", fontsize=8)
+    ax.set_ylabel(scale, fontsize=8)
+    truth = ""
+    if label is not None and 0 <= int(label) < len(y):
+        t = int(label)
+        bars[t].set_edgecolor("tab:green")
+        bars[t].set_linewidth(2.0)
+        ax.annotate("predicted = true" if t == k else "true", xy=(t, max(y[t], 0)), xytext=(0, 2 if t == k else 10),
+                    textcoords="offset points", ha="center", fontsize=7, color="tab:green", fontweight="bold")
+        truth = f", true {t}"
+    if label is None or int(label) != k:
+        ax.annotate("predicted", xy=(k, y[k]), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7)
+    ax.set_title(f"readout: class {k}{truth} (logits {z.min():.4g} .. {z.max():.4g})", fontsize=8)
     ax.tick_params(labelsize=7)
 
 

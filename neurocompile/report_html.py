@@ -125,25 +125,63 @@ def _raster(r: dict, program, raster) -> str:
     if not sides:
         return "<p>No raster sample.</p>"
     title = f"sample #{raster.get('sample')} (label {raster.get('label')})"
-    return _figure(raster_figure(program, sides, title),
+    return _figure(raster_figure(program, sides, title, label=raster.get("label"), raw=raster.get("input")),
                    f"{title}: spikes of every spike node, their drivers (LIF input current, or a sampler's firing "
                    "probability), and the readout (float: softmax probabilities; integer and Lava: logit / max|logit|) with "
-                   "the prediction marked; one column per "
+                   "the prediction and the true label marked, above them the raw input; one column per "
                    "run (float, integer emulator, Lava).", dpi=80)
 
 
+SIDE_NAMES = {"float": "float", "integer": "integer", "lava": "Lava"}
 PLAN_COLUMNS = ("lowering", "placement", "neurons", "synapse_bytes", "state_bytes", "cores", "host_bytes_per_step")
 
 
+OPERATION_ROWS = ("accumulates", "multiplies", "synaptic_events", "neuron_updates", "messages")
+
+
+def _ops_table(rows: list) -> str:
+    """Operation counts as a table: a row per (label, JSON path, {operation: count})."""
+    cols = [c for c in OPERATION_ROWS if any(c in d for _, _, d in rows)]
+    head = "<tr><th class='l'></th>" + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in cols) + "</tr>"
+    body = "".join(f"<tr><td class='l'>{html.escape(label)}</td>" + "".join(
+        f"<td>{_value(path + [c], d[c], '{:,.0f}')}</td>" if c in d else "<td></td>" for c in cols) + "</tr>"
+        for label, path, d in rows)
+    return "<table>" + head + body + "</table>"
+
+
+def _rows(pairs: list) -> str:
+    """(label, cell html) pairs as a two-column table."""
+    return "<table>" + "".join(f"<tr><td class='l'>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in pairs) + "</table>"
+
+
 def _plan(plan: dict) -> str:
-    """The plan's summary (every scalar and small dict), then one row per planned process."""
-    summary = {k: v for k, v in plan.items() if k != "processes"}
-    out = _kv_table("plan", summary)
+    """The plan's summary, its operation counts, its budgets, then one row per planned process."""
+    out = f"<p class='sub'>{html.escape(str(plan.get('estimate', '')))}</p>"
+    pairs = [(label, _value(["plan", key], plan[key], "{:,}" if isinstance(plan[key], int) else "{}"))
+             for label, key in (("system", "system"), ("chips in the system", "system_chips"), ("chips needed", "chips"),
+                                ("neurocores", "cores"), ("embedded cores", "embedded_cores"),
+                                ("latency (steps)", "latency_steps"), ("window (steps per sample)", "window_steps"),
+                                ("bytes per step across the chip boundary", "host_bytes_per_step"))
+             if key in plan]
+    for key in ("fits", "memory_omitted"):
+        if plan.get(key):
+            pairs.append((key.replace("_", " "), html.escape(str(plan[key]))))
+    out += _rows(pairs)
+    ops = [(label, ["plan", key], plan[key]) for label, key in (("worst case per step", "worst_case_per_step"),
+                                                               ("once per sample", "per_sample")) if plan.get(key)]
+    if ops:
+        out += "<h3>plan: operations</h3>" + _ops_table(ops)
+    if plan.get("budgets"):
+        b = plan["budgets"]
+        out += "<h3>plan: budgets</h3>" + _rows(
+            [(k.replace("_", " "), _value(["plan", "budgets", k], v, "{:,}")) for k, v in b.items()
+             if isinstance(v, int) and not isinstance(v, bool)]
+            + [("systems", html.escape(", ".join(f"{k}: {v:,} chips" for k, v in b.get("systems", {}).items())))])
     procs = plan.get("processes") or []
     if procs:
         cols = [c for c in PLAN_COLUMNS if c in procs[0]]
-        out += ("<table><tr><th class='l'>process</th>" + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in cols)
-                + "</tr>" + "".join(
+        out += ("<h3>plan: processes</h3><table><tr><th class='l'>process</th>" + "".join(
+                    f"<th>{c.replace('_', ' ')}</th>" for c in cols) + "</tr>" + "".join(
                     "<tr><td class='l'>" + html.escape(str(p.get("name"))) + "</td>" + "".join(
                         f"<td>{_value(f'plan.processes.{i}.{c}', p[c], '{:,}')}</td>"
                         if isinstance(p.get(c), int) and not isinstance(p.get(c), bool)
@@ -152,32 +190,86 @@ def _plan(plan: dict) -> str:
     return out
 
 
+def _activity(a: dict) -> str:
+    out = (f"<p class='sub'>Counted from the integer run over {_value(['activity', 'samples'], a.get('samples'))} "
+           f"samples, per sample; the float model: {_value(['activity', 'float_macs_per_sample'], a.get('float_macs_per_sample'), '{:,}')} "
+           "MACs per sample.</p>")
+    rows = [("integer run, per sample", ["activity", "per_sample"], a.get("per_sample", {}))]
+    rows += [(node, ["activity", "per_node", node], c) for node, c in a.get("per_node", {}).items()]
+    out += _ops_table(rows)
+    rates = a.get("firing_rates") or {}
+    if rates:
+        out += _rows([(f"firing rate {n}", _value(["activity", "firing_rates", n], v, "{:.4f}")) for n, v in rates.items()])
+    return out
+
+
+def _energy(e: dict) -> str:
+    out = f"<p class='sub'>{html.escape(str(e.get('estimate', '')))}</p>"
+    pairs = []
+    for key, label in (("paper_45nm", "counted operations"), ("fft_baseline", "float model with an FFT convolution"),
+                       ("paper_formula", "the paper's own formula")):
+        d = e.get(key)
+        if not d:
+            continue
+        ratio = _value(["energy", key, "ratio"], d.get("ratio"), "{:.2f}x")
+        pairs.append((f"{label}: compiled vs float, per sample",
+                      f"{_value(['energy', key, 'snn_pJ'], d.get('snn_pJ'), '{:,.0f}')} pJ vs "
+                      f"{_value(['energy', key, 'ann_pJ'], d.get('ann_pJ'), '{:,.0f}')} pJ, float / compiled {ratio}"))
+    for k in ("pJ_per_accumulate", "pJ_per_mac"):
+        if k in e:
+            pairs.append((k.replace("_", " "), _value(["energy", k], e[k])))
+    for k in ("sources", "assumption"):
+        if e.get(k):
+            pairs.append((k, html.escape(str(e[k]))))
+    f = e.get("paper_formula") or {}
+    if f.get("formula"):
+        pairs.append(("paper formula", html.escape(f["formula"])))
+    return out + _rows(pairs)
+
+
 def _resources(r: dict) -> str:
-    parts = [f"<h3>{name}</h3>" + (_plan(r[name]) if name == "plan" and "processes" in r[name] else
-                                   _kv_table(name, r[name]))
-             for name in ("plan", "activity", "energy") if r.get(name)]
+    parts = []
+    if r.get("plan"):
+        parts.append("<h3>Placement plan on Loihi 2 (estimate)</h3>" + (_plan(r["plan"]) if "processes" in r["plan"]
+                                                                         else _kv_table("plan", r["plan"])))
+    if r.get("activity"):
+        parts.append("<h3>Activity of the integer run (measured)</h3>" + _activity(r["activity"]))
+    if r.get("energy"):
+        parts.append("<h3>Energy (45 nm CMOS estimate, not Loihi 2)</h3>" + _energy(r["energy"]))
     if not parts:
         return ("<p>Not provided: this report carries no <code>plan</code>, <code>activity</code> or <code>energy</code> "
-                "entry (they come from the Loihi 2 plan when it is available).</p>")
-    return "<p class='sub'>Estimates, as the plan labels them; each constant names its public source there.</p>" + "".join(parts)
+                "entry.</p>")
+    return ("<p class='sub'>Estimates, labelled as such: the plan from the Program's arrays and Loihi 2's public budgets; "
+            "the energy from the measured activity and 45 nm CMOS figures (no per-operation energy of Loihi 2 is "
+            "published).</p>" + "".join(parts))
+
+
+def _cell(value) -> str:
+    """A provenance value as text: a dict as key=value pairs, never a Python repr."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return " ".join(_cell(v) for v in value)
+    return str(value)
 
 
 def _provenance(r: dict) -> str:
     p = r.get("provenance", {})
-    rows = [("neurocompile", p.get("neurocompile")), ("torch", p.get("torch")), ("Lava (lava-nc)", p.get("lava")),
-            ("numpy", p.get("numpy")), ("python", p.get("python")),
-            ("checkpoint", f"{r.get('checkpoint')}  sha256 {p.get('checkpoint_sha256')}"),
-            ("artifact", f"{r.get('artifact')}  sha256 {p.get('artifact_sha256')}"),
-            ("data", f"{r.get('dataset', {}).get('name')} / {r.get('dataset', {}).get('split')}  sha256 {p.get('data_sha256')}"),
-            ("date (UTC)", p.get("date")), ("command line", p.get("command_line"))]
+    rows = [("neurocompile", p.get("neurocompile")), ("torch", p.get("torch"))]
+    if p.get("lava"):
+        rows.append(("Lava (lava-nc)", p.get("lava")))
+    rows += [("numpy", p.get("numpy")), ("python", p.get("python")),
+             ("checkpoint", f"{r.get('checkpoint')}  sha256 {p.get('checkpoint_sha256')}"),
+             ("artifact", f"{r.get('artifact')}  sha256 {p.get('artifact_sha256')}"),
+             ("data", f"{r.get('dataset', {}).get('name')} / {r.get('dataset', {}).get('split')}  sha256 {p.get('data_sha256')}"),
+             ("date (UTC)", p.get("date")), ("command line", p.get("command_line"))]
+    rows = [(k, v) for k, v in rows if v is not None]
+    rows += [(f"option {k}", v) for k, v in (p.get("options") or {}).items()]
+    rows += [(f"execution {k}", v) for k, v in (r.get("execution") or {}).items()]
+    if r.get("seconds") is not None:
+        rows.append(("seconds", r["seconds"]))
     body = "".join(f"<tr><td class='l'>{html.escape(k)}</td><td class='l' "
-                   f"data-field='{html.escape(k)}'><code>{html.escape(str(v))}</code></td></tr>" for k, v in rows)
-    opts = p.get("options", {})
-    body += ("<tr><td class='l'>options</td><td class='l'><code>" +
-             html.escape(", ".join(f"{k}={v}" for k, v in opts.items())) + "</code></td></tr>")
-    ex = r.get("execution", {})
-    body += (f"<tr><td class='l'>execution</td><td class='l'><code>{html.escape(str(ex))}</code></td></tr>"
-             f"<tr><td class='l'>seconds</td><td class='l'><code>{html.escape(str(r.get('seconds')))}</code></td></tr>")
+                   f"data-field='{html.escape(k)}'><code>{html.escape(_cell(v))}</code></td></tr>" for k, v in rows)
     return "<table>" + body + "</table>"
 
 
@@ -191,8 +283,9 @@ def render_report(report: dict, program, raster: dict | None = None) -> str:
         sections.append(("Monte-Carlo passes", _figure(passes_figure(r), "accuracy of every pass, float and integer")))
     sections.append(("Per spike node", _layers(r) + _figure(layer_figure(r), "per spike node: firing rates float vs "
                                                              "integer, and the float-integer difference")))
-    sections.append(("One sample: float vs integer vs Lava", _raster(r, program, raster)))
-    sections.append(("Resources and energy on Loihi 2", _resources(r)))
+    ran = [SIDE_NAMES[s] for s in ("float", "integer", "lava") if (raster or {}).get(s)]
+    sections.append((f"One sample: {' vs '.join(ran) or 'no run recorded'}", _raster(r, program, raster)))
+    sections.append(("Resources (Loihi 2 plan) and energy (45 nm estimate)", _resources(r)))
     sections.append(("Provenance", _provenance(r)))
     ds = r.get("dataset", {})
     body = "".join(f"<h2>{html.escape(t)}</h2>{content}" for t, content in sections)

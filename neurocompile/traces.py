@@ -54,12 +54,13 @@ def save_traces(path: str, traces: dict, names: dict, meta: dict, inputs=()) -> 
     write_atomic(path, write, inputs)
 
 
-def plot_raster(path: str, program, traces: dict, sample: int = 0, title: str = "", inputs=()) -> None:
-    """One sample: per spike node its spikes and, beneath, what drives it (a LIF's input current, a
-    sampler's firing probability; a shared input once), then the readout as class probabilities with
-    the prediction marked (``plots.raster_figure``)."""
+def plot_raster(path: str, program, traces: dict, sample: int = 0, title: str = "", inputs=(), label=None,
+                raw=None) -> None:
+    """One sample as a grid: its raw input (``raw``, that sample's levels) beside the readout (the
+    prediction and the true ``label`` marked), then per spike node its spikes beside what drives it (a
+    LIF's input current, a sampler's firing probability; a shared input once) (``plots.raster_figure``)."""
     from .plots import png_bytes, raster_figure
 
     one = {k: np.asarray(v)[sample] for k, v in traces.items() if k != "seconds" and np.ndim(v) >= 2}
-    png = png_bytes(raster_figure(program, {"run": one}, title), dpi=110)
+    png = png_bytes(raster_figure(program, {"run": one}, title, label=label, raw=raw), dpi=110)
     write_atomic(path, lambda fh: fh.write(png), inputs)

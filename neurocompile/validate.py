@@ -161,15 +161,18 @@ def validate(model, program: Program, values: np.ndarray, raw: np.ndarray, label
         "input": program.model.get("input"),
         "lava_samples": 0,
         "lava_bit_exact": None,
-        "raster": _raster_of(shards, raster_sample, labels),
+        "raster": _raster_of(shards, raster_sample, labels, raw),
     }
     _lava_parity(report, program, raw, labels, lava_samples, lava_progress, 0, scale, raster_sample, lava_runner)
     return report
 
 
-def _raster_of(shards, sample: int, labels) -> dict:
-    """The raster sample's traces as lists (for the HTML report), keyed side -> trace name."""
+def _raster_of(shards, sample: int, labels, raw=None) -> dict:
+    """The raster sample's traces as lists (for the HTML report), keyed side -> trace name, and its
+    raw input levels (``input``) when ``raw`` is given."""
     out = {"sample": int(sample), "label": int(labels[sample]) if 0 <= sample < len(labels) else None}
+    if raw is not None and 0 <= sample < len(raw):
+        out["input"] = np.asarray(raw[sample])
     for r in shards:
         for key, value in r.items():
             if key.startswith("raster."):
@@ -397,7 +400,7 @@ def validate_stochastic(model, program: Program, values: np.ndarray, raw: np.nda
         "seconds": {"float": float(seconds[0]), "integer": float(seconds[1]), "float_and_integer_wall": wall},
         "device": str(device), "emulator_backend": emulator_backend,
         "input": program.model.get("input"), "lava_samples": 0, "lava_bit_exact": None,
-        "raster": _raster_of(shards, raster_sample, labels),
+        "raster": _raster_of(shards, raster_sample, labels, raw),
     }
     if authors is not None and 0 <= raster_sample < n:
         f_spikes, f_probs, f_logits = authors["raster"]
