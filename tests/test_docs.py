@@ -3,7 +3,9 @@ generated from the docstrings, lists every name `neurocompile` exports."""
 from __future__ import annotations
 
 import html as htmllib
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +47,27 @@ def test_api_reference_lists_every_export_from_docstrings(site):
         text = " ".join(htmllib.unescape(re.sub(r"<[^>]+>", "", html)).split())
         first = " ".join(re.sub(r"`+", "", doc[0]).split()[:4])
         assert first in text, (name, first)
+
+
+TUTORIALS = sorted((ROOT / "docs" / "tutorials").glob("*.md"))
+BASH_BLOCK = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
+EXPECT = re.compile(r"<!-- expect: (.*?) -->")   # a line the commands' output must carry
+
+
+@pytest.mark.parametrize("page", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_tutorial_commands_run(page, tmp_path):
+    """Every ```bash block of a tutorial runs, in order, in a temp dir holding the repository's
+    examples, with this Python's `neurocompile` first on PATH (a block starting `# lava` needs Lava)."""
+    blocks = BASH_BLOCK.findall(page.read_text())
+    assert blocks, page
+    if any(b.lstrip().startswith("# lava") for b in blocks):
+        pytest.importorskip("lava")
+    shutil.copytree(ROOT / "examples" / "digits", tmp_path / "examples" / "digits")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    script = "set -euo pipefail\n" + "\n".join(blocks)
+    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{page.name}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    expected = EXPECT.findall(page.read_text())
+    assert expected, f"{page.name} states no expected output"
+    for text in expected:
+        assert text in proc.stdout + proc.stderr, (page.name, text)
