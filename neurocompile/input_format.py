@@ -24,6 +24,9 @@ MAX_LEVELS = 2 ** 16 - 1
 
 @dataclass(frozen=True)
 class InputFormat:
+    """How the chip's raw input integers map to the float model's values: ``levels`` (q in
+    0..levels means ``low + (high - low) * q / levels``) or ``tokens`` (ids 0..vocab-1)."""
+
     kind: str = "levels"          # 'levels' | 'tokens'
     low: float = 0.0
     high: float = 1.0

@@ -5,6 +5,9 @@ from typing import Optional
 
 @dataclass(frozen=True)
 class CompileOptions:
+    """How a checkpoint is compiled: bit widths of kernels, weights and the residual stream, the SSM
+    lowering and the other choices of ``neurocompile export`` (each field is one of its flags)."""
+
     kernel_bits: int = 8            # SSM kernel mantissa bits (sign included), per-channel exponent
     weight_bits: int = 8            # mixer / decoder mantissa bits (sign included), per-row exponent
     act_bits: Optional[int] = None  # residual-stream bits; None: the most (<= 16) that fit 24-bit registers

@@ -29,6 +29,10 @@ class ProgramNode:
 
 @dataclass(frozen=True)
 class Program:
+    """A compiled integer program: its nodes (integer ops) in a topological order, the edges between
+    them, the model's description, the delays of its edges and the compiler's report; saved as a
+    ``.loihi2`` artifact by ``save_program``."""
+
     nodes: tuple                # of ProgramNode, in a topological order
     edges: tuple                # of (source, destination, port)
     model: dict                 # kind, sizes, l_max, input format, ...

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version="${NEUROCOMPILE_PYTHON:-3.10}"
-if [ "$version" = 3.10 ]; then venv=.venv; extras="lava,ray,test"; else venv=".venv-$version"; extras="test"; fi
+if [ "$version" = 3.10 ]; then venv=.venv; extras="lava,ray,test,docs"; else venv=".venv-$version"; extras="test,docs"; fi
 
 find_python() {
   for cand in "python$1" "$HOME/.pyenv/versions/$1"*/bin/"python$1" "/usr/bin/python$1" "/usr/local/bin/python$1"; do
