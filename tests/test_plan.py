@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from neurocompile.activity import activity_and_energy, bits_set, measure_activity
+from neurocompile.activity import activity_and_energy, bits_set, fft_conv_macs, float_macs, measure_activity
 from neurocompile.emulator import emulate
 from neurocompile.errors import PlacementError
 from neurocompile.program import raw_inputs
@@ -145,6 +145,9 @@ def test_activity_matches_an_independent_count():
     assert e["snn_pJ"] == pytest.approx(per["accumulates"] * 0.9 + per["multiplies"] * 4.6)
     assert e["ann_pJ"] == pytest.approx(section["activity"]["float_macs_per_sample"] * 4.6)
     assert e["ratio"] == pytest.approx(e["ann_pJ"] / e["snn_pJ"])
+    fft = section["energy"]["fft_baseline"]
+    assert fft["ann_pJ"] == pytest.approx(float_macs(program, ssm="fft") * 4.6)
+    assert fft["snn_pJ"] == e["snn_pJ"] and float_macs(program, ssm="fft") <= float_macs(program)
     mix = section["energy"]["paper_formula"]
     dens = mix["mixer_input_density"]["layer0.mixer"]
     assert dens == pytest.approx(traces["layer0.neuron"].mean())
@@ -159,3 +162,11 @@ def test_validate_json_has_activity_and_energy(digits, tmp_path):
     assert rep["activity"]["samples"] == 20 and rep["activity"]["per_sample"]["synaptic_events"] > 0
     assert set(rep["energy"]["paper_45nm"]) >= {"snn_pJ", "ann_pJ", "ratio"}
     assert "energy ESTIMATE" in res.stdout
+
+
+def test_fft_baseline_counts_radix2_real_multiplies():
+    # n = 2048 >= 784 + 784 - 1: two real FFTs of 2 * 4 * (n/4) * log2(n/2) real multiplies, n/2 + 1 products
+    assert fft_conv_macs(1, 784, 784) == 2 * 4 * 512 * 10 + 4 * 1025 == 45060
+    assert fft_conv_macs(3, 64, 64) == 3 * (2 * 4 * 32 * 6 + 4 * 65)
+    # at L = 784 the FFT needs ~6.8x fewer multiplies than the direct L(L+1)/2 per channel
+    assert 784 * 785 // 2 / fft_conv_macs(1, 784, 784) == pytest.approx(6.83, abs=0.01)
