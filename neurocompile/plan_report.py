@@ -25,8 +25,14 @@ def _bytes(n: int) -> str:
 def plan_text(plan: dict, artifact: str) -> str:
     procs = plan["processes"]
     step = plan["worst_case_per_step"]
+    # "fits" alone would hide the layers that run on the host CPU every step (the input source always does)
+    on_host = [p for p in procs if p["placement"] == "host" and p["layer"] is not None]
+    layers = sorted({p["layer"] for p in on_host})
+    fits = "fits" if not on_host else (
+        f"fits, with {len(layers)} layer{'s' if len(layers) > 1 else ''} on the host ({', '.join(p['name'] for p in on_host)}; "
+        f"{_bytes(plan['host_bytes_per_step'])} per step across the chip boundary)")
     lines = [f"plan of {artifact} on {plan['target']} ({plan['estimate']})",
-             f"  system: {plan['system']} ({plan['system_chips']:,} chips); needs {plan['chips']:,} chip(s), "
+             f"  system: {plan['system']} ({plan['system_chips']:,} chip{'' if plan['system_chips'] == 1 else 's'}): {fits}; needs {plan['chips']:,} chip(s), "
              f"{plan['cores']:,} neurocores, {plan['embedded_cores']} embedded cores",
              f"  latency: {plan['latency_steps']} steps to the readout's first input; window {plan['window_steps']} "
              f"steps per sample",
