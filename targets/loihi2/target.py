@@ -27,11 +27,10 @@ BUDGETS = Budgets(
     # Intel, "Taking Neuromorphic Computing to the Next Level with Loihi 2" (technology brief, 2021):
     # up to 8,192 neurons per neurocore (1 M neurons over 128 cores per chip).
     neurons_per_core=8192,
-    # Memory per neurocore, shared by synapses, neuron state and microcode: public figures range
-    # from 128 KB to 192 KB (the brief speaks of flexibly allocated memory; secondary summaries,
-    # e.g. open-neuromorphic.org's Loihi 2 page and /work/shared/docs/lava-loihi2.md, quote 128-192 KB).
-    # We plan with the LOWER figure, 128 KiB: a plan that fits it fits either, and Intel's compiler
-    # reports per-core SynMem allocations of that order (lava-dl pilotnet notebook, 66,560 B).
+    # Memory per neurocore, shared by synapses, neuron state and microcode.  Intel publishes no
+    # per-core figure (the technology brief speaks of flexibly allocated memory); secondary summaries
+    # (e.g. open-neuromorphic.org's Loihi 2 page) quote 128-192 KB.  We plan with the LOWER figure,
+    # 128 KiB, so a plan that fits it fits either; it is an assumption, and the plan says so.
     memory_per_core_bytes=128 * KIB,
     # 128 neurocores per chip (technology brief); Lava's open mapper plans 120 virtual cores per
     # Loihi 2 chip (lava/magma/compiler/subcompilers/constants.py: NUM_VIRTUAL_CORES_L3 = 120,
@@ -44,8 +43,9 @@ BUDGETS = Budgets(
     embedded_planned_per_chip=3,
     # Synaptic delays 0..63 steps (6 delay bits): lava/proc/sparse/models.py refuses delays > 63.
     max_delay_steps=63,
-    # Graded spike payload: 24 bits in Lava (Dense num_message_bits, lava/proc/dense/process.py and
-    # the S4D processes' default); the chip carries up to 32 (technology brief).  We plan with Lava's.
+    # Graded spike payload: 24 bits, the default of Lava's graded S4D layer (SigmaS4dDeltaLayer,
+    # num_message_bits=24, lava/proc/s4d/process.py); Dense's default is 0 (binary spikes), graded when
+    # num_message_bits > 0.  The chip carries up to 32 (technology brief).  We plan with Lava's 24.
     message_bits=24,
     # Systems: Oheo Gulch (1 chip), Kapoho Point (8 chips) -- Intel Neuromorphic Research Community
     # system pages; Hala Point (1,152 chips, Intel press release, April 2024).
