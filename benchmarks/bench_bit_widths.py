@@ -31,8 +31,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 import neurocompile as nc
-from neurocompile.activity import energy_report, measure_activity
-from neurocompile.operations import Costs
+from neurocompile.activity import add_activity, energy_report
 from neurocompile.program import raw_inputs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -64,36 +63,43 @@ def examples_builtin(fashion_samples: int, recurrent_samples: int, pspike_sample
                                                "fashion-mnist", pspike_samples, pspike_passes, recurrent=False)}
 
 
-def settings(example: Example) -> list:
-    """(quantity, bits, CompileOptions keyword arguments) in table order."""
+QUANTITIES = ("kernel_bits", "weight_bits", "act_bits", "kernel+weight", "all", "decay_bits")
+
+
+def settings(example: Example, quantities=QUANTITIES) -> list:
+    """(quantity, bits, CompileOptions keyword arguments) in table order: the defaults, then each of
+    ``quantities`` narrowed over its widths."""
     rows = [("default", None, {})]
     for quantity, widths in (("kernel_bits", WIDTHS), ("weight_bits", WIDTHS), ("act_bits", ACT_WIDTHS)):
-        rows += [(quantity, b, {quantity: b}) for b in widths]
-    rows += [("all (kernel, weight, act)", b, {"kernel_bits": b, "weight_bits": b, "act_bits": b}) for b in WIDTHS]
-    if example.recurrent:
+        if quantity in quantities:
+            rows += [(quantity, b, {quantity: b}) for b in widths]
+    if "kernel+weight" in quantities:
+        rows += [("kernel+weight", b, {"kernel_bits": b, "weight_bits": b}) for b in WIDTHS]
+    if "all" in quantities:
+        rows += [("all (kernel, weight, act)", b, {"kernel_bits": b, "weight_bits": b, "act_bits": b})
+                 for b in WIDTHS]
+    if example.recurrent and "decay_bits" in quantities:
         rows += [("decay_bits (recurrent)", b, {"ssm_lowering": "recurrent", "decay_bits": b}) for b in DECAY_WIDTHS]
     return rows
 
 
-def run_integer(program, raw, labels, passes: int) -> tuple:
+def run_integer(program, raw, labels, passes: int, energy_samples: int) -> tuple:
     """Accuracy (mean over ``passes`` Monte-Carlo seeds; one pass for deterministic spikes) and the
-    energy report of the first pass, both from the emulator's recorded runs in batches."""
-    accs, counts, density = [], {}, {}
+    energy report of the first pass's first batches up to ``energy_samples`` (those are recorded:
+    every node's trace), from the emulator's runs in batches."""
+    accs, counts, density, recorded = [], {}, {}, 0
     for seed in range(passes):
         right = 0
         for start in range(0, len(raw), BATCH):
             chunk = raw[start:start + BATCH]
-            traces = nc.emulate(program, chunk, record=seed == 0, seed=seed, first_sample=start)
+            record = seed == 0 and start < energy_samples
+            traces = nc.emulate(program, chunk, record=record, seed=seed, first_sample=start)
             right += int((traces["logits"].argmax(-1) == labels[start:start + BATCH]).sum())
-            if seed == 0:
-                c, d = measure_activity(program, traces, raw_inputs(program, chunk))
-                for k, v in c.items():
-                    counts[k] = counts.get(k, Costs()) + v
-                for k, (nz, size) in d.items():
-                    a, b = density.get(k, (0, 0))
-                    density[k] = (a + nz, b + size)
+            if record:
+                recorded += len(chunk)
+                add_activity(counts, density, program, traces, raw_inputs(program, chunk))
         accs.append(right / len(raw))
-    return accs, energy_report(program, len(raw), counts, density)
+    return accs, energy_report(program, recorded, counts, density)
 
 
 def plan_figures(plan: dict) -> dict:
@@ -104,8 +110,9 @@ def plan_figures(plan: dict) -> dict:
             "weight_bits": sorted({p["weight_bits"] for p in plan["processes"] if p["weight_bits"]})}
 
 
-def measure(examples: list, log=print) -> dict:
-    """The sweep for each ``Example``: {"examples": [...], "rows": [...]} (JSON-ready)."""
+def measure(examples: list, quantities=QUANTITIES, energy_samples: int = 256, log=print) -> dict:
+    """The sweep of ``quantities`` for each ``Example``: {"examples": [...], "rows": [...]} (JSON-ready);
+    the energy estimate from the first ``energy_samples`` of each row's samples."""
     rows, meta = [], []
     for ex in examples:
         base = nc.compile_checkpoint(ex.checkpoint)
@@ -119,11 +126,11 @@ def measure(examples: list, log=print) -> dict:
                      "validate_integer_accuracy": v["accuracy"]["integer"], "validate_seconds": time.time() - t0})
         log(f"{ex.name}: {n} samples, float {v['accuracy']['float']:.4f} (validate, {time.time() - t0:.0f} s)")
         seen = {}
-        for quantity, bits, kw in settings(ex):
+        for quantity, bits, kw in settings(ex, quantities):
             t0 = time.time()
             row = {"example": ex.name, "quantity": quantity, "bits": bits, "options": kw}
             key = json.dumps(kw, sort_keys=True) if kw else "{}"
-            key = "{}" if kw in ({"kernel_bits": 8}, {"weight_bits": 8}) else key     # the defaults themselves
+            key = "{}" if kw in ({"kernel_bits": 8}, {"weight_bits": 8}, {"kernel_bits": 8, "weight_bits": 8}) else key
             if key in seen:
                 row.update({k: v for k, v in seen[key].items() if k not in row})
                 rows.append(row)
@@ -137,9 +144,9 @@ def measure(examples: list, log=print) -> dict:
                 log(f"  {quantity} {bits}: refused: {row['refused'][:120]}")
                 continue
             m = ex.recurrent_samples if kw.get("ssm_lowering") == "recurrent" and ex.recurrent_samples else n
-            accs, energy = run_integer(program, raw[:m], labels[:m], ex.mc_passes)
+            accs, energy = run_integer(program, raw[:m], labels[:m], ex.mc_passes, energy_samples)
             e = energy["energy"]["paper_45nm"]
-            row.update(figures, samples=m, accuracy=float(np.mean(accs)), accuracy_passes=accs,
+            row.update(figures, samples=m, energy_samples=energy["activity"]["samples"], accuracy=float(np.mean(accs)), accuracy_passes=accs,
                        energy_nJ=e["snn_pJ"] / 1e3, float_energy_nJ=e["ann_pJ"] / 1e3, seconds=time.time() - t0)
             seen[key] = row
             rows.append(row)
@@ -193,9 +200,10 @@ def markdown(result: dict, command: str) -> str:
 Integer accuracy (bit-exact emulator) against the plan's cores and chips, the neurocore memory
 (synapse weights counted at their packed width: Loihi 2 stores 1-8-bit weights in b/8 bytes) and the
 energy ESTIMATE per sample (45 nm CMOS figures as the seed papers use them: accumulates x 0.9 pJ +
-multiplies x 4.6 pJ, counted from the same integer run; not a Loihi 2 measurement).  One quantity at a
+multiplies x 4.6 pJ, counted on the first {result['energy_samples']} samples of the same integer run; not a
+Loihi 2 measurement).  One quantity at a
 time is narrowed, the others at their defaults (kernel 8, weight 8, stream automatic, decay 18 bits);
-"all" narrows kernels, weights and the stream together.  Cores, chips and bytes are plan estimates.
+"kernel+weight" narrows both together, "all" narrows kernels, weights and the stream together.  Cores, chips and bytes are plan estimates.
 
 {ex}
 
@@ -236,7 +244,7 @@ def plot(result: dict, path: str) -> None:
             ax.grid(alpha=0.3)
             if i == 0 and j == 0:
                 ax.legend(fontsize=8)
-    fig.suptitle("Accuracy against resources, one curve per narrowed quantity (labels: bits)")
+    fig.suptitle("Accuracy against resources, one curve per narrowed quantity (labels: bits)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})   # no version stamp: deterministic bytes
     plt.close(fig)
@@ -257,12 +265,14 @@ def main(argv=None) -> int:
                     help="fashion-mnist's --decay-bits rows (recurrent lowering) on the first N only")
     ap.add_argument("--pspike-samples", type=int, default=500)
     ap.add_argument("--pspike-passes", type=int, default=2)
+    ap.add_argument("--energy-samples", type=int, default=256, help="the energy estimate's samples (the first N)")
+    ap.add_argument("--quantities", nargs="+", default=list(QUANTITIES), choices=QUANTITIES)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "bit_widths"))
     args = ap.parse_args(argv)
     builtin = examples_builtin(args.fashion_samples, args.recurrent_samples, args.pspike_samples, args.pspike_passes)
     t0 = time.time()
-    result = measure([builtin[n] for n in args.examples])
-    result.update(machine=machine(), date=datetime.date.today().isoformat(), seconds=time.time() - t0)
+    result = measure([builtin[n] for n in args.examples], args.quantities, args.energy_samples)
+    result.update(energy_samples=args.energy_samples, machine=machine(), date=datetime.date.today().isoformat(), seconds=time.time() - t0)
     command = "nice -n 10 .venv/bin/python benchmarks/bench_bit_widths.py " + " ".join(argv or sys.argv[1:])
     with open(args.out + ".json", "w") as f:
         json.dump({**result, "command": command}, f, indent=1, sort_keys=True)
