@@ -106,7 +106,8 @@ def plan_figures(plan: dict) -> dict:
     chip = [p for p in plan["processes"] if p["placement"] == "neurocore"]
     return {"cores": plan["cores"], "chips": plan["chips"],
             "synapse_bytes": sum(p["synapse_bytes"] for p in chip), "state_bytes": sum(p["state_bytes"] for p in chip),
-            "host_processes": [p["name"] for p in plan["processes"] if p["placement"] == "host" and p["type"] != "IntInput"],
+            "host_processes": [p["name"] for p in plan["processes"]
+                               if p["placement"] == "host" and p["type"] != "IntInput"],
             "weight_bits": sorted({p["weight_bits"] for p in plan["processes"] if p["weight_bits"]})}
 
 
@@ -122,7 +123,8 @@ def measure(examples: list, quantities=QUANTITIES, energy_samples: int = 256, lo
         t0 = time.time()
         v = nc.validate_checkpoint(ex.checkpoint, base, ex.dataset, lava_samples=0, max_samples=n,
                                    **({"mc_passes": ex.mc_passes} if ex.mc_passes > 1 else {}))
-        meta.append({**asdict(ex), "checkpoint": os.path.relpath(ex.checkpoint, ROOT), "samples": n, "split_samples": len(data.y), "float_accuracy": v["accuracy"]["float"],
+        meta.append({**asdict(ex), "checkpoint": os.path.relpath(ex.checkpoint, ROOT), "samples": n,
+                     "split_samples": len(data.y), "float_accuracy": v["accuracy"]["float"],
                      "validate_integer_accuracy": v["accuracy"]["integer"], "validate_seconds": time.time() - t0})
         log(f"{ex.name}: {n} samples, float {v['accuracy']['float']:.4f} (validate, {time.time() - t0:.0f} s)")
         seen = {}
@@ -146,7 +148,8 @@ def measure(examples: list, quantities=QUANTITIES, energy_samples: int = 256, lo
             m = ex.recurrent_samples if kw.get("ssm_lowering") == "recurrent" and ex.recurrent_samples else n
             accs, energy = run_integer(program, raw[:m], labels[:m], ex.mc_passes, energy_samples)
             e = energy["energy"]["paper_45nm"]
-            row.update(figures, samples=m, energy_samples=energy["activity"]["samples"], accuracy=float(np.mean(accs)), accuracy_passes=accs,
+            row.update(figures, samples=m, energy_samples=energy["activity"]["samples"],
+                       accuracy=float(np.mean(accs)), accuracy_passes=accs,
                        energy_nJ=e["snn_pJ"] / 1e3, float_energy_nJ=e["ann_pJ"] / 1e3, seconds=time.time() - t0)
             seen[key] = row
             rows.append(row)
@@ -171,7 +174,8 @@ def _short(reason: str) -> str:
 def table(result: dict) -> str:
     floats = {m["name"]: m["float_accuracy"] for m in result["examples"]}
     samples = {m["name"]: m["samples"] for m in result["examples"]}
-    lines = ["| example | quantity | bits | samples | integer acc. % | vs float (pts) | cores | chips | synapse KiB | state KiB "
+    lines = ["| example | quantity | bits | samples | integer acc. % | vs float (pts) | cores | chips | synapse KiB "
+             "| state KiB "
              "| on host | energy nJ/sample (est.) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         bits = "default" if r["bits"] is None else r["bits"]
@@ -182,12 +186,17 @@ def table(result: dict) -> str:
         vs = f"{100 * (r['accuracy'] - floats[r['example']]):+.2f}" if r["samples"] == samples[r["example"]] else "n/a"
         lines.append(f"| {r['example']} | {r['quantity']} | {bits} | {r['samples']:,} | {100 * r['accuracy']:.2f} "
                      f"| {vs} | {r['cores']} | {r['chips']} "
-                     f"| {_kib(r['synapse_bytes'])} | {_kib(r['state_bytes'])} | {', '.join(r['host_processes']) or '-'} "
+                     f"| {_kib(r['synapse_bytes'])} | {_kib(r['state_bytes'])} "
+                     f"| {', '.join(r['host_processes']) or '-'} "
                      f"| {r['energy_nJ']:,.1f} |")
     return "\n".join(lines)
 
 
-def markdown(result: dict, command: str) -> str:
+def _first(n) -> str:
+    return "all" if n == "all" else f"at most the first {n}"
+
+
+def markdown(result: dict, png: str) -> str:
     def described(m) -> str:
         which = "all" if m["samples"] == m["split_samples"] else "the first"
         passes = f", mean of {m['mc_passes']} Monte-Carlo passes" if m["mc_passes"] > 1 else ""
@@ -195,27 +204,28 @@ def markdown(result: dict, command: str) -> str:
                 f"of {m['split_samples']:,} test samples{passes}): float accuracy {100 * m['float_accuracy']:.2f} % "
                 "(validate, same samples)")
     ex = "\n".join(described(m) for m in result["examples"])
+    runs = "\n\n".join(f"Command ({', '.join(r['examples'])}): `{r['command']}`\n\nMachine: {r['machine']}; date "
+                       f"{r['date']}; {r['seconds']:.0f} s in all; energy counted on "
+                       f"{_first(r['energy_samples'])} samples of each row" for r in result["runs"])
     return f"""# What each bit width costs and saves
 
 Integer accuracy (bit-exact emulator) against the plan's cores and chips, the neurocore memory
 (synapse weights counted at their packed width: Loihi 2 stores 1-8-bit weights in b/8 bytes) and the
 energy ESTIMATE per sample (45 nm CMOS figures as the seed papers use them: accumulates x 0.9 pJ +
-multiplies x 4.6 pJ, counted on the first {result['energy_samples']} samples of the same integer run; not a
-Loihi 2 measurement).  One quantity at a
-time is narrowed, the others at their defaults (kernel 8, weight 8, stream automatic, decay 18 bits);
-"kernel+weight" narrows both together, "all" narrows kernels, weights and the stream together.  Cores, chips and bytes are plan estimates.
+multiplies x 4.6 pJ, counted on the first samples of the same integer run; not a Loihi 2 measurement).
+One quantity at a time is narrowed, the others at their defaults (kernel 8, weight 8, stream automatic,
+decay 18 bits); "kernel+weight" narrows both together, "all" narrows kernels, weights and the stream
+together.  Cores, chips and bytes are plan estimates.
 
 {ex}
 
-Command: `{command}`
-
-Machine: {result['machine']}; date {result['date']}; {result['seconds']:.0f} s in all.
+{runs}
 
 {table(result)}
 
 "on host": processes the plan keeps on the host CPU (not counted in the neurocore bytes).  A "refused"
 row is the compiler's own refusal (e.g. `--decay-bits` below 8, or a stream too narrow for a proof).
-Plot: `bit_widths.png` (accuracy against cores and against synapse memory, one curve per quantity).
+Plot: `{png}` (accuracy against cores and against synapse memory, one curve per quantity).
 """
 
 
@@ -223,6 +233,7 @@ def plot(result: dict, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     names = [m["name"] for m in result["examples"]]
     fig, axes = plt.subplots(2, len(names), figsize=(5.2 * len(names), 8.4), squeeze=False)
     for j, name in enumerate(names):
@@ -238,6 +249,8 @@ def plot(result: dict, path: str) -> None:
                     ax.annotate(str(r["bits"]), (x, 100 * r["accuracy"]), fontsize=7, xytext=(3, 3),
                                 textcoords="offset points")
             ax.plot([base[xkey] / (1024 if i else 1)], [100 * base["accuracy"]], "k*", ms=12, label="default")
+            if i == 0:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel(xlabel)
             ax.set_ylabel("integer accuracy %")
             ax.set_title(name)
@@ -268,19 +281,41 @@ def main(argv=None) -> int:
     ap.add_argument("--energy-samples", type=int, default=256, help="the energy estimate's samples (the first N)")
     ap.add_argument("--quantities", nargs="+", default=list(QUANTITIES), choices=QUANTITIES)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "bit_widths"))
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="write one table and plot (--out) from these runs' JSON files instead of measuring")
     args = ap.parse_args(argv)
-    builtin = examples_builtin(args.fashion_samples, args.recurrent_samples, args.pspike_samples, args.pspike_passes)
-    t0 = time.time()
-    result = measure([builtin[n] for n in args.examples], args.quantities, args.energy_samples)
-    result.update(energy_samples=args.energy_samples, machine=machine(), date=datetime.date.today().isoformat(), seconds=time.time() - t0)
-    command = "nice -n 10 .venv/bin/python benchmarks/bench_bit_widths.py " + " ".join(argv or sys.argv[1:])
+    if args.merge:
+        runs = [_runs_of(json.load(open(path))) for path in args.merge]
+        result = {"examples": [m for r in runs for m in r["examples"]],
+                  "rows": [row for r in runs for row in r["rows"]],
+                  "runs": [run for r in runs for run in r["runs"]]}
+    else:
+        builtin = examples_builtin(args.fashion_samples, args.recurrent_samples, args.pspike_samples,
+                                   args.pspike_passes)
+        t0 = time.time()
+        result = measure([builtin[n] for n in args.examples], args.quantities, args.energy_samples)
+        command = "nice -n 10 .venv/bin/python benchmarks/bench_bit_widths.py " + " ".join(argv or sys.argv[1:])
+        result["runs"] = [{"command": command.strip(), "examples": list(args.examples), "machine": machine(),
+                           "date": datetime.date.today().isoformat(), "seconds": time.time() - t0,
+                           "energy_samples": args.energy_samples}]
     with open(args.out + ".json", "w") as f:
-        json.dump({**result, "command": command}, f, indent=1, sort_keys=True)
+        json.dump(result, f, indent=1, sort_keys=True)
     with open(args.out + ".md", "w") as f:
-        f.write(markdown(result, command.strip()))
+        f.write(markdown(result, os.path.basename(args.out) + ".png"))
     plot(result, args.out + ".png")
-    print(f"wrote {args.out}.json, .md, .png ({result['seconds']:.0f} s)")
+    print(f"wrote {args.out}.json, .md, .png")
     return 0
+
+
+def _runs_of(result: dict) -> dict:
+    """A run's JSON with its ``runs`` list (the first runs of this script wrote command, machine,
+    date, seconds and energy_samples at the top level)."""
+    if "runs" not in result:
+        result["runs"] = [{"command": result.pop("command").strip(),
+                           "examples": [m["name"] for m in result["examples"]],
+                           "energy_samples": result.pop("energy_samples", "all"),
+                           **{k: result.pop(k) for k in ("machine", "date", "seconds")}}]
+    return result
 
 
 if __name__ == "__main__":
