@@ -7,6 +7,9 @@ proven ranges the nodes carry (``stream_bits``, ``input_bits``, the integers' ow
 plan's totals are sums, never parsed strings.  ``export`` prints the table and the artifact keeps it.
 "Accumulate-only" means no multiplier: additions, shifts, comparisons, table lookups -- a node is
 accumulate-only exactly when its ``multiplies`` are 0, per step and per sample.
+Memory: the artifact's table counts every array in whole bytes; the plan passes its target, and a
+target that packs narrow synaptic weights (``Target.packed_weight_bits``: Loihi 2 stores 1-8-bit
+weights in b/8 bytes) has the arrays ``SYNAPSE_WEIGHTS`` names counted at their width.
 """
 from __future__ import annotations
 
