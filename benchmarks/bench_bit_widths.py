@@ -204,6 +204,8 @@ def markdown(result: dict, png: str) -> str:
                 f"of {m['split_samples']:,} test samples{passes}): float accuracy {100 * m['float_accuracy']:.2f} % "
                 "(validate, same samples)")
     ex = "\n".join(described(m) for m in result["examples"])
+    merged = f"\n\nThe runs' JSON files merged into this table by: `{result['merged_by']}`" \
+        if "merged_by" in result else ""
     runs = "\n\n".join(f"Command ({', '.join(r['examples'])}): `{r['command']}`\n\nMachine: {r['machine']}; date "
                        f"{r['date']}; {r['seconds']:.0f} s in all; energy counted on "
                        f"{_first(r['energy_samples'])} samples of each row" for r in result["runs"])
@@ -219,7 +221,7 @@ together.  Cores, chips and bytes are plan estimates.
 
 {ex}
 
-{runs}
+{runs}{merged}
 
 {table(result)}
 
@@ -251,6 +253,8 @@ def plot(result: dict, path: str) -> None:
             ax.plot([base[xkey] / (1024 if i else 1)], [100 * base["accuracy"]], "k*", ms=12, label="default")
             if i == 0:
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                lo, hi = min(r["cores"] for r in rows), max(r["cores"] for r in rows)
+                ax.set_xlim(lo - max(1, (hi - lo) // 10), hi + max(1, (hi - lo) // 10))
             ax.set_xlabel(xlabel)
             ax.set_ylabel("integer accuracy %")
             ax.set_title(name)
@@ -288,7 +292,8 @@ def main(argv=None) -> int:
         runs = [_runs_of(json.load(open(path))) for path in args.merge]
         result = {"examples": [m for r in runs for m in r["examples"]],
                   "rows": [row for r in runs for row in r["rows"]],
-                  "runs": [run for r in runs for run in r["runs"]]}
+                  "runs": [run for r in runs for run in r["runs"]],
+                  "merged_by": ".venv/bin/python benchmarks/bench_bit_widths.py " + " ".join(argv or sys.argv[1:])}
     else:
         builtin = examples_builtin(args.fashion_samples, args.recurrent_samples, args.pspike_samples,
                                    args.pspike_passes)
