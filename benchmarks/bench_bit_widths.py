@@ -15,7 +15,13 @@ Everything runs through the public API (``import neurocompile as nc``).  ``measu
 any list of ``Example`` (checkpoint, dataset, samples): the hook for the deep examples and fine-tuned
 checkpoints.  Writes results/bit_widths.json, .md and .png.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_bit_widths.py --fashion-samples 2000
+    nice -n 10 .venv/bin/python benchmarks/bench_bit_widths.py --fashion-samples 1000
+    nice -n 10 .venv/bin/python benchmarks/bench_bit_widths.py --examples pspikessm-fashion-mnist \
+        --pspike-samples 300 --pspike-passes 2 --energy-samples 64 \
+        --quantities kernel_bits weight_bits kernel+weight act_bits --out RUN2
+    .venv/bin/python benchmarks/bench_bit_widths.py --merge RUN1.json RUN2.json      # one table and plot
+
+(the committed runs: results/bit_widths_runs/; 25 and 12 minutes on 2 shared cores).
 """
 from __future__ import annotations
 
@@ -277,10 +283,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", nargs="+", default=["digits", "fashion-mnist"],
                     help="built-in examples: digits, fashion-mnist, pspikessm-fashion-mnist")
-    ap.add_argument("--fashion-samples", type=int, default=2000)
+    ap.add_argument("--fashion-samples", type=int, default=1000)
     ap.add_argument("--recurrent-samples", type=int, default=256,
                     help="fashion-mnist's --decay-bits rows (recurrent lowering) on the first N only")
-    ap.add_argument("--pspike-samples", type=int, default=500)
+    ap.add_argument("--pspike-samples", type=int, default=300)
     ap.add_argument("--pspike-passes", type=int, default=2)
     ap.add_argument("--energy-samples", type=int, default=256, help="the energy estimate's samples (the first N)")
     ap.add_argument("--quantities", nargs="+", default=list(QUANTITIES), choices=QUANTITIES)
