@@ -253,13 +253,18 @@ def measured(program, levels, seed: int = 0, batch_size: int = 32, device: str =
     for start in range(0, len(levels), batch_size):
         chunk = levels[start:start + batch_size]
         traces = emulate(program, chunk, record=True, device=device, seed=seed)
-        c, d = measure_activity(program, traces, raw_inputs(program, chunk))
-        for k, v in c.items():
-            counts[k] = counts.get(k, Costs()) + v
-        for k, (nz, size) in d.items():
-            a, b = density.get(k, (0, 0))
-            density[k] = (a + nz, b + size)
+        add_activity(counts, density, program, traces, raw_inputs(program, chunk))
     return energy_report(program, len(levels), counts, density)
+
+
+def add_activity(counts: dict, density: dict, program, traces: dict, raw) -> None:
+    """Add one batch's ``measure_activity`` to the running ``counts`` and ``density`` (in place)."""
+    c, d = measure_activity(program, traces, raw)
+    for k, v in c.items():
+        counts[k] = counts.get(k, Costs()) + v
+    for k, (nz, size) in d.items():
+        a, b = density.get(k, (0, 0))
+        density[k] = (a + nz, b + size)
 
 
 def energy_report(program, n: int, counts: dict, density: dict) -> dict:

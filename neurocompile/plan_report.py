@@ -22,6 +22,18 @@ def _bytes(n: int) -> str:
     return f"{n:,} byte{'' if n == 1 else 's'}"
 
 
+def _weights_line(procs, packed: int) -> str:
+    """Which width each process's synaptic weights were counted at, and how the target stores it."""
+    widths = {}
+    for p in procs:
+        if p.get("weight_bits"):
+            widths.setdefault(p["weight_bits"], []).append(p["name"])
+    how = (f"packed at their width up to {packed} bits (a b-bit weight holds b/8 bytes)" if packed
+           else "in whole bytes")
+    counted = "; ".join(f"{b}-bit: {', '.join(names)}" for b, names in sorted(widths.items())) or "none"
+    return f"  synaptic weights counted {how}: {counted}"
+
+
 def plan_text(plan: dict, artifact: str) -> str:
     procs = plan["processes"]
     step = plan["worst_case_per_step"]
@@ -43,6 +55,7 @@ def plan_text(plan: dict, artifact: str) -> str:
              "figure for the host <-> chip link bandwidth to budget it against)",
              "  memory: synapses and neuron state counted; microcode, synapse index and routing tables (which share "
              "a core's memory) are not",
+             _weights_line(procs, plan.get("packed_weight_bits", 0)),
              f"  {'layer':<6}{'process':<20}{'lowering':<19}{'placement':<11}{'neurons':>9}{'syn KiB':>10}"
              f"{'state KiB':>11}{'cores':>7}  program"]
     for p in procs:

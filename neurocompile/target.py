@@ -66,6 +66,8 @@ class Target:
     synapse_hop_steps: int        # a synapse delivers what it received this many steps later
     host_exact_bits: int          # host-side integers (the decoder) must stay exact in float64
     message_bits: int = 24        # graded spike payload
+    packed_weight_bits: int = 0   # synaptic weights of 1..this many bits are stored at their width (b/8 bytes
+                                  # each); wider ones, and all when 0, take whole bytes
     arithmetic: Arithmetic = None             # the integer rule the hardware computes
     budgets: Budgets = None                   # placement limits
     lowerings: dict = field(default_factory=dict)    # integer node type name -> lowering names (first: default)

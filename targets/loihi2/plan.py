@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from ...errors import PlacementError
 from ...ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
                    IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv, IntSSMRecurrent)
-from ...operations import REGISTER_BYTES, Costs, operations, ssm_input_bits, total
+from ...operations import REGISTER_BYTES, Costs, operations, ssm_input_bits, stored_bits, total, weight_bits
 from ...program import Program
 from .target import LOIHI2
 
@@ -42,6 +42,7 @@ class Placement:
     state_bytes: int = 0
     synapse_bytes: int = 0
     host_bytes_per_step: int = 0   # crossing the chip boundary, both ways (host fallbacks)
+    weight_bits: int = 0           # width its synaptic weights were counted at (0: no synapses)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ class ProcessPlan:
         return {"name": self.name, "type": self.node_type, "layer": self.layer, "unit": self.unit,
                 "lowering": self.lowering, "process": self.process, "placement": p.where, "program": p.program,
                 "reason": p.reason, "neurons": p.neurons, "synapse_bytes": p.synapse_bytes,
-                "state_bytes": p.state_bytes, "cores": self.cores, "chips": list(self.chips),
+                "state_bytes": p.state_bytes, "weight_bits": p.weight_bits, "cores": self.cores,
+                "chips": list(self.chips),
                 "host_bytes_per_step": p.host_bytes_per_step, "per_step": self.costs.to_dict()}
 
 
@@ -86,6 +88,7 @@ class Plan:
     per_step: Costs                # worst-case operations per step, summed
     per_sample: Costs              # once per sample (host decoder)
     budgets: dict = field(default_factory=dict)
+    packed_weight_bits: int = 0    # the target stores synaptic weights up to this width packed (b/8 bytes)
 
     def process(self, name: str) -> ProcessPlan:
         return next(p for p in self.processes if p.name == name)
@@ -99,7 +102,8 @@ class Plan:
                 "latency_steps": self.latency_steps, "window_steps": self.window,
                 "host_bytes_per_step": sum(p.placement.host_bytes_per_step for p in host),
                 "worst_case_per_step": self.per_step.to_dict(), "per_sample": self.per_sample.to_dict(),
-                "budgets": self.budgets, "units": {k: list(v) for k, v in self.units.items()},
+                "packed_weight_bits": self.packed_weight_bits, "budgets": self.budgets,
+                "units": {k: list(v) for k, v in self.units.items()},
                 "processes": [p.to_dict() for p in self.processes]}
 
 
@@ -153,8 +157,10 @@ def _ssm_conv(op: IntSSMConv, ctx) -> Placement:
     splitters = H * bits if bits > 1 else 0
     relays = H * bits * stages
     neurons = H + splitters + relays
-    synapse_bytes, state_bytes = 2 * H * K * bits, (neurons + H) * REGISTER_BYTES
-    fan_in = 2 * K * bits + 2 * REGISTER_BYTES
+    # per delayed synapse: the tap's weight at its width (packed where the target packs it) and a delay byte
+    synapse_bits = stored_bits(weight_bits(op), ctx.target.packed_weight_bits) + 8
+    synapse_bytes, state_bytes = _bits_bytes(H * K * bits, synapse_bits), (neurons + H) * REGISTER_BYTES
+    fan_in = _bits_bytes(K * bits, synapse_bits) + 2 * REGISTER_BYTES
     cores = max(math.ceil(neurons / budgets.neurons_per_core),
                 math.ceil((synapse_bytes + state_bytes) / budgets.memory_per_core_bytes))
     form = (f"{H * K * bits:,} delayed synapses ({synapse_bytes:,} bytes, {fan_in:,} per integrator), "
@@ -195,7 +201,7 @@ def _lif(op: IntLIF, ctx) -> Placement:
 
 
 def _dense(op: IntDense, ctx) -> Placement:
-    return Placement("neurocore", "stock Dense (binary spikes, 8-bit weights)",
+    return Placement("neurocore", f"stock Dense (binary spikes, {weight_bits(op)}-bit weights)",
                      f"weights live in the cores of {ctx.consumer}'s neurons", synapse_bytes=ctx.costs.synapse_bytes)
 
 
@@ -295,7 +301,7 @@ def plan_processes(program: Program, lowerings: dict | None = None, target=LOIHI
     any splitting over cores (so a Lava simulation of a model too large for any system still builds).
     ``lowerings``: node name -> lowering name where the target offers more than one (default: the first)."""
     channels = program.channel_counts()
-    ops = operations(program, program.seq_len)
+    ops = operations(program, program.seq_len, target)
     plans = []
     for name in program.topo():
         op = program.op(name)
@@ -310,7 +316,7 @@ def plan_processes(program: Program, lowerings: dict | None = None, target=LOIHI
         costs = ops[name].per_step if name in ops else Costs()
         ctx = _Ctx(program, name, target, channels[name], {p: type(program.op(s)).TRACE for p, s in ins.items()},
                    costs, max(arrivals.values(), default=0), arrivals, consumers[0] if consumers else "")
-        placement = rule(op, ctx)
+        placement = replace(rule(op, ctx), weight_bits=weight_bits(op))
         assert placement.where in PLACEMENTS, (name, placement.where)
         plans.append(ProcessPlan(name, type(op).__name__, program.layer_of(name), _unit_of(program, name), lowering,
                                  process, placement, costs, ctx.delay, arrivals, channels[name],
@@ -325,7 +331,7 @@ def plan_program(program: Program, system: str | None = None, lowerings: dict | 
     hold or a plan larger than the system."""
     budgets = target.budgets
     plans = plan_processes(program, lowerings, target)
-    ops = operations(program, program.seq_len)
+    ops = operations(program, program.seq_len, target)
     units = {}
     for p in plans:
         units.setdefault(p.unit, []).append(p.name)
@@ -350,7 +356,7 @@ def plan_program(program: Program, system: str | None = None, lowerings: dict | 
     return Plan(target.name, system, system_chips, tuple(placed), {k: tuple(v) for k, v in units.items()},
                 next_core, chips, embedded, program.latency, program.window,
                 total(o.per_step for o in op_costs), total(o.per_sample for o in op_costs),
-                budgets=budget_table(budgets))
+                budgets=budget_table(budgets), packed_weight_bits=target.packed_weight_bits)
 
 
 def _system(chips: int, system, budgets, placed) -> tuple:

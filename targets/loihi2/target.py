@@ -104,8 +104,16 @@ class Loihi2(Target):
         return problems
 
 
+# Synaptic weights are 1-8-bit mantissas with a shared exponent, stored at their width: Intel's Loihi 2
+# technology brief (2021) lists weight precision of 1 to 8 bits (see /work/shared/docs/lava-loihi2.md);
+# Lava's Dense/Sparse carry it as ``num_weight_bits`` (lava/proc/dense/process.py), and
+# lava/utils/weightutils.py optimize_weight_bits finds the narrowest width a matrix needs.  So a synapse
+# with b-bit weights holds b/8 bytes of weight memory.
+PACKED_WEIGHT_BITS = 8
+
 LOIHI2 = Loihi2(name="loihi2", register_bits=24, weight_bits=8, weights_even=True, vth_bits=17,
                 synapse_hop_steps=1, host_exact_bits=53, message_bits=BUDGETS.message_bits,
+                packed_weight_bits=PACKED_WEIGHT_BITS,
                 arithmetic=ARITHMETIC, budgets=BUDGETS,
                 lowerings=LOWERINGS,
                 planner="neurocompile.targets.loihi2.plan:plan_program",

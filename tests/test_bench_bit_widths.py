@@ -1,0 +1,25 @@
+"""The bit-width benchmark's hook: ``measure`` takes any list of checkpoints (the deep examples and
+fine-tuned checkpoints join it later); a small real sweep on the digits example."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import bench_bit_widths as bench  # noqa: E402
+
+
+def test_measure_sweeps_a_checkpoint_list():
+    ex = bench.Example("digits-32", os.path.join(ROOT, "examples", "digits", "ckpt.pt"), "digits", samples=32)
+    result = bench.measure([ex], quantities=("weight_bits",), energy_samples=32, log=lambda line: None)
+    rows = {r["bits"]: r for r in result["rows"]}
+    assert [r["quantity"] for r in result["rows"]] == ["default"] + ["weight_bits"] * len(bench.WIDTHS)
+    assert result["examples"][0]["samples"] == 32 and rows[None]["samples"] == 32
+    assert {k: v for k, v in rows[8].items() if k not in ("quantity", "bits", "options")} == \
+        {k: v for k, v in rows[None].items() if k not in ("quantity", "bits", "options")}   # 8 bits: the default
+    synapses = [rows[b]["synapse_bytes"] for b in bench.WIDTHS]
+    assert synapses == sorted(synapses, reverse=True) and len(set(synapses)) == len(synapses)
+    cores = [rows[b]["cores"] for b in bench.WIDTHS]
+    assert cores == sorted(cores, reverse=True)
+    assert all(0 <= r["accuracy"] <= 1 and r["energy_nJ"] > 0 for r in rows.values())
+    assert "| digits-32 | weight_bits | 4 | 32 |" in bench.table(result)
