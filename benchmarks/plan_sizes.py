@@ -50,7 +50,7 @@ def summarise(plan: dict) -> dict:
     by_place = {}
     for p in plan["processes"]:
         by_place.setdefault(p["placement"], []).append(p["name"])
-    return {k: plan[k] for k in ("system", "chips", "cores", "embedded_cores", "latency_steps", "window_steps",
+    return {k: plan[k] for k in ("system", "chips", "cores", "latency_steps", "window_steps",
                                  "host_bytes_per_step", "worst_case_per_step")} | {
         "host_processes": by_place.get("host", []),
         "neurocore_programs": sorted({p["program"] for p in plan["processes"] if p["placement"] == "neurocore"}),

@@ -45,7 +45,7 @@ def plan_text(plan: dict, artifact: str) -> str:
         f"{_bytes(plan['host_bytes_per_step'])} per step across the chip boundary)")
     lines = [f"plan of {artifact} on {plan['target']} ({plan['estimate']})",
              f"  system: {plan['system']} ({plan['system_chips']:,} chip{'' if plan['system_chips'] == 1 else 's'}): {fits}; needs {plan['chips']:,} chip(s), "
-             f"{plan['cores']:,} neurocores, {plan['embedded_cores']} embedded cores",
+             f"{plan['cores']:,} neurocores",
              f"  latency: {plan['latency_steps']} steps to the readout's first input; window {plan['window_steps']} "
              f"steps per sample",
              f"  worst case per step: {step['accumulates']:,} accumulates, {step['multiplies']:,} multiplies, "
@@ -70,7 +70,7 @@ def plan_text(plan: dict, artifact: str) -> str:
         lines.append(f"    {p['name']}: {p['reason']}{host}")
     b = plan["budgets"]
     lines.append(f"  budgets: {b['neurons_per_core']:,} neurons and {b['memory_per_core_bytes'] // 1024} KiB per core; "
-                 f"{b['cores_planned_per_chip']} of {b['cores_per_chip']} neurocores and "
-                 f"{b['embedded_planned_per_chip']} of {b['embedded_per_chip']} embedded cores per chip planned; "
+                 f"{b['cores_planned_per_chip']} of {b['cores_per_chip']} neurocores per chip planned (no embedded "
+                 "x86 core: no process has a model for one); "
                  f"delays <= {b['max_delay_steps']} steps; {b['message_bits']}-bit messages")
     return "\n".join(lines)

@@ -159,7 +159,7 @@ def _plan(plan: dict) -> str:
     out = f"<p class='sub'>{html.escape(str(plan.get('estimate', '')))}</p>"
     pairs = [(label, _value(["plan", key], plan[key], "{:,}" if isinstance(plan[key], int) else "{}"))
              for label, key in (("system", "system"), ("chips in the system", "system_chips"), ("chips needed", "chips"),
-                                ("neurocores", "cores"), ("embedded cores", "embedded_cores"),
+                                ("neurocores", "cores"),
                                 ("latency (steps)", "latency_steps"), ("window (steps per sample)", "window_steps"),
                                 ("bytes per step across the chip boundary", "host_bytes_per_step"))
              if key in plan]

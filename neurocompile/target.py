@@ -49,8 +49,6 @@ class Budgets:
     memory_per_core_bytes: int          # shared by synapses, neuron state and microcode
     cores_per_chip: int
     cores_planned_per_chip: int
-    embedded_per_chip: int              # embedded (x86) cores per chip
-    embedded_planned_per_chip: int
     max_delay_steps: int                # longest synaptic delay
     message_bits: int                   # graded spike payload the runtime carries
     systems: dict = field(default_factory=dict)      # system name -> chips

@@ -9,8 +9,10 @@ each lowering the target names for that type (``Target.lowerings``), where its p
 * ``neurocore``: a stock neuron or synapse type (LIF, Dense/Sparse, graded spikes), or a NAMED
   microcode neuron program (``microcode:<name>``) that a neurocore would run -- the Lava process we
   ship runs that same arithmetic on the CPU; the name says what has to be written for the chip;
-* ``embedded``: an embedded x86 core (C code beside the neurocores);
 * ``host``: the host CPU, with the bytes per step that cross the chip boundary.
+
+No node is planned on the chip's embedded x86 cores: none of our processes has a C model for them
+(the decoder, once per sample, stays on the host), so a placement there would be a promise.
 
 Units are split over cores by the target's budgets (neurons per core, memory per core) and the
 cores over chips (the planned cores per chip of Lava's mapper).  What cannot be placed at all is a
@@ -29,13 +31,13 @@ from ...operations import REGISTER_BYTES, Costs, operations, ssm_input_bits, sto
 from ...program import Program
 from .target import LOIHI2
 
-PLACEMENTS = ("neurocore", "embedded", "host")
+PLACEMENTS = ("neurocore", "host")
 
 
 @dataclass(frozen=True)
 class Placement:
     """Where one node's process goes and what it needs (before splitting over cores)."""
-    where: str                     # neurocore | embedded | host
+    where: str                     # neurocore | host
     program: str                   # stock Lava type or microcode:<name> (neurocore), or what runs it
     reason: str
     neurons: int = 0
@@ -82,7 +84,6 @@ class Plan:
     units: dict                    # unit name -> names of its processes
     cores: int
     chips: int
-    embedded: int
     latency_steps: int
     window: int
     per_step: Costs                # worst-case operations per step, summed
@@ -98,7 +99,7 @@ class Plan:
         return {"estimate": "an estimate: resources from the Program's arrays and Loihi 2's public budgets (not a hardware "
                             "compile)",
                 "target": self.target, "system": self.system, "system_chips": self.system_chips,
-                "chips": self.chips, "cores": self.cores, "embedded_cores": self.embedded,
+                "chips": self.chips, "cores": self.cores,
                 "latency_steps": self.latency_steps, "window_steps": self.window,
                 "host_bytes_per_step": sum(p.placement.host_bytes_per_step for p in host),
                 "worst_case_per_step": self.per_step.to_dict(), "per_sample": self.per_sample.to_dict(),
@@ -336,25 +337,20 @@ def plan_program(program: Program, system: str | None = None, lowerings: dict | 
     for p in plans:
         units.setdefault(p.unit, []).append(p.name)
     by_name = {p.name: p for p in plans}
-    placed, next_core, embedded = [], 0, 0
+    placed, next_core = [], 0
     for p in plans:
         if p.unit != p.name or p.placement.where == "host":
             placed.append(p)
-            continue
-        if p.placement.where == "embedded":
-            embedded += 1
-            placed.append(replace(p, chips=((embedded - 1) // budgets.embedded_planned_per_chip,)))
             continue
         cores = _cores_for(p.unit, [by_name[n] for n in units[p.unit]], budgets)
         first, last = next_core // budgets.cores_planned_per_chip, (next_core + cores - 1) // budgets.cores_planned_per_chip
         next_core += cores
         placed.append(replace(p, cores=cores, chips=tuple(range(first, last + 1)) if cores else ()))
-    chips = max(math.ceil(next_core / budgets.cores_planned_per_chip),
-                math.ceil(embedded / budgets.embedded_planned_per_chip), 1)
+    chips = max(math.ceil(next_core / budgets.cores_planned_per_chip), 1)
     system, system_chips = _system(chips, system, budgets, placed)
     op_costs = list(ops.values())
     return Plan(target.name, system, system_chips, tuple(placed), {k: tuple(v) for k, v in units.items()},
-                next_core, chips, embedded, program.latency, program.window,
+                next_core, chips, program.latency, program.window,
                 total(o.per_step for o in op_costs), total(o.per_sample for o in op_costs),
                 budgets=budget_table(budgets), packed_weight_bits=target.packed_weight_bits)
 
@@ -382,7 +378,5 @@ def _system(chips: int, system, budgets, placed) -> tuple:
 def budget_table(budgets) -> dict:
     return {"neurons_per_core": budgets.neurons_per_core, "memory_per_core_bytes": budgets.memory_per_core_bytes,
             "cores_per_chip": budgets.cores_per_chip, "cores_planned_per_chip": budgets.cores_planned_per_chip,
-            "embedded_per_chip": budgets.embedded_per_chip,
-            "embedded_planned_per_chip": budgets.embedded_planned_per_chip,
             "max_delay_steps": budgets.max_delay_steps, "message_bits": budgets.message_bits,
             "systems": dict(budgets.systems)}

@@ -37,10 +37,6 @@ BUDGETS = Budgets(
     # used for N3LogicalNeuroCore in lava/magma/compiler/mapper.py).
     cores_per_chip=128,
     cores_planned_per_chip=120,
-    # 6 embedded x86 (Lakemont) cores per chip (technology brief); Lava's mapper uses at most 3 per
-    # chip (constants.py: MAX_EMBEDDED_CORES_PER_CHIP = 3).
-    embedded_per_chip=6,
-    embedded_planned_per_chip=3,
     # Synaptic delays 0..63 steps (6 delay bits): lava/proc/sparse/models.py refuses delays > 63.
     max_delay_steps=63,
     # Graded spike payload: 24 bits, the default of Lava's graded S4D layer (SigmaS4dDeltaLayer,
