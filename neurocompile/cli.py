@@ -177,8 +177,8 @@ def _refuse_an_artifact(path: str) -> None:
             return
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return                                                      # the checkpoint reader says what is wrong
+    except Exception:          # any zip zipfile cannot read (e.g. NotImplementedError for 'version 6.4'):
+        return                 # not our artifact; the checkpoint reader, which bounds everything, says what is wrong
     if "manifest.json" in names:
         raise CheckpointError(f"{path}: this is a {ARTIFACT_SUFFIX} artifact (written by export), not a checkpoint; "
                               "export the checkpoint it came from, or read it with `neurocompile inspect`")
