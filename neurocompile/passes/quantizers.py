@@ -1,0 +1,47 @@
+"""Fake-quantisers for fine-tuning: the float model's forward pass sees the values ``quantize`` writes.
+
+One rounding rule, two users: every entry calls the same ``neurocompile.quant`` function that the
+compiler's ``quantize`` pass calls, on the same float64 values, and hands the rounded float back to
+torch with a straight-through gradient (forward: the rounded value; backward: the identity).  The
+scales are recomputed from the current weights each step, as the compiler would recompute them at
+export, so a fine-tuned checkpoint exports to exactly the integers its last forward pass used.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Dense, SSMConv
+from ..quant import quantize_kernel_taps, quantize_rows
+
+
+def _straight_through(t, rounded: np.ndarray):
+    import torch
+    q = torch.as_tensor(rounded, dtype=t.dtype, device=t.device)
+    return t + (q - t).detach()
+
+
+def kernel_integers(kernel: np.ndarray, bits: int):
+    """SSM kernel (H, K) -> (integer taps, per-channel exponents), as ``quantize_ssm_conv`` writes them."""
+    return quantize_kernel_taps(np.asarray(kernel, dtype=np.float64), bits)
+
+
+def weight_integers(weight: np.ndarray, bits: int):
+    """Dense weight (M, N) -> (integer mantissas, per-row exponents), as ``quantize_dense`` writes them."""
+    return quantize_rows(np.asarray(weight, dtype=np.float64), bits)
+
+
+def _fake(integers):
+    def fake(t, bits: int):
+        m, e = integers(t.detach().cpu().double().numpy(), bits)
+        return _straight_through(t, m * np.exp2(-e.astype(np.float64))[:, None])
+    return fake
+
+
+fake_kernel = _fake(kernel_integers)
+fake_weight = _fake(weight_integers)
+
+# float node type -> (the CompileOptions field giving its bits, integers rule, torch fake-quantiser)
+QUANTIZERS = {
+    SSMConv: ("kernel_bits", kernel_integers, fake_kernel),
+    Dense: ("weight_bits", weight_integers, fake_weight),
+}
