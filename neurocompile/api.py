@@ -30,7 +30,7 @@ from .pipeline import compile_checkpoint
 from .program import Program
 
 __all__ = ["compile_checkpoint", "load_program", "save_program", "emulate", "load_data", "validate_checkpoint", "plan",
-           "train"]
+           "train", "finetune"]
 
 # progress(label, total) -> update(done) or None: how the CLI draws its bars
 ProgressFactory = Callable[[str, int], Optional[Callable]]
@@ -241,3 +241,24 @@ def train(dataset: str, out: str, **options) -> str:
     if code:
         raise RuntimeError(f"train exited with {code}")
     return os.path.join(out, "ckpt.pt")
+
+
+def finetune(checkpoint: str, out: str, dataset: str | None = None, **options) -> dict:
+    """Quantisation-aware fine-tuning, as ``neurocompile finetune`` runs it: ``checkpoint`` trained
+    through the integers ``export`` writes for the same options, written to ``out/ckpt.pt``; returns
+    the report (``report["metrics"]``: float and integer accuracy before and after).
+
+    ``options``: ``CompileOptions`` fields (``kernel_bits=4``, ``weight_bits=4``, ...), ``target``
+    (a name), and ``neurocompile.finetune.finetune``'s own (``epochs``, ``max_train``, ``max_test``,
+    ``lr``, ``batch_size``, ``seed``, ``neuron``, ``resume``, ``input_range``, ``input_levels``,
+    ``seq_len``, ``device``)."""
+    from dataclasses import fields
+
+    from .finetune import finetune as run
+    from .options import CompileOptions
+    from .target import get_target
+
+    names = {f.name for f in fields(CompileOptions)}
+    compile_options = CompileOptions(**{k: v for k, v in options.items() if k in names})
+    rest = {k: v for k, v in options.items() if k not in names and k != "target"}
+    return run(checkpoint, out, dataset, options=compile_options, target=get_target(options.get("target") or "loihi2"), **rest)

@@ -30,10 +30,17 @@ def weight_integers(weight: np.ndarray, bits: int):
     return quantize_rows(np.asarray(weight, dtype=np.float64), bits)
 
 
+def fake_quantize(t, integers, bits: int, value: np.ndarray = None):
+    """-> (t with the forward value of its rounding, (mantissas, exponents)).  ``value``: the float64
+    array the compiler rounds, when the caller computed it as the compiler does (default: t's own
+    values); the gradient goes straight through to ``t``."""
+    m, e = integers(t.detach().cpu().double().numpy() if value is None else value, bits)
+    return _straight_through(t, m * np.exp2(-e.astype(np.float64))[:, None]), (m, e)
+
+
 def _fake(integers):
     def fake(t, bits: int):
-        m, e = integers(t.detach().cpu().double().numpy(), bits)
-        return _straight_through(t, m * np.exp2(-e.astype(np.float64))[:, None])
+        return fake_quantize(t, integers, bits)[0]
     return fake
 
 
