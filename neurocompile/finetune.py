@@ -164,7 +164,7 @@ def accuracy(checkpoint: str, program, dataset: str, max_test: int, device) -> t
 
 
 def finetune(checkpoint: str, out: str, dataset: str | None = None, *, epochs: int = 1, max_train: int = 0,
-             max_test: int = 0, lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 64, seed: int = 0,
+             max_test: int = 0, lr: float = 3e-3, weight_decay: float = 0.0, batch_size: int = 64, seed: int = 0,
              neuron: str = "sdn", resume: bool = False, options=None, target=None, input_range=None,
              input_levels: int | None = None, seq_len: int | None = None, device: str | None = None,
              show: bool = False, command: list | None = None) -> dict:
