@@ -12,9 +12,9 @@ from neurocompile.artifact import load_program
 from neurocompile.cli import main as cli
 from neurocompile.finetune import quantized_kernel, quantized_weight
 from neurocompile.ir import IntDense, IntSSMConv
-from neurocompile.models import train as train_module
 from neurocompile.models.checkpoint import build_model, load_checkpoint
 from neurocompile.target import get_target
+from interrupt import run_stopped_after_epoch
 from test_hostile_input import one_line_error
 
 DIGITS = "examples/digits/ckpt.pt"
@@ -82,23 +82,10 @@ def test_lava_equals_emulator_on_the_finetuned_program(finetuned, tmp_path):
     assert all(emu[name].mean() > 0.01 for name in program.spike_nodes)   # not a comparison of silent layers
 
 
-class Stopped(Exception):
-    pass
-
-
 def test_resume_ends_on_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
     whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
     assert cli(["finetune", DIGITS, "--out", whole, *BITS, *TINY]) == 0
-    save = train_module.save_train_state
-
-    def save_then_stop(path, run_args, epoch, *rest):
-        save(path, run_args, epoch, *rest)
-        if epoch == 1:
-            raise Stopped()
-    monkeypatch.setattr(train_module, "save_train_state", save_then_stop)
-    with pytest.raises(Stopped):
-        cli(["finetune", DIGITS, "--out", part, *BITS, *TINY])
-    monkeypatch.setattr(train_module, "save_train_state", save)
+    run_stopped_after_epoch(monkeypatch, 1, lambda: cli(["finetune", DIGITS, "--out", part, *BITS, *TINY]))
     assert cli(["finetune", DIGITS, "--out", part, *BITS, *TINY, "--resume"]) == 0
     assert "resuming" in capsys.readouterr().out
     a, b = (load_checkpoint(os.path.join(d, "ckpt.pt"))[2] for d in (whole, part))
