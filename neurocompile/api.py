@@ -249,12 +249,12 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, **options) -
     the report (``report["metrics"]``: float and integer accuracy before and after).
 
     ``options``: ``CompileOptions`` fields (``kernel_bits=4``, ``weight_bits=4``, ...), ``target``
-    (a name), and ``neurocompile.finetune.finetune``'s own (``epochs``, ``max_train``, ``max_test``,
+    (a name), and ``neurocompile.finetuning.finetune``'s own (``epochs``, ``max_train``, ``max_test``,
     ``lr``, ``batch_size``, ``seed``, ``neuron``, ``resume``, ``input_range``, ``input_levels``,
     ``seq_len``, ``device``)."""
     from dataclasses import fields
 
-    from .finetune import finetune as run
+    from .finetuning import finetune as run
     from .options import CompileOptions
     from .target import get_target
 

@@ -392,7 +392,7 @@ FINETUNE_EXPORT_OPTIONS = ("target", "kernel_bits", "weight_bits", "act_bits", "
 def cmd_finetune(args) -> int:
     from dataclasses import fields
 
-    from .finetune import finetune, format_report
+    from .finetuning import finetune, format_report
     from .options import CompileOptions
     from .target import get_target
 

@@ -10,7 +10,7 @@ import torch
 from neurocompile.api import run_validation
 from neurocompile.artifact import load_program
 from neurocompile.cli import main as cli
-from neurocompile.finetune import quantized_kernel, quantized_weight
+from neurocompile.finetuning import quantized_kernel, quantized_weight
 from neurocompile.ir import IntDense, IntSSMConv
 from neurocompile.models.checkpoint import build_model, load_checkpoint
 from neurocompile.target import get_target
@@ -112,3 +112,15 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     one_line_error(capsys, cli(["finetune", DIGITS, "--out", os.path.dirname(DIGITS), "--max-test", "8"]),
                    "is also an input")
     assert os.stat(DIGITS).st_mtime_ns == before
+
+
+def test_python_api_takes_export_and_finetune_options(tmp_path):
+    import neurocompile as nc
+    from neurocompile.errors import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match="recurrent"):
+        nc.finetune(DIGITS, str(tmp_path / "a"), "digits", kernel_bits=4, ssm_lowering="recurrent", epochs=1)
+    with pytest.raises(ValueError, match="kernel-bits"):
+        nc.finetune(DIGITS, str(tmp_path / "b"), kernel_bits=9)
+    assert os.listdir(tmp_path) == []
+    assert nc.finetune.__module__ == "neurocompile.api"       # not shadowed by the module that implements it
