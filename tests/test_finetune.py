@@ -124,3 +124,21 @@ def test_python_api_takes_export_and_finetune_options(tmp_path):
         nc.finetune(DIGITS, str(tmp_path / "b"), kernel_bits=9)
     assert os.listdir(tmp_path) == []
     assert nc.finetune.__module__ == "neurocompile.api"       # not shadowed by the module that implements it
+
+
+def test_an_authors_lightning_file_in_ours_out_and_it_exports(tmp_path):
+    """The authors' file (a fixture of the official layout) is fine-tuned into our format, its provenance
+    recorded; the result exports and validates as usual."""
+    src = os.path.join("tests", "fixtures", "official", "spikingssm_causal_s4d_linear.ckpt")
+    out = str(tmp_path / "ft")
+    assert cli(["finetune", src, "--seq-len", "64", "--data", "digits", "--out", out, *BITS, "--max-train", "64",
+                "--max-test", "16", "--no-progress", "--device", "cpu"]) == 0
+    ckpt = os.path.join(out, "ckpt.pt")
+    with open(ckpt, "rb") as fh:
+        assert b"neurocompile-checkpoint" in fh.read()
+    _, _, _, meta = load_checkpoint(ckpt)
+    assert meta["finetune"]["source"]["detected"].startswith("official SpikingSSM (Lightning")
+    art = str(tmp_path / "ft.loihi2")
+    assert cli(["export", ckpt, "-o", art, *BITS]) == 0
+    report = run_validation(ckpt, art, "digits", max_samples=16, lava_samples=0, device="cpu").report
+    assert report["accuracy"]["integer"] == meta["metrics"]["after"]["integer"]
