@@ -142,3 +142,41 @@ def test_an_authors_lightning_file_in_ours_out_and_it_exports(tmp_path):
     assert cli(["export", ckpt, "-o", art, *BITS]) == 0
     report = run_validation(ckpt, art, "digits", max_samples=16, lava_samples=0, device="cpu").report
     assert report["accuracy"]["integer"] == meta["metrics"]["after"]["integer"]
+
+
+@pytest.mark.parametrize("name", ["spikingssm_bidir_diagb_embedding_sharedvth", "spikingssm_causal_s4d_linear"])
+def test_forward_kernels_are_exports_integers_for_the_authors_layouts(name):
+    """Two-sided (streamed causally, lag L - 1) and one-sided kernels, diag_b and s4d, shared and per-channel
+    thresholds: the fine-tuning forward pass rounds to the taps ``export`` writes."""
+    from neurocompile.options import CompileOptions
+    from neurocompile.pipeline import compile_checkpoint
+
+    path = os.path.join("tests", "fixtures", "official", name + ".ckpt")
+    program = compile_checkpoint(path, CompileOptions(kernel_bits=3, weight_bits=4), seq_len=64, warn=lambda _: None)
+    kind, config, sd, _ = load_checkpoint(path, seq_len=64)
+    model = build_model(config, sd, kind)
+    convs = [n.op for n in program.nodes if isinstance(n.op, IntSSMConv)]
+    assert len(convs) == len(model.backbone.s4_layers)
+    with torch.no_grad():
+        for layer, conv in zip(model.backbone.s4_layers, convs):
+            K, (taps, _) = quantized_kernel(layer, 64, 3)
+            np.testing.assert_array_equal(taps, conv.kernel)
+            assert K.shape == (2 if config.bidirectional else 1, config.d_model, 64)
+    # the rounded kernel stands where the float one did: D, the threshold and both sides in place.  Reference:
+    # the exported integer taps streamed causally, read ``lag`` steps late, as the chip computes them
+    from neurocompile.finetuning import fake_quantized
+    from neurocompile.target import get_target
+    u = torch.randn(2, config.d_model, 64, generator=torch.Generator().manual_seed(0))
+    layer, conv = model.backbone.s4_layers[0], convs[0]
+    _, (taps, e) = quantized_kernel(layer, 64, 8)
+    c = taps * np.exp2(-e.astype(np.float64))[:, None]
+    lag = 63 if config.bidirectional else 0
+    ref = np.array([[np.convolve(u[b, h].double().numpy(), c[h])[lag:lag + 64] for h in range(config.d_model)]
+                    for b in range(2)])
+    with torch.no_grad():
+        exact = layer.lif_input(u)
+        with fake_quantized(model, CompileOptions(kernel_bits=8, weight_bits=8), get_target()):
+            rounded = layer.lif_input(u)
+        assert torch.equal(layer.lif_input(u), exact)                # the float model is back on leaving
+    np.testing.assert_allclose(rounded.double().numpy(), ref, atol=1e-4 * np.abs(ref).max())
+    assert not torch.equal(rounded, exact)

@@ -4,7 +4,7 @@ One rounding rule, two users: every entry calls the same ``neurocompile.quant`` 
 compiler's ``quantize`` pass calls, on the same float64 values, and hands the rounded float back to
 torch with a straight-through gradient (forward: the rounded value; backward: the identity).  The
 scales are recomputed from the current weights each step, as the compiler would recompute them at
-export, so a fine-tuned checkpoint exports to exactly the integers its last forward pass used.
+export, so the integers a forward pass rounds to are exactly those ``export`` writes for the same weights.
 """
 from __future__ import annotations
 
