@@ -248,17 +248,17 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, **options) -
     through the integers ``export`` writes for the same options, written to ``out/ckpt.pt``; returns
     the report (``report["metrics"]``: float and integer accuracy before and after).
 
-    ``options``: ``CompileOptions`` fields (``kernel_bits=4``, ``weight_bits=4``, ...), ``target``
-    (a name), and ``neurocompile.finetuning.finetune``'s own (``epochs``, ``max_train``, ``max_test``,
-    ``lr``, ``batch_size``, ``seed``, ``neuron``, ``resume``, ``input_range``, ``input_levels``,
-    ``seq_len``, ``device``)."""
+    ``options``: ``CompileOptions`` fields (``kernel_bits=4``, ``weight_bits=4``, ...), ``FinetuneOptions``
+    fields (``epochs``, ``max_train``, ``max_test``, ``lr``, ``batch_size``, ``seed``, ``neuron``, ...),
+    ``target`` (a name) and ``resume``, ``input_range``, ``input_levels``, ``seq_len``, ``device``."""
     from dataclasses import fields
 
-    from .finetuning import finetune as run
+    from .finetuning import FinetuneOptions, finetune as run
     from .options import CompileOptions
     from .target import get_target
 
-    names = {f.name for f in fields(CompileOptions)}
-    compile_options = CompileOptions(**{k: v for k, v in options.items() if k in names})
-    rest = {k: v for k, v in options.items() if k not in names and k != "target"}
-    return run(checkpoint, out, dataset, options=compile_options, target=get_target(options.get("target") or "loihi2"), **rest)
+    def built(kind):
+        return kind(**{f.name: options.pop(f.name) for f in fields(kind) if f.name in options})
+    finetune_options, compile_options = built(FinetuneOptions), built(CompileOptions)
+    target = get_target(options.pop("target", None) or "loihi2")
+    return run(checkpoint, out, dataset, finetune_options, compile_options, target, **options)

@@ -392,16 +392,16 @@ FINETUNE_EXPORT_OPTIONS = ("target", "kernel_bits", "weight_bits", "act_bits", "
 def cmd_finetune(args) -> int:
     from dataclasses import fields
 
-    from .finetuning import finetune, format_report
+    from .finetuning import FinetuneOptions, finetune, format_report
     from .options import CompileOptions
     from .target import get_target
 
-    options = CompileOptions(**{f.name: getattr(args, f.name) for f in fields(CompileOptions) if hasattr(args, f.name)})
-    report = finetune(args.checkpoint, args.out, args.dataset, epochs=args.epochs, max_train=args.max_train,
-                      max_test=args.max_test, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                      neuron=args.neuron, resume=args.resume, options=options, target=get_target(args.target),
-                      input_range=args.input_range, input_levels=args.input_levels, seq_len=args.seq_len,
-                      device=args.device, show=not args.no_progress, command=args.argv)
+    def built(kind):                             # a dataclass from the options of the same names
+        return kind(**{f.name: getattr(args, f.name) for f in fields(kind) if hasattr(args, f.name)})
+    report = finetune(args.checkpoint, args.out, args.dataset, built(FinetuneOptions), built(CompileOptions),
+                      get_target(args.target), resume=args.resume, input_range=args.input_range,
+                      input_levels=args.input_levels, seq_len=args.seq_len, device=args.device,
+                      show=not args.no_progress, command=args.argv)
     print(format_report(report))
     return 0
 

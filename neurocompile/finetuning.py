@@ -33,11 +33,39 @@ import contextlib
 import os
 import time
 import types
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 STATE_FILE = "finetune-state.pt"
 CHECKPOINT_FILE = "ckpt.pt"
+NEURONS = ("sdn", "lif")
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """The fine-tuning run's own knobs (the rounding's are ``CompileOptions``)."""
+    epochs: int = 1
+    max_train: int = 0              # train on the first N training samples (0: all)
+    max_test: int = 0               # accuracies on the first N test samples (0: all)
+    lr: float = 3e-3                # AdamW; the SSM's A / dt at min(lr, 0.001), as train
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    seed: int = 0                   # batch order (and torch's RNG)
+    neuron: str = "sdn"             # trained through: the SDN surrogate or the exact LIF
+
+    def __post_init__(self):
+        if self.neuron not in NEURONS:
+            raise ValueError(f"--neuron must be one of {', '.join(NEURONS)}, got {self.neuron!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.max_train < 0 or self.max_test < 0:
+            raise ValueError("--epochs and --batch-size must be >= 1, --max-train and --max-test >= 0")
+        if not 0.0 <= self.lr <= 10.0 or not 0.0 <= self.weight_decay <= 10.0:
+            raise ValueError("--lr and --weight-decay must be in 0..10")
+
+    def run_key(self, **context) -> dict:
+        """What makes two runs compute the same weights (``--resume`` refuses another): every knob but
+        ``max_test``, and the ``context`` (dataset, source weights, rounding options)."""
+        return {**{k: v for k, v in asdict(self).items() if k != "max_test"}, **context}
 
 
 def supported(kind: str, config, options) -> str:
@@ -163,15 +191,15 @@ def accuracy(checkpoint: str, program, dataset: str, max_test: int, device) -> t
     return report["accuracy"]["float"], report["accuracy"]["integer"], report["samples"]
 
 
-def finetune(checkpoint: str, out: str, dataset: str | None = None, *, epochs: int = 1, max_train: int = 0,
-             max_test: int = 0, lr: float = 3e-3, weight_decay: float = 0.0, batch_size: int = 64, seed: int = 0,
-             neuron: str = "sdn", resume: bool = False, options=None, target=None, input_range=None,
-             input_levels: int | None = None, seq_len: int | None = None, device: str | None = None,
-             show: bool = False, command: list | None = None) -> dict:
-    """Fine-tune ``checkpoint`` against the integers of ``options`` (``CompileOptions``) and write
-    ``out``/ckpt.pt; -> the report (accuracies before and after, the run's figures).  ``dataset``: a
-    built-in name or an .npz with a train split (default: the dataset our checkpoint records).
-    ``input_range`` (low, high) / ``input_levels``: the input format, as ``export`` takes them."""
+def finetune(checkpoint: str, out: str, dataset: str | None = None, run: FinetuneOptions = FinetuneOptions(),
+             options=None, target=None, *, resume: bool = False, input_range=None, input_levels: int | None = None,
+             seq_len: int | None = None, device: str | None = None, show: bool = False,
+             command: list | None = None) -> dict:
+    """Fine-tune ``checkpoint`` (``run``: ``FinetuneOptions``) against the integers of ``options``
+    (``CompileOptions``) on ``target`` and write ``out``/ckpt.pt; -> the report (accuracies before and
+    after, the run's figures).  ``dataset``: a built-in name or an .npz with a train split (default: the
+    dataset our checkpoint records).  ``input_range`` (low, high) / ``input_levels`` / ``seq_len``: as
+    ``export`` takes them."""
     import torch
 
     from .emulator import check_device
@@ -187,8 +215,6 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, *, epochs: i
     options = options or CompileOptions()
     target = target or get_target()
     device = check_device(device)
-    if neuron not in ("sdn", "lif"):
-        raise ValueError(f"neuron must be 'sdn' or 'lif', got {neuron!r}")
     kind, config, state_dict, meta = load_checkpoint(checkpoint, seq_len=seq_len)
     input_format = None
     if input_range is not None or input_levels is not None:
@@ -209,29 +235,27 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, *, epochs: i
                                  warn=lambda _: None)      # refuses what export refuses, before anything is written
     train, values, _ = load_data(program, dataset, "train")
     y = train.y
-    if max_train:
-        values, y = values[:max_train], y[:max_train]
+    if run.max_train:
+        values, y = values[:run.max_train], y[:run.max_train]
     if resume and not os.path.isfile(state_path):
         raise CheckpointError(f"{state_path}: no saved fine-tuning state to resume (run without --resume first)")
     os.makedirs(out, exist_ok=True)
     check_output_path(path, [checkpoint])
     check_output_path(state_path, [checkpoint])
-    before = accuracy(checkpoint, program, dataset, max_test, device)
+    before = accuracy(checkpoint, program, dataset, run.max_test, device)
 
     source = {"checkpoint": os.path.abspath(checkpoint), "sha256": file_sha256(checkpoint),
               "weights_sha256": weights_sha256(state_dict), "kind": kind,
               "detected": meta.get("detected", f"neurocompile {kind} checkpoint") if isinstance(meta, dict) else kind}
-    run = {"dataset": dataset, "epochs": epochs, "max_train": max_train, "lr": lr, "weight_decay": weight_decay,
-           "batch_size": batch_size, "seed": seed, "neuron": neuron, "source_weights_sha256": source["weights_sha256"],
-           **{k: v for k, v in options.to_dict().items()},
-           "input_format": None if input_format is None else input_format.to_dict()}
+    key = run.run_key(dataset=dataset, source_weights_sha256=source["weights_sha256"], **options.to_dict(),
+                      input_format=None if input_format is None else input_format.to_dict())
     torch_device = torch.device(device)
     model = build_model(config, state_dict, kind).to(torch_device)
-    torch.manual_seed(seed)
+    torch.manual_seed(run.seed)
     xt = torch.as_tensor(values, dtype=torch.long if np.issubdtype(values.dtype, np.integer) else torch.float32)
-    record = {"dataset": dataset, "seed": seed, "epochs": epochs, "train_neuron": neuron,
+    record = {"dataset": dataset, "seed": run.seed, "epochs": run.epochs, "train_neuron": run.neuron,
               "command": " ".join(["neurocompile"] + list(command or ["(Python API) finetune"])),
-              "finetune": {"source": source, "options": run, "target": target.name},
+              "finetune": {"source": source, "options": key, "target": target.name},
               "device": str(torch_device), "torch": str(torch.__version__)}
 
     def save(epoch, train_loss, metrics=None):
@@ -240,19 +264,19 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, *, epochs: i
 
     t0 = time.time()
     with fake_quantized(model, options, target):
-        train_loss, seconds = fit(model, lambda xb: model(xb, neuron=neuron), xt, torch.as_tensor(y), epochs=epochs,
-                                  batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                                  device=torch_device, state_path=state_path, run_args=run, resume=resume,
-                                  show=show, on_epoch=save)
+        train_loss, seconds = fit(model, lambda xb: model(xb, neuron=run.neuron), xt, torch.as_tensor(y),
+                                  epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
+                                  weight_decay=run.weight_decay, seed=run.seed, device=torch_device,
+                                  state_path=state_path, run_args=key, resume=resume, show=show, on_epoch=save)
     model.eval()
-    save(epochs, train_loss)           # also when a resumed run had nothing left to train
+    save(run.epochs, train_loss)           # also when a resumed run had nothing left to train
     after = accuracy(path, compile_checkpoint(path, options, target, input_format=input_format, seq_len=seq_len,
-                                              warn=lambda _: None), dataset, max_test, device)
+                                              warn=lambda _: None), dataset, run.max_test, device)
     metrics = {"train_loss": train_loss, "n_train": int(len(y)), "n_test": int(after[2]),
                "train_seconds": round(seconds, 1),
                "before": {"float_lif": before[0], "integer": before[1]},
                "after": {"float_lif": after[0], "integer": after[1]}}
-    save(epochs, train_loss, metrics)
+    save(run.epochs, train_loss, metrics)
     return {"checkpoint": path, "source": checkpoint, "dataset": dataset, "options": options.to_dict(),
             "metrics": metrics, "seconds": round(time.time() - t0, 1)}
 

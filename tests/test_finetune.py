@@ -119,9 +119,13 @@ def test_python_api_takes_export_and_finetune_options(tmp_path):
     from neurocompile.errors import UnsupportedModelError
 
     with pytest.raises(UnsupportedModelError, match="recurrent"):
-        nc.finetune(DIGITS, str(tmp_path / "a"), "digits", kernel_bits=4, ssm_lowering="recurrent", epochs=1)
+        nc.finetune(DIGITS, str(tmp_path / "a"), "digits", kernel_bits=4, ssm_lowering="recurrent", epochs=1, lr=1e-3)
     with pytest.raises(ValueError, match="kernel-bits"):
         nc.finetune(DIGITS, str(tmp_path / "b"), kernel_bits=9)
+    with pytest.raises(ValueError, match="--neuron"):
+        nc.finetune(DIGITS, str(tmp_path / "c"), neuron="izhikevich")
+    with pytest.raises(TypeError):
+        nc.finetune(DIGITS, str(tmp_path / "d"), epoch=2)          # a misspelt option is not ignored
     assert os.listdir(tmp_path) == []
     assert nc.finetune.__module__ == "neurocompile.api"       # not shadowed by the module that implements it
 
