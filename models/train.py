@@ -176,7 +176,8 @@ def save_train_state(path: str, run_args: dict, epoch: int, train_loss: float, s
                      gen: torch.Generator, device) -> None:
     """Everything a run needs to continue bit for bit after ``epoch``: weights, optimizer and
     schedule, the batch-order generator and torch's global RNG (dropout, stochastic spikes).
-    Written atomically, so an interrupted run leaves the previous epoch's state intact."""
+    Written atomically, so an interrupted run leaves the previous epoch's state intact; and kept when
+    the command is ended by a signal or Ctrl-C (which removes the command's other outputs)."""
     from ..fileio import write_atomic
 
     state = {"format": "neurocompile-train-state", "version": 1, "args": run_args, "epoch": epoch,
@@ -186,7 +187,7 @@ def save_train_state(path: str, run_args: dict, epoch: int, train_loss: float, s
              "generator": gen.get_state(), "rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomic(path, lambda fh: torch.save(state, fh))
+    write_atomic(path, lambda fh: torch.save(state, fh), survives=True)   # what --resume needs after a kill
 
 
 def load_train_state(path: str, run_args: dict, model, opt, sched, gen: torch.Generator, device):

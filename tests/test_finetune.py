@@ -184,3 +184,35 @@ def test_forward_kernels_are_exports_integers_for_the_authors_layouts(name):
         assert torch.equal(layer.lif_input(u), exact)                # the float model is back on leaving
     np.testing.assert_allclose(rounded.double().numpy(), ref, atol=1e-4 * np.abs(ref).max())
     assert not torch.equal(rounded, exact)
+
+
+def test_a_terminated_run_keeps_its_state_for_resume(tmp_path):
+    """SIGTERM (or Ctrl-C) removes the outputs of a command that did not finish, but not the state
+    saved after each epoch: that is what --resume continues from."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from neurocompile.finetuning import STATE_FILE
+    from neurocompile.models import torchzip
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "neurocompile", "finetune", DIGITS, "--out", str(out), *BITS, "--epochs", "100000",
+            "--max-train", "32", "--max-test", "8", "--batch-size", "32", "--no-progress", "--device", "cpu"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "ckpt.pt").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert (out / "ckpt.pt").exists(), proc.stderr.read() if proc.poll() is not None else "no epoch in 120 s"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "terminated" in err and "ckpt.pt" in err                 # the unfinished command's output is gone
+    assert sorted(os.listdir(out)) == [STATE_FILE]
+    state = torchzip.plain(torchzip.load(str(out / STATE_FILE)))
+    assert state["format"] == "neurocompile-train-state" and state["epoch"] >= 1
