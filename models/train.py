@@ -181,7 +181,8 @@ def save_train_state(path: str, run_args: dict, epoch: int, train_loss: float, s
                      gen: torch.Generator, device) -> None:
     """Everything a run needs to continue bit for bit after ``epoch``: weights, optimizer and
     schedule, the batch-order generator and torch's global RNG (dropout, stochastic spikes).
-    Written atomically, so an interrupted run leaves the previous epoch's state intact."""
+    Written atomically, so an interrupted run leaves the previous epoch's state intact; and kept when
+    the command is ended by a signal or Ctrl-C (which removes the command's other outputs)."""
     from ..fileio import write_atomic
 
     state = {"format": "neurocompile-train-state", "version": 1, "args": run_args, "epoch": epoch,
@@ -191,7 +192,7 @@ def save_train_state(path: str, run_args: dict, epoch: int, train_loss: float, s
              "generator": gen.get_state(), "rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomic(path, lambda fh: torch.save(state, fh))
+    write_atomic(path, lambda fh: torch.save(state, fh), survives=True)   # what --resume needs after a kill
 
 
 def load_train_state(path: str, run_args: dict, model, opt, sched, gen: torch.Generator, device):
@@ -227,9 +228,58 @@ def load_train_state(path: str, run_args: dict, model, opt, sched, gen: torch.Ge
     return int(state["epoch"]), float(state["train_loss"]), float(state.get("seconds", 0.0))
 
 
-def main(argv=None) -> int:
+def fit(model, forward, xt: torch.Tensor, yt: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+        weight_decay: float, seed: int, device, state_path: str, run_args: dict, resume: bool = False,
+        show: bool = False, on_epoch=None):
+    """The training loop of ``train`` and ``finetune``: AdamW (``make_optimizer``) under a cosine
+    schedule, batches in the order of a generator seeded with ``seed``, the state saved to
+    ``state_path`` after every epoch (``resume`` continues from it, bit for bit).  ``forward(xb)``
+    -> logits; ``on_epoch(epoch, train_loss)`` runs after each epoch's state is saved.
+    -> (last epoch's train loss, seconds trained)."""
     from tqdm import tqdm
 
+    opt = make_optimizer(model, lr, weight_decay)
+    steps_per_epoch = math.ceil(len(yt) / batch_size)
+    total = max(1, epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    gen = torch.Generator().manual_seed(seed)
+    loss_fn = nn.CrossEntropyLoss()
+    first, train_loss, train_time = 0, float("nan"), 0.0
+    if resume:
+        first, train_loss, train_time = load_train_state(state_path, run_args, model, opt, sched, gen, device)
+        print(f"resuming {state_path} after epoch {first}/{epochs}", flush=True)
+    t0 = time.time() - train_time
+    bar = tqdm(range(first, epochs), desc="epochs", unit="epoch", disable=not show, initial=first, total=epochs)
+    for epoch in bar:
+        epoch_t0 = time.time()
+        model.train()
+        perm = torch.randperm(len(yt), generator=gen)
+        tot, n = 0.0, 0
+        batches = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=not show)
+        for b in batches:
+            idx = perm[b * batch_size:(b + 1) * batch_size]
+            xb, yb = xt[idx].to(device), yt[idx].to(device)
+            loss = loss_fn(forward(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += loss.item() * len(idx)
+            n += len(idx)
+            batches.set_postfix(loss=f"{loss.item():.3f}")
+        train_loss = tot / max(1, n)
+        bar.set_postfix(loss=f"{train_loss:.4f}")
+        save_train_state(state_path, run_args, epoch + 1, train_loss, time.time() - t0, model, opt, sched, gen, device)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, train_loss)
+        if not show:
+            print(f"epoch {epoch + 1}/{epochs} train_loss {train_loss:.4f} ({time.time() - t0:.0f} s)", flush=True)
+        if epoch == first:
+            _print_expected_time(time.time() - epoch_t0, epochs - first, show)
+    return train_loss, time.time() - t0
+
+
+def main(argv=None) -> int:
     from ..datasets import load_dataset
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -274,49 +324,13 @@ def main(argv=None) -> int:
                               residual=not args.no_residual, dropout=args.dropout, **encoder)
         model = PSpikeSSM(cfg).to(device)
         forward = model
-    opt = make_optimizer(model, args.lr, args.weight_decay)
-    steps_per_epoch = math.ceil(len(ytr) / args.batch_size)
-    total = max(1, args.epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    xt = model_inputs(xtr, train.levels)
-    yt = torch.as_tensor(ytr)
-    gen = torch.Generator().manual_seed(args.seed)
-    loss_fn = nn.CrossEntropyLoss()
     show = not args.no_progress
-    state_path = os.path.join(args.out, STATE_FILE)
     run_args = {k: v for k, v in sorted(vars(args).items()) if k not in RESUME_FREE}
-    first, train_loss, train_time = 0, float("nan"), 0.0
-    if args.resume:
-        first, train_loss, train_time = load_train_state(state_path, run_args, model, opt, sched, gen, device)
-        print(f"resuming {state_path} after epoch {first}/{args.epochs}", flush=True)
-    t0 = time.time() - train_time
-    epochs = tqdm(range(first, args.epochs), desc="epochs", unit="epoch", disable=not show,
-                  initial=first, total=args.epochs)
-    for epoch in epochs:
-        epoch_t0 = time.time()
-        model.train()
-        perm = torch.randperm(len(yt), generator=gen)
-        tot, n = 0.0, 0
-        batches = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=not show)
-        for b in batches:
-            idx = perm[b * args.batch_size:(b + 1) * args.batch_size]
-            xb, yb = xt[idx].to(device), yt[idx].to(device)
-            loss = loss_fn(forward(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += loss.item() * len(idx)
-            n += len(idx)
-            batches.set_postfix(loss=f"{loss.item():.3f}")
-        train_loss = tot / max(1, n)
-        epochs.set_postfix(loss=f"{train_loss:.4f}")
-        save_train_state(state_path, run_args, epoch + 1, train_loss, time.time() - t0, model, opt, sched, gen, device)
-        if not show:
-            print(f"epoch {epoch + 1}/{args.epochs} train_loss {train_loss:.4f} ({time.time() - t0:.0f} s)", flush=True)
-        if epoch == first:
-            _print_expected_time(time.time() - epoch_t0, args.epochs - first, show)
-    train_time = time.time() - t0
+    train_loss, train_time = fit(model, forward, model_inputs(xtr, train.levels), torch.as_tensor(ytr),
+                                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                 weight_decay=args.weight_decay, seed=args.seed, device=device,
+                                 state_path=os.path.join(args.out, STATE_FILE), run_args=run_args,
+                                 resume=args.resume, show=show)
     if args.model == "pspikessm":
         return _finish_pspike(args, argv, model, xte, yte, test.levels, device, show, train_loss, train_time, len(ytr),
                               n_classes)

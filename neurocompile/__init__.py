@@ -12,6 +12,8 @@ The Python API (``neurocompile.api`` documents each function; names load on firs
 - ``emulate(program, raw) -> {"logits": ..., <node>: ...}``: the bit-exact integer emulator;
 - ``validate_checkpoint(checkpoint, artifact, "digits") -> report``: float vs integer (vs Lava) parity;
 - ``train("digits", "runs/digits", epochs=1) -> path``: train a model, write ``runs/digits/ckpt.pt``;
+- ``finetune("examples/digits/ckpt.pt", "runs/ft", kernel_bits=4, weight_bits=4) -> report``:
+  quantisation-aware fine-tuning through the integers ``export`` writes, ``runs/ft/ckpt.pt``;
 - ``plan(program) -> dict``: where each process goes on Loihi 2 (cores, chips, host) and its resources;
 - ``CompileOptions``, ``InputFormat``, ``Program``, ``NeurocompileError``: the types these take and raise.
 """
@@ -29,6 +31,7 @@ _EXPORTS = {
     "load_data": "neurocompile.api",
     "validate_checkpoint": "neurocompile.api",
     "train": "neurocompile.api",
+    "finetune": "neurocompile.api",
     "plan": "neurocompile.api",
     "CompileOptions": "neurocompile.options",
     "InputFormat": "neurocompile.input_format",

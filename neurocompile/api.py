@@ -30,7 +30,7 @@ from .pipeline import compile_checkpoint
 from .program import Program
 
 __all__ = ["compile_checkpoint", "load_program", "save_program", "emulate", "load_data", "validate_checkpoint", "plan",
-           "train"]
+           "train", "finetune"]
 
 # progress(label, total) -> update(done) or None: how the CLI draws its bars
 ProgressFactory = Callable[[str, int], Optional[Callable]]
@@ -312,3 +312,24 @@ def train(dataset: str, out: str, **options) -> str:
     if code:
         raise RuntimeError(f"train exited with {code}")
     return os.path.join(out, "ckpt.pt")
+
+
+def finetune(checkpoint: str, out: str, dataset: str | None = None, **options) -> dict:
+    """Quantisation-aware fine-tuning, as ``neurocompile finetune`` runs it: ``checkpoint`` trained
+    through the integers ``export`` writes for the same options, written to ``out/ckpt.pt``; returns
+    the report (``report["metrics"]``: float and integer accuracy before and after).
+
+    ``options``: ``CompileOptions`` fields (``kernel_bits=4``, ``weight_bits=4``, ...), ``FinetuneOptions``
+    fields (``epochs``, ``max_train``, ``max_test``, ``lr``, ``batch_size``, ``seed``, ``neuron``, ...),
+    ``target`` (a name) and ``resume``, ``input_range``, ``input_levels``, ``seq_len``, ``device``."""
+    from dataclasses import fields
+
+    from .finetuning import FinetuneOptions, finetune as run
+    from .options import CompileOptions
+    from .target import get_target
+
+    def built(kind):
+        return kind(**{f.name: options.pop(f.name) for f in fields(kind) if f.name in options})
+    finetune_options, compile_options = built(FinetuneOptions), built(CompileOptions)
+    target = get_target(options.pop("target", None) or "loihi2")
+    return run(checkpoint, out, dataset, finetune_options, compile_options, target, **options)

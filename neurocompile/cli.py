@@ -426,6 +426,29 @@ def cmd_train(argv) -> int:
     return train_main(argv) or 0
 
 
+# ------------------------------------------------------------------------------------ finetune
+# export's options that finetune shares (the same argparse actions: one definition, one default)
+FINETUNE_EXPORT_OPTIONS = ("target", "kernel_bits", "weight_bits", "act_bits", "ssm_lowering", "decay_bits",
+                           "prob_bits", "input_range", "input_levels", "seq_len")
+
+
+def cmd_finetune(args) -> int:
+    from dataclasses import fields
+
+    from .finetuning import FinetuneOptions, finetune, format_report
+    from .options import CompileOptions
+    from .target import get_target
+
+    def built(kind):                             # a dataclass from the options of the same names
+        return kind(**{f.name: getattr(args, f.name) for f in fields(kind) if hasattr(args, f.name)})
+    report = finetune(args.checkpoint, args.out, args.dataset, built(FinetuneOptions), built(CompileOptions),
+                      get_target(args.target), resume=args.resume, input_range=args.input_range,
+                      input_levels=args.input_levels, seq_len=args.seq_len, device=args.device,
+                      show=not args.no_progress, command=args.argv)
+    print(format_report(report))
+    return 0
+
+
 # ----------------------------------------------------------------------------------------- main
 class Parser(argparse.ArgumentParser):
     """Usage errors as one line too (the subcommand parsers are of this class).  No abbreviations (a
@@ -593,6 +616,33 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", help="write the plan as JSON here")
     pl.add_argument("--system", default=None, choices=["oheo-gulch", "kapoho-point", "hala-point"],
                     help="the system to place on (default: the smallest that holds the plan)")
+
+    f = sub.add_parser("finetune", help="quantisation-aware fine-tuning: train the float model through the integers "
+                                        "`export` writes for the same options, write DIR/ckpt.pt")
+    f.add_argument("checkpoint", help="a checkpoint written by `neurocompile train`, or the authors' Lightning .ckpt")
+    f.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: DIR/ckpt.pt (every epoch) and DIR/finetune-state.pt (for --resume)")
+    f.add_argument("--data", "--dataset", dest="dataset", default=None,
+                   help="training and test data: digits, fashion-mnist, listops or an .npz (default: the dataset the "
+                        "checkpoint records)")
+    f.add_argument("--epochs", type=bounded(int, 1, 100_000), default=1, help="fine-tuning epochs (1..100000)")
+    f.add_argument("--max-train", type=bounded(int, 0, MAX_SAMPLES), default=0, metavar="N",
+                   help="train on the first N training samples only (0: all)")
+    f.add_argument("--max-test", type=bounded(int, 0, MAX_SAMPLES), default=0, metavar="N",
+                   help="accuracies before and after on the first N test samples only (0: all)")
+    f.add_argument("--lr", type=bounded(float, 0.0, 10.0), default=3e-3,
+                   help="AdamW learning rate, 0..10 (SSM A/dt: min(lr, 0.001)), under a cosine schedule")
+    f.add_argument("--batch-size", type=bounded(int, 1, MAX_BATCH), default=64, help=f"batch size (1..{MAX_BATCH})")
+    f.add_argument("--seed", type=bounded(int, 0, 2 ** 32 - 1), default=0, help="seed of the batch order (0..2**32-1)")
+    f.add_argument("--neuron", choices=["sdn", "lif"], default="sdn",
+                   help="neuron trained through: sdn (fast surrogate) or lif (the exact LIF the chip runs)")
+    f.add_argument("--resume", action="store_true", help="continue the run saved in DIR/finetune-state.pt "
+                   "(same options; ends on the weights of an uninterrupted run)")
+    f.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+    f.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for action in e._actions:                    # export's own options, shared, not copied
+        if action.dest in FINETUNE_EXPORT_OPTIONS:
+            f._add_action(action)
     return p
 
 
@@ -646,7 +696,7 @@ def _main(argv) -> int:
         args.given = given_options(build_parser, _join_negative_values(argv))
         args.argv = argv                          # the command line, for report provenance
         handler = {"export": cmd_export, "inspect": cmd_inspect, "simulate": cmd_simulate, "validate": cmd_validate,
-                   "plan": cmd_plan}
+                   "plan": cmd_plan, "finetune": cmd_finetune}
         return handler[args.command](args)
     return _guard(run)
 

@@ -38,6 +38,7 @@ class InputFileError(NeurocompileError, ValueError):
 
 
 WRITTEN: list = []               # outputs completed by this process (the CLI's exit status reports on them)
+SURVIVING: set = set()           # of those, the ones an unfinished command keeps (a training state for --resume)
 
 
 class Publishing:
@@ -70,6 +71,8 @@ def discard_written() -> list:
     exit status says whether its outputs exist); returns the paths removed."""
     gone = []
     for path in WRITTEN:
+        if path in SURVIVING:
+            continue
         try:
             os.unlink(os.path.realpath(path))
             gone.append(path)
@@ -280,8 +283,11 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: str, write: Callable[[BinaryIO], None], inputs: Iterable[str] = ()) -> None:
-    """Write ``path`` with ``write(fh)`` atomically (see the module docstring)."""
+def write_atomic(path: str, write: Callable[[BinaryIO], None], inputs: Iterable[str] = (),
+                 survives: bool = False) -> None:
+    """Write ``path`` with ``write(fh)`` atomically (see the module docstring).  ``survives``: the file
+    stays when the command does not finish (a training state saved for ``--resume``); otherwise it is
+    one of the outputs that an unfinished command removes."""
     path = os.fspath(path)
     target = check_output_path(path, inputs)
     try:
@@ -297,6 +303,7 @@ def write_atomic(path: str, write: Callable[[BinaryIO], None], inputs: Iterable[
         with os.fdopen(fd, "wb") as fh:
             write(fh)
         os.chmod(tmp, mode)
+        (SURVIVING.add if survives else SURVIVING.discard)(path)     # marked before it is recorded
         _publish(tmp, target, path)
     except BaseException:
         try:

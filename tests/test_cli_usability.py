@@ -18,6 +18,7 @@ from neurocompile.cli import HelpFormatter, build_parser, main as cli
 from neurocompile.input_format import InputFormat
 from neurocompile.models import train as train_module
 from neurocompile.models.checkpoint import build_model, load_checkpoint
+from interrupt import run_stopped_after_epoch
 from test_hostile_input import one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -237,10 +238,6 @@ TINY = ["--dataset", "digits", "--d-model", "8", "--d-state", "4", "--n-layers",
         "--max-train", "96", "--max-test", "16", "--batch-size", "32", "--no-progress", "--device", "cpu"]
 
 
-class Interrupted(Exception):
-    pass
-
-
 @pytest.mark.parametrize("family", ["spikingssm", "pspikessm"])
 def test_resume_gives_the_weights_of_an_uninterrupted_run(family, tmp_path, monkeypatch, capsys):
     """P-SpikeSSM samples its spikes from torch's RNG and SpikingSSM shuffles with a generator:
@@ -248,16 +245,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(family, tmp_path, monk
     argv = TINY + (["--model", "pspikessm", "--mc-passes", "2"] if family == "pspikessm" else [])
     whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
     assert cli(["train", *argv, "--out", whole]) == 0
-    save = train_module.save_train_state
-
-    def save_then_stop(path, run_args, epoch, *rest):
-        save(path, run_args, epoch, *rest)
-        if epoch == 2:
-            raise Interrupted()
-    monkeypatch.setattr(train_module, "save_train_state", save_then_stop)
-    with pytest.raises(Interrupted):
-        cli(["train", *argv, "--out", part])
-    monkeypatch.setattr(train_module, "save_train_state", save)
+    run_stopped_after_epoch(monkeypatch, 2, lambda: cli(["train", *argv, "--out", part]))
     assert sorted(os.listdir(part)) == [train_module.STATE_FILE]         # no checkpoint yet, no temp file
     assert cli(["train", *argv, "--out", part, "--resume"]) == 0
     assert "resuming" in capsys.readouterr().out

@@ -1,0 +1,54 @@
+"""Fake-quantisers for fine-tuning: the float model's forward pass sees the values ``quantize`` writes.
+
+One rounding rule, two users: every entry calls the same ``neurocompile.quant`` function that the
+compiler's ``quantize`` pass calls, on the same float64 values, and hands the rounded float back to
+torch with a straight-through gradient (forward: the rounded value; backward: the identity).  The
+scales are recomputed from the current weights each step, as the compiler would recompute them at
+export, so the integers a forward pass rounds to are exactly those ``export`` writes for the same weights.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Dense, SSMConv
+from ..quant import quantize_kernel_taps, quantize_rows
+
+
+def _straight_through(t, rounded: np.ndarray):
+    import torch
+    q = torch.as_tensor(rounded, dtype=t.dtype, device=t.device)
+    return t + (q - t).detach()
+
+
+def kernel_integers(kernel: np.ndarray, bits: int):
+    """SSM kernel (H, K) -> (integer taps, per-channel exponents), as ``quantize_ssm_conv`` writes them."""
+    return quantize_kernel_taps(np.asarray(kernel, dtype=np.float64), bits)
+
+
+def weight_integers(weight: np.ndarray, bits: int):
+    """Dense weight (M, N) -> (integer mantissas, per-row exponents), as ``quantize_dense`` writes them."""
+    return quantize_rows(np.asarray(weight, dtype=np.float64), bits)
+
+
+def fake_quantize(t, integers, bits: int, value: np.ndarray = None):
+    """-> (t with the forward value of its rounding, (mantissas, exponents)).  ``value``: the float64
+    array the compiler rounds, when the caller computed it as the compiler does (default: t's own
+    values); the gradient goes straight through to ``t``."""
+    m, e = integers(t.detach().cpu().double().numpy() if value is None else value, bits)
+    return _straight_through(t, m * np.exp2(-e.astype(np.float64))[:, None]), (m, e)
+
+
+def _fake(integers):
+    def fake(t, bits: int):
+        return fake_quantize(t, integers, bits)[0]
+    return fake
+
+
+fake_kernel = _fake(kernel_integers)
+fake_weight = _fake(weight_integers)
+
+# float node type -> (the CompileOptions field giving its bits, integers rule, torch fake-quantiser)
+QUANTIZERS = {
+    SSMConv: ("kernel_bits", kernel_integers, fake_kernel),
+    Dense: ("weight_bits", weight_integers, fake_weight),
+}
