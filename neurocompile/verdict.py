@@ -46,8 +46,9 @@ def gate_line(report: dict) -> str:
     interval = g["drop_interval_points"]
     within = f" (95 % interval [{interval[0]:.2f}, {interval[1]:.2f}])" if interval is not None else ""
     verdict = "passed" if g["passed"] else "failed"
+    side = "below" if g["drop_points"] >= 0 else "above"
     return (f"--max-drop {g['max_drop_points']:g}: {verdict}: integer {100 * acc['integer']:.2f} % is "
-            f"{g['drop_points']:.2f} points below float {100 * acc['float']:.2f} %{within}")
+            f"{abs(g['drop_points']):.2f} points {side} float {100 * acc['float']:.2f} %{within}")
 
 
 def near_chance(accuracy: float, n_classes: int) -> bool:
