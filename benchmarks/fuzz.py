@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Fuzz every loader and CLI path with mutated artifacts, checkpoints and user data (issue 8), and with
-a hostile environment (issue 14).
+"""Fuzz every loader and CLI path with mutated artifacts, checkpoints and user data (issue 8), with
+a hostile environment (issue 14), and the shard store, work-dir, scratch folders and Ray (issue 20).
 
-    python benchmarks/fuzz.py --artifacts 8000 --checkpoints 1200 --data 800 --env 1500 --lava 3 --seed 0 \\
-        --jobs 2 --out benchmarks/results/fuzz.json --md benchmarks/results/fuzz.md
+    python benchmarks/fuzz.py --artifacts 8000 --checkpoints 1200 --data 800 --env 1500 --store 300 --lava 3 \\
+        --seed 0 --jobs 2 --out benchmarks/results/fuzz.json --md benchmarks/results/fuzz.md
 
 Issue 14's families: artifact mutants whose node names collide with the traces file's keys or are
 paths, whose manifest claims disagree with the stored integers (layers, widths, classes, kind, the
@@ -15,6 +15,23 @@ random point of a command (then a second run in the same folder must clear what 
 seeds and counts beyond their stated bounds, and the same weights re-saved with another pickle
 protocol (``validate`` must still pair them).  No terminal control character may reach stdout or an
 error line, and a traces file written must have collision-free, path-free member names.
+
+Issue 20's families (``--store N`` cases, ids ``store-NNNNN``; ``--store 0 --env 0 ...`` runs only
+others, ``--artifacts 0 --checkpoints 0 --data 0 --env 0 --lava 0 --store N`` only these):
+``work_dir``: ``validate --lava-samples 0 --max-samples 8 --work-dir W`` (sometimes ``--workers 2``) where
+W, W/shards, W/scratch or a stale scratch pointer in it is a FIFO, a socket, a regular file, a link to
+/dev/zero, a dangling link or a link to a folder outside the case folder; W missing (parent there:
+created, ok; parent missing: one line); or W populated by a first validate, then one stored shard
+replaced by a FIFO, a folder, a socket or a link (the rerun ends with one line naming it) or
+truncated, bit-flipped, swapped, emptied or removed (recomputed: the rerun is ok and its report equals
+the first one, timings and command line aside).  ``signal_work_dir``: SIGTERM, SIGHUP or SIGINT during
+``validate --work-dir W --workers 2``; every shard file stored when the signal is sent must still be
+there, byte for byte, after the stop and after the rerun, which must be ok.  ``ray_address``:
+``--ray-address A --ray-connect-timeout 3`` for a closed port, garbage, an unresolvable host: one line
+beginning with A, exit 2 (each command in a grandchild: after a Ray join that timed out the CLI ends
+its own process); no cases when ``ray`` is not importable (the results say so).  An expected refusal
+must be one line beginning with the path it is about; a sentinel file in a folder outside the case
+folder (a link target) must stay as it was, and nothing may be added there unless W itself links to it.
 
 Seeds: ``examples/digits/ckpt.pt`` compiled once with ``neurocompile export``, plus a small
 bidirectional / prenorm-BatchNorm / Embedding SpikingSSM written in the official Lightning layout
@@ -43,7 +60,8 @@ marker file appeared) and ``shm_leak`` (a ``/dev/shm/psm_*`` segment of ours lef
 Two Lava runs are interrupted on purpose (a timeout, and SIGINT while the network runs): both must
 end with one line and leave no shared memory.  ``/dev/shm`` is compared before and after the run.
 
-Reproduce one case: ``python benchmarks/fuzz.py --seed 0 --only art-00042 --keep /tmp/case``.
+Reproduce one case: ``python benchmarks/fuzz.py --seed 0 --only art-00042 --keep /tmp/case`` (or
+``--only store-00024``).
 """
 from __future__ import annotations
 
