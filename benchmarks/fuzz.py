@@ -2165,7 +2165,7 @@ class StoreScenarios:
         return cmd, files
 
     def work_dir(self, rng, cid, seed):
-        kind = str(rng.choice(WORK_DIR_SPECIALS + ["missing", "missing-parent", "populated", "populated"]))
+        kind = str(rng.choice(WORK_DIR_SPECIALS + ["missing", "missing-parent"] + ["populated"] * 4))
         workers = ["--workers", "2"] if rng.random() < 0.4 else []
         outside = {"sentinel.txt": b"outside the case folder: never written\n"}
         if kind == "populated":
@@ -3186,13 +3186,19 @@ class Fuzzer:
         """What the store families showed beyond their outcome: shards stored before a signal (kept
         through it and the rerun), and what was done to a stored shard between two validates."""
         sig = [r for r in self.records if r["mutator"] == "signal_work_dir" and "store" in r]
-        tampered = Counter(r["note"].rsplit(": ", 1)[-1] + " -> " + r["category"] for r in self.records
-                           if r.get("store", {}).get("tampered") is not None)
+        rerun = {0: "rerun ok", 2: "rerun one line"}
+        tampered = Counter(r["note"].rsplit(": ", 1)[-1] + " -> " + rerun.get(r["commands"][1]["rc"], r["category"])
+                           if len(r.get("commands", [])) > 1 and r["category"] in ("ok", "clean_error")
+                           else r["category"] for r in self.records if r.get("store", {}).get("tampered") is not None)
+        places = Counter(r["note"].replace(" --workers 2", "") + (" --workers 2" if "--workers" in r["note"] else "")
+                         + " -> " + r["category"] for r in self.records
+                         if r["mutator"] == "work_dir" and "populated" not in r["note"])
         return {"signal_cases": len(sig),
                 "signal_cases_with_shards_stored_before_the_signal": sum(1 for r in sig if r["store"]["shards_at_signal"]),
                 "shards_stored_before_a_signal": sum(r["store"]["shards_at_signal"] for r in sig),
                 "signalled_runs_that_finished_first": sum(1 for r in sig if r["store"]["signalled_rc"] == 0),
                 "tampered_shard_outcomes": dict(sorted(tampered.items())),
+                "work_dir_outcomes": dict(sorted(places.items())),
                 "ray": self.gen.store.note or "ray_address cases ran (ray importable)"}
 
     def summary(self, timings, parent, new_shm) -> dict:
