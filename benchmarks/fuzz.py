@@ -69,6 +69,7 @@ import argparse
 import base64
 import copy
 import dataclasses
+import glob
 import hashlib
 import io
 import json
@@ -2240,7 +2241,7 @@ class StoreScenarios:
             cmd += ["--work-dir", "wd"]
             keeps = ("wd",)
         return Case(cid, "store", "ray_address", seed, f"--ray-address {address}{' --work-dir' * bool(keeps)}", files,
-                    [cmd], address + ":", (), expects=("error",), keeps=keeps, forked=True, timeout=90.0)
+                    [cmd], address + ":", (), expects=("error",), keeps=keeps, forked=True, timeout=60.0)
 
 
 KINDS = {"artifact": 0, "checkpoint": 1, "data": 2, "env": 3, "store": 4}
@@ -3016,14 +3017,26 @@ class Fuzzer:
         pid = os.fork()
         if pid == 0:
             run_child(case, folder, meta, self.mem, digest, options)
+        case._state["pid"] = pid
         return pid
 
     def _shm_names(self, case) -> list:
-        try:
-            with open(os.path.join(case._state["meta"], "shm.log")) as fh:
-                return sorted({ln.strip() for ln in fh if ln.strip()})
-        except FileNotFoundError:
-            return []
+        """Segments the case created: logged in the case's meta folder by its own process, and by a
+        worker interpreter (a Lava run's, started fresh, not forked) in its scratch folder, which goes
+        when the run ends -- so what was seen there is remembered."""
+        from neurocompile.execute import SCRATCH_PREFIX, SHM_LOG
+        st = case._state
+        seen = st.setdefault("shm_seen", set())
+        logs = [os.path.join(st["meta"], "shm.log")]
+        if st.get("pid"):
+            logs += glob.glob(os.path.join(tempfile.gettempdir(), f"{SCRATCH_PREFIX}{st['pid']}-*", SHM_LOG))
+        for log in logs:
+            try:
+                with open(log) as fh:
+                    seen.update(ln.strip() for ln in fh if ln.strip())
+            except OSError:
+                pass
+        return sorted(seen)
 
     def _finish(self, case: Case, status: int, usage) -> dict:
         st = case._state
@@ -3197,6 +3210,7 @@ class Fuzzer:
                 "signal_cases_with_shards_stored_before_the_signal": sum(1 for r in sig if r["store"]["shards_at_signal"]),
                 "shards_stored_before_a_signal": sum(r["store"]["shards_at_signal"] for r in sig),
                 "signalled_runs_that_finished_first": sum(1 for r in sig if r["store"]["signalled_rc"] == 0),
+                "signalled_exit_statuses": dict(sorted(Counter(str(r["store"]["signalled_rc"]) for r in sig).items())),
                 "tampered_shard_outcomes": dict(sorted(tampered.items())),
                 "work_dir_outcomes": dict(sorted(places.items())),
                 "ray": self.gen.store.note or "ray_address cases ran (ray importable)"}
