@@ -3333,7 +3333,7 @@ def table(results: dict) -> str:
 def markdown(results: dict) -> str:
     """The short results page (benchmarks/results/fuzz.md)."""
     mem, t, sc = results["memory"], results["timings"], results["soundness_checks"]
-    lines = ["# Fuzzing the loaders and CLI paths (issues 8 and 14)", "",
+    lines = ["# Fuzzing the loaders and CLI paths (issues 8, 14 and 20)", "",
              f"`{results['command']}`", "",
              (f"**Stopped early** ({results['stopped_early']}): the counts below are the cases that ran.\n\n"
               if results.get("stopped_early") else "") +

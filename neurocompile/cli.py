@@ -177,7 +177,7 @@ def _refuse_an_artifact(path: str) -> None:
             return
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-    except (OSError, zipfile.BadZipFile, ValueError):
+    except (OSError, zipfile.BadZipFile, ValueError, NotImplementedError, EOFError):   # 'zip file version 6.4'
         return                                                      # the checkpoint reader says what is wrong
     if "manifest.json" in names:
         raise CheckpointError(f"{path}: this is a {ARTIFACT_SUFFIX} artifact (written by export), not a checkpoint; "
