@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Fuzz every loader and CLI path with mutated artifacts, checkpoints and user data (issue 8), and with
-a hostile environment (issue 14).
+"""Fuzz every loader and CLI path with mutated artifacts, checkpoints and user data (issue 8), with
+a hostile environment (issue 14), and the shard store, work-dir, scratch folders and Ray (issue 20).
 
-    python benchmarks/fuzz.py --artifacts 8000 --checkpoints 1200 --data 800 --env 1500 --lava 3 --seed 0 \\
-        --jobs 2 --out benchmarks/results/fuzz.json --md benchmarks/results/fuzz.md
+    python benchmarks/fuzz.py --artifacts 8000 --checkpoints 1200 --data 800 --env 1500 --store 300 --lava 3 \\
+        --seed 0 --jobs 2 --out benchmarks/results/fuzz.json --md benchmarks/results/fuzz.md
 
 Issue 14's families: artifact mutants whose node names collide with the traces file's keys or are
 paths, whose manifest claims disagree with the stored integers (layers, widths, classes, kind, the
@@ -15,6 +15,23 @@ random point of a command (then a second run in the same folder must clear what 
 seeds and counts beyond their stated bounds, and the same weights re-saved with another pickle
 protocol (``validate`` must still pair them).  No terminal control character may reach stdout or an
 error line, and a traces file written must have collision-free, path-free member names.
+
+Issue 20's families (``--store N`` cases, ids ``store-NNNNN``; ``--store 0 --env 0 ...`` runs only
+others, ``--artifacts 0 --checkpoints 0 --data 0 --env 0 --lava 0 --store N`` only these):
+``work_dir``: ``validate --lava-samples 0 --max-samples 8 --work-dir W`` (sometimes ``--workers 2``) where
+W, W/shards, W/scratch or a stale scratch pointer in it is a FIFO, a socket, a regular file, a link to
+/dev/zero, a dangling link or a link to a folder outside the case folder; W missing (parent there:
+created, ok; parent missing: one line); or W populated by a first validate, then one stored shard
+replaced by a FIFO, a folder, a socket or a link (the rerun ends with one line naming it) or
+truncated, bit-flipped, swapped, emptied or removed (recomputed: the rerun is ok and its report equals
+the first one, timings and command line aside).  ``signal_work_dir``: SIGTERM, SIGHUP or SIGINT during
+``validate --work-dir W --workers 2``; every shard file stored when the signal is sent must still be
+there, byte for byte, after the stop and after the rerun, which must be ok.  ``ray_address``:
+``--ray-address A --ray-connect-timeout 3`` for a closed port, garbage, an unresolvable host: one line
+beginning with A, exit 2 (each command in a grandchild: after a Ray join that timed out the CLI ends
+its own process); no cases when ``ray`` is not importable (the results say so).  An expected refusal
+must be one line beginning with the path it is about; a sentinel file in a folder outside the case
+folder (a link target) must stay as it was, and nothing may be added there unless W itself links to it.
 
 Seeds: ``examples/digits/ckpt.pt`` compiled once with ``neurocompile export``, plus a small
 bidirectional / prenorm-BatchNorm / Embedding SpikingSSM written in the official Lightning layout
@@ -43,7 +60,8 @@ marker file appeared) and ``shm_leak`` (a ``/dev/shm/psm_*`` segment of ours lef
 Two Lava runs are interrupted on purpose (a timeout, and SIGINT while the network runs): both must
 end with one line and leave no shared memory.  ``/dev/shm`` is compared before and after the run.
 
-Reproduce one case: ``python benchmarks/fuzz.py --seed 0 --only art-00042 --keep /tmp/case``.
+Reproduce one case: ``python benchmarks/fuzz.py --seed 0 --only art-00042 --keep /tmp/case`` (or
+``--only store-00024``).
 """
 from __future__ import annotations
 
@@ -51,6 +69,7 @@ import argparse
 import base64
 import copy
 import dataclasses
+import glob
 import hashlib
 import io
 import json
@@ -467,6 +486,15 @@ class Case:
     specials: dict = dataclasses.field(default_factory=dict)   # name -> (kind, target): FIFOs, links, sockets...
     signal: tuple = ()              # (signum, delay_s): sent to the first command while it runs
     follow: list = dataclasses.field(default_factory=list)     # commands run after a killed one (clear its leftovers)
+    # the shard store's families (kind "store")
+    expects: tuple = ()             # per command (follow commands for a signalled case): ok | error | any
+    keeps: tuple = ()               # top-level names a command may leave even when it fails or is stopped (a work-dir)
+    outside: dict = dataclasses.field(default_factory=dict)    # sentinel files in a folder outside the case folder
+    outside_writable: bool = False  # the command may add files outside (the work-dir is a link out): sentinels stay
+    between: str = ""               # what is done to the stored shards between the first and the second command
+    same_reports: tuple = ()        # two --json reports that must be identical (timings and command lines aside)
+    store_dir: str = ""             # the work-dir whose shards stored before the signal must outlive it and the rerun
+    forked: bool = False            # each command in a grandchild: the CLI may end its process itself (a Ray join)
 
 
 FIXUP_MEMORY = 4 << 30              # RLIMIT_AS of the forked child that recomputes a mutant's bookkeeping
@@ -2094,8 +2122,130 @@ class EnvScenarios:
                     expect="ok", timeout=90.0)
 
 
-KINDS = {"artifact": 0, "checkpoint": 1, "data": 2, "env": 3}
-PREFIX = {"artifact": "art", "checkpoint": "ckpt", "data": "data", "env": "env"}
+WORK_DIR_SPECIALS = ["fifo", "socket", "file", "link:/dev/zero", "dangling", "link:outside"]
+WORK_DIR_PLACES = ["W", "W/shards", "W/scratch", "W/scratch/pointer"]
+STALE_POINTER = "shard-4194309-x"    # a scratch pointer named after a pid above any pid_max: its owner never runs
+TAMPER_REFUSED = ["fifo", "dir", "link:/dev/zero", "link:outside", "dangling", "socket"]
+TAMPER_RECOMPUTED = ["truncate", "bitflip", "swap", "empty", "remove", "none"]
+STORE_SIGNALS = [signal.SIGTERM, signal.SIGHUP, signal.SIGINT]
+RAY_ADDRESSES = ["127.0.0.1:1", "nohost:xx", "::::", "no-such-host.invalid:6379", "256.1.1.1:6379", "[::1]:1"]
+
+
+def ray_importable() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("ray") is not None
+
+
+class StoreScenarios:
+    """The shard store, ``--work-dir``, the workers' scratch folders and joining a Ray cluster (issue 20).
+
+    ``work_dir``: the work-dir W, or W/shards, or W/scratch, or a stale scratch pointer in it, is a FIFO,
+    a socket, a regular file, a link to /dev/zero, a dangling link or a link to a folder outside the case
+    folder (holding a sentinel file); or W is missing (its parent exists: created, ok; its parent is
+    missing: one line); or W is populated by a first validate, its stored shards are tampered with
+    (a FIFO, a folder, a link, a socket in place of one: one line naming it; truncated, flipped, swapped,
+    emptied, removed: recomputed) and a second validate must give the same report.
+    ``signal_work_dir``: TERM, HUP or INT during ``validate --work-dir W --workers 2``; every shard stored
+    before the signal outlives it and the rerun, which must be ok.
+    ``ray_address``: ``--ray-address A --ray-connect-timeout 3`` for a closed port, garbage, an
+    unresolvable host: one line naming A, exit 2 (no cases when ``ray`` is not importable)."""
+
+    def __init__(self, seeds: Seeds):
+        self.seeds = seeds
+        self._base = EnvScenarios(seeds)._base        # the seed's artifact, data and checkpoint as case files
+        self.ray = ray_importable()
+        self.table = [("work_dir", self.work_dir), ("signal_work_dir", self.signal_work_dir)]
+        if self.ray:
+            self.table.append(("ray_address", self.ray_address))
+        self.note = None if self.ray else "ray_address: no cases (ray is not importable in this Python)"
+
+    def _validate(self, cid, seed, work_dir, batch=4):
+        art, dat, ck, files = self._base(cid, seed)
+        cmd = ["validate", ck, art, "--data", dat, "--lava-samples", "0", "--max-samples", "8", "--batch-size",
+               str(batch), "--work-dir", work_dir]
+        return cmd, files
+
+    def work_dir(self, rng, cid, seed):
+        kind = str(rng.choice(WORK_DIR_SPECIALS + ["missing", "missing-parent"] + ["populated"] * 4))
+        workers = ["--workers", "2"] if rng.random() < 0.4 else []
+        outside = {"sentinel.txt": b"outside the case folder: never written\n"}
+        if kind == "populated":
+            return self._populated(rng, cid, seed, workers, outside)
+        if kind in ("missing", "missing-parent"):
+            w = {"missing": str(rng.choice(["wd", "sub/wd"])), "missing-parent": "nope/wd"}[kind]
+            cmd, files = self._validate(cid, seed, w)
+            specials = {"sub": ("dir", None)} if w == "sub/wd" else {}
+            ok = kind == "missing"
+            return Case(cid, "store", "work_dir", seed, f"--work-dir {w} does not exist{' (nor its parent)' * (not ok)}"
+                        f"{' --workers 2' * bool(workers)}", files, [cmd + workers], w, ("wd",) if ok else (),
+                        specials=specials, expects=("ok" if ok else "error",), keeps=("wd",) if ok else (),
+                        outside=outside, timeout=240.0)
+        place = str(rng.choice(WORK_DIR_PLACES))
+        if place == "W/scratch/pointer" and kind == "file":
+            kind = "dir"                          # a regular stale pointer is read and removed: that is its cleanup
+        if place.startswith("W/scratch") and rng.random() < 0.7:
+            workers = ["--workers", "2"]          # scratch folders are the workers'
+        name = {"W": "wd", "W/shards": "wd/shards", "W/scratch": "wd/scratch",
+                "W/scratch/pointer": "wd/scratch/" + STALE_POINTER}[place]
+        specials = {} if place == "W" else {"wd": ("dir", None)}
+        if place == "W/scratch/pointer":
+            specials["wd/scratch"] = ("dir", None)
+        specials[name] = {"file": ("file", "not the store's\n"), "dangling": ("link", "missing-target"),
+                          "link:outside": ("link", "{outside}")}.get(kind, ("link", kind[5:]) if kind.startswith("link:")
+                                                                     else (kind, None))
+        if kind == "link:outside" and place == "W/scratch/pointer":
+            specials[name] = ("link", "{outside}/sentinel.txt")
+        cmd, files = self._validate(cid, seed, "wd")
+        if place == "W":
+            want = "ok" if kind == "link:outside" else "error"      # W itself is the user's: links are followed
+        elif place.startswith("W/scratch"):
+            want = "error" if workers else "ok"                     # scratch is used by local workers only
+        else:
+            want = "error"
+        return Case(cid, "store", "work_dir", seed, f"{place} is {kind}{' --workers 2' * bool(workers)}", files,
+                    [cmd + workers], name, (), specials=specials, expects=(want,), outside=outside,
+                    outside_writable=place == "W" and kind == "link:outside", timeout=240.0)
+
+    def _populated(self, rng, cid, seed, workers, outside):
+        how = str(rng.choice(TAMPER_REFUSED + TAMPER_RECOMPUTED))
+        cmd, files = self._validate(cid, seed, "wd")
+        second = cmd + (["--workers", "2"] if rng.random() < 0.4 else [])
+        refused = how in TAMPER_REFUSED
+        return Case(cid, "store", "work_dir", seed, f"--work-dir populated by a first validate{' --workers 2' * bool(workers)}"
+                    f", then a stored shard: {how}", files, [cmd + workers + ["--json", "r1.json"],
+                                                               second + ["--json", "r2.json"]],
+                    "wd/shards/", ("wd", "r1.json", "r2.json"), expects=("ok", "error" if refused else "ok"),
+                    keeps=("wd",), outside=outside, between=how, store_dir="wd",
+                    same_reports=() if refused else ("r1.json", "r2.json"), timeout=300.0)
+
+    def signal_work_dir(self, rng, cid, seed):
+        sig = STORE_SIGNALS[int(rng.integers(len(STORE_SIGNALS)))]
+        # fresh worker interpreters store the first of the 4 shards ~10 s in, the last ~20 s in (2 shared cores)
+        delay = float(rng.choice([1.0, 10.0, 12.0, 14.0, 16.0, 18.0]) * rng.uniform(0.85, 1.15))
+        exists = rng.random() < 0.5
+        cmd, files = self._validate(cid, seed, "wd", batch=2)
+        cmd += ["--workers", "2"]
+        return Case(cid, "store", "signal_work_dir", seed, f"{signal.Signals(sig).name} after {delay:.2f} s: validate "
+                    f"--work-dir ({'exists' if exists else 'new'}) --workers 2", files, [cmd], "", ("wd", "r.json"),
+                    specials={"wd": ("dir", None)} if exists else {}, signal=(int(sig), delay),
+                    follow=[cmd + ["--json", "r.json"]], expects=("ok",), keeps=("wd",), store_dir="wd",
+                    expect="any", timeout=300.0)
+
+    def ray_address(self, rng, cid, seed):
+        address = RAY_ADDRESSES[int(rng.integers(len(RAY_ADDRESSES)))]
+        art, dat, ck, files = self._base(cid, seed)
+        cmd = ["validate", ck, art, "--data", dat, "--lava-samples", "0", "--max-samples", "8",
+               "--ray-address", address, "--ray-connect-timeout", "3"]
+        keeps = ()
+        if rng.random() < 0.5:                    # Ray's log then goes into the work-dir
+            cmd += ["--work-dir", "wd"]
+            keeps = ("wd",)
+        return Case(cid, "store", "ray_address", seed, f"--ray-address {address}{' --work-dir' * bool(keeps)}", files,
+                    [cmd], address + ":", (), expects=("error",), keeps=keeps, forked=True, timeout=60.0)
+
+
+KINDS = {"artifact": 0, "checkpoint": 1, "data": 2, "env": 3, "store": 4}
+PREFIX = {"artifact": "art", "checkpoint": "ckpt", "data": "data", "env": "env", "store": "store"}
 
 
 class Generator:
@@ -2105,6 +2255,7 @@ class Generator:
         self.ckpt = CheckpointMutators(seeds)
         self.data = DataMutators(seeds)
         self.env = EnvScenarios(seeds)
+        self.store = StoreScenarios(seeds)
 
     def case(self, kind: str, i: int) -> Case:
         rng = np.random.default_rng([self.seed, KINDS[kind], i])
@@ -2167,6 +2318,11 @@ class Generator:
         marker = "MARKER"
         return Case(cid, "checkpoint", name, seed, note, files, commands, ck, outputs, sound=sound, marker=marker,
                     timeout=120.0)
+
+    def _store(self, cid, i, rng):
+        name, make = self.store.table[i % len(self.store.table)]
+        seed = "digits" if rng.random() < 0.5 else "small_official"
+        return make(rng, cid, seed)
 
     def _env(self, cid, i, rng):
         name, make = self.env.table[i % len(self.env.table)]
@@ -2282,6 +2438,41 @@ def _capture(fn, folder: str, tag: str):
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")     # what must never reach a terminal from our output
 
 
+def _forked(fn, meta: str, tag: str):
+    """``_capture(fn)`` in a forked grandchild, for a CLI that may end its own process: after a Ray join
+    that timed out it leaves by ``os._exit`` with the status of the line it printed (cli._past_ray)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    verdict = os.path.join(meta, tag + ".json")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            import torch
+            torch.set_num_threads(1)                   # this grandchild's own thread pool (see run_child)
+            rc, exc, _, _ = _capture(fn, meta, tag)
+            with open(verdict, "w") as fh:
+                json.dump({"rc": rc, "exc": exc}, fh)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    try:
+        with open(verdict) as fh:
+            got = json.load(fh)
+        rc, exc = got["rc"], got["exc"]
+    except (FileNotFoundError, ValueError):            # the CLI ended the process: its status is the verdict
+        rc, exc = os.waitstatus_to_exitcode(status), None
+        if os.WIFSIGNALED(status):
+            exc = f"the process died of signal {os.WTERMSIG(status)}"
+    out, err = (open(os.path.join(meta, tag + ext), "rb").read().decode(errors="replace") for ext in (".out", ".err"))
+    log = re.search(r"\(Ray's output: (\S+)\)", err)
+    if log and os.path.dirname(log.group(1)) == tempfile.gettempdir():
+        try:                                          # Ray's log, kept in the temp folder when there is no work-dir
+            os.unlink(log.group(1))
+        except OSError:
+            pass
+    return rc, exc, out, err
+
+
 def _traces_problem(path: str):
     """Why a traces file the CLI wrote is unsafe or inconsistent, or None (also when there is none)."""
     if not os.path.exists(path):
@@ -2298,6 +2489,98 @@ def _traces_problem(path: str):
         return None
     except Exception as exc:                           # noqa: BLE001 - a file we wrote must read back
         return f"unreadable: {exc}"
+
+
+def _tree_digest(folder: str) -> dict:
+    """relative path -> (file type, sha256 of a regular file's bytes / a link's target), links not followed."""
+    out = {}
+    for top, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            path = os.path.join(top, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            rel = os.path.relpath(path, folder)
+            if stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as fh:
+                    out[rel] = ("file", hashlib.sha256(fh.read()).hexdigest())
+            elif stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(path))
+            else:
+                out[rel] = (stat.S_IFMT(st.st_mode), None)
+    return out
+
+
+def _outside_problem(before: dict, after: dict, writable: bool):
+    """Why the folder outside the case folder is not as it was (new files allowed when ``writable``)."""
+    changed = sorted(n for n in before if after.get(n) != before[n])
+    added = [] if writable else sorted(set(after) - set(before))
+    if changed or added:
+        return f"outside the case folder: changed {changed[:3]}, added {added[:3]}"
+    return None
+
+
+def _store_files(work_dir: str) -> dict:
+    """The shard files under ``work_dir``/shards (relative path -> digest)."""
+    return {k: v for k, v in _tree_digest(os.path.join(work_dir, "shards")).items() if v[0] == "file"}
+
+
+def _store_lost(stored: dict, now: dict) -> list:
+    return sorted(n for n in stored or {} if now.get(n) != stored[n])
+
+
+def _tamper_shards(work_dir: str, how: str, outside: str) -> str:
+    """Between two validates: do ``how`` to the first stored shard (in name order); -> what was done."""
+    shards = sorted(_store_files(work_dir))
+    if not shards or how == "none":
+        return f"{how} ({len(shards)} shard(s) stored)"
+    path = os.path.join(work_dir, "shards", shards[0])
+    data = open(path, "rb").read()
+    if how in TAMPER_REFUSED:
+        os.unlink(path)
+        if how == "fifo":
+            os.mkfifo(path)
+        elif how == "dir":
+            os.mkdir(path)
+        elif how == "socket":
+            _make_specials(os.path.dirname(path), {os.path.basename(path): ("socket", None)})
+        else:
+            os.symlink({"link:/dev/zero": "/dev/zero", "link:outside": os.path.join(outside, "sentinel.txt"),
+                        "dangling": "missing-shard"}[how], path)
+    elif how == "truncate":
+        open(path, "wb").write(data[:len(data) // 2])
+    elif how == "bitflip":
+        b = bytearray(data)
+        b[len(b) // 2] ^= 0x10
+        open(path, "wb").write(bytes(b))
+    elif how == "empty":
+        open(path, "wb").close()
+    elif how == "remove":
+        os.unlink(path)
+    elif how == "swap" and len(shards) > 1:
+        other = os.path.join(work_dir, "shards", shards[1])
+        second = open(other, "rb").read()
+        open(path, "wb").write(second)
+        open(other, "wb").write(data)
+    return f"{how}: {shards[0]} of {len(shards)} shard(s)"
+
+
+def _report_difference(first: str, second: str):
+    """Top-level keys in which two validate reports differ, timings, executor and command lines aside
+    (None when they are the same)."""
+    try:
+        a, b = (json.load(open(p)) for p in (first, second))
+    except (OSError, ValueError) as exc:
+        return [f"unreadable: {exc}"]
+    for r in (a, b):
+        for key in ("seconds", "execution"):
+            r.pop(key, None)
+        prov = r.get("provenance", {})
+        for key in ("date", "command_line"):
+            prov.pop(key, None)
+        prov.get("options", {}).pop("workers", None)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)) or None
 
 
 def _signalled(case: Case, argv: list, meta: str, cli) -> dict:
@@ -2344,6 +2627,7 @@ def _signalled(case: Case, argv: list, meta: str, cli) -> dict:
         started = ready.read(1) == b"1"               # b"" if the grandchild died before the CLI
         if started:
             time.sleep(delay)
+            stored = _store_files(case.store_dir) if case.store_dir else None
             try:
                 os.kill(pid, signum)
             except ProcessLookupError:
@@ -2352,6 +2636,9 @@ def _signalled(case: Case, argv: list, meta: str, cli) -> dict:
         after = ready.read()                          # the CLI's exit status, if it returned before the signal
     out = {"argv": argv, "signal": signum, "status": status, "left": sorted(set(os.listdir(".")) - before),
            "cli_started": started}
+    if case.store_dir and started:                   # shards stored before the signal must outlive it
+        out["stored_at_signal"] = stored
+        out["store_lost"] = _store_lost(stored, _store_files(case.store_dir))
     if after:
         out["cli_returned"] = json.loads(after)
     try:
@@ -2386,12 +2673,18 @@ def run_child(case: Case, folder: str, meta: str, mem_bytes: int, seed_digest: s
         if case.signal:
             result["signal"] = _signalled(case, commands.pop(0), meta, cli)
         for k, argv in enumerate(commands + (case.follow if case.signal else [])):
+            if k == 1 and case.between:
+                result["tampered"] = _tamper_shards(case.store_dir, case.between, options["outside"])
             before = set(os.listdir("."))
-            rc, exc, out, err = _capture(lambda: cli(list(argv)), meta, f"cmd{k}")
+            rc, exc, out, err = (_forked if case.forked else _capture)(lambda: cli(list(argv)), meta, f"cmd{k}")
             after = set(os.listdir("."))
             result["commands"].append({"argv": argv, "rc": rc, "exc": exc, "stderr": err[-4000:],
                                        "stdout_tail": out[-300:], "new_files": sorted(after - before),
                                        "control": bool(CONTROL.search(out))})
+        if case.same_reports and all(c["rc"] == 0 for c in result["commands"]):
+            result["reports_differ"] = _report_difference(*case.same_reports)
+        if case.signal and case.store_dir and result["signal"].get("stored_at_signal") is not None:
+            result["store_lost"] = _store_lost(result["signal"]["stored_at_signal"], _store_files(case.store_dir))
         result["traces_problem"] = _traces_problem("traces.npz")
         if case.sound and os.path.exists(case.sound) and all(c["rc"] == 0 for c in result["commands"]):
             def check():
@@ -2416,6 +2709,12 @@ def run_child(case: Case, folder: str, meta: str, mem_bytes: int, seed_digest: s
 
 
 # ============================================================================ classification
+def _copy_regular(src: str, dst: str) -> None:
+    """--keep's copy: regular files only (a FIFO would block, a socket cannot be opened)."""
+    if stat.S_ISREG(os.lstat(src).st_mode):
+        shutil.copy2(src, dst)
+
+
 def _digest_inputs(folder: str, names) -> dict:
     out = {}
     for n in names:
@@ -2438,6 +2737,9 @@ def _make_specials(folder: str, specials: dict) -> None:
             os.mkfifo(path)
         elif kind == "dir":
             os.mkdir(path)
+        elif kind == "file":
+            with open(path, "w") as fh:
+                fh.write(target)
         elif kind == "socket":
             saved = os.getcwd()
             os.chdir(folder)                          # a relative name: AF_UNIX paths hold 107 bytes
@@ -2457,6 +2759,8 @@ def _special_kinds(folder: str, specials: dict) -> dict:
             st = os.lstat(os.path.join(folder, name))
             out[name] = (stat.S_IFMT(st.st_mode), os.readlink(os.path.join(folder, name))
                          if stat.S_ISLNK(st.st_mode) else None)
+            if stat.S_ISREG(st.st_mode):
+                out[name] += (hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest(),)
         except OSError:
             out[name] = None
     return out
@@ -2483,6 +2787,8 @@ def classify(case: Case, result: dict | None, status: dict, inputs_before: dict,
         return "shm_leak", status["shm_leak"]
     if status.get("specials_changed"):
         return "input_changed", status["specials_changed"]
+    if status.get("outside_changed"):
+        return "input_changed", status["outside_changed"]
     if result.get("traces_problem"):
         return "unsound", f"the traces file: {result['traces_problem']}"
     if case.signal:
@@ -2490,8 +2796,9 @@ def classify(case: Case, result: dict | None, status: dict, inputs_before: dict,
         if verdict:
             return verdict
     outcomes = []
-    for c in result["commands"]:
+    for k, c in enumerate(result["commands"]):
         argv = c["argv"]
+        want = case.expects[k] if k < len(case.expects) else case.expect
         inputs = [a for a in argv if a in case.files or a in case.specials]
         lines = _error_lines(c["stderr"])
         if c.get("control") or any(CONTROL.search(ln) for ln in lines):
@@ -2499,17 +2806,19 @@ def classify(case: Case, result: dict | None, status: dict, inputs_before: dict,
         if c["exc"] is not None and not (c["exc"] == "SystemExit(2)" and len(lines) == 1
                                          and lines[0].startswith("neurocompile: error:")):
             return "traceback", f"{' '.join(argv[:2])}: {c['exc'].strip().splitlines()[-1][:300]}"
-        if case.expect == "ok" and c["rc"] != 0:
+        if want == "ok" and c["rc"] != 0:
             return "unsound", f"{argv[0]} refused what it must accept: {' | '.join(lines)[-300:]}"
         if c["rc"] == 0:
-            bad = [f for f in c["new_files"] if f not in case.outputs or f.startswith(".tmp-")]
+            bad = [f for f in c["new_files"] if f not in case.outputs + case.keeps or f.startswith(".tmp-")]
             if bad:
                 return "partial_output", f"{argv[0]} succeeded but left {bad}"
+            if want == "error":
+                return "unsound", f"{argv[0]} (command {k + 1}) accepted what it must refuse"
             if case.expect == "interrupted":
                 return "traceback", f"{argv[0]} finished although it was interrupted"
             outcomes.append(("ok", None))
             continue
-        if c["new_files"]:
+        if [f for f in c["new_files"] if f not in case.keeps]:
             return "partial_output", f"{argv[0]} failed (exit {c['rc']}) and left {c['new_files']}"
         if case.expect == "interrupted":
             want = (130, "interrupted") if case.interrupt == signal.SIGINT else (128 + case.interrupt, "terminated")
@@ -2520,14 +2829,21 @@ def classify(case: Case, result: dict | None, status: dict, inputs_before: dict,
         if c["rc"] == 2 and len(lines) == 1 and lines[0].startswith("neurocompile: error:"):
             if "out of memory" in lines[0]:
                 return "crash", f"{argv[0]}: {lines[0][:300]}"
+            if want == "error" and case.mutated and not lines[0].startswith(f"neurocompile: error: {case.mutated}"):
+                return "traceback", f"{argv[0]}: the error line does not begin with {case.mutated!r}: {lines[0][:300]}"
             named = [n for n in inputs if n in lines[0]]
-            if case.expect == "any" or named:
+            if want in ("any", "error") or named:
                 outcomes.append(("clean_error", named))
                 continue
             return "traceback", f"{argv[0]}: error line names no input: {lines[0][:300]}"
         return "traceback", f"{argv[0]}: exit {c['rc']}, stderr: {' | '.join(lines)[-400:]}"
     if leftover:
         return "partial_output", f"temporary files left: {leftover}"
+    if result.get("reports_differ"):
+        return "unsound", f"the rerun's report differs in {result['reports_differ'][:5]} ({result.get('tampered')})"
+    if result.get("store_lost") or (case.signal and result["signal"].get("store_lost")):
+        lost = result.get("store_lost") or result["signal"]["store_lost"]
+        return "unsound", f"{len(lost)} shard(s) stored before the signal were lost or changed: {lost[:2]}"
     # consistency of a mutated artifact across commands, and soundness of what was accepted
     if case.kind == "artifact":
         (insp, _), (sim, named) = outcomes[0], outcomes[1]
@@ -2582,7 +2898,7 @@ def _classify_signalled(case: Case, sig: dict):
         pass
     else:
         return "traceback", f"signalled {argv}: exit {rc}, stderr {lines[:3]}"
-    partial = [f for f in sig["left"] if not sig.get("killed") or not f.startswith(".tmp-")]
+    partial = [f for f in sig["left"] if (not sig.get("killed") or not f.startswith(".tmp-")) and f not in case.keeps]
     if partial:
         return "partial_output", f"signalled {argv} ({signal.Signals(signum).name}) left {partial}"
     return None
@@ -2679,26 +2995,48 @@ class Fuzzer:
             with open(os.path.join(folder, name), "wb") as fh:
                 fh.write(data)
             os.chmod(os.path.join(folder, name), 0o644)
+        outside = os.path.join(self.work, "outside", case.id)
+        if case.outside:
+            shutil.rmtree(outside, ignore_errors=True)
+            os.makedirs(outside)
+            for name, data in case.outside.items():
+                with open(os.path.join(outside, name), "wb") as fh:
+                    fh.write(data)
+            case.specials = {n: (k, t.replace("{outside}", outside) if k == "link" else t)
+                             for n, (k, t) in case.specials.items()}
         _make_specials(folder, case.specials)
-        case._state = {"folder": folder, "meta": meta, "t0": time.monotonic(),
+        case._state = {"folder": folder, "meta": meta, "t0": time.monotonic(), "outside": outside,
+                       "outside_before": _tree_digest(outside) if case.outside else None,
                        "inputs": _digest_inputs(folder, [n for n in case.files if n not in case.outputs]),
                        "specials": _special_kinds(folder, case.specials)}
         digest = self.seeds.digests.get(case.seed, "")
         options = {"rng": int(hashlib.sha256(case.id.encode()).hexdigest()[:8], 16) ^ self.args.seed,
-                   "lava_timeout": self.args.lava_timeout}
+                   "lava_timeout": self.args.lava_timeout, "outside": outside}
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             run_child(case, folder, meta, self.mem, digest, options)
+        case._state["pid"] = pid
         return pid
 
     def _shm_names(self, case) -> list:
-        try:
-            with open(os.path.join(case._state["meta"], "shm.log")) as fh:
-                return sorted({ln.strip() for ln in fh if ln.strip()})
-        except FileNotFoundError:
-            return []
+        """Segments the case created: logged in the case's meta folder by its own process, and by a
+        worker interpreter (a Lava run's, started fresh, not forked) in its scratch folder, which goes
+        when the run ends -- so what was seen there is remembered."""
+        from neurocompile.execute import SCRATCH_PREFIX, SHM_LOG
+        st = case._state
+        seen = st.setdefault("shm_seen", set())
+        logs = [os.path.join(st["meta"], "shm.log")]
+        if st.get("pid"):
+            logs += glob.glob(os.path.join(tempfile.gettempdir(), f"{SCRATCH_PREFIX}{st['pid']}-*", SHM_LOG))
+        for log in logs:
+            try:
+                with open(log) as fh:
+                    seen.update(ln.strip() for ln in fh if ln.strip())
+            except OSError:
+                pass
+        return sorted(seen)
 
     def _finish(self, case: Case, status: int, usage) -> dict:
         st = case._state
@@ -2726,6 +3064,10 @@ class Fuzzer:
         specials_after = _special_kinds(st["folder"], case.specials)
         if specials_after != st["specials"]:
             st["specials_changed"] = f"special files changed: {st['specials']} -> {specials_after}"
+        if case.outside:
+            problem = _outside_problem(st["outside_before"], _tree_digest(st["outside"]), case.outside_writable)
+            if problem:
+                st["outside_changed"] = problem
         leftover = [f for f in os.listdir(st["folder"]) if f.startswith(".tmp-")]
         category, detail = classify(case, result, st, st["inputs"], after, leftover)
         rec = {"id": case.id, "kind": case.kind, "mutator": case.mutator, "seed": case.seed, "note": case.note,
@@ -2736,6 +3078,12 @@ class Fuzzer:
                                 **({"exc": c["exc"][-1500:]} if c["exc"] else {})} for c in result["commands"]]
             if result.get("sound") is not None:
                 rec["sound"] = {k: v for k, v in result["sound"].items() if k != "stderr"}
+            if case.store_dir and case.signal and "signal" in result:
+                rec["store"] = {"shards_at_signal": len(result["signal"].get("stored_at_signal") or {}),
+                                "signalled_rc": result["signal"].get("rc"),
+                                "killed": result["signal"].get("killed")}
+            if case.between:
+                rec["store"] = {"tampered": result.get("tampered")}
         if case.kind == "artifact" and category == "ok" and rec.get("sound", {}).get("changed") \
                 and "skipped" not in rec["sound"]:
             rec["lava_candidate"] = True
@@ -2744,10 +3092,11 @@ class Fuzzer:
         if keep:
             dest = os.path.join(self.args.keep, case.id)
             shutil.rmtree(dest, ignore_errors=True)
-            shutil.copytree(st["folder"], dest, symlinks=True)
+            shutil.copytree(st["folder"], dest, symlinks=True, copy_function=_copy_regular)
             shutil.copytree(st["meta"], os.path.join(dest, "_meta"))
         shutil.rmtree(st["folder"], ignore_errors=True)
         shutil.rmtree(st["meta"], ignore_errors=True)
+        shutil.rmtree(st["outside"], ignore_errors=True)
         return rec
 
     def _progress(self, label, done, total, counts, t0, final=False):
@@ -2826,7 +3175,8 @@ class Fuzzer:
                 print(json.dumps(r, indent=1))
             return {}
         # the smaller kinds first: a run stopped early (--stop-after) has covered every kind
-        for kind, n in (("env", a.env), ("checkpoint", a.checkpoints), ("data", a.data), ("artifact", a.artifacts)):
+        for kind, n in (("store", a.store), ("env", a.env), ("checkpoint", a.checkpoints), ("data", a.data),
+                        ("artifact", a.artifacts)):
             t = time.monotonic()
             self.run_cases((self.gen.case(kind, i) for i in range(n)), kind + "s", n)
             timings[f"{kind}s_s"] = round(time.monotonic() - t, 1)
@@ -2844,6 +3194,26 @@ class Fuzzer:
         if not a.keep_workdir and not a.workdir:
             shutil.rmtree(self.work, ignore_errors=True)
         return results
+
+    def store_checks(self) -> dict:
+        """What the store families showed beyond their outcome: shards stored before a signal (kept
+        through it and the rerun), and what was done to a stored shard between two validates."""
+        sig = [r for r in self.records if r["mutator"] == "signal_work_dir" and "store" in r]
+        rerun = {0: "rerun ok", 2: "rerun one line"}
+        tampered = Counter(r["note"].rsplit(": ", 1)[-1] + " -> " + rerun.get(r["commands"][1]["rc"], r["category"])
+                           if len(r.get("commands", [])) > 1 and r["category"] in ("ok", "clean_error")
+                           else r["category"] for r in self.records if r.get("store", {}).get("tampered") is not None)
+        places = Counter(r["note"].replace(" --workers 2", "") + (" --workers 2" if "--workers" in r["note"] else "")
+                         + " -> " + r["category"] for r in self.records
+                         if r["mutator"] == "work_dir" and "populated" not in r["note"])
+        return {"signal_cases": len(sig),
+                "signal_cases_with_shards_stored_before_the_signal": sum(1 for r in sig if r["store"]["shards_at_signal"]),
+                "shards_stored_before_a_signal": sum(r["store"]["shards_at_signal"] for r in sig),
+                "signalled_runs_that_finished_first": sum(1 for r in sig if r["store"]["signalled_rc"] == 0),
+                "signalled_exit_statuses": dict(sorted(Counter(str(r["store"]["signalled_rc"]) for r in sig).items())),
+                "tampered_shard_outcomes": dict(sorted(tampered.items())),
+                "work_dir_outcomes": dict(sorted(places.items())),
+                "ray": self.gen.store.note or "ray_address cases ran (ray importable)"}
 
     def summary(self, timings, parent, new_shm) -> dict:
         a = self.args
@@ -2869,7 +3239,7 @@ class Fuzzer:
             "command": "python benchmarks/fuzz.py " + " ".join(sys.argv[1:]),
             "seed": a.seed,
             "requested": {"artifacts": a.artifacts, "checkpoints": a.checkpoints, "data": a.data, "env": a.env,
-                          "lava": a.lava},
+                          "store": a.store, "lava": a.lava},
             "cases": len(self.records),
             "stopped_early": self.stopped_early,
             "counts": {c: total.get(c, 0) for c in CATEGORIES},
@@ -2886,6 +3256,7 @@ class Fuzzer:
                 "lava_runs": [{"id": r["id"], "mutator": r["mutator"], "note": r["note"], "category": r["category"],
                                "seconds": r["seconds"]} for r in lava_runs],
             },
+            "store_checks": self.store_checks(),
             "interrupted_lava_runs": [{"id": r["id"], "category": r["category"], "detail": r["detail"],
                                        "stderr": r.get("commands", [{}])[0].get("stderr")}
                                       for r in self.records if r["kind"] == "lava_interrupt"],
@@ -2962,7 +3333,7 @@ def table(results: dict) -> str:
 def markdown(results: dict) -> str:
     """The short results page (benchmarks/results/fuzz.md)."""
     mem, t, sc = results["memory"], results["timings"], results["soundness_checks"]
-    lines = ["# Fuzzing the loaders and CLI paths (issues 8 and 14)", "",
+    lines = ["# Fuzzing the loaders and CLI paths (issues 8, 14 and 20)", "",
              f"`{results['command']}`", "",
              (f"**Stopped early** ({results['stopped_early']}): the counts below are the cases that ran.\n\n"
               if results.get("stopped_early") else "") +
@@ -2979,6 +3350,7 @@ def markdown(results: dict) -> str:
              "(" + ", ".join(f"{r['mutator']}: {r['note']}" for r in sc["lava_runs"]) + ")",
              "- interrupted Lava runs: " + "; ".join(f"{r['id']}: {r['category']} ({r['stderr']})"
                                                      for r in results["interrupted_lava_runs"]),
+             "- shard store: " + json.dumps(results.get("store_checks", {})),
              f"- /dev/shm: {results['dev_shm']['segments_our_cases_created']} shared-memory segments created by "
              f"our Lava runs, {len(results['dev_shm']['ours_left_after_run'])} left afterwards",
              "", "Outcomes per mutator:", "", "| mutator | " + " | ".join(CATEGORIES) + " |",
@@ -2995,6 +3367,9 @@ def parse_args(argv=None):
     p.add_argument("--data", type=int, default=1000)
     p.add_argument("--env", type=int, default=1000, help="environment cases: special files and links, signals, "
                                                           "seeds and counts out of bounds, re-saved checkpoints")
+    p.add_argument("--store", type=int, default=300, help="shard store cases: --work-dir / shards / scratch as "
+                                                           "special files and links, tampered shards, signals during "
+                                                           "validate --work-dir --workers 2, unreachable --ray-address")
     p.add_argument("--lava", type=int, default=20, help="accepted artifact mutants also run on Lava (and 2 interrupted runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the results JSON here")

@@ -405,8 +405,13 @@ class LocalExecutor:
     def run(self, tasks: list, progress=None, on_result=None) -> list:
         """Results in task order; ``on_result(i, result)`` as each shard finishes (any order)."""
         if self.scratch:
-            os.makedirs(self.scratch, exist_ok=True)
-            reap_stale_scratch(self.scratch)
+            try:
+                os.makedirs(self.scratch, exist_ok=True)
+            except OSError as exc:
+                if not os.path.lexists(self.scratch):
+                    raise NeurocompileError(f"{self.scratch}: cannot create the scratch folder "
+                                            f"({exc.strerror or exc})") from None
+            reap_stale_scratch(self.scratch)        # not a folder (a file, a FIFO, a link): one line naming it
         results, tries = [None] * len(tasks), [0] * len(tasks)
         waiting = list(range(len(tasks)))
         running = {}                                             # index -> (child, deadline)

@@ -34,21 +34,23 @@ def _fuzz_module():
 @pytest.mark.lava
 def test_fuzz_sample(tmp_path):
     fuzz = _fuzz_module()
-    args = fuzz.parse_args(["--artifacts", "150", "--checkpoints", "58", "--data", "40", "--env", "60", "--lava", "1",
+    args = fuzz.parse_args(["--artifacts", "150", "--checkpoints", "58", "--data", "40", "--env", "60", "--store", "3",
+                            "--lava", "1",
                             "--seed", "0", "--workdir", str(tmp_path / "work"), "--progress-every", "1000"])
     results = fuzz.Fuzzer(args).run()
     counts = results["counts"]
     examples = {k: [(r["id"], r["note"], r["detail"]) for r in v] for k, v in results["examples"].items()}
     assert results["failures"] == 0, (counts, examples)
     assert all(counts[c] == 0 for c in fuzz.FAILURES)
-    assert results["cases"] == 150 + 58 + 40 + 60 + 1 + 3
+    assert results["cases"] == 150 + 58 + 40 + 60 + 3 + 1 + 3
     for kind in ("artifact", "checkpoint", "data", "env"):
         assert results["by_kind"][kind].get("clean_error", 0) > 0 and results["by_kind"][kind].get("ok", 0) > 0, kind
     # every mutator of every kind ran (issue 14's families included: special files and links, signals,
     # out-of-range config numbers and counts, name collisions, claims, pickle floods)
     ran = {m.split("/", 1)[1] for m in results["by_mutator"]}
     for name in ("name_collision", "claims", "undeclared_member", "config_overflow", "pickle_flood", "terminal_strings",
-                 "special_input", "special_output", "signal", "seed", "count_bounds", "resaved_checkpoint"):
+                 "special_input", "special_output", "signal", "seed", "count_bounds", "resaved_checkpoint",
+                 "work_dir", "signal_work_dir", "ray_address"):
         assert name in ran, name
     assert results["soundness_checks"]["emulator_backends_compared"] > 0
     assert results["soundness_checks"]["lava_compared"] == 1

@@ -116,6 +116,36 @@ def test_a_fifo_in_the_scratch_folder_is_refused_not_opened(artifact, stored, tm
     assert res.returncode == 2 and len(lines) == 1 and "refusing to read it" in lines[0], res.stderr
 
 
+@pytest.mark.parametrize("what", ["file", "fifo", "dangling link"])
+def test_a_scratch_place_that_is_not_a_folder_is_named_in_one_line(tmp_path, what):
+    """benchmarks/fuzz.py store-00024: W/scratch a regular file gave "[Errno 17] File exists: 'W/scratch'"."""
+    from neurocompile.errors import NeurocompileError
+    from neurocompile.execute import LocalExecutor
+    scratch = tmp_path / "scratch"
+    if what == "file":
+        scratch.write_text("mine")
+    elif what == "fifo":
+        os.mkfifo(scratch)
+    else:
+        os.symlink(tmp_path / "missing", scratch)
+    with pytest.raises(NeurocompileError) as err:
+        LocalExecutor(2, scratch=str(scratch)).run([])
+    kind = {"file": "a regular file", "fifo": "a FIFO", "dangling link": "a symbolic link"}[what]
+    assert str(err.value).startswith(f"{scratch}: is {kind}"), str(err.value)
+    assert os.listdir(tmp_path) == ["scratch"]
+    if what == "file":
+        assert scratch.read_text() == "mine"
+
+
+def test_a_work_dir_that_is_a_regular_file_is_called_one(tmp_path):
+    """It was "is not a regular file, not a folder" (benchmarks/fuzz.py store-00006)."""
+    from neurocompile.shard_store import WorkDirError, make_work_dir
+    (tmp_path / "w").write_text("mine")
+    with pytest.raises(WorkDirError, match=r"w: is a regular file, not a folder; refusing to use it as the work-dir"):
+        make_work_dir(str(tmp_path / "w"))
+    assert (tmp_path / "w").read_text() == "mine"
+
+
 # ------------------------------------------------------------------------ stops keep every shard
 LAVA_RUN = ["--data", "digits", "--max-samples", "8", "--batch-size", "8", "--lava-samples", "4",
             "--lava-shard-samples", "1", "--activity-samples", "0"]
