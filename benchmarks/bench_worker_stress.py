@@ -1,7 +1,8 @@
 """Worker stress (issue 20): ``validate --workers 2`` many times in ONE process that has already run
 the float model and the emulator (torch, numba and MKL threads alive in the parent), so that a worker
-inheriting a lock held by one of those threads would hang.  Workers are fresh interpreters
-(``neurocompile.worker``, started by ``posix_spawn``), so none may.
+inheriting a lock held by one of those threads would hang.  Workers are forks of the fork server
+(``neurocompile.forkserver``, one thread, never the parent) or, with ``NEUROCOMPILE_FORK_SERVER=0``,
+fresh interpreters started by ``posix_spawn``, so none may.
 
 Each round calls the real CLI in-process (``neurocompile.cli.main``) on the committed digits example,
 emulator only (``--lava-samples 0``), with a watchdog: a round that has not returned after
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
         "",
         f"Before the rounds, the parent ran one serial `validate` (float model and emulator in-process: "
         f"{s_serial:.1f} s). Each round: `validate --workers 2 --lava-samples 0` on {ARGS.samples} digits "
-        f"test samples, watchdog {ARGS.hang_s:.0f} s.",
+        f"test samples, watchdog {ARGS.hang_s:.0f} s. Workers: "
+        f"{'fresh interpreters (NEUROCOMPILE_FORK_SERVER=0)' if os.environ.get('NEUROCOMPILE_FORK_SERVER') == '0' else 'forks of the fork server'}.",
         "",
         f"**{ok}/{len(rows)} rounds finished with exit 0 and a report identical to the serial one; "
         f"no hang (a round past the watchdog ends the run, its stacks in worker_stress.log).** Wall time per round: min "

@@ -82,11 +82,14 @@ class Program:
         return [n.name for n in self.nodes if type(n.op).TRACE == "spikes"]
 
     def channel_counts(self) -> dict:
-        """Output channels of every node (each node checks its arrays against its inputs' counts)."""
-        counts = {}
-        for name in self.topo():
-            counts[name] = self.op(name).channels({p: counts[s] for p, s in self.inputs(name).items()}, self.seq_len)
-        return counts
+        """Output channels of every node (each node checks its arrays against its inputs' counts).
+        Computed once: the program is frozen, and per-node callers (operation counts) made it quadratic."""
+        if "_channel_counts" not in self.__dict__:
+            counts, L = {}, self.seq_len
+            for name in self.topo():
+                counts[name] = self.op(name).channels({p: counts[s] for p, s in self._inputs[name].items()}, L)
+            object.__setattr__(self, "_channel_counts", counts)
+        return dict(self._channel_counts)
 
     @property
     def seq_len(self) -> int:

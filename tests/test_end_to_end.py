@@ -208,10 +208,12 @@ def test_fashion_mnist_parity(tmp_path):
     lava = run_lava(program, data.x[:4], record=True, timeout_s=900)
     emu = emulate(program, data.x[:4], record=True, device="cpu")
     assert compare_traces(lava, emu) == []
+    # the first 1,000 test images (the whole split, 82.27 % vs 82.24 %, is docs/benchmarks.md's, by its command)
     kind, config, state_dict, _ = load_checkpoint(FASHION)
-    report = validate(build_model(config, state_dict), program, *prepared(program, data), data.y, lava_samples=0,
-                      device="cpu")
-    assert report["samples"] == 10000
+    values, raw = prepared(program, data)
+    report = validate(build_model(config, state_dict), program, values[:1000], raw[:1000], data.y[:1000],
+                      lava_samples=0, device="cpu")
+    assert report["samples"] == 1000
     assert abs(report["accuracy"]["float"] - report["accuracy"]["integer"]) <= 0.01, report["accuracy"]
 
 
