@@ -205,10 +205,10 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
     from .emulator import check_device
     from .errors import CheckpointError, UnsupportedModelError
     from .fileio import check_output_path
-    from .models.checkpoint import build_model, load_checkpoint, save_checkpoint, weights_sha256
+    from .models.checkpoint import build_model, load_checkpoint, save_checkpoint
     from .models.train import fit
     from .options import CompileOptions
-    from .pipeline import compile_checkpoint, file_sha256
+    from .pipeline import compile_checkpoint
     from .api import load_data
     from .target import get_target
 
@@ -244,9 +244,9 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
     check_output_path(state_path, [checkpoint])
     before = accuracy(checkpoint, program, dataset, run.max_test, device)
 
-    source = {"checkpoint": os.path.abspath(checkpoint), "sha256": file_sha256(checkpoint),
-              "weights_sha256": weights_sha256(state_dict), "kind": kind,
-              "detected": meta.get("detected", f"neurocompile {kind} checkpoint") if isinstance(meta, dict) else kind}
+    compiled = program.report["source"]           # the digests and detection compile_checkpoint already made
+    source = {"checkpoint": os.path.abspath(checkpoint), "sha256": compiled["checkpoint_sha256"],
+              "weights_sha256": compiled["weights_sha256"], "kind": kind, "detected": compiled["detected"]}
     key = run.run_key(dataset=dataset, source_weights_sha256=source["weights_sha256"], **options.to_dict(),
                       input_format=None if input_format is None else input_format.to_dict())
     torch_device = torch.device(device)
