@@ -322,14 +322,9 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, **options) -
     ``options``: ``CompileOptions`` fields (``kernel_bits=4``, ``weight_bits=4``, ...), ``FinetuneOptions``
     fields (``epochs``, ``max_train``, ``max_test``, ``lr``, ``batch_size``, ``seed``, ``neuron``, ...),
     ``target`` (a name) and ``resume``, ``input_range``, ``input_levels``, ``seq_len``, ``device``."""
-    from dataclasses import fields
-
-    from .finetuning import FinetuneOptions, finetune as run
-    from .options import CompileOptions
+    from .finetuning import finetune as run, split_options
     from .target import get_target
 
-    def built(kind):
-        return kind(**{f.name: options.pop(f.name) for f in fields(kind) if f.name in options})
-    finetune_options, compile_options = built(FinetuneOptions), built(CompileOptions)
+    finetune_options, compile_options = split_options(options)
     target = get_target(options.pop("target", None) or "loihi2")
     return run(checkpoint, out, dataset, finetune_options, compile_options, target, **options)

@@ -433,15 +433,10 @@ FINETUNE_EXPORT_OPTIONS = ("target", "kernel_bits", "weight_bits", "act_bits", "
 
 
 def cmd_finetune(args) -> int:
-    from dataclasses import fields
-
-    from .finetuning import FinetuneOptions, finetune, format_report
-    from .options import CompileOptions
+    from .finetuning import finetune, format_report, split_options
     from .target import get_target
 
-    def built(kind):                             # a dataclass from the options of the same names
-        return kind(**{f.name: getattr(args, f.name) for f in fields(kind) if hasattr(args, f.name)})
-    report = finetune(args.checkpoint, args.out, args.dataset, built(FinetuneOptions), built(CompileOptions),
+    report = finetune(args.checkpoint, args.out, args.dataset, *split_options(dict(vars(args))),
                       get_target(args.target), resume=args.resume, input_range=args.input_range,
                       input_levels=args.input_levels, seq_len=args.seq_len, device=args.device,
                       show=not args.no_progress, command=args.argv)

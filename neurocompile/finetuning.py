@@ -68,6 +68,18 @@ class FinetuneOptions:
         return {**{k: v for k, v in asdict(self).items() if k != "max_test"}, **context}
 
 
+def split_options(values: dict) -> tuple:
+    """(``FinetuneOptions``, ``CompileOptions``) built from the entries of ``values`` named as their
+    fields, those entries popped: what is left is the caller's (``finetune``'s keywords, or a typo)."""
+    from dataclasses import fields
+
+    from .options import CompileOptions
+
+    def built(kind):
+        return kind(**{f.name: values.pop(f.name) for f in fields(kind) if f.name in values})
+    return built(FinetuneOptions), built(CompileOptions)
+
+
 def supported(kind: str, config, options) -> str:
     """Why this model / these options cannot be fine-tuned ('' when they can)."""
     if kind != "spikingssm":
