@@ -153,22 +153,16 @@ def quantized_weight(conv, bits: int):
     return q.to(conv.weight.dtype)[..., None], ints
 
 
-def _bits(options, target) -> tuple:
-    """(kernel bits, Dense weight bits) as ``quantize`` takes them (Dense: capped at the synapse width)."""
-    from .ir import Dense, SSMConv
-    from .passes.quantizers import QUANTIZERS
-
-    return (getattr(options, QUANTIZERS[SSMConv][0]),
-            min(getattr(options, QUANTIZERS[Dense][0]), target.weight_bits))
-
-
 @contextlib.contextmanager
 def fake_quantized(model, options, target):
     """Inside: every layer of the SpikingSSM ``model`` computes its LIF input with the rounded kernel and
     its mixer with the rounded weight, both recomputed from the current weights at every call."""
     import torch
 
-    kernel_bits, weight_bits = _bits(options, target)
+    from .ir import Dense, SSMConv
+    from .passes.quantizers import option_bits
+
+    kernel_bits, weight_bits = option_bits(SSMConv, options, target), option_bits(Dense, options, target)
     saved = []
 
     def lif_input(layer, u):
