@@ -421,8 +421,9 @@ def _majority(pred: np.ndarray, n_classes: int) -> np.ndarray:
 
 def _interval(accs) -> list:
     """95 % confidence interval of the mean of per-pass accuracies (normal approximation)."""
+    from .verdict import Z95, standard_error
     a = np.asarray(accs, dtype=np.float64)
-    half = 1.96 * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0.0
+    half = Z95 * standard_error(a)
     return [float(max(a.mean() - half, 0.0)), float(min(a.mean() + half, 1.0))]     # an accuracy stays in [0, 1]
 
 
