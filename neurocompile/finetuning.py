@@ -94,6 +94,7 @@ def supported(kind: str, config, options) -> str:
 
 def _kernel_value(kernel: np.ndarray, D: np.ndarray, ln_vth, bidirectional: bool) -> np.ndarray:
     """The float64 kernel ``quantize`` rounds, computed by the compiler's own passes (materialize, fold)."""
+    from .frontend import threshold_gain
     from .ir import ChannelAffine, SSMConv
     from .passes.fold import conv_then_affine
     from .passes.materialize import two_sided_as_causal
@@ -106,8 +107,8 @@ def _kernel_value(kernel: np.ndarray, D: np.ndarray, ln_vth, bidirectional: bool
     if ln_vth is None:
         return value
     H, L = value.shape[0], kernel.shape[-1]
-    inv = np.broadcast_to(np.exp(-ln_vth.reshape(-1)), (H,)).copy()       # as frontend.import_spikingssm
-    return conv_then_affine(SSMConv(value, lag, np.zeros((H, 0))), ChannelAffine(inv, np.zeros(H)), L).kernel
+    return conv_then_affine(SSMConv(value, lag, np.zeros((H, 0))), ChannelAffine(threshold_gain(ln_vth, H), np.zeros(H)),
+                            L).kernel
 
 
 def quantized_kernel(layer, L: int, bits: int):
