@@ -158,9 +158,8 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
         lava_runner(program, f"Lava parity on {lava_samples} samples", "--lava-samples 0 (lava_samples=0) validates "
                     "float vs integer without it")
     key = run_key({**options, "mc_passes": mc_passes, "seed": seed}, digests, values, raw, y)
-    scale = _scale(key, workers, ray, ray_address, work_dir, lava_shard_samples, lava_timeout_s, retries)
-    if hasattr(scale.executor, "connect_timeout_s"):      # Ray: joining is bounded; its log sits in the work-dir
-        scale.executor.connect_timeout_s, scale.executor.log_dir = ray_connect_timeout_s, work_dir
+    scale = _scale(key, workers, ray, ray_address, work_dir, lava_shard_samples, lava_timeout_s, retries,
+                   ray_connect_timeout_s)
     bar = progress or (lambda label, total: None)
     common = dict(lava_samples=lava_samples, batch_size=batch_size, device=device,
                   progress=bar("float+integer", len(y)), lava_timeout_s=lava_timeout_s,
@@ -212,8 +211,10 @@ def _pairing_first(checkpoint: str, program: Program, where: str) -> None:
         raise _not_its_weights(where, checkpoint)
 
 
-def _scale(key: dict, workers, ray, ray_address, work_dir, lava_shard_samples, lava_timeout_s, retries):
-    """The executor (local workers or Ray), the shard store and the Lava shard size of a validate run."""
+def _scale(key: dict, workers, ray, ray_address, work_dir, lava_shard_samples, lava_timeout_s, retries,
+           ray_connect_timeout_s: float = 30):
+    """The executor (local workers or Ray: joining bounded, its log in the work-dir), the shard store
+    and the Lava shard size of a validate run."""
     from .execute import LocalExecutor, RayExecutor, ShardStore
     from .validate import Scale
 
@@ -221,7 +222,8 @@ def _scale(key: dict, workers, ray, ray_address, work_dir, lava_shard_samples, l
         raise ValueError("--ray starts a local cluster, --ray-address joins one: give one of them")
     executor = None
     if ray or ray_address:
-        executor = RayExecutor(workers=workers, address=ray_address, timeout_s=lava_timeout_s, retries=retries)
+        executor = RayExecutor(workers=workers, address=ray_address, timeout_s=lava_timeout_s, retries=retries,
+                               connect_timeout_s=ray_connect_timeout_s, log_dir=work_dir)
     elif workers:
         executor = LocalExecutor(workers, lava_timeout_s, retries,
                                  scratch=os.path.join(work_dir, "scratch") if work_dir else None)
