@@ -149,8 +149,9 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
         values, raw, y = values[:max_samples], raw[:max_samples], y[:max_samples]
     auto_note = None
     if lava_samples == "auto":
-        options["lava_samples"] = lava_samples = auto_lava_samples(program)
-        auto_note = f"--lava-samples auto: {lava_samples} ({lava_here(program) or 'Lava runs here'})"
+        why = lava_here(program)                   # asked once: the count and the note both follow from it
+        options["lava_samples"] = lava_samples = 0 if why else AUTO_LAVA_SAMPLES
+        auto_note = f"--lava-samples auto: {lava_samples} ({why or 'Lava runs here'})"
         if notice is not None:
             notice(auto_note)
     lava_samples = len(y) if lava_samples == "all" else min(int(lava_samples), len(y))
@@ -261,11 +262,6 @@ def lava_here(program: Program) -> str | None:
     """Why the program's target cannot run Lava in this install (one phrase), or None when it can."""
     from .target import get_target
     return get_target(program.report.get("target", "loihi2")).runner_unavailable()
-
-
-def auto_lava_samples(program: Program) -> int:
-    """``lava_samples="auto"``: 16 where Lava runs, 0 without."""
-    return 0 if lava_here(program) else AUTO_LAVA_SAMPLES
 
 
 def choose_engine(program: Program, engine: str = "auto", needs_emulator: str = "") -> tuple[str, str | None]:
