@@ -7,8 +7,9 @@ written it (the child's own exit, and that of the processes it forked, is not wa
 what the caller computes from them does not depend on the number of workers or on the order in
 which shards finish.
 
-Local workers are fresh interpreters (``neurocompile.worker``, started by posix_spawn, never a fork of
-this process and its threads' locks), each in its own process group (never a multiprocessing pool:
+Local workers (``neurocompile.worker``) are forks of a fork server (``neurocompile.forkserver``: one
+clean thread, torch and Lava imported once) or fresh interpreters started by posix_spawn, never forks
+of this process and its threads' locks, each in its own process group (never a multiprocessing pool:
 importing Lava fixes multiprocessing's start method to ``fork``, which breaks loky and
 ``ProcessPoolExecutor``; and a Lava process model that raises leaves ``run()`` waiting forever):
 
@@ -46,6 +47,7 @@ import numpy as np
 from .errors import NeurocompileError
 
 ERROR_FD_ENV = "NEUROCOMPILE_LAVA_ERROR_FD"
+FORK_SERVER_ENV = "NEUROCOMPILE_FORK_SERVER"        # "0": a fresh interpreter per worker (benchmarks compare)
 SHM_LOG = "shared-memory.log"
 SHM_DIR = "/dev/shm"
 SCRATCH_PREFIX = "shard-"
@@ -83,7 +85,7 @@ class _Child:
     """One task in a fresh worker interpreter (``neurocompile.worker``), in its own process group, with a
     private scratch folder."""
 
-    def __init__(self, task: Task, scratch_root: str | None, threads: int):
+    def __init__(self, task: Task, scratch_root: str | None):
         self.task = task
         clear_stale_scratch(tempfile.gettempdir())
         check_run_environment(tempfile.gettempdir())
@@ -101,7 +103,7 @@ class _Child:
         prog_r, prog_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            self.pid = self._spawn(prog_w, err_w, threads)
+            self.pid = self._spawn(prog_w, err_w)
         finally:
             os.close(prog_w)
             os.close(err_w)
@@ -109,26 +111,33 @@ class _Child:
         self.error = ""
         self.delivered = False                                   # the result file is complete
 
-    def _spawn(self, prog_w: int, err_w: int, threads: int) -> int:
-        """Start ``python -m neurocompile.worker`` on the task (see ``neurocompile.worker``): a fresh
-        interpreter, never a fork of this process, whose threads' locks it would inherit.  It is
-        started by posix_spawn (no Python code runs between fork and exec) in its own session, hence
-        its own process group; its stdout and stderr go to the scratch folder's log."""
-        from . import worker
+    def _spawn(self, prog_w: int, err_w: int) -> int:
+        """Start a worker on the task (see ``neurocompile.worker``), never a fork of this process, whose
+        threads' locks it would inherit: a fork of this process's fork server (``neurocompile.forkserver``,
+        one thread, the heavy modules imported) or, where there is none, a fresh interpreter started by
+        posix_spawn (no Python code runs between fork and exec).  Either way it leads its own session,
+        hence its own process group, and its stdout and stderr go to the scratch folder's log."""
+        from . import forkserver, worker
         main_file = getattr(sys.modules.get("__main__"), "__file__", None)
         if getattr(self.task.fn, "__module__", None) != "__main__":
             main_file = None
         with open(os.path.join(self.tmp, worker.TASK_FILE), "wb") as fh:
-            pickle.dump((os.getpid(), list(sys.path), main_file and os.path.abspath(main_file), prog_w, err_w,
-                         threads), fh)
+            pickle.dump((os.getpid(), list(sys.path), main_file and os.path.abspath(main_file), prog_w, err_w), fh)
             pickle.dump((self.task.fn, tuple(self.task.args)), fh, protocol=pickle.HIGHEST_PROTOCOL)
         log = os.open(os.path.join(self.tmp, OUTPUT_LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        env = dict(os.environ, TMPDIR=self.tmp, PYTHONUNBUFFERED="1")
+        # one BLAS thread: numpy's pool would start at import and be running when Lava forks
+        env = dict(os.environ, TMPDIR=self.tmp, PYTHONUNBUFFERED="1", OPENBLAS_NUM_THREADS="1")
         os.set_inheritable(prog_w, True)
         os.set_inheritable(err_w, True)
         sys.stdout.flush()
         sys.stderr.flush()
         try:
+            server = forkserver.server() if os.environ.get(FORK_SERVER_ENV, "1") != "0" else None
+            pid = server.start(self.tmp, env, log, prog_w, err_w) if server else None
+            if pid is not None:
+                self.server = server
+                return pid
+            self.server = None
             return os.posix_spawn(sys.executable, [sys.executable, "-m", "neurocompile.worker", self.tmp], env,
                                   file_actions=[(os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2),
                                                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)],
@@ -160,6 +169,8 @@ class _Child:
         delivered it and is still cleaning up: ``close`` kills it)."""
         if self.delivered:
             return 0
+        if self.server:                                  # the fork server's child: it reaps it
+            return self.server.exitcode(self.pid)
         done, status = os.waitpid(self.pid, os.WNOHANG)
         return os.waitstatus_to_exitcode(status) if done else None
 
@@ -417,13 +428,12 @@ class LocalExecutor:
         running = {}                                             # index -> (child, deadline)
         finished = reported = 0
         total = sum(t.size for t in tasks)
-        threads = max(1, (os.cpu_count() or 1) // max(1, self.workers))
         sel = selectors.DefaultSelector()
         try:
             while waiting or running:
                 while waiting and len(running) < self.workers:
                     i = waiting.pop(0)
-                    child = _Child(tasks[i], self.scratch, threads)
+                    child = _Child(tasks[i], self.scratch)
                     running[i] = (child, time.monotonic() + self.timeout_s)
                     sel.register(child.prog_r, selectors.EVENT_READ, i)
                 for key, _ in sel.select(timeout=0.2):

@@ -76,6 +76,7 @@ class Target:
                                   # first_sample, progress) -> traces
     runtime: str = ""             # "module:function" () -> why the runner cannot run here (None: it can);
                                   # read without importing the runner's simulator (Lava)
+    worker_modules: tuple = ()    # what the simulator imports when it runs (a fork server imports them once)
 
     @property
     def register_max(self) -> int:

@@ -1,14 +1,16 @@
-"""The entry of a local worker: a fresh interpreter (``python -m neurocompile.worker FOLDER``) that
-runs one task of ``execute.LocalExecutor`` and writes its result to ``FOLDER/out.npz``.
+"""The entry of a local worker: a fork of the fork server (``neurocompile.forkserver``) or a fresh
+interpreter (``python -m neurocompile.worker FOLDER``) that runs one task of ``execute.LocalExecutor``
+and writes its result to ``FOLDER/out.npz``.
 
-A fresh interpreter, not a fork: a child forked from a process that has started threads inherits
+Never a fork of the requester: a child forked from a process that has started threads inherits
 every lock another thread held at that moment and can hang on it.  The hang seen in the test suite
 (``test_a_process_forked_after_an_emulator_run_can_emulate``, reproduced 1 in 40-60 forks with a
 second thread doing torch matmuls in the parent) is MKL's: gdb on the hung child shows its only
 thread spinning in ``mm_account_ptr_by_tid`` <- ``mkl_serv_malloc`` <- ``DftiCreateDescriptor``
 (torch.fft.rfft in ``emulator.kernel_spectrum``), MKL's allocator lock taken by a parent thread that
-does not exist in the child; ``torch.set_num_threads(1)`` does not help.  This process starts no
-threads before the task, so the processes Lava forks inside it start clean too.
+does not exist in the child; ``torch.set_num_threads(1)`` does not help.  A worker runs one thread
+when its task starts (the fork server checks it of itself), so the processes Lava forks inside it
+start clean too.
 
 ``FOLDER/task.pickle`` holds, in order: the parent's pid, ``sys.path``, the file of the parent's
 ``__main__`` (or None), the progress and error pipe descriptors, then the task (function, args).
@@ -35,20 +37,24 @@ def _load_main(path: str) -> None:
     sys.modules["__main__"] = sys.modules["__mp_main__"] = module
 
 
-def main(folder: str) -> None:
+def main(folder: str, parent: int | None = None, pipes: tuple | None = None) -> None:
+    """Run the task of ``folder``.  A worker forked by ``neurocompile.forkserver`` has the server as
+    its ``parent`` and its ``pipes`` (progress, error) under other numbers than the requester's."""
     from .execute import _set_parent_death_signal
     code, err_w = 1, None
     try:
         _set_parent_death_signal()
         with open(os.path.join(folder, TASK_FILE), "rb") as fh:
-            parent, path, main_file, prog_w, err_w, threads = pickle.load(fh)
-            if os.getppid() != parent:                  # the parent died before the death signal was set
+            requester, path, main_file, prog_w, err_w = pickle.load(fh)
+            if pipes:
+                prog_w, err_w = pipes
+            if os.getppid() != (requester if parent is None else parent):    # it died before the death signal was set
                 os._exit(1)
             sys.path[:] = path
             if main_file:
                 _load_main(main_file)
             fn, args = pickle.load(fh)
-        _run(folder, fn, args, prog_w, err_w, threads)
+        _run(folder, fn, args, prog_w, err_w)
         code = 0
     except BaseException as exc:                        # noqa: BLE001 - reported, then exit
         from .execute import OUTPUT_LOG, _last_line
@@ -67,7 +73,7 @@ def main(folder: str) -> None:
         os._exit(code)
 
 
-def _run(folder, fn, args, prog_w, err_w, threads) -> None:
+def _run(folder, fn, args, prog_w, err_w) -> None:
     import faulthandler
     import multiprocessing.util
     import signal

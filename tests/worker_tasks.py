@@ -5,3 +5,24 @@ import numpy as np
 
 def echo(k, progress=None):
     return {"k": np.array([k])}
+
+
+def whoami(progress=None):
+    """The worker's pid, its parent's and how many threads it runs when its task starts."""
+    import os
+    return {"ids": np.array([os.getpid(), os.getppid(), len(os.listdir("/proc/self/task"))])}
+
+
+def exits(code, progress=None):
+    import os
+    os._exit(code)
+
+
+def sleeps(path, progress=None):
+    """Write this worker's pid and its parent's to ``path``, then sleep until killed."""
+    import os
+    import time
+    with open(path + ".tmp", "w") as fh:
+        fh.write(f"{os.getpid()} {os.getppid()}")
+    os.rename(path + ".tmp", path)
+    time.sleep(600)

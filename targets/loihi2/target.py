@@ -115,4 +115,6 @@ LOIHI2 = Loihi2(name="loihi2", register_bits=24, weight_bits=8, weights_even=Tru
                 planner="neurocompile.targets.loihi2.plan:plan_program",
                 runner="neurocompile.targets.loihi2.runner:run_lava",
                 simulator="neurocompile.targets.loihi2.runner:simulate_task",
-                runtime="neurocompile.targets.loihi2:lava_unavailable")
+                runtime="neurocompile.targets.loihi2:lava_unavailable",
+                worker_modules=("neurocompile.targets.loihi2.lowering", "lava.magma.core.run_conditions",
+                                "lava.magma.compiler.compiler", "lava.magma.runtime.runtime"))
