@@ -32,7 +32,7 @@ class Calibration:
     reads it), its first ``samples`` test samples.  ``raw(program)`` loads them once."""
     data: str
     samples: int = DEFAULT_SAMPLES
-    _raw: np.ndarray = None
+    _raw: np.ndarray = dataclasses.field(default=None, init=False, repr=False)
 
     def raw(self, program) -> np.ndarray:
         if self._raw is None:
