@@ -144,7 +144,8 @@ def cmd_export(args) -> int:
     out = args.output if args.output is not None else default_output(args.checkpoint)
     from .errors import CheckpointError
     from .fileio import check_output_path
-    check_output_path(out, [args.checkpoint])
+    from .datasets import BUILTIN
+    check_output_path(out, [args.checkpoint] + ([args.calibrate] if args.calibrate not in BUILTIN else []))
     fmt = None
     if args.input_range is not None or args.input_levels is not None:
         kind, config, _, _ = load_checkpoint(args.checkpoint, seq_len=args.seq_len)
@@ -162,7 +163,9 @@ def cmd_export(args) -> int:
     if args.calibrate is None and args.calibrate_samples is not None:
         raise ValueError("--calibrate-samples applies with --calibrate DATA only")
     if args.calibrate is not None:
+        from .datasets import load_dataset
         from .ssm_calibration import DEFAULT_SAMPLES, Calibration
+        load_dataset(args.calibrate, "test")     # a wrong name or file is said before the compile (its shape, after)
         calibration = Calibration(args.calibrate, args.calibrate_samples or DEFAULT_SAMPLES)
     program = compile_checkpoint(args.checkpoint, options, target, input_format=fmt, seq_len=args.seq_len,
                                  warn=lambda text: print(f"neurocompile: warning: {text}", file=sys.stderr),

@@ -103,3 +103,12 @@ def test_calibrate_samples_needs_calibrate(tmp_path, capsys):
     code = cli(["export", DIGITS, "-o", str(out), "--calibrate-samples", "2"])
     one_line_error(capsys, code, "--calibrate-samples")
     assert not out.exists()
+
+
+def test_the_calibration_file_is_an_input(tmp_path, capsys):
+    data = tmp_path / "cal.npz"
+    np.savez(data, x=np.zeros((2, 64), np.int64), y=np.zeros(2, np.int64))
+    before = data.read_bytes()
+    code = cli(["export", DIGITS, "-o", str(data), "--calibrate", str(data)])
+    one_line_error(capsys, code, str(data), "input")
+    assert data.read_bytes() == before
