@@ -14,8 +14,8 @@ from neurocompile.models.checkpoint import load_checkpoint
 from neurocompile.options import CompileOptions
 from neurocompile.pipeline import checkpoint_input_format, compile_graph, to_program
 from neurocompile.quant import quantize_rows
-from neurocompile.ssm_calibration import Calibration, _float_conv, _modes, _rel as rel, recurrent_errors
-from neurocompile.ssm_kernels import kernel_errors, measured_recurrent_kernel, modal_kernel
+from neurocompile.ssm_calibration import Calibration, float_conv, float_modes, recurrent_errors
+from neurocompile.ssm_kernels import kernel_errors, measured_recurrent_kernel, modal_kernel, relative_l2 as rel
 from neurocompile.target import get_target
 
 PATH, DATA = "examples/fashion-mnist/ckpt.pt", "fashion-mnist"
@@ -33,7 +33,7 @@ for name, (fin, fout) in rec.meta["ssm_fracs"].items():
     op = rec.op(name)
     x = np.asarray(trace[rec.inputs(name)["main"]]).astype(np.int64)
     L = x.shape[-1]
-    exact = modal_kernel(*_modes(op), L)
+    exact = modal_kernel(*float_modes(op), L)
     p99 = np.maximum(np.percentile(np.abs(x), 99, axis=(0, 2)).astype(np.int64), 1)
     row = {"send_shift": [int(v) for v in np.unique(op.send_shift)],
            "calibrated": recurrent_errors(x, fin, op, fout, options.kernel_bits)}
@@ -46,8 +46,8 @@ for name, (fin, fout) in rec.meta["ssm_fracs"].items():
     # the float recurrence with the node's quantized parameters (no rounding in the loop): the floor the
     # parameters set; gains with an exponent per channel (today) or per mode (one exponent per (re, im) pair)
     u = x * np.exp2(-np.asarray(fin, np.float64))[None, :, None]
-    want = _float_conv(u, exact, 0)
-    a, b, c, D = _modes(op)
+    want = float_conv(u, exact, 0)
+    a, b, c, D = float_modes(op)
     a_q = op.decay[..., 0] * 2.0 ** -op.decay_shift + 1j * op.decay[..., 1] * 2.0 ** -op.decay_shift
     bits = min(options.weight_bits, target.weight_bits)
     D_q = lambda: (lambda m, e: m[:, 0] * np.exp2(-e.astype(float)))(*quantize_rows(D[:, None], bits))
@@ -62,7 +62,7 @@ for name, (fin, fout) in rec.meta["ssm_fracs"].items():
     for label, (aa, bb, cc) in {"float_loop_quantized_params_gain_exp_per_channel": (a_q, per_channel(b), per_channel(2 * c) / 2),
                                 "float_loop_quantized_params_gain_exp_per_mode": (a_q, per_mode(b), per_mode(2 * c) / 2),
                                 "float_loop_quantized_decay_only": (a_q, b, c)}.items():
-        row[label] = rel(want, _float_conv(u, modal_kernel(aa, bb, cc, D_q(), L), 0))
+        row[label] = rel(want, float_conv(u, modal_kernel(aa, bb, cc, D_q(), L), 0))
     row["impulse"] = rec.meta["ssm_kernel_error"][name]
     out["layers"][name] = row
 print(json.dumps(out, indent=1))

@@ -19,9 +19,12 @@ A layer exported as a convolution gets its recurrent figure from the model compi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 
 import numpy as np
+
+from .ssm_kernels import relative_l2
 
 DEFAULT_SAMPLES = 64
 
@@ -42,20 +45,18 @@ class Calibration:
         return self._raw
 
     def record(self) -> dict:
-        """What the artifact records (the file's name, not its path: artifacts do not depend on where data lies)."""
-        return {"data": os.path.basename(self.data), "samples": int(len(self._raw))}
+        """What the artifact records: the file's name (not its path: artifacts do not depend on where
+        data lies), the sample count and the samples' digest (which data, whatever its name)."""
+        raw = np.ascontiguousarray(self._raw, dtype=np.int64)
+        return {"data": os.path.basename(self.data), "samples": int(len(raw)),
+                "samples_sha256": hashlib.sha256(raw.tobytes()).hexdigest()}
 
 
 def describe(record: dict) -> str:
     return f"calibrated on {record['samples']} samples of {record['data']}"
 
 
-def _rel(exact: np.ndarray, approx: np.ndarray) -> float:
-    n = float(np.linalg.norm(exact))
-    return float(np.linalg.norm(approx - exact) / n) if n else 0.0
-
-
-def _float_conv(u, kernel, lag: int):
+def float_conv(u, kernel, lag: int):
     """The float kernel (H, K) on float input u (B, H, L), at the steps the layer emits."""
     import torch
 
@@ -75,7 +76,8 @@ def _int_conv(x, taps, lag: int, scale_bits) -> np.ndarray:
     return acc * np.exp2(-np.asarray(scale_bits, np.float64))[None, :, None]
 
 
-def _modes(op):
+def float_modes(op):
+    """(a, b, c, D) of a recurrent node's float fields (complex modes; gain_out holds 2c)."""
     pair = lambda a: a[..., 0] + 1j * a[..., 1]
     return pair(op.decay_float), pair(op.gain_in_float), pair(op.gain_out_float) / 2.0, op.direct_float
 
@@ -99,19 +101,19 @@ def recurrent_errors(x, in_frac, op, out_frac, kernel_bits: int) -> dict:
     from .quant import quantize_kernel
     from .ssm_kernels import modal_kernel
     L = x.shape[-1]
-    exact = modal_kernel(*_modes(op), L)
+    exact = modal_kernel(*float_modes(op), L)
     u = x * np.exp2(-np.asarray(in_frac, np.float64))[None, :, None]
-    want = _float_conv(u, exact, 0)
+    want = float_conv(u, exact, 0)
     kq, e = quantize_kernel(exact, kernel_bits)
-    return {"recurrent": _rel(want, _recurrent(x, op, out_frac)),
-            "conv": _rel(want, _int_conv(x, kq, 0, np.asarray(e) + in_frac))}
+    return {"recurrent": relative_l2(want, _recurrent(x, op, out_frac)),
+            "conv": relative_l2(want, _int_conv(x, kq, 0, np.asarray(e) + in_frac))}
 
 
 def conv_error(x, in_frac, op, out_frac) -> float:
     """A convolution layer (IntSSMConv) on integer input x at 2**-in_frac: its taps stand for
     kernel * 2**-(shift + g - in_frac) (shift = taps' exponent + in_frac - g)."""
     u = x * np.exp2(-np.asarray(in_frac, np.float64))[None, :, None]
-    return _rel(_float_conv(u, op.kernel_float, op.lag), _int_conv(x, op.kernel, op.lag, op.shift + np.asarray(out_frac)))
+    return relative_l2(float_conv(u, op.kernel_float, op.lag), _int_conv(x, op.kernel, op.lag, op.shift + np.asarray(out_frac)))
 
 
 def layer_inputs(graph, program, raw) -> dict:

@@ -38,7 +38,8 @@ def test_calibrated_errors_are_measured_deterministic_and_labelled(recurrent, ca
     table = load_program(str(path)).report["ssm_lowering"]
     assert set(table) == set(LAYERS)
     for name, row in table.items():
-        assert row["calibration"] == {"data": "digits", "samples": SAMPLES}
+        assert {k: row["calibration"][k] for k in ("data", "samples")} == {"data": "digits", "samples": SAMPLES}
+        assert len(row["calibration"]["samples_sha256"]) == 64
         cal, impulse = row["calibrated_error"], row["kernel_error"]
         assert set(cal) == {"recurrent", "conv"}
         for low in cal:
