@@ -82,14 +82,20 @@ def float_modes(op):
     return pair(op.decay_float), pair(op.gain_in_float), pair(op.gain_out_float) / 2.0, op.direct_float
 
 
-def _recurrent(x, op, out_frac) -> np.ndarray:
-    """The integer recurrence's response to x (B, H, L), less its response to zeros, in model units."""
+def _sums(op, x) -> np.ndarray:
+    """The recurrence's reduction sums (B, H, L) for integer x, exactly: the emulator's compiled rule
+    with the output's rescaling, D and bias off (shift_round(acc, 0) is acc)."""
     import torch
 
-    from .emulator import recurrence_sums
-    xt = torch.as_tensor(x)
-    with torch.no_grad():
-        sums = (recurrence_sums(op, xt) - recurrence_sums(op, torch.zeros_like(xt[:1]))).numpy()
+    from .emulator import compiled_ssm_recurrent
+    bare = dataclasses.replace(op, out_shift=np.zeros_like(op.out_shift), direct=np.zeros_like(op.direct),
+                               out_bias=np.zeros_like(op.out_bias))
+    return compiled_ssm_recurrent(bare, {"main": torch.as_tensor(x)}, None, "").numpy()
+
+
+def _recurrent(x, op, out_frac) -> np.ndarray:
+    """The integer recurrence's response to x (B, H, L), less its response to zeros, in model units."""
+    sums = _sums(op, x) - _sums(op, np.zeros_like(x[:1]))
     g = np.asarray(out_frac, np.float64)
     direct = x * (op.direct * np.exp2(-(op.direct_shift + g)))[None, :, None]
     return sums * np.exp2(-(op.out_shift + g))[None, :, None] + direct
@@ -119,7 +125,7 @@ def conv_error(x, in_frac, op, out_frac) -> float:
 def layer_inputs(graph, program, raw) -> dict:
     """{SSM node: its integer input (B, H, L)} with the compiled program run on ``raw`` by the emulator."""
     from .emulator import emulate
-    trace = emulate(program, raw, record=True, backend="torch", device="cpu")
+    trace = emulate(program, raw, record=True, device="cpu")
     return {name: np.asarray(trace[graph.inputs(name)["main"]]).astype(np.int64) for name in graph.meta["ssm_fracs"]}
 
 
