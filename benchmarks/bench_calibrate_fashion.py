@@ -27,7 +27,7 @@ target, options = get_target(), CompileOptions(ssm_lowering="recurrent")
 rec = compile_graph(graph, options, target)
 program = to_program(rec, {}, target)
 raw = Calibration(DATA, N).raw(program)
-trace = emulate(program, raw, record=True, backend="torch", device="cpu")
+trace = emulate(program, raw, record=True, device="cpu")
 out = {"checkpoint": PATH, "data": DATA, "samples": int(len(raw)), "layers": {}}
 for name, (fin, fout) in rec.meta["ssm_fracs"].items():
     op = rec.op(name)
