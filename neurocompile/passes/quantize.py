@@ -611,7 +611,9 @@ def quantize_at(graph: Graph, stream_frac: np.ndarray, options: CompileOptions, 
     for name, done in s.done.items():
         q.set_op(name, done.op)
     q.meta.update(stream_frac_bits=s.stream_frac, act_bits=options.act_bits, options=options.to_dict(),
-                  quantization_error=dict(s.errors), ssm_kernel_error=dict(s.kernels))
+                  quantization_error=dict(s.errors), ssm_kernel_error=dict(s.kernels),
+                  ssm_fracs={n: (s.done[graph.inputs(n)["main"]].frac, d.frac) for n, d in s.done.items()
+                             if isinstance(d.op, (IntSSMConv, IntSSMRecurrent))})   # input, output fixed points
     return q
 
 
