@@ -133,18 +133,17 @@ def measure(examples: list, quantities=QUANTITIES, energy_samples: int = 256, lo
                      "split_samples": len(data.y), "float_accuracy": v["accuracy"]["float"],
                      "validate_integer_accuracy": v["accuracy"]["integer"], "validate_seconds": time.time() - t0})
         log(f"{ex.name}: {n} samples, float {v['accuracy']['float']:.4f} (validate, {time.time() - t0:.0f} s)")
-        seen = {}
+        seen = {}                 # CompileOptions -> its row: a width equal to the default is the default row
         for quantity, bits, kw in settings(ex, quantities):
             t0 = time.time()
             row = {"example": ex.name, "quantity": quantity, "bits": bits, "options": kw}
-            key = json.dumps(kw, sort_keys=True) if kw else "{}"
-            key = "{}" if kw in ({"kernel_bits": 8}, {"weight_bits": 8}, {"kernel_bits": 8, "weight_bits": 8}) else key
-            if key in seen:
-                row.update({k: v for k, v in seen[key].items() if k not in row})
-                rows.append(row)
-                continue
             try:
-                program = nc.compile_checkpoint(ex.checkpoint, nc.CompileOptions(**kw))
+                options = nc.CompileOptions(**kw)
+                if options in seen:
+                    row.update({k: v for k, v in seen[options].items() if k not in row})
+                    rows.append(row)
+                    continue
+                program = base if options == nc.CompileOptions() else nc.compile_checkpoint(ex.checkpoint, options)
                 figures = plan_figures(nc.plan(program))
             except (nc.NeurocompileError, ValueError) as exc:
                 row["refused"] = _short(str(exc).splitlines()[0])
@@ -157,7 +156,7 @@ def measure(examples: list, quantities=QUANTITIES, energy_samples: int = 256, lo
             row.update(figures, samples=m, energy_samples=energy["activity"]["samples"],
                        accuracy=float(np.mean(accs)), accuracy_passes=accs,
                        energy_nJ=e["snn_pJ"] / 1e3, float_energy_nJ=e["ann_pJ"] / 1e3, seconds=time.time() - t0)
-            seen[key] = row
+            seen[options] = row
             rows.append(row)
             log(f"  {quantity} {bits}: {row['accuracy']:.4f}, {row['cores']} cores, "
                 f"{row['synapse_bytes']:,} syn B, {row['energy_nJ']:.1f} nJ ({row['seconds']:.0f} s)")

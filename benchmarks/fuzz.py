@@ -2539,15 +2539,10 @@ def _tamper_shards(work_dir: str, how: str, outside: str) -> str:
     data = open(path, "rb").read()
     if how in TAMPER_REFUSED:
         os.unlink(path)
-        if how == "fifo":
-            os.mkfifo(path)
-        elif how == "dir":
-            os.mkdir(path)
-        elif how == "socket":
-            _make_specials(os.path.dirname(path), {os.path.basename(path): ("socket", None)})
-        else:
-            os.symlink({"link:/dev/zero": "/dev/zero", "link:outside": os.path.join(outside, "sentinel.txt"),
-                        "dangling": "missing-shard"}[how], path)
+        links = {"link:/dev/zero": "/dev/zero", "link:outside": os.path.join(outside, "sentinel.txt"),
+                 "dangling": "missing-shard"}
+        _make_specials(os.path.dirname(path), {os.path.basename(path): ("link", links[how]) if how in links
+                                               else (how, None)})
     elif how == "truncate":
         open(path, "wb").write(data[:len(data) // 2])
     elif how == "bitflip":

@@ -149,8 +149,9 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
         values, raw, y = values[:max_samples], raw[:max_samples], y[:max_samples]
     auto_note = None
     if lava_samples == "auto":
-        options["lava_samples"] = lava_samples = auto_lava_samples(program)
-        auto_note = f"--lava-samples auto: {lava_samples} ({lava_here(program) or 'Lava runs here'})"
+        why = lava_here(program)                   # asked once: the count and the note both follow from it
+        options["lava_samples"] = lava_samples = 0 if why else AUTO_LAVA_SAMPLES
+        auto_note = f"--lava-samples auto: {lava_samples} ({why or 'Lava runs here'})"
         if notice is not None:
             notice(auto_note)
     lava_samples = len(y) if lava_samples == "all" else min(int(lava_samples), len(y))
@@ -158,9 +159,8 @@ def run_validation(checkpoint: str, artifact: str | Program, dataset: str, *, sp
         lava_runner(program, f"Lava parity on {lava_samples} samples", "--lava-samples 0 (lava_samples=0) validates "
                     "float vs integer without it")
     key = run_key({**options, "mc_passes": mc_passes, "seed": seed}, digests, values, raw, y)
-    scale = _scale(key, workers, ray, ray_address, work_dir, lava_shard_samples, lava_timeout_s, retries)
-    if hasattr(scale.executor, "connect_timeout_s"):      # Ray: joining is bounded; its log sits in the work-dir
-        scale.executor.connect_timeout_s, scale.executor.log_dir = ray_connect_timeout_s, work_dir
+    scale = _scale(key, workers, ray, ray_address, work_dir, lava_shard_samples, lava_timeout_s, retries,
+                   ray_connect_timeout_s)
     bar = progress or (lambda label, total: None)
     common = dict(lava_samples=lava_samples, batch_size=batch_size, device=device,
                   progress=bar("float+integer", len(y)), lava_timeout_s=lava_timeout_s,
@@ -212,8 +212,10 @@ def _pairing_first(checkpoint: str, program: Program, where: str) -> None:
         raise _not_its_weights(where, checkpoint)
 
 
-def _scale(key: dict, workers, ray, ray_address, work_dir, lava_shard_samples, lava_timeout_s, retries):
-    """The executor (local workers or Ray), the shard store and the Lava shard size of a validate run."""
+def _scale(key: dict, workers, ray, ray_address, work_dir, lava_shard_samples, lava_timeout_s, retries,
+           ray_connect_timeout_s: float = 30):
+    """The executor (local workers or Ray: joining bounded, its log in the work-dir), the shard store
+    and the Lava shard size of a validate run."""
     from .execute import LocalExecutor, RayExecutor, ShardStore
     from .validate import Scale
 
@@ -221,7 +223,8 @@ def _scale(key: dict, workers, ray, ray_address, work_dir, lava_shard_samples, l
         raise ValueError("--ray starts a local cluster, --ray-address joins one: give one of them")
     executor = None
     if ray or ray_address:
-        executor = RayExecutor(workers=workers, address=ray_address, timeout_s=lava_timeout_s, retries=retries)
+        executor = RayExecutor(workers=workers, address=ray_address, timeout_s=lava_timeout_s, retries=retries,
+                               connect_timeout_s=ray_connect_timeout_s, log_dir=work_dir)
     elif workers:
         executor = LocalExecutor(workers, lava_timeout_s, retries,
                                  scratch=os.path.join(work_dir, "scratch") if work_dir else None)
@@ -259,11 +262,6 @@ def lava_here(program: Program) -> str | None:
     """Why the program's target cannot run Lava in this install (one phrase), or None when it can."""
     from .target import get_target
     return get_target(program.report.get("target", "loihi2")).runner_unavailable()
-
-
-def auto_lava_samples(program: Program) -> int:
-    """``lava_samples="auto"``: 16 where Lava runs, 0 without."""
-    return 0 if lava_here(program) else AUTO_LAVA_SAMPLES
 
 
 def choose_engine(program: Program, engine: str = "auto", needs_emulator: str = "") -> tuple[str, str | None]:
@@ -322,14 +320,9 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, **options) -
     ``options``: ``CompileOptions`` fields (``kernel_bits=4``, ``weight_bits=4``, ...), ``FinetuneOptions``
     fields (``epochs``, ``max_train``, ``max_test``, ``lr``, ``batch_size``, ``seed``, ``neuron``, ...),
     ``target`` (a name) and ``resume``, ``input_range``, ``input_levels``, ``seq_len``, ``device``."""
-    from dataclasses import fields
-
-    from .finetuning import FinetuneOptions, finetune as run
-    from .options import CompileOptions
+    from .finetuning import finetune as run, split_options
     from .target import get_target
 
-    def built(kind):
-        return kind(**{f.name: options.pop(f.name) for f in fields(kind) if f.name in options})
-    finetune_options, compile_options = built(FinetuneOptions), built(CompileOptions)
+    finetune_options, compile_options = split_options(options)
     target = get_target(options.pop("target", None) or "loihi2")
     return run(checkpoint, out, dataset, finetune_options, compile_options, target, **options)

@@ -144,7 +144,8 @@ def cmd_export(args) -> int:
     out = args.output if args.output is not None else default_output(args.checkpoint)
     from .errors import CheckpointError
     from .fileio import check_output_path
-    check_output_path(out, [args.checkpoint])
+    from .datasets import BUILTIN
+    check_output_path(out, [args.checkpoint] + ([args.calibrate] if args.calibrate not in BUILTIN else []))
     fmt = None
     if args.input_range is not None or args.input_levels is not None:
         kind, config, _, _ = load_checkpoint(args.checkpoint, seq_len=args.seq_len)
@@ -158,8 +159,17 @@ def cmd_export(args) -> int:
                 raise
             raise CheckpointError(f"{args.checkpoint}: its config's input_levels {str(levels)[:20]} is not valid "
                                   f"({str(exc).replace('--input-levels', 'input levels')})") from None
+    calibration = None
+    if args.calibrate is None and args.calibrate_samples is not None:
+        raise ValueError("--calibrate-samples applies with --calibrate DATA only")
+    if args.calibrate is not None:
+        from .datasets import load_dataset
+        from .ssm_calibration import DEFAULT_SAMPLES, Calibration
+        load_dataset(args.calibrate, "test")     # a wrong name or file is said before the compile (its shape, after)
+        calibration = Calibration(args.calibrate, args.calibrate_samples or DEFAULT_SAMPLES)
     program = compile_checkpoint(args.checkpoint, options, target, input_format=fmt, seq_len=args.seq_len,
-                                 warn=lambda text: print(f"neurocompile: warning: {text}", file=sys.stderr))
+                                 warn=lambda text: print(f"neurocompile: warning: {text}", file=sys.stderr),
+                                 calibration=calibration)
     save_program(program, out, inputs=[args.checkpoint])
     print(export_summary(program, out))
     return 0
@@ -254,11 +264,28 @@ def ssm_lowering_lines(table: dict) -> list:
     of what its integers compute under each lowering."""
     if not table:
         return []
-    lines = ["  SSM lowering (kernel error: relative L2 of the taps / of the step response, integer vs float):"]
+    lines = ["  SSM lowering (kernel error with an impulse of the largest admissible input: relative L2 of the taps / "
+             "of the step response, integer vs float):"]
     for name, row in table.items():
         errs = row.get("kernel_error", {})
         cells = ", ".join(f"{low} {100 * e['taps']:.3g} % / {100 * e['step']:.3g} %" for low, e in errs.items())
         lines.append(f"  {name:<18}{row['lowering']:<11}{row['reason']}" + (f"; kernel error {cells}" if cells else ""))
+    lines += calibrated_lines(table)
+    return lines
+
+
+def calibrated_lines(table: dict) -> list:
+    """With ``export --calibrate``: each layer's kernel error on the calibration samples, per lowering."""
+    from .ssm_calibration import describe
+    rows = {name: row for name, row in table.items() if "calibrated_error" in row}
+    if not rows:
+        return []
+    lines = [f"  SSM kernel error {describe(next(iter(rows.values()))['calibration'])} (relative L2 of the layer's "
+             "kernel applied to the inputs that reach it, integer vs float):"]
+    for name, row in rows.items():
+        errs = row["calibrated_error"]
+        cells = ", ".join(f"{low} {100 * errs[low]:.3g} %" for low in ("recurrent", "conv") if low in errs)
+        lines.append(f"  {name:<18}{cells}")
     return lines
 
 
@@ -433,15 +460,10 @@ FINETUNE_EXPORT_OPTIONS = ("target", "kernel_bits", "weight_bits", "act_bits", "
 
 
 def cmd_finetune(args) -> int:
-    from dataclasses import fields
-
-    from .finetuning import FinetuneOptions, finetune, format_report
-    from .options import CompileOptions
+    from .finetuning import finetune, format_report, split_options
     from .target import get_target
 
-    def built(kind):                             # a dataclass from the options of the same names
-        return kind(**{f.name: getattr(args, f.name) for f in fields(kind) if hasattr(args, f.name)})
-    report = finetune(args.checkpoint, args.out, args.dataset, built(FinetuneOptions), built(CompileOptions),
+    report = finetune(args.checkpoint, args.out, args.dataset, *split_options(dict(vars(args))),
                       get_target(args.target), resume=args.resume, input_range=args.input_range,
                       input_levels=args.input_levels, seq_len=args.seq_len, device=args.device,
                       show=not args.no_progress, command=args.argv)
@@ -525,6 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seq-len", type=bounded(int, 1, MAX_SEQ_LEN), default=None, metavar="L",
                    help="sequence length, for a checkpoint that stores none (the authors' s4 trainer drops it); "
                         "must match the stored one otherwise (1..131072)")
+
+    e.add_argument("--calibrate", default=None, metavar="DATA",
+                   help="also measure each SSM layer's kernel error, both lowerings, on the inputs that reach it "
+                        "when DATA's first test samples run through the program (DATA as validate --data takes it); "
+                        "--ssm-lowering auto then decides on it (default: the error for an impulse only)")
+    e.add_argument("--calibrate-samples", type=bounded(int, 1, MAX_SAMPLES), default=None, metavar="N",
+                   help="how many test samples --calibrate reads (default 64)")
 
     i = sub.add_parser("inspect", help="print an artifact's summary, register ranges and operations")
     i.add_argument("artifact", help="a .loihi2 file written by `neurocompile export`")

@@ -105,7 +105,8 @@ def display(text) -> str:
 
 
 def _kind(mode: int) -> str:
-    for test, what in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"),
+    """What a stat mode is, in words (a link only from a stat that does not follow links)."""
+    for test, what in ((stat.S_ISREG, "a regular file"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"),
                        (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
         if test(mode):

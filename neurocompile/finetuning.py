@@ -68,6 +68,18 @@ class FinetuneOptions:
         return {**{k: v for k, v in asdict(self).items() if k != "max_test"}, **context}
 
 
+def split_options(values: dict) -> tuple:
+    """(``FinetuneOptions``, ``CompileOptions``) built from the entries of ``values`` named as their
+    fields, those entries popped: what is left is the caller's (``finetune``'s keywords, or a typo)."""
+    from dataclasses import fields
+
+    from .options import CompileOptions
+
+    def built(kind):
+        return kind(**{f.name: values.pop(f.name) for f in fields(kind) if f.name in values})
+    return built(FinetuneOptions), built(CompileOptions)
+
+
 def supported(kind: str, config, options) -> str:
     """Why this model / these options cannot be fine-tuned ('' when they can)."""
     if kind != "spikingssm":
@@ -82,6 +94,7 @@ def supported(kind: str, config, options) -> str:
 
 def _kernel_value(kernel: np.ndarray, D: np.ndarray, ln_vth, bidirectional: bool) -> np.ndarray:
     """The float64 kernel ``quantize`` rounds, computed by the compiler's own passes (materialize, fold)."""
+    from .frontend import threshold_gain
     from .ir import ChannelAffine, SSMConv
     from .passes.fold import conv_then_affine
     from .passes.materialize import two_sided_as_causal
@@ -94,8 +107,8 @@ def _kernel_value(kernel: np.ndarray, D: np.ndarray, ln_vth, bidirectional: bool
     if ln_vth is None:
         return value
     H, L = value.shape[0], kernel.shape[-1]
-    inv = np.broadcast_to(np.exp(-ln_vth.reshape(-1)), (H,)).copy()       # as frontend.import_spikingssm
-    return conv_then_affine(SSMConv(value, lag, np.zeros((H, 0))), ChannelAffine(inv, np.zeros(H)), L).kernel
+    return conv_then_affine(SSMConv(value, lag, np.zeros((H, 0))), ChannelAffine(threshold_gain(ln_vth, H), np.zeros(H)),
+                            L).kernel
 
 
 def quantized_kernel(layer, L: int, bits: int):
@@ -141,22 +154,16 @@ def quantized_weight(conv, bits: int):
     return q.to(conv.weight.dtype)[..., None], ints
 
 
-def _bits(options, target) -> tuple:
-    """(kernel bits, Dense weight bits) as ``quantize`` takes them (Dense: capped at the synapse width)."""
-    from .ir import Dense, SSMConv
-    from .passes.quantizers import QUANTIZERS
-
-    return (getattr(options, QUANTIZERS[SSMConv][0]),
-            min(getattr(options, QUANTIZERS[Dense][0]), target.weight_bits))
-
-
 @contextlib.contextmanager
 def fake_quantized(model, options, target):
     """Inside: every layer of the SpikingSSM ``model`` computes its LIF input with the rounded kernel and
     its mixer with the rounded weight, both recomputed from the current weights at every call."""
     import torch
 
-    kernel_bits, weight_bits = _bits(options, target)
+    from .ir import Dense, SSMConv
+    from .passes.quantizers import option_bits
+
+    kernel_bits, weight_bits = option_bits(SSMConv, options, target), option_bits(Dense, options, target)
     saved = []
 
     def lif_input(layer, u):
@@ -205,10 +212,10 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
     from .emulator import check_device
     from .errors import CheckpointError, UnsupportedModelError
     from .fileio import check_output_path
-    from .models.checkpoint import build_model, load_checkpoint, save_checkpoint, weights_sha256
+    from .models.checkpoint import build_model, load_checkpoint, save_checkpoint
     from .models.train import fit
     from .options import CompileOptions
-    from .pipeline import compile_checkpoint, file_sha256
+    from .pipeline import compile_checkpoint
     from .api import load_data
     from .target import get_target
 
@@ -244,9 +251,9 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
     check_output_path(state_path, [checkpoint])
     before = accuracy(checkpoint, program, dataset, run.max_test, device)
 
-    source = {"checkpoint": os.path.abspath(checkpoint), "sha256": file_sha256(checkpoint),
-              "weights_sha256": weights_sha256(state_dict), "kind": kind,
-              "detected": meta.get("detected", f"neurocompile {kind} checkpoint") if isinstance(meta, dict) else kind}
+    compiled = program.report["source"]           # the digests and detection compile_checkpoint already made
+    source = {"checkpoint": os.path.abspath(checkpoint), "sha256": compiled["checkpoint_sha256"],
+              "weights_sha256": compiled["weights_sha256"], "kind": kind, "detected": compiled["detected"]}
     key = run.run_key(dataset=dataset, source_weights_sha256=source["weights_sha256"], **options.to_dict(),
                       input_format=None if input_format is None else input_format.to_dict())
     torch_device = torch.device(device)

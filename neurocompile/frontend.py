@@ -40,6 +40,13 @@ def default_input_format(config: dict) -> InputFormat:
     return InputFormat(levels=int(config.get("input_levels", 255)))
 
 
+def threshold_gain(ln_vth: np.ndarray, H: int) -> np.ndarray:
+    """The LIF threshold folded into its input: 1 / exp(ln_vth) per channel (a shared threshold
+    broadcast to the H channels); inf or 0 where exp over- or underflows float64."""
+    with np.errstate(over="ignore"):
+        return np.broadcast_to(np.exp(-np.asarray(ln_vth).reshape(-1)), (H,)).copy()
+
+
 def import_spikingssm(config: dict, state_dict: dict, fmt: InputFormat, source: str = "") -> Graph:
     H, L = int(config["d_model"]), int(config["l_max"])
     graph = new_graph({"config": dict(config), "source": source, "kind": "spikingssm", "input_format": fmt.to_dict()})
@@ -59,8 +66,7 @@ def import_spikingssm(config: dict, state_dict: dict, fmt: InputFormat, source: 
                                                         bool(config.get("bidirectional", False)),
                                                         _np(state_dict[p + "D"]).reshape(-1)), [z], layer=i)
         if config.get("learnable_vth", True):
-            with np.errstate(over="ignore"):
-                inv = np.broadcast_to(np.exp(-_np(state_dict[p + "ln_vth"]).reshape(-1)), (H,)).copy()
+            inv = threshold_gain(_np(state_dict[p + "ln_vth"]), H)
             if not np.isfinite(inv).all() or not inv.all():
                 raise UnsupportedModelError(f"{source}: {p}ln_vth: exp(ln_vth) over- or underflows float64 "
                                             "(the threshold cannot be represented)")

@@ -81,11 +81,15 @@ def stored_bits(bits: int, packed_bits: int = 0) -> int:
     return bits if bits <= packed_bits else -(-bits // 8) * 8
 
 
+def bits_bytes(n_values: int, bits: int) -> int:
+    """Bytes that hold ``n_values`` values of ``bits`` bits each, packed (the last byte rounded up)."""
+    return -(-n_values * bits // 8)
+
+
 def int_bytes(values, packed_bits: int = 0) -> int:
     """Bytes of a signed integer array held as mantissas with one shared exponent, at the narrowest
     width that holds them all: whole bytes, or packed at that width when it is <= ``packed_bits``."""
-    n = int(np.asarray(values).size)
-    return -(-n * stored_bits(int_bits(values), packed_bits) // 8)
+    return bits_bytes(int(np.asarray(values).size), stored_bits(int_bits(values), packed_bits))
 
 
 # The synaptic weight arrays of each node type: what a target that packs narrow weights stores at their width.
@@ -131,7 +135,7 @@ def _ssm(name, op: IntSSMConv, L, graph, packed=0):
     taps = int(np.count_nonzero(op.kernel))
     bits = ssm_input_bits(op, graph, name)
     costs = Costs(accumulates=bits * taps + H, synaptic_events=bits * taps, neuron_updates=H, messages=H,
-                  state_bytes=-(-H * K * bits // 8) + 2 * H * REGISTER_BYTES,      # input history, two accumulators
+                  state_bytes=bits_bytes(H * K, bits) + 2 * H * REGISTER_BYTES,      # input history, two accumulators
                   synapse_bytes=weight_bytes(op, packed) + int_bytes(op.bias) + int_bytes(op.shift))
     if bits == 1:
         return Operation(f"{side} over binary spikes: the taps that meet a spike are summed{bias}", costs)

@@ -22,13 +22,21 @@ def _warn(text: str) -> None:
 
 
 def compile_graph(graph: Graph, options: CompileOptions = CompileOptions(), target: Target = None,
-                  ssm_choices: dict = None) -> Graph:
+                  ssm_choices: dict = None, calibration=None) -> Graph:
     """``ssm_choices`` ({SSM node: (lowering, reason)}) overrides ``options.ssm_lowering`` per layer;
-    with 'auto' and none given, ``ssm_lowering.compile_auto`` decides them from the target's plans."""
+    with 'auto' and none given, ``ssm_lowering.compile_auto`` decides them from the target's plans.
+    ``calibration`` (``ssm_calibration.Calibration``): also measure each SSM layer's kernel error on
+    those samples (and 'auto' decides on it)."""
     target = target or get_target()
     if options.ssm_lowering == "auto" and ssm_choices is None:
         from .ssm_lowering import compile_auto
-        return compile_auto(graph, options, target, compile_graph, to_program)
+        return compile_auto(graph, options, target, compile_graph, to_program, calibration)
+    if calibration is not None:
+        from .ssm_calibration import measure
+        compiled = compile_graph(graph, options, target, ssm_choices)
+        compiled.meta["ssm_calibrated_error"] = measure(compiled, graph, options, target, calibration, compile_graph)
+        compiled.meta["ssm_calibration"] = calibration.record()
+        return compiled
     graph = passes.check_lowerable(graph)           # refuse, with the reason, what cannot run
     graph = passes.replace_sdn_with_lif(graph)      # the SDN was a training device: deploy exact LIF
     graph = passes.materialize_kernels(graph, ssm_choices or options.ssm_lowering)  # SSM -> kernel, or recurrence
@@ -76,13 +84,14 @@ def assumed_input_format(meta: dict, fmt: InputFormat) -> str | None:
 
 def compile_checkpoint(path: str, options: CompileOptions = CompileOptions(), target: Target | None = None,
                        input_format: InputFormat | None = None, seq_len: int | None = None,
-                       warn: Callable[[str], None] | None = None) -> Program:
+                       warn: Callable[[str], None] | None = None, calibration=None) -> Program:
     """Compile a checkpoint (ours or the authors' Lightning ``.ckpt``) into an integer ``Program``.
 
     ``options``: bit widths (``CompileOptions``); ``target``: the hardware facts (default Loihi 2);
     ``input_format``: how raw integer inputs map to model values (default: the checkpoint's own);
     ``seq_len``: the sequence length for a file that stores none; ``warn(text)`` receives what the
-    compiler had to assume (default: ``warnings.warn``).  Raises a ``NeurocompileError`` subclass,
+    compiler had to assume (default: ``warnings.warn``); ``calibration``: an ``ssm_calibration.Calibration``
+    to measure the SSM layers' kernel error on (default: with an impulse only).  Raises a ``NeurocompileError`` subclass,
     with one line naming the file, for anything it refuses."""
     from .models.checkpoint import load_checkpoint, weights_sha256
 
@@ -101,7 +110,7 @@ def compile_checkpoint(path: str, options: CompileOptions = CompileOptions(), ta
         graph = frontend_for(kind).import_graph(cfg, state_dict, fmt, source=path)
     except UnsupportedModelError as exc:          # the importer names the tensor; the file goes first
         raise UnsupportedModelError(exc.args[0] if str(exc).startswith(f"{path}: ") else f"{path}: {exc}") from None
-    graph = compile_graph(graph, options, target)
+    graph = compile_graph(graph, options, target, calibration=calibration)
     source = {"kind": kind, "checkpoint": name, "checkpoint_sha256": file_sha256(path),
               "weights_sha256": weights_sha256(state_dict),
               "detected": meta.get("detected", f"neurocompile {kind} checkpoint") if isinstance(meta, dict) else kind,
@@ -162,9 +171,12 @@ def to_program(graph: Graph, source: dict, target: Target = None) -> Program:
 
 
 def ssm_lowering_report(meta: dict) -> dict:
-    """Per SSM layer: the lowering taken, why, and the kernel error of each lowering measured."""
-    errors = meta.get("ssm_kernel_error", {})
-    return {name: {**choice, "kernel_error": errors.get(name, {})}
+    """Per SSM layer: the lowering taken, why, and the kernel error of each lowering measured (with an
+    impulse; and, with calibration data, on it: ``calibrated_error``, the data in ``calibration``)."""
+    errors, calibrated = meta.get("ssm_kernel_error", {}), meta.get("ssm_calibrated_error")
+    extra = lambda name: ({"calibrated_error": calibrated.get(name, {}), "calibration": meta["ssm_calibration"]}
+                          if calibrated is not None else {})
+    return {name: {**choice, "kernel_error": errors.get(name, {}), **extra(name)}
             for name, choice in meta.get("ssm_lowering", {}).items()}
 
 

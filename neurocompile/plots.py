@@ -79,12 +79,10 @@ def raster_figure(program, sides: dict, title: str = "", label=None, raw=None):
     for col, side in enumerate(names):
         for row, (kind, node) in enumerate(panels):
             ax = axes[row, col]
-            if kind == "raw":
-                _input_panel(ax, inp) if col == 0 else ax.set_axis_off()
-            elif kind == "readout":
-                _logits_panel(ax, sides[side].get("logits"), label)
+            if kind == "raw" and col:                      # the input is drawn once, in the first column
+                ax.set_axis_off()
             else:
-                _panel(ax, program, kind, node, sides[side])
+                _cell_panel(ax, program, kind, node, sides[side], label, inp)
             if col:
                 ax.set_ylabel("")
         top = 1 if inp is not None else 0                  # the input row is not a side's: title the row below
@@ -122,15 +120,21 @@ def _single_grid(program, rows, traces, title, label, inp):
             ax = axes[r, c]
             if cell is None:
                 ax.set_axis_off()
-            elif cell[0] == "raw":
-                _input_panel(ax, inp)
-            elif cell[0] == "readout":
-                _logits_panel(ax, traces.get("logits"), label)
             else:
-                _panel(ax, program, cell[0], cell[1], traces)
+                _cell_panel(ax, program, *cell, traces, label, inp)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def _cell_panel(ax, program, kind, node, traces, label, inp) -> None:
+    """One panel of either layout: the raw input, the readout, or a spike node's spikes or driver."""
+    if kind == "raw":
+        _input_panel(ax, inp)
+    elif kind == "readout":
+        _logits_panel(ax, traces.get("logits"), label)
+    else:
+        _panel(ax, program, kind, node, traces)
 
 
 def _input_array(program, raw):

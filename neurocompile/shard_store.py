@@ -105,8 +105,7 @@ def _refusal(dir_fd: int, name: str, shown: str, want: str, exc: OSError) -> str
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except OSError:
         return f"{shown}: cannot open it ({exc.strerror or exc})"
-    what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else _kind(st.st_mode)
-    return f"{shown}: is {what}, not {want}; refusing to use it (the work-dir holds only the store's own files)"
+    return f"{shown}: is {_kind(st.st_mode)}, not {want}; refusing to use it (the work-dir holds only the store's own files)"
 
 
 class ShardStore:
@@ -169,8 +168,7 @@ class ShardStore:
             except FileNotFoundError:
                 st = None
             if st is not None and not stat.S_ISREG(st.st_mode):
-                what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else _kind(st.st_mode)
-                raise WorkDirError(f"{shown}: exists and is {what}; refusing to replace it")
+                raise WorkDirError(f"{shown}: exists and is {_kind(st.st_mode)}; refusing to replace it")
             tmp = f"{TMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}-{name}"
             try:
                 out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),

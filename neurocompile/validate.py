@@ -421,8 +421,9 @@ def _majority(pred: np.ndarray, n_classes: int) -> np.ndarray:
 
 def _interval(accs) -> list:
     """95 % confidence interval of the mean of per-pass accuracies (normal approximation)."""
+    from .verdict import Z95, standard_error
     a = np.asarray(accs, dtype=np.float64)
-    half = 1.96 * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0.0
+    half = Z95 * standard_error(a)
     return [float(max(a.mean() - half, 0.0)), float(min(a.mean() + half, 1.0))]     # an accuracy stays in [0, 1]
 
 
@@ -436,8 +437,14 @@ def lava_shard(target_name, program, raw, seed, raster, a, b, progress=None) -> 
     from .target import get_target
     lava = get_target(target_name).load("simulator")(program, raw[a:b], mode="fixed_pt", backend="sim", record=True,
                                                      seed=seed, first_sample=a, progress=progress)
+    return _as_shard(lava)
+
+
+def _as_shard(lava: dict) -> dict:
+    """A Lava run's traces as a shard's arrays (``lava.<name>``, and its ``seconds``)."""
     out = {LAVA_TRACE + k: np.asarray(v) for k, v in lava.items() if k != "seconds"}
-    out["seconds"] = np.array(float(lava["seconds"]))
+    if "seconds" in lava:
+        out["seconds"] = np.array(float(lava["seconds"]))
     return out
 
 
@@ -466,10 +473,7 @@ def _lava_parity(report, program, raw, labels, lava_samples, progress, seed, sca
     t1 = time.perf_counter()
     if lava_runner is not None:                              # a caller's own runner: one run, no shards
         lava = lava_runner(program, raw[:m], record=True, timeout_s=scale.lava_timeout_s, progress=progress, seed=seed)
-        emu = emulate(program, raw[:m], record=True, device="cpu", seed=seed)
-        shards = [{"lava_logits": lava["logits"], "integer_logits": emu["logits"],
-                   "mismatch": np.array(compare_traces(lava, emu), dtype=str),
-                   "compared": np.array(sorted(k for k in lava if k != "seconds"), dtype=str)}]
+        shards = [lava_compared(program, raw, seed, raster, 0, m, _as_shard(lava))]
     else:
         before = scale.store.reused if scale.store else 0
         bounds = _batches(m, scale.lava_shard_samples)

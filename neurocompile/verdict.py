@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 Z95 = 1.96                  # two-sided 95 % normal quantile
 NEAR_CHANCE_POINTS = 5.0    # float accuracy within 5 points of 1 / classes: the model is near chance
 
@@ -22,7 +24,7 @@ def accuracy_gate(report: dict, max_drop_points: float) -> dict:
     judged = drop
     if "float_per_pass" in acc:
         f, i = acc["float_per_pass"], acc["integer_per_pass"]
-        half = 100.0 * Z95 * math.sqrt(_var(f) / len(f) + _var(i) / len(i))
+        half = 100.0 * Z95 * math.hypot(standard_error(f), standard_error(i))
         gate["drop_interval_points"] = [drop - half, drop + half]
         judged = drop - half
         gate["rule"] = "fails when the low end of the drop's 95 % interval exceeds the limit"
@@ -32,12 +34,11 @@ def accuracy_gate(report: dict, max_drop_points: float) -> dict:
     return gate
 
 
-def _var(values) -> float:
-    n = len(values)
-    if n < 2:
-        return 0.0
-    mean = sum(values) / n
-    return sum((v - mean) ** 2 for v in values) / (n - 1)
+def standard_error(values) -> float:
+    """Standard error of the mean of per-pass accuracies (sample standard deviation / sqrt(n); 0 for
+    one pass): the gate's difference and ``validate``'s per-side intervals both use it."""
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0
 
 
 def gate_line(report: dict) -> str:

@@ -101,6 +101,11 @@ class Rule:
     frac_limit: Optional[Callable] = None  # (float op, input bound, options, target) -> max stream frac per channel
 
 
+def synapse_weight_bits(options: CompileOptions, target: Target) -> int:
+    """``weight_bits`` as synapses store it: capped at the target's synaptic weight width."""
+    return min(options.weight_bits, target.weight_bits)
+
+
 def lif_decay(tau: float, target: Target) -> int:
     """dv such that (4096 - dv) / 4096 == tau (0.125 -> 3584, exact)."""
     unity = target.arithmetic.lif_decay_unity
@@ -225,9 +230,9 @@ def quantize_ssm_recurrent(op: SSMRecurrent, ins, s: State, name):
     opt, reg = s.options, s.target.register_max
     ds = opt.decay_bits - 1
     decay = np.round(_pairs(op.a) * 2.0 ** ds).astype(np.int64)
-    bq, e_b = _gain(op.b, min(opt.weight_bits, s.target.weight_bits))
-    gq, e_c = _gain(2.0 * op.c, min(opt.weight_bits, s.target.weight_bits))
-    dq, e_d = quantize_rows(op.D[:, None], min(opt.weight_bits, s.target.weight_bits))
+    bq, e_b = _gain(op.b, synapse_weight_bits(opt, s.target))
+    gq, e_c = _gain(2.0 * op.c, synapse_weight_bits(opt, s.target))
+    dq, e_d = quantize_rows(op.D[:, None], synapse_weight_bits(opt, s.target))
     dq = dq[:, 0]
     u_peak = magnitude(lo, hi) * np.exp2(-x.frac.astype(np.float64))
     b_val = np.abs(bq[..., 0] + 1j * bq[..., 1]) * np.exp2(-e_b.astype(np.float64))[:, None]
@@ -297,7 +302,7 @@ def quantize_lif(op: LIF, ins, s: State, name):
 def quantize_dense(op: Dense, ins, s: State, name):
     """Lava Dense weights: a mantissa per output row, stored even when the target drops the LSB of
     mixed-sign weights (so the truncation leaves them intact)."""
-    m, em = quantize_rows(op.weight, min(s.options.weight_bits, s.target.weight_bits))
+    m, em = quantize_rows(op.weight, synapse_weight_bits(s.options, s.target))
     s.error(name, op.weight, m * np.exp2(-em.astype(np.float64))[:, None])
     even = int(s.target.weights_even)
     return IntDense(m << even, op.weight.copy()), em + even
@@ -606,7 +611,9 @@ def quantize_at(graph: Graph, stream_frac: np.ndarray, options: CompileOptions, 
     for name, done in s.done.items():
         q.set_op(name, done.op)
     q.meta.update(stream_frac_bits=s.stream_frac, act_bits=options.act_bits, options=options.to_dict(),
-                  quantization_error=dict(s.errors), ssm_kernel_error=dict(s.kernels))
+                  quantization_error=dict(s.errors), ssm_kernel_error=dict(s.kernels),
+                  ssm_fracs={n: (s.done[graph.inputs(n)["main"]].frac, d.frac) for n, d in s.done.items()
+                             if isinstance(d.op, (IntSSMConv, IntSSMRecurrent))})   # input, output fixed points
     return q
 
 

@@ -52,3 +52,10 @@ QUANTIZERS = {
     SSMConv: ("kernel_bits", kernel_integers, fake_kernel),
     Dense: ("weight_bits", weight_integers, fake_weight),
 }
+
+
+def option_bits(kind, options, target) -> int:
+    """The bits ``quantize`` rounds a ``kind`` node's values to for ``options`` on ``target`` (Dense: the
+    weight width capped at the target's synapse width, ``quantize.synapse_weight_bits``)."""
+    from .quantize import synapse_weight_bits
+    return synapse_weight_bits(options, target) if kind is Dense else getattr(options, QUANTIZERS[kind][0])

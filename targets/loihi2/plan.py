@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from ...errors import PlacementError
 from ...ir import (IntChannelAffine, IntConcat, IntDense, IntEmbedding, IntEncoder, IntGELU, IntGELUResidual,
                    IntGLUResidual, IntInput, IntLIF, IntReadout, IntSampler, IntSSMConv, IntSSMRecurrent)
-from ...operations import REGISTER_BYTES, Costs, operations, ssm_input_bits, stored_bits, total, weight_bits
+from ...operations import REGISTER_BYTES, Costs, bits_bytes, operations, ssm_input_bits, stored_bits, total, weight_bits
 from ...program import Program
 from .target import LOIHI2
 
@@ -109,13 +109,9 @@ class Plan:
 
 
 # ---------------------------------------------------------------------------------- the table
-def _bits_bytes(n_values: int, bits: int) -> int:
-    return -(-n_values * bits // 8)
-
-
 def _crossing(ins: int, in_bits: int, outs: int, out_bits: int) -> int:
     """Bytes per step a host process exchanges with the chip: its inputs in, its outputs back."""
-    return _bits_bytes(ins, in_bits) + _bits_bytes(outs, out_bits)
+    return bits_bytes(ins, in_bits) + bits_bytes(outs, out_bits)
 
 
 def _message_bits(ctx, port="main") -> int:
@@ -126,7 +122,7 @@ def _message_bits(ctx, port="main") -> int:
 def _source(op: IntInput, ctx) -> Placement:
     bits = max(int(op.levels).bit_length(), 1)
     return Placement("host", "SampleSource (Python)", "raw samples come from the host, one vector per step",
-                     host_bytes_per_step=_bits_bytes(op.n_channels, bits))
+                     host_bytes_per_step=bits_bytes(op.n_channels, bits))
 
 
 def _encoder(op: IntEncoder, ctx) -> Placement:
@@ -160,8 +156,8 @@ def _ssm_conv(op: IntSSMConv, ctx) -> Placement:
     neurons = H + splitters + relays
     # per delayed synapse: the tap's weight at its width (packed where the target packs it) and a delay byte
     synapse_bits = stored_bits(weight_bits(op), ctx.target.packed_weight_bits) + 8
-    synapse_bytes, state_bytes = _bits_bytes(H * K * bits, synapse_bits), (neurons + H) * REGISTER_BYTES
-    fan_in = _bits_bytes(K * bits, synapse_bits) + 2 * REGISTER_BYTES
+    synapse_bytes, state_bytes = bits_bytes(H * K * bits, synapse_bits), (neurons + H) * REGISTER_BYTES
+    fan_in = bits_bytes(K * bits, synapse_bits) + 2 * REGISTER_BYTES
     cores = max(math.ceil(neurons / budgets.neurons_per_core),
                 math.ceil((synapse_bytes + state_bytes) / budgets.memory_per_core_bytes))
     form = (f"{H * K * bits:,} delayed synapses ({synapse_bytes:,} bytes, {fan_in:,} per integrator), "
@@ -173,7 +169,7 @@ def _ssm_conv(op: IntSSMConv, ctx) -> Placement:
         return Placement("neurocore", " + ".join(pieces),
                          f"{K} taps held by synaptic delays (0..{budgets.max_delay_steps}, relays beyond): {form}",
                          neurons=neurons, state_bytes=state_bytes, synapse_bytes=synapse_bytes)
-    history = _bits_bytes(H * K, bits)
+    history = bits_bytes(H * K, bits)
     limit = (f"one integrator's fan-in ({fan_in:,} bytes) exceeds a core ({budgets.memory_per_core_bytes:,})"
              if fan_in > budgets.memory_per_core_bytes else
              f"more than one chip's {budgets.cores_planned_per_chip} planned cores")
