@@ -132,12 +132,11 @@ class _Child:
         sys.stdout.flush()
         sys.stderr.flush()
         try:
-            server = forkserver.server() if os.environ.get(FORK_SERVER_ENV, "1") != "0" else None
-            pid = server.start(self.tmp, env, log, prog_w, err_w) if server else None
-            if pid is not None:
-                self.server = server
+            forked = os.environ.get(FORK_SERVER_ENV, "1") != "0" and forkserver.fork_worker(self.tmp, env, log,
+                                                                                          prog_w, err_w)
+            self.server, pid = forked or (None, None)
+            if forked:
                 return pid
-            self.server = None
             return os.posix_spawn(sys.executable, [sys.executable, "-m", "neurocompile.worker", self.tmp], env,
                                   file_actions=[(os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2),
                                                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)],
@@ -280,13 +279,20 @@ def check_run_environment(tmpdir: str) -> None:
 def clear_stale_scratch(folder: str) -> list:
     """Scratch folders in ``folder`` whose parent process is gone (SIGKILLed): their shared memory
     unlinked (by the names they logged), then the folders removed."""
-    from .fileio import InputFileError, clear_stale, stale_entries
+    from .fileio import clear_stale, stale_entries
     for path in stale_entries(folder, SCRATCH_PREFIX):
-        try:
-            release_shared_memory(os.path.join(path, SHM_LOG))
-        except (OSError, InputFileError):          # not a regular file: not read; the folder goes anyway
-            pass
+        _release_logged(path)
     return clear_stale(folder, SCRATCH_PREFIX)
+
+
+def _release_logged(scratch: str) -> None:
+    """Unlink the shared memory a dead run's scratch folder logged; a log that is not a regular file is
+    not read (the folder is removed anyway)."""
+    from .fileio import InputFileError
+    try:
+        release_shared_memory(os.path.join(scratch, SHM_LOG))
+    except (OSError, InputFileError):
+        pass
 
 
 def _last_line(path: str) -> str:
@@ -368,15 +374,14 @@ def reap_stale_scratch(root: str) -> int:
     Returns how many were cleaned.  Every pointer is read only if it is a regular file, and ``root``
     must be a folder, not a link to one: anything else ends the run with one line."""
     import stat
-    from .fileio import InputFileError, _kind, open_input
+    from .fileio import _kind, open_input
     cleaned = 0
     try:
         st = os.lstat(root)
     except FileNotFoundError:
         return 0
     if not stat.S_ISDIR(st.st_mode):
-        what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else _kind(st.st_mode)
-        raise NeurocompileError(f"{root}: is {what}, not a folder; refusing to use it for scratch")
+        raise NeurocompileError(f"{root}: is {_kind(st.st_mode)}, not a folder; refusing to use it for scratch")
     names = os.listdir(root)
     for name in names:
         if not name.startswith(SCRATCH_PREFIX):
@@ -393,10 +398,7 @@ def reap_stale_scratch(root: str) -> int:
         with open_input(pointer, "scratch pointer", follow_links=False) as fh:
             folder = fh.read(4096).decode(errors="replace").strip()
         if os.path.basename(folder) == name and os.path.dirname(folder) == tempfile.gettempdir():
-            try:
-                release_shared_memory(os.path.join(folder, SHM_LOG))
-            except (OSError, InputFileError):      # not a regular file: not read; the folder goes anyway
-                pass
+            _release_logged(folder)
             shutil.rmtree(folder, ignore_errors=True)
         os.unlink(pointer)
         cleaned += 1

@@ -188,13 +188,19 @@ def fake_quantized(model, options, target):
             module.__dict__.pop("forward", None)
 
 
+def _generated_length(dataset: str, program) -> int | None:
+    """The length to generate the built-in listops data at: the model's own (an authors' file storing
+    L = 64 fine-tunes on 64-step data; validate takes it as --seq-len); None for data that is read."""
+    return program.seq_len if dataset == "listops" else None
+
+
 def accuracy(checkpoint: str, program, dataset: str, max_test: int, device) -> tuple:
     """(float accuracy with the exact LIF, integer accuracy, samples) on the test split, as ``validate``
     computes them: ``program`` (compiled from ``checkpoint``) run in the emulator, no Lava."""
     from .api import run_validation
 
     report = run_validation(checkpoint, program, dataset, max_samples=max_test, lava_samples=0,
-                            device=device).report
+                            device=device, seq_len=_generated_length(dataset, program)).report
     return report["accuracy"]["float"], report["accuracy"]["integer"], report["samples"]
 
 
@@ -240,7 +246,7 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
     path, state_path = os.path.join(out, CHECKPOINT_FILE), os.path.join(out, STATE_FILE)
     program = compile_checkpoint(checkpoint, options, target, input_format=input_format, seq_len=seq_len,
                                  warn=lambda _: None)      # refuses what export refuses, before anything is written
-    train, values, _ = load_data(program, dataset, "train")
+    train, values, _ = load_data(program, dataset, "train", _generated_length(dataset, program))
     y = train.y
     if run.max_train:
         values, y = values[:run.max_train], y[:run.max_train]

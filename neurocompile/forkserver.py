@@ -208,8 +208,8 @@ class ForkServer:
             return None
         except OSError:
             data = b""
-        if not data:
-            self.alive = False
+        if not data:                                     # the server died (its workers with it)
+            self._stop()
             return None
         msg = pickle.loads(data)
         if msg[0] == "exited":
@@ -217,6 +217,9 @@ class ForkServer:
         return msg
 
     def _stop(self) -> None:
+        """Kill and reap the server (no zombie is left), once."""
+        if not self.alive:
+            return
         self.alive = False
         try:
             self.sock.close()
@@ -248,6 +251,21 @@ def server() -> ForkServer | None:
             except OSError:
                 return None
         return _server
+
+
+def fork_worker(folder: str, environ: dict, log: int, prog_w: int, err_w: int):
+    """``(server, pid)`` of a worker forked for ``folder``, or None (start a fresh interpreter).  A
+    server found dead (killed since its last task) is replaced once."""
+    for _ in range(2):
+        srv = server()
+        if srv is None:
+            return None
+        pid = srv.start(folder, environ, log, prog_w, err_w)
+        if pid is not None:
+            return srv, pid
+        if srv.refused:
+            return None
+    return None
 
 
 if __name__ == "__main__":

@@ -148,6 +148,17 @@ def test_an_authors_lightning_file_in_ours_out_and_it_exports(tmp_path):
     assert report["accuracy"]["integer"] == meta["metrics"]["after"]["integer"]
 
 
+def test_an_authors_listops_file_fine_tunes_on_listops_of_its_own_length(tmp_path):
+    """The authors' ListOps file stores L = 64; the built-in listops data is generated at 128 unless
+    told: finetune generated it at 128 and refused its own checkpoint's data."""
+    src = os.path.join("tests", "fixtures", "official", "spikingssm_bidir_diagb_embedding_sharedvth.ckpt")
+    out = str(tmp_path / "ft")
+    assert cli(["finetune", src, "--data", "listops", "--out", out, "--epochs", "1", "--max-train", "32",
+                "--max-test", "16", "--no-progress", "--device", "cpu"]) == 0
+    _, _, _, meta = load_checkpoint(os.path.join(out, "ckpt.pt"))
+    assert meta["metrics"]["n_test"] == 16 and meta["metrics"]["n_train"] == 32
+
+
 @pytest.mark.parametrize("name", ["spikingssm_bidir_diagb_embedding_sharedvth", "spikingssm_causal_s4d_linear"])
 def test_forward_kernels_are_exports_integers_for_the_authors_layouts(name):
     """Two-sided (streamed causally, lag L - 1) and one-sided kernels, diag_b and s4d, shared and per-channel

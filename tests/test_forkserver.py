@@ -80,3 +80,16 @@ def test_killing_the_requester_kills_the_server_and_its_workers(tmp_path):
     while (_alive(server) or _alive(worker)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(server) and not _alive(worker)
+
+
+def test_a_server_that_died_is_reaped_and_replaced(monkeypatch):
+    monkeypatch.delenv(FORK_SERVER_ENV, raising=False)
+    LocalExecutor(1, timeout_s=120, retries=0).run([Task("a", whoami)])
+    first = forkserver.server()
+    os.kill(first.pid, signal.SIGKILL)
+    out = LocalExecutor(1, timeout_s=120, retries=0).run([Task("b", whoami)])
+    second = forkserver.server()
+    assert second.pid != first.pid and out[0]["ids"].tolist()[1] == second.pid
+    assert not _alive(first.pid)                                  # reaped: not even a zombie
+    with pytest.raises(ChildProcessError):
+        os.waitpid(first.pid, os.WNOHANG)
