@@ -89,6 +89,8 @@ def serve(sock: socket.socket) -> None:
     from .execute import _set_parent_death_signal
     _set_parent_death_signal()
     refusal = _preload()
+    import gc
+    gc.freeze()          # the imports' objects are never collected: a worker (and Lava's forks) never scans them
     sys.stdout.flush()
     sys.stderr.flush()
     sel = selectors.DefaultSelector()
