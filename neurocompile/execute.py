@@ -144,7 +144,9 @@ class _Child:
         finally:
             os.close(log)
 
-    def read_progress(self) -> None:
+    def read_progress(self, on_step) -> bool:
+        """Read the progress pipe, calling ``on_step()`` after each step it reports (several may have
+        arrived at once); False at its end."""
         chunk = os.read(self.prog_r, 4096)
         self.pending += chunk
         *lines, self.pending = self.pending.split(b"\n")
@@ -152,6 +154,7 @@ class _Child:
             parts = line.decode(errors="replace").split()
             if parts and parts[0] == "progress":
                 self.done = int(parts[1])
+                on_step()
             elif parts == ["done"]:
                 self.delivered = True
         return bool(chunk)
@@ -431,6 +434,13 @@ class LocalExecutor:
         finished = reported = 0
         total = sum(t.size for t in tasks)
         sel = selectors.DefaultSelector()
+
+        def report():                                            # every step, none coalesced
+            nonlocal reported
+            now = finished + sum(c.done for c, _ in running.values())
+            if progress and now != reported:
+                progress(now, total)
+                reported = now
         try:
             while waiting or running:
                 while waiting and len(running) < self.workers:
@@ -440,7 +450,7 @@ class LocalExecutor:
                     sel.register(child.prog_r, selectors.EVENT_READ, i)
                 for key, _ in sel.select(timeout=0.2):
                     child = running[key.data][0]
-                    if not child.read_progress():
+                    if not child.read_progress(report):
                         sel.unregister(key.fd)
                 for i, (child, deadline) in list(running.items()):
                     failed = child.read_error()
@@ -469,10 +479,7 @@ class LocalExecutor:
                         pass
                     child.close()
                     del running[i]
-                now = finished + sum(c.done for c, _ in running.values())
-                if progress and now != reported:
-                    progress(now, total)
-                    reported = now
+                report()
         finally:
             for child, _ in running.values():
                 child.close()

@@ -72,6 +72,16 @@ def _square(k, progress=None):
     return {"k": np.array([k * k])}
 
 
+def test_every_progress_step_of_a_worker_is_reported_even_when_they_arrive_together():
+    """Steps that reached the progress pipe in one read were coalesced into the last one: under load
+    test_fixed_pt_is_bit_exact_with_the_arith_oracle saw (2, n) without (1, n) and failed now and then."""
+    from worker_tasks import steps
+    for _ in range(3):
+        seen = []
+        out = LocalExecutor(1, 120, retries=0).run([Task("s", steps, (50,), 50)], progress=lambda d, t: seen.append(d))
+        assert int(out[0]["n"][0]) == 50 and seen == list(range(1, 51)), seen
+
+
 def test_local_executor_retries_a_dead_worker_and_reports_a_shard_that_keeps_failing(tmp_path):
     marker = str(tmp_path / "died")
     out = LocalExecutor(2, timeout_s=60, retries=1).run([Task("once", _dies_once, (marker,)), Task("sq", _square, (4,))])
