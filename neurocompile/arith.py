@@ -75,15 +75,17 @@ def bit_planes(x, n_bits: int):
     return planes, weights
 
 
-def encode(levels, weight, bias):
-    """Encoder x0[h] = sum_i weight[h, i] * levels[i] + bias[h] (the definition; the emulator's form).
+def encode(levels, weight, bias, shift):
+    """Encoder x0[h] = shift_round(sum_i weight[h, i] * levels[i] + bias[h], shift[h]) (the definition;
+    the emulator's form).  The sum is formed finer than the stream (weights keep their mantissa even
+    when the raw input is wide) and one rounding shift per channel puts it on the stream.
 
     ``levels`` (..., d_in) are the raw non-negative input integers (pixels); ``weight`` (H, d_in).
     """
-    return (levels[..., None, :] * weight).sum(-1) + bias
+    return shift_round((levels[..., None, :] * weight).sum(-1) + bias, shift)
 
 
-def encode_bit_serial(levels, weight, bias, n_bits: int):
+def encode_bit_serial(levels, weight, bias, shift, n_bits: int):
     """The same integers as ``encode``, the way the chip forms them: each set bit j of input i
     adds ``weight[:, i] << j``, so no product is ever formed (tests prove equality)."""
     acc = bias + 0 * levels[..., :1]                     # (..., H)
@@ -92,7 +94,7 @@ def encode_bit_serial(levels, weight, bias, n_bits: int):
         for i in range(weight.shape[1]):
             shifted = weight[:, i] << j
             acc = acc + _where(plane[..., i:i + 1] > 0, shifted, 0 * shifted)
-    return acc
+    return shift_round(acc, shift)
 
 
 def embed(tokens, table):

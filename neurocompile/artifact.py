@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from .target import Target
 
 FORMAT = "neurocompile-loihi2"
-VERSION = 4   # 4: samplers hold their input to a centred window; 3: PRNG keyed by the sample index and the whole
+VERSION = 5   # 5: the encoder's weights keep their own mantissa, rounded onto the stream by a shift;
+              # 4: samplers hold their input to a centred window; 3: PRNG keyed by the sample index and the whole
               # seed; the compiled-from weights' digest; declared
               # members only; node names that are dotted identifiers
 _EPOCH = (1980, 1, 1, 0, 0, 0)

@@ -165,7 +165,7 @@ def emulate_input(op: IntInput, ins, run, name):
 
 def emulate_encoder(op: IntEncoder, ins, run, name):
     x = ins["main"].transpose(1, 2)                                          # (B, L, C)
-    return arith.encode(x, _t(op.weight, x.device), _t(op.bias, x.device)).transpose(1, 2)
+    return arith.encode(x, _t(op.weight, x.device), _t(op.bias, x.device), _t(op.shift, x.device)).transpose(1, 2)
 
 
 def emulate_embedding(op: IntEmbedding, ins, run, name):

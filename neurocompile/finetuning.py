@@ -12,15 +12,21 @@ them for the same options (``passes.quantizers.QUANTIZERS``), gradients straight
   float64, D in its first tap (or the two-sided kernel streamed causally), divided by the learnable
   threshold exp(ln_vth) -- computed with the compiler's own functions, then rounded per channel with
   error feedback (``quant.quantize_kernel_taps``);
-* the GLU mixers' Dense weights (``--weight-bits``, capped at the target's synapse width).
+* the GLU mixers' Dense weights (``--weight-bits``, capped at the target's synapse width);
+* the linear encoder's weights per raw input level and its bias (``--weight-bits``, the synapse width):
+  a mantissa per channel at 2**-e, e bounded below by the stream's fixed point
+  (``passes.quantizers.fake_encoder``).
 
 Scales and exponents are recomputed from the current weights at every step, not frozen from a first
-export: the compiler recomputes them at export, so the exponents a step trained against are the
-ones the exported checkpoint gets, and a channel whose peak moves keeps its full mantissa range
-(a frozen exponent would clip it, or waste bits, once the weights move away from the first export).
+export: the compiler recomputes them at export, so the exponents a step trained against are the ones
+the exported checkpoint gets, and a channel whose peak moves keeps its full mantissa range (a frozen
+exponent would clip it, or waste bits, once the weights move away from the first export).  One value
+is the first export's: the stream's fixed point, which bounds the encoder's exponents from below.  It
+follows from every layer's range at once, and the exponents sit above it unless a weight is large
+enough to fill its mantissa at the stream's own scale.
 
-Not rounded in the forward pass (the float model keeps them): the residual-stream width, the encoder
-and the decoder (16-bit readout), the GLU's sigmoid table and the LIF thresholds and decay (exact
+Not rounded in the forward pass (the float model keeps them): the residual-stream width, an Embedding
+encoder and the decoder (16-bit readout), the GLU's sigmoid table and the LIF thresholds and decay (exact
 after the threshold fold).  The neuron trained through is the SDN by default (the model's training
 neuron; ``neuron="lif"`` trains through the exact LIF the chip runs); the report gives the float
 accuracy with the exact LIF and the integer accuracy (the emulator on the exported program, as
@@ -155,13 +161,15 @@ def quantized_weight(conv, bits: int):
 
 
 @contextlib.contextmanager
-def fake_quantized(model, options, target):
+def fake_quantized(model, options, target, program=None):
     """Inside: every layer of the SpikingSSM ``model`` computes its LIF input with the rounded kernel and
-    its mixer with the rounded weight, both recomputed from the current weights at every call."""
+    its mixer with the rounded weight, both recomputed from the current weights at every call; with the
+    compiled ``program`` (its input format and stream fixed point), the linear encoder's weights too."""
     import torch
 
+    from .input_format import InputFormat
     from .ir import Dense, SSMConv
-    from .passes.quantizers import option_bits
+    from .passes.quantizers import fake_encoder, option_bits
 
     kernel_bits, weight_bits = option_bits(SSMConv, options, target), option_bits(Dense, options, target)
     saved = []
@@ -175,6 +183,15 @@ def fake_quantized(model, options, target):
         w, _ = quantized_weight(conv, weight_bits)
         return torch.nn.functional.conv1d(x, w.to(x.device), conv.bias)
 
+    def encoder(linear, x):
+        w, b, _ = fake_encoder(linear.weight, linear.bias, fmt, stream_frac, weight_bits, target.register_max)
+        return torch.nn.functional.linear(x, w.to(x.dtype), b.to(x.dtype))
+
+    fmt = InputFormat.from_dict(program.model["input"]) if program is not None else None
+    if fmt is not None and fmt.kind == "levels":
+        stream_frac = np.asarray(program.report["stream_frac_bits"], dtype=np.int64)
+        saved.append(model.encoder)
+        model.encoder.forward = types.MethodType(encoder, model.encoder)
     for layer in model.backbone.s4_layers:
         conv = layer.output_linear[0]
         saved += [layer, conv]
@@ -276,7 +293,7 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
                                       "metrics": metrics or {"train_loss": train_loss}}, kind=kind)
 
     t0 = time.time()
-    with fake_quantized(model, options, target):
+    with fake_quantized(model, options, target, program):
         train_loss, seconds = fit(model, lambda xb: model(xb, neuron=run.neuron), xt, torch.as_tensor(y),
                                   epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
                                   weight_decay=run.weight_decay, seed=run.seed, device=torch_device,

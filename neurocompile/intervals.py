@@ -170,10 +170,12 @@ def encoder_interval(op: IntEncoder, ins, ctx):
     reg = ctx.target.register_max
     _plane_width(op.input_bits, "encoder input", ctx)
     _exact(np.abs(as_int(op.weight).astype(np.float64)).sum(1) * 2.0 ** op.input_bits, "bit-serial encoder sum")
-    out = matvec_interval(op.weight, lo, hi, "encoder")
-    out = (out[0] + as_int(op.bias), out[1] + as_int(op.bias))
+    acc = matvec_interval(op.weight, lo, hi, "encoder")
+    acc = (acc[0] + as_int(op.bias), acc[1] + as_int(op.bias))
+    out = shift_interval(*acc, op.shift)
     need = max(int(np.max(hi, initial=0)).bit_length(), 1)          # levels are unsigned
-    return out, [("input bit planes", need, op.input_bits), ("stream", worst(*out), reg)]
+    return out, [("input bit planes", need, op.input_bits), ("encoder accumulator", worst(*acc), reg),
+                 ("stream", worst(*out), reg)]
 
 
 def embedding_interval(op: IntEmbedding, ins, ctx):

@@ -205,10 +205,12 @@ class IntInput(IntNode):
 
 @_node
 class IntEncoder(IntNode):
-    """Linear encoder on raw levels, formed bit-serially (arith.encode_bit_serial)."""
+    """Linear encoder on raw levels, formed bit-serially and rounded onto the stream by one shift per
+    channel: out = shift_round(weight @ levels + bias, shift) (arith.encode_bit_serial)."""
     TRACE = "stream"
     weight: np.ndarray = arr("int", "H", "C")
     bias: np.ndarray = arr("int", "H")
+    shift: np.ndarray = arr("int", "H")
     input_bits: int
     weight_float: np.ndarray = arr("float", "H", "C")
     bias_float: np.ndarray = arr("float", "H")
@@ -216,7 +218,8 @@ class IntEncoder(IntNode):
     def channels(self, ins, length):
         H, C = self.weight.shape
         _want(C == ins["main"], f"encoder weight has {C} inputs, the input has {ins['main']}")
-        _want(self.bias.shape == (H,) and self.weight_float.shape == (H, C) and self.bias_float.shape == (H,),
+        _want(self.bias.shape == (H,) and self.shift.shape == (H,) and self.weight_float.shape == (H, C)
+              and self.bias_float.shape == (H,),
               "encoder arrays disagree on H")
         return H
 

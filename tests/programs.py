@@ -31,7 +31,8 @@ def random_program(seed=0, H=8, L=12, n_layers=2, d_in=1, d_out=3, two_sided=(),
                 [("main", x)])
     else:
         x = add("input", IntInput(d_in, 255, False))
-        x = add("encoder", IntEncoder(i64(rng.integers(-40, 41, (H, d_in))), i64(rng.integers(-200, 201, H)), 8,
+        x = add("encoder", IntEncoder(i64(rng.integers(-40, 41, (H, d_in))), i64(rng.integers(-200, 201, H)),
+                                      i64(rng.integers(0, 3, H)), 8,
                                       rng.normal(size=(H, d_in)) * 0.01, rng.normal(size=H)), [("main", x)])
     for i in range(n_layers):
         K, lag = (2 * L - 1, L - 1) if i in two_sided else (L, 0)
@@ -85,7 +86,7 @@ def oracle(program: Program, raw, seed: int = 0, first_sample: int = 0) -> dict:
             if isinstance(op, IntInput):
                 out = sample
             elif isinstance(op, IntEncoder):
-                out = np.stack([arith.encode(v, op.weight, op.bias) for v in ins["main"]])
+                out = np.stack([arith.encode(v, op.weight, op.bias, op.shift) for v in ins["main"]])
             elif isinstance(op, IntEmbedding):
                 out = arith.embed(ins["main"][:, 0], op.table)
             elif isinstance(op, IntSSMConv):

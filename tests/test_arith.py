@@ -86,12 +86,14 @@ def test_encode_is_shift_add_of_the_product():
     w = rng.integers(-500, 500, size=(7, 2))
     b = rng.integers(-100, 100, size=7)
     levels = rng.integers(0, 256, size=(3, 11, 2))
-    got = arith.encode_bit_serial(levels, w, b, n_bits=8)
-    assert np.array_equal(got, levels @ w.T + b)
-    assert np.array_equal(arith.encode(levels, w, b), got)
+    shift = rng.integers(-2, 9, size=7)
+    got = arith.encode_bit_serial(levels, w, b, shift, n_bits=8)
+    exact = (levels @ w.T + b) * 2.0 ** -shift                       # the shift rounds half up
+    assert np.array_equal(got, np.floor(exact + 0.5).astype(np.int64))
+    assert np.array_equal(arith.encode(levels, w, b, shift), got)
     tt = torch.as_tensor
-    assert np.array_equal(arith.encode_bit_serial(tt(levels), tt(w), tt(b), 8).numpy(), got)
-    assert np.array_equal(arith.encode(tt(levels), tt(w), tt(b)).numpy(), got)
+    assert np.array_equal(arith.encode_bit_serial(tt(levels), tt(w), tt(b), tt(shift), 8).numpy(), got)
+    assert np.array_equal(arith.encode(tt(levels), tt(w), tt(b), tt(shift)).numpy(), got)
 
 
 def test_glu_residual_numpy_equals_torch_and_float_glu():

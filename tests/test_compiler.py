@@ -194,13 +194,13 @@ def test_artifact_load_rejects_bad_files(program, tmp_path):
     with pytest.raises(ArtifactError, match="format"):
         load_program(str(foreign))
     # a newer version, and the version-1 layout of earlier releases: both say to re-export
-    for version in (99, 3, 2, 1):
+    for version in (99, 4, 3, 2, 1):
         other = tmp_path / f"v{version}.loihi2"
         with zipfile.ZipFile(good) as src, zipfile.ZipFile(other, "w") as dst:
             for item in src.namelist():
                 blob = src.read(item)
                 if item == "manifest.json":
-                    blob = blob.replace(b'"version": 4', f'"version": {version}'.encode())
+                    blob = blob.replace(b'"version": 5', f'"version": {version}'.encode())
                 dst.writestr(item, blob)
         with pytest.raises(ArtifactError, match=f"version {version} is not supported.*re-export"):
             load_program(str(other))

@@ -336,7 +336,7 @@ def _tiny_program(L, enc_weight, enc_bias, pre_shift, levels=1):
     from neurocompile.program import Program, ProgramNode
     i64 = lambda v: np.asarray(v, dtype=np.int64)
     nodes = (ProgramNode("input", IntInput(1, levels, False)),
-             ProgramNode("encoder", IntEncoder(i64([[enc_weight]]), i64([enc_bias]), 2, np.zeros((1, 1)), np.zeros(1))),
+             ProgramNode("encoder", IntEncoder(i64([[enc_weight]]), i64([enc_bias]), i64([0]), 2, np.zeros((1, 1)), np.zeros(1))),
              ProgramNode("decoder", IntReadout(i64([[1]]), i64([0]), i64([pre_shift]), 0, np.zeros((1, 1)), np.zeros(1))))
     edges = (("input", "encoder", "main"), ("encoder", "decoder", "main"))
     return Program(nodes, edges, {"kind": "spikingssm", "l_max": L,

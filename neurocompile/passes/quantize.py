@@ -29,7 +29,7 @@ from ..ir import (GELU, LIF, ChannelAffine, Concat, Dense, Embedding, GELUResidu
                   Readout, Sampler, SSMConv, SSMRecurrent)
 from ..options import CompileOptions
 from ..arith import shift_round
-from ..quant import gelu, phi_lut, quantize_kernel, quantize_rows, quantize_scalar_scale, sigmoid_lut, to_fixed
+from ..quant import encoder_integers, gelu, phi_lut, quantize_kernel, quantize_rows, quantize_scalar_scale, sigmoid_lut, to_fixed
 from ..ssm_kernels import kernel_errors, measured_recurrent_kernel, modal_kernel
 from ..target import Target
 
@@ -130,12 +130,15 @@ def bound_input(op: Input, ins):
 
 
 def quantize_linear_encoder(op: LinearEncoder, ins, s: State, name):
+    """Weights per raw level keep a mantissa of the synapse width (``quant.encoder_exponents``), summed
+    with the bias at that finer scale and rounded onto the stream by one shift per channel."""
     fmt = InputFormat.from_dict(s.graph.op(s.graph.inputs(name)["main"]).fmt)
     w, b = op.weight * fmt.step, op.bias + op.weight.sum(1) * fmt.low      # per raw level
     f = s.stream_frac
-    wq = to_fixed(w, f[:, None])
-    s.error(name, w, wq * np.exp2(-f.astype(np.float64))[:, None])
-    return IntEncoder(wq, to_fixed(b, f), max(int(fmt.levels).bit_length(), 1), w, b), f
+    wq, bq, e = encoder_integers(w, b, f, synapse_weight_bits(s.options, s.target), magnitude(*ins["main"].interval),
+                                 s.target.register_max)
+    s.error(name, w, wq * np.exp2(-e.astype(np.float64))[:, None])
+    return IntEncoder(wq, bq, e - f, max(int(fmt.levels).bit_length(), 1), w, b), f
 
 
 def quantize_embedding(op: Embedding, ins, s: State, name):

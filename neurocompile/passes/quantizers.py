@@ -47,6 +47,25 @@ def _fake(integers):
 fake_kernel = _fake(kernel_integers)
 fake_weight = _fake(weight_integers)
 
+def fake_encoder(weight, bias, fmt, stream_frac, bits: int, register_max: int):
+    """The linear encoder's torch ``weight`` (H, C) and ``bias`` (H,) on model values -> (the same two with
+    the forward value ``quantize_linear_encoder`` rounds them to, (weight mantissas, bias, exponents)).
+
+    The chip reads raw levels q (value = low + step * q): the rounded quantities are the weights per
+    level, w * step, and the bias with the low end folded in, both at 2**-e; mapped back to model values
+    here, gradients straight through.  ``stream_frac``: the stream's fixed point of the compiled program
+    (``stream_frac_bits`` of its report), which bounds e from below."""
+    from ..quant import encoder_integers
+    w = weight.detach().cpu().double().numpy() * fmt.step
+    b = bias.detach().cpu().double().numpy() + weight.detach().cpu().double().numpy().sum(1) * fmt.low
+    peak = np.full(w.shape[1], float(fmt.max_raw))
+    m, bq, e = encoder_integers(w, b, np.asarray(stream_frac, dtype=np.int64), bits, peak, register_max)
+    scale = np.exp2(-e.astype(np.float64))
+    w_value = m * scale[:, None] / fmt.step
+    b_value = bq * scale - w_value.sum(1) * fmt.low
+    return _straight_through(weight, w_value), _straight_through(bias, b_value), (m, bq, e)
+
+
 # float node type -> (the CompileOptions field giving its bits, integers rule, torch fake-quantiser)
 QUANTIZERS = {
     SSMConv: ("kernel_bits", kernel_integers, fake_kernel),

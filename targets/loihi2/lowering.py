@@ -126,7 +126,7 @@ def _source(op: IntInput, st: Stage):
 
 
 def _encoder(op: IntEncoder, st: Stage):
-    return encoder.StreamEncoder(weight=op.weight, bias=op.bias, input_bits=op.input_bits,
+    return encoder.StreamEncoder(weight=op.weight, bias=op.bias, shift=op.shift, input_bits=op.input_bits,
                                  weight_float=op.weight_float, bias_float=op.bias_float, **_timing(st))
 
 

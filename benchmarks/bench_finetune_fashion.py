@@ -1,0 +1,131 @@
+"""Issue 19's table: post-training quantisation (PTQ) against quantisation-aware fine-tuning (QAFT) on
+the Fashion-MNIST SpikingSSM example, on the whole test split, at several bit settings.
+
+For each setting: export the checkpoint as it is and validate it (float with the exact LIF, the integer
+emulator, spike mismatch per layer); fine-tune it (``neurocompile finetune``: one epoch on the first
+--max-train training samples); export the fine-tuned checkpoint with the same options and validate it
+the same way.  Everything goes through the ordinary commands, so each row can be reproduced by hand.
+
+Run:  nice -n 10 .venv/bin/python benchmarks/bench_finetune_fashion.py [--samples 0] [--bits 4 3 8]
+Writes benchmarks/results/finetune_fashion_full.{json,md} (work files under --work, default a temp dir).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CKPT = "examples/fashion-mnist/ckpt.pt"
+# kernel and weight bits together: the bits a user narrows to fit fewer cores
+SETTINGS = {"8": [], "4": ["--kernel-bits", "4", "--weight-bits", "4"], "3": ["--kernel-bits", "3", "--weight-bits", "3"]}
+
+
+def nc(*args, log):
+    """Run ``neurocompile`` with this interpreter; its output goes to ``log``; a failure stops the benchmark."""
+    cmd = [sys.executable, "-m", "neurocompile", *args]
+    log.write("$ neurocompile " + " ".join(args) + "\n")
+    log.flush()
+    t0 = time.time()
+    r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log.write(r.stdout + f"[{time.time() - t0:.0f} s, exit {r.returncode}]\n")
+    log.flush()
+    if r.returncode != 0:
+        raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout[-2000:]}")
+    return r.stdout, time.time() - t0
+
+
+def validated(ckpt, artifact, samples, lava, work, tag, log) -> dict:
+    report = os.path.join(work, f"{tag}.json")
+    _, seconds = nc("validate", ckpt, artifact, "--data", "fashion-mnist", "--max-samples", str(samples),
+                    "--lava-samples", str(lava), "--activity-samples", "0", "--json", report, log=log)
+    with open(report) as f:
+        r = json.load(f)
+    return {"float": r["accuracy"]["float"], "integer": r["accuracy"]["integer"], "samples": r["samples"],
+            "mismatch_per_float_spike": {n["node"]: n["mismatches_per_float_spike"] for n in r["spike_nodes"]},
+            "lava_samples": r.get("lava_samples", 0), "lava_bit_exact": r.get("lava_bit_exact"),
+            "seconds": round(seconds, 1)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bits", nargs="+", default=["4", "3", "8"], choices=sorted(SETTINGS))
+    ap.add_argument("--samples", type=int, default=0, help="test samples (0: the whole split)")
+    ap.add_argument("--max-train", type=int, default=3000)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--lr", default="3e-3")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lava-samples", type=int, default=8, help="Lava fixed_pt vs emulator on the fine-tuned programs")
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "finetune_fashion_full"))
+    a = ap.parse_args()
+    work = a.work or tempfile.mkdtemp(prefix="nc-ft-")
+    os.makedirs(work, exist_ok=True)
+    rows, started = [], time.time()
+    with open(os.path.join(work, "log.txt"), "a") as log:
+        for bits in a.bits:
+            opts = SETTINGS[bits]
+            ptq = os.path.join(work, f"ptq{bits}.loihi2")
+            nc("export", CKPT, "-o", ptq, *opts, log=log)
+            row = {"bits": bits, "options": opts, "ptq": validated(CKPT, ptq, a.samples, 0, work, f"ptq{bits}", log)}
+            print(f"[{bits} bits] PTQ {row['ptq']}", flush=True)
+            out_dir = os.path.join(work, f"ft{bits}")
+            text, seconds = nc("finetune", CKPT, "--out", out_dir, *opts, "--epochs", str(a.epochs),
+                               "--max-train", str(a.max_train), "--max-test", "500", "--lr", a.lr,
+                               "--seed", str(a.seed), log=log)
+            row["finetune"] = {"seconds": round(seconds, 1),
+                               "report": [ln for ln in text.splitlines() if "train_loss" in ln or "%" in ln]}
+            qaft = os.path.join(work, f"qaft{bits}.loihi2")
+            nc("export", os.path.join(out_dir, "ckpt.pt"), "-o", qaft, *opts, log=log)
+            row["qaft"] = validated(os.path.join(out_dir, "ckpt.pt"), qaft, a.samples, a.lava_samples, work,
+                                    f"qaft{bits}", log)
+            print(f"[{bits} bits] QAFT {row['qaft']}", flush=True)
+            rows.append(row)
+    result = {"checkpoint": CKPT, "rows": rows, "max_train": a.max_train, "epochs": a.epochs, "lr": a.lr,
+              "seed": a.seed, "seconds": round(time.time() - started),
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
+                         f"{platform.python_version()}", "date": time.strftime("%Y-%m-%d"),
+              "command": "benchmarks/bench_finetune_fashion.py " + " ".join(sys.argv[1:])}
+    with open(a.out + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    with open(a.out + ".md", "w") as f:
+        f.write(render(result))
+    print(render(result))
+
+
+def render(r) -> str:
+    pct = lambda v: f"{100 * v:.2f} %"
+    n = r["rows"][0]["ptq"]["samples"] if r["rows"] else 0
+    split = "the whole test split" if n == 10000 else f"the first {n:,} test samples"
+    lines = [f"# PTQ vs quantisation-aware fine-tuning, Fashion-MNIST SpikingSSM example, {split}", "",
+             f"`{r['checkpoint']}`; fine-tuning: {r['epochs']} epoch on the first {r['max_train']:,} training "
+             f"samples, lr {r['lr']}, seed {r['seed']}; every accuracy from `neurocompile validate` (float = exact "
+             "LIF, integer = the emulator, bit-exact with Lava fixed_pt). Mismatch = spike cells that differ "
+             "between float and integer, per float spike.", "",
+             f"Command: `{r['command']}` ({r['date']}, {r['machine']}; {r['seconds']} s in all).", "",
+             "| bits (kernel, weight) | run | samples | float | integer | integer - float | layer0 mismatch | "
+             "layer1 mismatch | Lava vs emulator |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        for run in ("ptq", "qaft"):
+            v = row[run]
+            mm = list(v["mismatch_per_float_spike"].values())
+            lava = (f"bit-exact, {v['lava_samples']} samples" if v["lava_bit_exact"] else
+                    "DIFFERS" if v["lava_samples"] else "-")
+            lines.append(f"| {row['bits']} | {'PTQ' if run == 'ptq' else 'fine-tuned'} | {v['samples']:,} | "
+                         f"{pct(v['float'])} | {pct(v['integer'])} | {100 * (v['integer'] - v['float']):+.2f} | "
+                         + " | ".join(f"{100 * m:.2f} %" for m in mm[:2]) + f" | {lava} |")
+        lost = row["ptq"]["float"] - row["ptq"]["integer"]
+        won = row["qaft"]["integer"] - row["ptq"]["integer"]
+        lines.append(f"| {row['bits']} | PTQ loses {100 * lost:.2f} points; fine-tuning wins {100 * won:+.2f} "
+                     f"({'%.0f %%' % (100 * won / lost) if lost > 0 else 'nothing to win'}) | | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
