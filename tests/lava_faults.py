@@ -5,6 +5,7 @@ not reach the Lava network.  A test replaces ``runner.simulate_task`` (the task 
 its worker, pickled by name) with one of these: the worker imports this module, applies the fault,
 then runs the real task.  Lava's own processes are forked inside the worker after that, so they
 carry the fault too."""
+import os
 import time
 
 from neurocompile.targets.loihi2 import runner
@@ -34,3 +35,27 @@ def teardown_hangs(*args, **kwargs):
     AbstractProcess.wait = lambda self: time.sleep(3600)
     lowering.TEARDOWN_S = 2
     return SIMULATE(*args, **kwargs)
+
+
+def _unmapped_new_segments(before: set) -> set:
+    new = {n for n in set(os.listdir("/dev/shm")) - before if n.startswith("psm_")}
+    mapped = set()
+    for pid in filter(str.isdigit, os.listdir("/proc") if new else ()):
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                mapped |= {line.rsplit("/dev/shm/", 1)[1].split()[0] for line in f if "/dev/shm/psm_" in line}
+        except OSError:                                   # the process ended meanwhile, or is not ours to read
+            continue
+    return new - mapped
+
+
+def leaked_lava_segments(before: set, settle_s: float = 3.0) -> set:
+    """Lava channel segments created since ``before`` that no live process maps and that stay: leaked
+    ones.  Another Lava run on the machine (a second test suite) creates segments too: its live processes
+    map them, and at its end they exist unmapped for a moment before its parent unlinks them."""
+    left = _unmapped_new_segments(before)
+    deadline = time.monotonic() + settle_s
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left &= _unmapped_new_segments(before)
+    return left

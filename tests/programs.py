@@ -32,7 +32,7 @@ def random_program(seed=0, H=8, L=12, n_layers=2, d_in=1, d_out=3, two_sided=(),
     else:
         x = add("input", IntInput(d_in, 255, False))
         x = add("encoder", IntEncoder(i64(rng.integers(-40, 41, (H, d_in))), i64(rng.integers(-200, 201, H)),
-                                      i64(rng.integers(0, 3, H)), 8,
+                                      i64(np.arange(H) % 3 - 1), 8,        # shifts -1, 0, 1: both directions
                                       rng.normal(size=(H, d_in)) * 0.01, rng.normal(size=H)), [("main", x)])
     for i in range(n_layers):
         K, lag = (2 * L - 1, L - 1) if i in two_sided else (L, 0)

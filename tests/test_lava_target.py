@@ -119,10 +119,6 @@ def test_stock_lif_equals_arith_lif_step():
     assert (np.abs(want_v) == arith.REGISTER_MAX).any() or (np.abs(a << 6) > arith.REGISTER_MAX).any()
 
 
-def _ours_in_dev_shm(before: set) -> set:
-    return {n for n in set(os.listdir("/dev/shm")) - before if n.startswith("psm_")}
-
-
 def test_a_raising_process_gives_lava_run_error_quickly(program, levels, monkeypatch):
     import lava_faults
     monkeypatch.setattr(runner, "simulate_task", lava_faults.glu_raises)       # the GLU raises, in the worker
@@ -131,7 +127,7 @@ def test_a_raising_process_gives_lava_run_error_quickly(program, levels, monkeyp
     with pytest.raises(LavaRunError, match="injected failure in GLU"):
         runner.run_lava(program, levels[:1], timeout_s=60)
     assert time.monotonic() - t0 < 30
-    assert _ours_in_dev_shm(before) == set()             # the killed run's channels are unlinked
+    assert lava_faults.leaked_lava_segments(before) == set()             # the killed run's channels are unlinked
 
 
 def test_timeout_stops_a_hanging_run(program, levels, monkeypatch):
@@ -143,7 +139,7 @@ def test_timeout_stops_a_hanging_run(program, levels, monkeypatch):
     with pytest.raises(LavaRunError, match="timeout") as err:
         runner.run_lava(program, levels[:1], timeout_s=20)
     assert time.monotonic() - t0 < 50
-    assert _ours_in_dev_shm(before) == set()             # ~70 psm_* segments without the clean-up
+    assert lava_faults.leaked_lava_segments(before) == set()             # ~70 psm_* segments without the clean-up
     # the message says where the run was stuck: the host waiting for the Cluster's next step
     assert re.search(r"\(stuck in main thread: \S+ \(\S+\) from receive \(processes/cluster.py:\d+\)", str(err.value))
 
@@ -159,7 +155,7 @@ def test_a_hanging_teardown_after_the_last_step_keeps_the_results(program, level
     assert time.monotonic() - t0 < 60
     want, _ = lava_run
     assert_same(out, want)
-    assert _ours_in_dev_shm(before) == set()
+    assert lava_faults.leaked_lava_segments(before) == set()
 
 
 def test_hw_backend_and_bad_arguments_are_one_line_errors(program, levels):
