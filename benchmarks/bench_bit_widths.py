@@ -32,7 +32,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -57,6 +57,7 @@ class Example:
     mc_passes: int = 1            # Monte-Carlo passes for stochastic spikes (P-SpikeSSM)
     recurrent: bool = True        # sweep --decay-bits with --ssm-lowering recurrent (causal models only)
     recurrent_samples: int = 0    # the first N for those rows (the emulator's recurrence is a step loop; 0: samples)
+    finetuned: tuple = ()         # (bits, checkpoint fine-tuned at --kernel-bits bits --weight-bits bits), a curve
 
 
 def examples_builtin(fashion_samples: int, recurrent_samples: int, pspike_samples: int, pspike_passes: int) -> dict:
@@ -69,12 +70,13 @@ def examples_builtin(fashion_samples: int, recurrent_samples: int, pspike_sample
                                                "fashion-mnist", pspike_samples, pspike_passes, recurrent=False)}
 
 
-QUANTITIES = ("kernel_bits", "weight_bits", "act_bits", "kernel+weight", "all", "decay_bits")
+QUANTITIES = ("kernel_bits", "weight_bits", "act_bits", "kernel+weight", "all", "decay_bits", "fine-tuned")
+FINETUNED = "kernel+weight, fine-tuned"
 
 
 def settings(example: Example, quantities=QUANTITIES) -> list:
-    """(quantity, bits, CompileOptions keyword arguments) in table order: the defaults, then each of
-    ``quantities`` narrowed over its widths."""
+    """(quantity, bits, CompileOptions keyword arguments[, checkpoint]) in table order: the defaults, then
+    each of ``quantities`` narrowed over its widths; the fine-tuned rows name their own checkpoint."""
     rows = [("default", None, {})]
     for quantity, widths in (("kernel_bits", WIDTHS), ("weight_bits", WIDTHS), ("act_bits", ACT_WIDTHS)):
         if quantity in quantities:
@@ -86,6 +88,9 @@ def settings(example: Example, quantities=QUANTITIES) -> list:
                  for b in WIDTHS]
     if example.recurrent and "decay_bits" in quantities:
         rows += [("decay_bits (recurrent)", b, {"ssm_lowering": "recurrent", "decay_bits": b}) for b in DECAY_WIDTHS]
+    if "fine-tuned" in quantities:
+        rows += [(FINETUNED, b, {"kernel_bits": b, "weight_bits": b}, ckpt) for b, ckpt in sorted(example.finetuned,
+                                                                                                   reverse=True)]
     return rows
 
 
@@ -134,16 +139,20 @@ def measure(examples: list, quantities=QUANTITIES, energy_samples: int = 256, lo
                      "validate_integer_accuracy": v["accuracy"]["integer"], "validate_seconds": time.time() - t0})
         log(f"{ex.name}: {n} samples, float {v['accuracy']['float']:.4f} (validate, {time.time() - t0:.0f} s)")
         seen = {}                 # CompileOptions -> its row: a width equal to the default is the default row
-        for quantity, bits, kw in settings(ex, quantities):
+        for quantity, bits, kw, *own in settings(ex, quantities):
             t0 = time.time()
+            ckpt = own[0] if own else ex.checkpoint
             row = {"example": ex.name, "quantity": quantity, "bits": bits, "options": kw}
+            if own:
+                row["checkpoint"] = os.path.relpath(ckpt, ROOT) if ckpt.startswith(ROOT) else ckpt
             try:
                 options = nc.CompileOptions(**kw)
-                if options in seen:
-                    row.update({k: v for k, v in seen[options].items() if k not in row})
+                if (options, ckpt) in seen:
+                    row.update({k: v for k, v in seen[(options, ckpt)].items() if k not in row})
                     rows.append(row)
                     continue
-                program = base if options == nc.CompileOptions() else nc.compile_checkpoint(ex.checkpoint, options)
+                program = base if (options, ckpt) == (nc.CompileOptions(), ex.checkpoint) \
+                    else nc.compile_checkpoint(ckpt, options)
                 figures = plan_figures(nc.plan(program))
             except (nc.NeurocompileError, ValueError) as exc:
                 row["refused"] = _short(str(exc).splitlines()[0])
@@ -156,7 +165,7 @@ def measure(examples: list, quantities=QUANTITIES, energy_samples: int = 256, lo
             row.update(figures, samples=m, energy_samples=energy["activity"]["samples"],
                        accuracy=float(np.mean(accs)), accuracy_passes=accs,
                        energy_nJ=e["snn_pJ"] / 1e3, float_energy_nJ=e["ann_pJ"] / 1e3, seconds=time.time() - t0)
-            seen[options] = row
+            seen[(options, ckpt)] = row
             rows.append(row)
             log(f"  {quantity} {bits}: {row['accuracy']:.4f}, {row['cores']} cores, "
                 f"{row['synapse_bytes']:,} syn B, {row['energy_nJ']:.1f} nJ ({row['seconds']:.0f} s)")
@@ -222,7 +231,9 @@ energy ESTIMATE per sample (45 nm CMOS figures as the seed papers use them: accu
 multiplies x 4.6 pJ, counted on the first samples of the same integer run; not a Loihi 2 measurement).
 One quantity at a time is narrowed, the others at their defaults (kernel 8, weight 8, stream automatic,
 decay 18 bits); "kernel+weight" narrows both together, "all" narrows kernels, weights and the stream
-together.  Cores, chips and bytes are plan estimates.
+together; "kernel+weight, fine-tuned" compiles, at each width, the checkpoint `neurocompile finetune`
+wrote for that width (quantisation-aware fine-tuning; the row names it): PTQ and fine-tuning side by side.
+Cores, chips and bytes are plan estimates.
 
 {ex}
 
@@ -251,7 +262,8 @@ def plot(result: dict, path: str) -> None:
             for quantity in dict.fromkeys(r["quantity"] for r in rows if r["quantity"] != "default"):
                 pts = [r for r in rows if r["quantity"] == quantity]
                 xs = [r[xkey] / (1024 if i else 1) for r in pts]
-                ax.plot(xs, [100 * r["accuracy"] for r in pts], "o-", label=quantity, alpha=0.8)
+                ax.plot(xs, [100 * r["accuracy"] for r in pts], "s--" if quantity == FINETUNED else "o-",
+                        label=quantity, alpha=0.8, lw=2 if quantity == FINETUNED else 1)
                 for r, x in zip(pts, xs):
                     ax.annotate(str(r["bits"]), (x, 100 * r["accuracy"]), fontsize=7, xytext=(3, 3),
                                 textcoords="offset points")
@@ -290,6 +302,9 @@ def main(argv=None) -> int:
     ap.add_argument("--energy-samples", type=int, default=256, help="the energy estimate's samples (the first N)")
     ap.add_argument("--quantities", nargs="+", default=list(QUANTITIES), choices=QUANTITIES)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "bit_widths"))
+    ap.add_argument("--finetuned", nargs="+", default=[], metavar="EXAMPLE:BITS:CHECKPOINT",
+                    help="a checkpoint `neurocompile finetune` wrote at --kernel-bits BITS --weight-bits BITS: "
+                         "the example's fine-tuned curve (quantity 'fine-tuned')")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="write one table and plot (--out) from these runs' JSON files instead of measuring")
     args = ap.parse_args(argv)
@@ -302,6 +317,10 @@ def main(argv=None) -> int:
     else:
         builtin = examples_builtin(args.fashion_samples, args.recurrent_samples, args.pspike_samples,
                                    args.pspike_passes)
+        for spec in args.finetuned:
+            name, bits, path = spec.split(":", 2)
+            ex = builtin[name]
+            builtin[name] = replace(ex, finetuned=ex.finetuned + ((int(bits), os.path.abspath(path)),))
         t0 = time.time()
         result = measure([builtin[n] for n in args.examples], args.quantities, args.energy_samples)
         command = "nice -n 10 .venv/bin/python benchmarks/bench_bit_widths.py " + " ".join(argv or sys.argv[1:])

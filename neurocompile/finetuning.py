@@ -320,4 +320,8 @@ def format_report(r: dict) -> str:
         f"{m['train_seconds']:.0f} s)",
         f"  accuracy on {m['n_test']} test samples   {'float (exact LIF)':>18}{'integer (emulator)':>20}",
         f"  {'before (PTQ)':<34}{pct(m['before']['float_lif']):>18}{pct(m['before']['integer']):>20}",
-        f"  {'after fine-tuning':<34}{pct(m['after']['float_lif']):>18}{pct(m['after']['integer']):>20}"])
+        f"  {'after fine-tuning':<34}{pct(m['after']['float_lif']):>18}{pct(m['after']['integer']):>20}"]
+        + ([f"  WARNING: fine-tuning lowered the integer accuracy on these samples ({100 * m['before']['integer']:.2f} "
+            f"-> {100 * m['after']['integer']:.2f} %): keep the original checkpoint, or fine-tune with a lower --lr "
+            "or more training samples"]
+           if m["after"]["integer"] < m["before"]["integer"] else []))

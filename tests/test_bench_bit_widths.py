@@ -23,3 +23,17 @@ def test_measure_sweeps_a_checkpoint_list():
     assert cores == sorted(cores, reverse=True)
     assert all(0 <= r["accuracy"] <= 1 and r["energy_nJ"] > 0 for r in rows.values())
     assert "| digits-32 | weight_bits | 4 | 32 |" in bench.table(result)
+
+
+def test_the_fine_tuned_curve_compiles_its_own_checkpoint_at_each_width():
+    """A fine-tuned row compiles the checkpoint it names at kernel+weight = its bits: given the example's own
+    checkpoint it is the PTQ kernel+weight row of that width, under its own quantity and checkpoint."""
+    digits = os.path.join(ROOT, "examples", "digits", "ckpt.pt")
+    ex = bench.Example("digits-24", digits, "digits", samples=24, finetuned=((4, digits),))
+    result = bench.measure([ex], quantities=("kernel+weight", "fine-tuned"), energy_samples=24, log=lambda line: None)
+    ptq = next(r for r in result["rows"] if r["quantity"] == "kernel+weight" and r["bits"] == 4)
+    (ft,) = [r for r in result["rows"] if r["quantity"] == bench.FINETUNED]
+    assert ft["bits"] == 4 and ft["checkpoint"] == "examples/digits/ckpt.pt"
+    same = lambda r: {k: v for k, v in r.items() if k not in ("quantity", "checkpoint", "seconds")}   # noqa: E731
+    assert same(ft) == same(ptq)
+    assert "| digits-24 | kernel+weight, fine-tuned | 4 | 24 |" in bench.table(result)

@@ -227,3 +227,14 @@ def test_a_terminated_run_keeps_its_state_for_resume(tmp_path):
     assert sorted(os.listdir(out)) == [STATE_FILE]
     state = torchzip.plain(torchzip.load(str(out / STATE_FILE)))
     assert state["format"] == "neurocompile-train-state" and state["epoch"] >= 1
+
+
+def test_the_report_warns_when_fine_tuning_lowered_the_integer_accuracy():
+    from neurocompile.finetuning import format_report
+    metrics = lambda after: {"n_train": 1437, "n_test": 360, "train_loss": 0.02, "train_seconds": 26,  # noqa: E731
+                             "before": {"float_lif": 0.9778, "integer": 0.9778},
+                             "after": {"float_lif": 0.97, "integer": after}}
+    report = lambda after: format_report({"checkpoint": "out/ckpt.pt", "source": "ckpt.pt", "dataset": "digits",  # noqa: E731
+                                          "options": {"kernel_bits": 8, "weight_bits": 8}, "metrics": metrics(after)})
+    assert "WARNING: fine-tuning lowered the integer accuracy on these samples (97.78 -> 96.67 %)" in report(0.9667)
+    assert "WARNING" not in report(0.9778) and "WARNING" not in report(0.98)

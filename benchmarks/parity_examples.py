@@ -1,0 +1,111 @@
+"""The examples' parity table (docs/benchmarks.md): each example exported and validated with the ordinary
+commands -- float (exact LIF; P-SpikeSSM Monte-Carlo), the integer emulator, Lava fixed_pt against the
+emulator on the first samples, spike mismatch per layer.
+
+Run:  nice -n 10 .venv/bin/python benchmarks/parity_examples.py [--only NAME ...] [--fashion-samples N]
+Writes benchmarks/results/parity/<name>.json (validate's report) and benchmarks/results/parity/parity.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+OUT = os.path.join(HERE, "results", "parity")
+
+# name -> (checkpoint, dataset, export options, validate options, Lava samples)
+EXAMPLES = {
+    "digits": ("examples/digits/ckpt.pt", "digits", [], [], 16),
+    "digits-recurrent": ("examples/digits/ckpt.pt", "digits", ["--ssm-lowering", "recurrent"], [], 16),
+    "fashion-mnist": ("examples/fashion-mnist/ckpt.pt", "fashion-mnist", [], [], 4),
+    "fashion-mnist-recurrent": ("examples/fashion-mnist/ckpt.pt", "fashion-mnist", ["--ssm-lowering", "recurrent"], [], 4),
+    "pspikessm-digits": ("examples/pspikessm-digits/ckpt.pt", "digits", [], ["--mc-passes", "16"], 16),
+    "pspikessm-digits-bi": ("examples/pspikessm-digits-bi/ckpt.pt", "digits", [], ["--mc-passes", "16"], 16),
+    "pspikessm-fashion-mnist": ("examples/pspikessm-fashion-mnist/ckpt.pt", "fashion-mnist", [], ["--mc-passes", "4"], 4),
+}
+
+
+def run(args, log):
+    log.write("$ neurocompile " + " ".join(args) + "\n")
+    log.flush()
+    r = subprocess.run([sys.executable, "-m", "neurocompile", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    log.write(r.stdout)
+    if r.returncode != 0:
+        raise SystemExit(f"failed ({r.returncode}): neurocompile {' '.join(args)}\n{r.stdout[-2000:]}")
+
+
+def measure(name, fashion_samples, work, log) -> dict:
+    ckpt, data, export_opts, validate_opts, lava = EXAMPLES[name]
+    artifact = os.path.join(work, f"{name}.loihi2")
+    run(["export", ckpt, "-o", artifact, *export_opts], log)
+    report = os.path.join(OUT, f"{name}.json")
+    samples = fashion_samples if data == "fashion-mnist" else 0
+    t0 = time.time()
+    run(["validate", ckpt, artifact, "--data", data, "--max-samples", str(samples), "--lava-samples", str(lava),
+         *validate_opts, "--json", report], log)
+    with open(report) as f:
+        r = json.load(f)
+    return {"name": name, "checkpoint": ckpt, "export": export_opts, "validate": validate_opts,
+            "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - t0),
+            "samples": r["samples"], "accuracy": r["accuracy"], "lava_samples": r.get("lava_samples", 0),
+            "lava_bit_exact": r.get("lava_bit_exact"), "mc_passes": r.get("mc_passes"),
+            "mismatch": {n["node"]: n.get("mismatches_per_float_spike") for n in r.get("spike_nodes", [])}}
+
+
+def render(rows, meta) -> str:
+    def acc(r, side):
+        a = r["accuracy"]
+        ci = a.get(f"{side}_ci")
+        return f"{100 * a[side]:.2f} %" + (f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else "")
+    out = ["# Parity of the examples (float vs integer emulator vs Lava fixed_pt)", "",
+           f"Command: `{meta['command']}` ({meta['date']}, {meta['machine']}; {meta['seconds']} s in all). "
+           "Reports: `<name>.json` beside this file.", "",
+           "| example | export options | test samples | float | integer | Lava vs emulator | mismatch per float spike |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mc = f", {r['mc_passes']} MC passes" if r.get("mc_passes") else ""
+        lava = f"bit-exact, {r['lava_samples']} samples" if r["lava_bit_exact"] else "DIFFERS"
+        mm = ", ".join(f"{k} {100 * v:.2f} %" for k, v in r["mismatch"].items() if v is not None) or "-"
+        out.append(f"| {r['name']}{mc} | {' '.join(r['export']) or 'defaults'} | {r['samples']:,} | {acc(r, 'float')} | "
+                   f"{acc(r, 'integer')} | {lava} | {mm} |")
+    return "\n".join(out) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", choices=sorted(EXAMPLES), default=list(EXAMPLES))
+    ap.add_argument("--fashion-samples", type=int, default=0, help="Fashion-MNIST test samples (0: all 10,000)")
+    a = ap.parse_args()
+    os.makedirs(OUT, exist_ok=True)
+    rows, t0 = [], time.time()
+    with tempfile.TemporaryDirectory(prefix="nc-parity-") as work, open(os.path.join(work, "log.txt"), "w") as log:
+        for name in a.only:
+            rows.append(measure(name, a.fashion_samples, work, log))
+            print(json.dumps(rows[-1]), flush=True)
+    meta = {"command": "benchmarks/parity_examples.py " + " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+            "seconds": round(time.time() - t0)}
+    old = os.path.join(OUT, "rows.json")
+    kept = {}
+    if os.path.exists(old):                            # a run of --only some examples keeps the others' rows
+        with open(old) as f:
+            kept = {r["name"]: r for r in json.load(f)["rows"]}
+    kept.update({r["name"]: r for r in rows})
+    ordered = [kept[n] for n in EXAMPLES if n in kept]
+    with open(old, "w") as f:
+        json.dump({"rows": ordered, "last_run": meta}, f, indent=1)
+    with open(os.path.join(OUT, "parity.md"), "w") as f:
+        f.write(render(ordered, meta))
+    print(render(ordered, meta))
+
+
+if __name__ == "__main__":
+    main()
