@@ -222,7 +222,8 @@ def markdown(result: dict, png: str) -> str:
         if "merged_by" in result else ""
     runs = "\n\n".join(f"Command ({', '.join(r['examples'])}): `{r['command']}`\n\nMachine: {r['machine']}; date "
                        f"{r['date']}; {r['seconds']:.0f} s in all; energy counted on "
-                       f"{_first(r['energy_samples'])} samples of each row" for r in result["runs"])
+                       f"{_first(r['energy_samples'])} samples of each row"
+                       + (f"\n\n{r['note']}" if r.get("note") else "") for r in result["runs"])
     return f"""# What each bit width costs and saves
 
 Integer accuracy (bit-exact emulator) against the plan's cores and chips, the neurocore memory
@@ -305,6 +306,7 @@ def main(argv=None) -> int:
     ap.add_argument("--finetuned", nargs="+", default=[], metavar="EXAMPLE:BITS:CHECKPOINT",
                     help="a checkpoint `neurocompile finetune` wrote at --kernel-bits BITS --weight-bits BITS: "
                          "the example's fine-tuned curve (quantity 'fine-tuned')")
+    ap.add_argument("--note", default="", help="a line for the results (e.g. how the --finetuned checkpoints were made)")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="write one table and plot (--out) from these runs' JSON files instead of measuring")
     args = ap.parse_args(argv)
@@ -326,7 +328,7 @@ def main(argv=None) -> int:
         command = "nice -n 10 .venv/bin/python benchmarks/bench_bit_widths.py " + " ".join(argv or sys.argv[1:])
         result["runs"] = [{"command": command.strip(), "examples": list(args.examples), "machine": machine(),
                            "date": datetime.date.today().isoformat(), "seconds": time.time() - t0,
-                           "energy_samples": args.energy_samples}]
+                           "energy_samples": args.energy_samples, **({"note": args.note} if args.note else {})}]
     with open(args.out + ".json", "w") as f:
         json.dump(result, f, indent=1, sort_keys=True)
     with open(args.out + ".md", "w") as f:
