@@ -246,13 +246,14 @@ def activity_and_energy(program, traces: dict, levels) -> dict:
 
 def measured(program, levels, seed: int = 0, batch_size: int = 32, device: str = "cpu") -> dict:
     """``activity_and_energy`` of the emulator's run over ``levels``, in batches (traces of every node
-    for a long sequence do not fit memory all at once); same seed, same counts."""
+    for a long sequence do not fit memory all at once); same seed, same counts: each batch draws the
+    random numbers of its own samples (``first_sample``), as one run over all of them would."""
     from .emulator import emulate
     from .program import raw_inputs
     counts, density = {}, {}
     for start in range(0, len(levels), batch_size):
         chunk = levels[start:start + batch_size]
-        traces = emulate(program, chunk, record=True, device=device, seed=seed)
+        traces = emulate(program, chunk, record=True, device=device, seed=seed, first_sample=start)
         add_activity(counts, density, program, traces, raw_inputs(program, chunk))
     return energy_report(program, len(levels), counts, density)
 

@@ -171,3 +171,16 @@ def test_fft_baseline_counts_radix2_real_multiplies():
     assert fft_conv_macs(3, 64, 64) == 3 * (2 * 4 * 32 * 6 + 4 * 65)
     # at L = 784 the FFT needs ~6.8x fewer multiplies than the direct L(L+1)/2 per channel
     assert 784 * 785 // 2 / fft_conv_macs(1, 784, 784) == pytest.approx(6.83, abs=0.01)
+
+
+def test_stochastic_activity_is_the_same_whatever_the_batches():
+    """P-SpikeSSM spikes are random: the counts over N samples in batches must be those of one run over
+    all N (each batch draws its own samples' numbers, ``first_sample``), not batch 0's draws again."""
+    from neurocompile.activity import measured
+    from neurocompile.api import load_data
+    from neurocompile.pipeline import compile_checkpoint
+    program = compile_checkpoint("examples/pspikessm-digits/ckpt.pt", warn=lambda _: None)
+    levels = np.repeat(load_data(program, "digits")[2][:1], 8, axis=0)          # one image 8 times
+    one = measured(program, levels, seed=3, batch_size=8)
+    batched = measured(program, levels, seed=3, batch_size=2)
+    assert batched["activity"] == one["activity"] and batched["energy"] == one["energy"]
