@@ -73,8 +73,11 @@ def render(rows, meta) -> str:
         ci = a.get(f"{side}_ci")
         return f"{100 * a[side]:.2f} %" + (f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else "")
     out = ["# Parity of the examples (float vs integer emulator vs Lava fixed_pt)", "",
-           f"Command: `{meta['command']}` ({meta['date']}, {meta['machine']}; {meta['seconds']} s in all). "
-           "Reports: `<name>.json` beside this file.", "",
+           "Rows measured one or a few at a time (`benchmarks/parity_examples.py --only NAME ...`; each row's date "
+           f"and seconds in `rows.json`); the last run: `{meta['command']}` ({meta['date']}, {meta['machine']}). "
+           "Reports: `<name>.json` (the test samples) and `<name>.lava.json` (Lava on the first samples) beside this "
+           "file. The Fashion-MNIST convolution row's whole split is the 8-bit PTQ row of "
+           "`../finetune_fashion_full.md`; its Lava check is `fashion-mnist.lava.json`.", "",
            "| example | export options | test samples | float | integer | Lava vs emulator | mismatch per float spike |",
            "|---|---|---|---|---|---|---|"]
     for r in rows:
