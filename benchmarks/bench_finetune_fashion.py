@@ -64,7 +64,14 @@ def main():
     ap.add_argument("--lava-samples", type=int, default=8, help="Lava fixed_pt vs emulator on the fine-tuned programs")
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "finetune_fashion_full"))
+    ap.add_argument("--render", metavar="JSON", help="only write the .md again from a run's JSON")
     a = ap.parse_args()
+    if a.render:
+        with open(a.render) as f:
+            result = json.load(f)
+        with open(a.out + ".md", "w") as f:
+            f.write(render(result))
+        return
     work = a.work or tempfile.mkdtemp(prefix="nc-ft-")
     os.makedirs(work, exist_ok=True)
     rows, started = [], time.time()
@@ -122,8 +129,9 @@ def render(r) -> str:
                          + " | ".join(f"{100 * m:.2f} %" for m in mm[:2]) + f" | {lava} |")
         lost = row["ptq"]["float"] - row["ptq"]["integer"]
         won = row["qaft"]["integer"] - row["ptq"]["integer"]
+        share = f"{100 * won / lost:.0f} % of it" if lost >= 0.005 else "there was nothing to win back"
         lines.append(f"| {row['bits']} | PTQ loses {100 * lost:.2f} points; fine-tuning wins {100 * won:+.2f} "
-                     f"({'%.0f %%' % (100 * won / lost) if lost > 0 else 'nothing to win'}) | | | | | | | |")
+                     f"({share}) | | | | | | | |")
     return "\n".join(lines) + "\n"
 
 
