@@ -65,15 +65,16 @@ def quantize_kernel_taps(kernel: np.ndarray, bits: int):
 
 
 def encoder_exponents(w: np.ndarray, b: np.ndarray, stream_frac: np.ndarray, bits: int, input_peak: np.ndarray,
-                      register_max: int, shift_limit: int = 40) -> np.ndarray:
+                      register_max: int) -> np.ndarray:
     """Per channel, the scale 2**-e the encoder's weights w (H, C) and bias b (H,) are held at: the finest
     that gives the weights a ``bits`` mantissa, never coarser than the stream's 2**-stream_frac (that is
-    what the old rule used, and a large weight keeps it), at most ``shift_limit`` finer, and coarsened
+    what the old rule used, and a large weight keeps it), at most ``intervals.SHIFT_LIMIT`` finer, and coarsened
     until |w| @ input_peak + |b| fits the accumulator.  A wide raw input (255 levels for [0, 1]) makes the
     weights per level small; held at the stream's scale they keep only a few bits (8 % error on the
     Fashion-MNIST example's encoder, 0.3 % with its own mantissa)."""
+    from .intervals import SHIFT_LIMIT          # the rescaling shift the proof admits
     f = np.asarray(stream_frac, dtype=np.int64)
-    e = np.clip(row_exponents(w, bits), f, f + shift_limit)
+    e = np.clip(row_exponents(w, bits), f, f + SHIFT_LIMIT)
     while True:
         acc = np.abs(np.round(w * np.exp2(e.astype(np.float64))[:, None])) @ np.asarray(input_peak, np.float64) \
             + np.abs(np.round(b * np.exp2(e.astype(np.float64))))

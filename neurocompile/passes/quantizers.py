@@ -47,6 +47,7 @@ def _fake(integers):
 fake_kernel = _fake(kernel_integers)
 fake_weight = _fake(weight_integers)
 
+
 def fake_encoder(weight, bias, fmt, stream_frac, bits: int, register_max: int):
     """The linear encoder's torch ``weight`` (H, C) and ``bias`` (H,) on model values -> (the same two with
     the forward value ``quantize_linear_encoder`` rounds them to, (weight mantissas, bias, exponents)).
