@@ -72,6 +72,12 @@ class InputFormat:
         return (f"{self.levels + 1} levels over [{self.low:g}, {self.high:g}] "
                 f"(value = {self.low:g} + {self.high - self.low:g} * q / {self.levels})")
 
+    def per_level(self, weight: np.ndarray, bias: np.ndarray) -> tuple:
+        """An affine layer on model values (weight (H, C), bias (H,)) -> the same layer on raw levels:
+        weight * step and bias + weight @ low (``levels`` inputs)."""
+        weight = np.asarray(weight, dtype=np.float64)
+        return weight * self.step, np.asarray(bias, dtype=np.float64) + weight.sum(1) * self.low
+
     def to_value(self, raw: np.ndarray) -> np.ndarray:
         """Raw integers -> what the float model sees."""
         if self.kind == "tokens":

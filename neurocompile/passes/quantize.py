@@ -133,7 +133,7 @@ def quantize_linear_encoder(op: LinearEncoder, ins, s: State, name):
     """Weights per raw level keep a mantissa of the synapse width (``quant.encoder_exponents``), summed
     with the bias at that finer scale and rounded onto the stream by one shift per channel."""
     fmt = InputFormat.from_dict(s.graph.op(s.graph.inputs(name)["main"]).fmt)
-    w, b = op.weight * fmt.step, op.bias + op.weight.sum(1) * fmt.low      # per raw level
+    w, b = fmt.per_level(op.weight, op.bias)
     f = s.stream_frac
     wq, bq, e = encoder_integers(w, b, f, synapse_weight_bits(s.options, s.target), magnitude(*ins["main"].interval),
                                  s.target.register_max)

@@ -57,8 +57,7 @@ def fake_encoder(weight, bias, fmt, stream_frac, bits: int, register_max: int):
     here, gradients straight through.  ``stream_frac``: the stream's fixed point of the compiled program
     (``stream_frac_bits`` of its report), which bounds e from below."""
     from ..quant import encoder_integers
-    w = weight.detach().cpu().double().numpy() * fmt.step
-    b = bias.detach().cpu().double().numpy() + weight.detach().cpu().double().numpy().sum(1) * fmt.low
+    w, b = fmt.per_level(weight.detach().cpu().double().numpy(), bias.detach().cpu().double().numpy())
     peak = np.full(w.shape[1], float(fmt.max_raw))
     m, bq, e = encoder_integers(w, b, np.asarray(stream_frac, dtype=np.int64), bits, peak, register_max)
     scale = np.exp2(-e.astype(np.float64))
