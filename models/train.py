@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -31,9 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="neurocompile train", formatter_class=HelpFormatter,
                                 description="Train a SpikingSSM (SDN neuron by default) or a P-SpikeSSM (--model "
                                 "pspikessm) and write DIR/ckpt.pt in the neurocompile checkpoint format.  The training "
-                                f"state is saved to DIR/{STATE_FILE} after every epoch; --resume continues from it.")
+                                f"state is saved to DIR/{STATE_FILE} after every epoch and every {SAVE_SECONDS / 60:.0f} minutes within one; "
+                                "--resume continues from it.")
     p.add_argument("--model", choices=["spikingssm", "pspikessm"], default="spikingssm", help="model family")
-    p.add_argument("--dataset", required=True, choices=["digits", "fashion-mnist", "listops"],
+    p.add_argument("--dataset", required=True, choices=["digits", "fashion-mnist", "fashion-mnist-32", "listops"],
                    help="listops: token inputs, the model gets an Embedding encoder")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (DIR/ckpt.pt is written)")
     p.add_argument("--resume", action="store_true",
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 STATE_FILE = "train-state.pt"
+SAVE_SECONDS = 600.0      # within an epoch, the state is saved at most this often
 # options of one family only: given for the other, they are refused rather than ignored
 ONLY_FOR = {"pspikessm": ("causal", "no_residual", "n_ssm", "mc_passes"),
             "spikingssm": ("neuron", "kernel", "shared_vth")}
@@ -177,15 +180,29 @@ def evaluate_mc(model: PSpikeSSM, x: np.ndarray, y: np.ndarray, levels: int, dev
             "spike_rates": {k: v[0] / max(1, v[1]) for k, v in sorted(rates.items())}}
 
 
+class Progress(NamedTuple):
+    """Where a saved run stands: ``epoch`` epochs done and ``step`` batches of the next."""
+    epoch: int
+    step: int
+    epoch_generator: object      # the batch-order generator's state before that epoch's order was drawn
+    partial: tuple               # (loss sum, samples) of the epoch so far
+    train_loss: float
+    seconds: float
+
+
 def save_train_state(path: str, run_args: dict, epoch: int, train_loss: float, seconds: float, model, opt, sched,
-                     gen: torch.Generator, device) -> None:
-    """Everything a run needs to continue bit for bit after ``epoch``: weights, optimizer and
-    schedule, the batch-order generator and torch's global RNG (dropout, stochastic spikes).
-    Written atomically, so an interrupted run leaves the previous epoch's state intact; and kept when
-    the command is ended by a signal or Ctrl-C (which removes the command's other outputs)."""
+                     gen: torch.Generator, device, *, step: int = 0, epoch_gen=None, partial=(0.0, 0)) -> None:
+    """Everything a run needs to continue bit for bit: weights, optimizer and schedule, the batch-order
+    generator and torch's global RNG (dropout, stochastic spikes).  ``epoch`` epochs are done, and
+    ``step`` batches of the next one (mid-epoch: ``epoch_gen`` is the generator's state before that
+    epoch's batch order was drawn, ``partial`` the epoch's running loss sum and sample count).
+    Written atomically, so an interrupted run leaves the previous state intact; and kept when the
+    command is ended by a signal or Ctrl-C (which removes the command's other outputs)."""
     from ..fileio import write_atomic
 
-    state = {"format": "neurocompile-train-state", "version": 1, "args": run_args, "epoch": epoch,
+    state = {"format": "neurocompile-train-state", "version": 2, "args": run_args, "epoch": epoch,
+             "step": step, "epoch_generator": epoch_gen if step else None,
+             "partial_loss": float(partial[0]), "partial_count": int(partial[1]),
              "train_loss": train_loss, "seconds": seconds,
              "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -196,8 +213,7 @@ def save_train_state(path: str, run_args: dict, epoch: int, train_loss: float, s
 
 
 def load_train_state(path: str, run_args: dict, model, opt, sched, gen: torch.Generator, device):
-    """Restore ``save_train_state``'s file (read without running pickled code) -> (epochs done,
-    last train loss, seconds trained)."""
+    """Restore ``save_train_state``'s file (read without running pickled code) -> ``Progress``."""
     from ..errors import CheckpointError
     from . import torchzip
 
@@ -207,7 +223,8 @@ def load_train_state(path: str, run_args: dict, model, opt, sched, gen: torch.Ge
         state = torchzip.plain(torchzip.load(path))
     except torchzip.ArchiveError as exc:
         raise CheckpointError(f"{path}: unreadable training state: {exc}") from None
-    if not isinstance(state, dict) or state.get("format") != "neurocompile-train-state" or state.get("version") != 1:
+    if not isinstance(state, dict) or state.get("format") != "neurocompile-train-state" or \
+            state.get("version") not in (1, 2):
         raise CheckpointError(f"{path}: not a neurocompile training state")
     saved = state.get("args", {})
     changed = [k for k in sorted(set(saved) | set(run_args)) if saved.get(k) != run_args.get(k)]
@@ -225,37 +242,59 @@ def load_train_state(path: str, run_args: dict, model, opt, sched, gen: torch.Ge
             torch.cuda.set_rng_state(state["cuda_rng"], device)
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: corrupt training state ({str(exc).splitlines()[0][:200]})") from None
-    return int(state["epoch"]), float(state["train_loss"]), float(state.get("seconds", 0.0))
+    step = int(state.get("step", 0))
+    return Progress(int(state["epoch"]), step, state.get("epoch_generator") if step else None,
+                    (float(state.get("partial_loss", 0.0)), int(state.get("partial_count", 0))),
+                    float(state["train_loss"]), float(state.get("seconds", 0.0)))
+
 
 
 def fit(model, forward, xt: torch.Tensor, yt: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
         weight_decay: float, seed: int, device, state_path: str, run_args: dict, resume: bool = False,
-        show: bool = False, on_epoch=None):
+        show: bool = False, on_epoch=None, save_seconds: float | None = None):
     """The training loop of ``train`` and ``finetune``: AdamW (``make_optimizer``) under a cosine
     schedule, batches in the order of a generator seeded with ``seed``, the state saved to
-    ``state_path`` after every epoch (``resume`` continues from it, bit for bit).  ``forward(xb)``
-    -> logits; ``on_epoch(epoch, train_loss)`` runs after each epoch's state is saved.
+    ``state_path`` after every epoch and, within an epoch, after the first batch that ends
+    ``save_seconds`` (default ``SAVE_SECONDS``) after the last save (an epoch of a large model takes
+    hours on a CPU);
+    ``resume`` continues from it, bit for bit, mid-epoch included.  ``forward(xb)`` -> logits;
+    ``on_epoch(epoch, train_loss)`` runs after each epoch's state is saved.
     -> (last epoch's train loss, seconds trained)."""
     from tqdm import tqdm
 
+    save_seconds = SAVE_SECONDS if save_seconds is None else save_seconds
     opt = make_optimizer(model, lr, weight_decay)
     steps_per_epoch = math.ceil(len(yt) / batch_size)
     total = max(1, epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     gen = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
-    first, train_loss, train_time = 0, float("nan"), 0.0
+    at = Progress(0, 0, None, (0.0, 0), float("nan"), 0.0)
     if resume:
-        first, train_loss, train_time = load_train_state(state_path, run_args, model, opt, sched, gen, device)
-        print(f"resuming {state_path} after epoch {first}/{epochs}", flush=True)
-    t0 = time.time() - train_time
+        at = load_train_state(state_path, run_args, model, opt, sched, gen, device)
+        where = f" and {at.step}/{steps_per_epoch} batches of epoch {at.epoch + 1}" if at.step else ""
+        print(f"resuming {state_path} after epoch {at.epoch}/{epochs}{where}", flush=True)
+    first, train_loss = at.epoch, at.train_loss
+    t0 = time.time() - at.seconds
     bar = tqdm(range(first, epochs), desc="epochs", unit="epoch", disable=not show, initial=first, total=epochs)
     for epoch in bar:
         epoch_t0 = time.time()
         model.train()
-        perm = torch.randperm(len(yt), generator=gen)
-        tot, n = 0.0, 0
-        batches = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=not show)
+        start, (tot, n) = (at.step, at.partial) if epoch == first else (0, (0.0, 0))
+        gen_before = gen.get_state()
+        if start:
+            # the batch order this epoch drew before the stop; the generator ends where it ended then
+            rng_now = gen.get_state()
+            gen.set_state(at.epoch_generator)
+            gen_before = gen.get_state()
+            perm = torch.randperm(len(yt), generator=gen)
+            if not torch.equal(gen.get_state(), rng_now):
+                raise RuntimeError(f"{state_path}: the saved batch-order generator does not match its epoch")
+        else:
+            perm = torch.randperm(len(yt), generator=gen)
+        last_save = time.time()
+        batches = tqdm(range(start, steps_per_epoch), desc=f"epoch {epoch + 1}", unit="batch", leave=False,
+                       disable=not show, initial=start, total=steps_per_epoch)
         for b in batches:
             idx = perm[b * batch_size:(b + 1) * batch_size]
             xb, yb = xt[idx].to(device), yt[idx].to(device)
@@ -267,6 +306,10 @@ def fit(model, forward, xt: torch.Tensor, yt: torch.Tensor, *, epochs: int, batc
             tot += loss.item() * len(idx)
             n += len(idx)
             batches.set_postfix(loss=f"{loss.item():.3f}")
+            if b + 1 < steps_per_epoch and time.time() - last_save >= save_seconds:
+                save_train_state(state_path, run_args, epoch, train_loss, time.time() - t0, model, opt, sched, gen,
+                                 device, step=b + 1, epoch_gen=gen_before, partial=(tot, n))
+                last_save = time.time()
         train_loss = tot / max(1, n)
         bar.set_postfix(loss=f"{train_loss:.4f}")
         save_train_state(state_path, run_args, epoch + 1, train_loss, time.time() - t0, model, opt, sched, gen, device)
@@ -274,7 +317,7 @@ def fit(model, forward, xt: torch.Tensor, yt: torch.Tensor, *, epochs: int, batc
             on_epoch(epoch + 1, train_loss)
         if not show:
             print(f"epoch {epoch + 1}/{epochs} train_loss {train_loss:.4f} ({time.time() - t0:.0f} s)", flush=True)
-        if epoch == first:
+        if epoch == first and not start:
             _print_expected_time(time.time() - epoch_t0, epochs - first, show)
     return train_loss, time.time() - t0
 

@@ -7,6 +7,8 @@ integer runs each see.  Built-ins:
 * ``digits``: scikit-learn 8x8 digits, pixel by pixel, L=64, 16 levels, 1437 train / 360 test by a
   numpy default_rng(0) permutation;
 * ``fashion-mnist``: Debian package dataset-fashion-mnist, L=784, 255 levels, 60k / 10k;
+* ``fashion-mnist-32``: the same images zero-padded to 32x32 (2 pixels each side), L=1024: the offline
+  stand-in for sCIFAR's sequence length (CIFAR-10 is not available offline);
 * ``listops``: LRA ListOps generated offline (``neurocompile.listops``, the small preset: L=128,
   16 tokens, 5000 train / 1000 test; ``seq_len`` generates it at another length, e.g. 64).
 
@@ -27,7 +29,7 @@ import numpy as np
 from .errors import DatasetError
 from .fileio import zip_member_problem
 
-BUILTIN = ("digits", "fashion-mnist", "listops")
+BUILTIN = ("digits", "fashion-mnist", "fashion-mnist-32", "listops")
 SPLITS = ("train", "test")
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 MAX_NPZ_BYTES = 4 << 30          # refuse user data that would need more memory than this
@@ -82,6 +84,13 @@ def _fashion(split: str) -> Dataset:
     if images.size != labels.size * 784:
         raise DatasetError(f"fashion-mnist: {stem} images ({images.size} bytes) do not match {labels.size} labels")
     return Dataset(images.reshape(-1, 784, 1), labels, "fashion-mnist", 255)
+
+
+def _fashion_32(split: str) -> Dataset:
+    """Fashion-MNIST padded with 2 black pixels on each side: 32x32, read row by row (L = 1024)."""
+    data = _fashion(split)
+    images = np.pad(data.x.reshape(-1, 28, 28), ((0, 0), (2, 2), (2, 2)))
+    return Dataset(images.reshape(-1, 1024, 1), data.y, "fashion-mnist-32", 255)
 
 
 def _listops(split: str, seq_len: int | None = None) -> Dataset:
@@ -174,7 +183,7 @@ def _npz(path: str, split: str) -> Dataset:
 def load_dataset(name: str, split: str = "test", seq_len: int | None = None) -> Dataset:
     """A built-in name or a path to an .npz; ``seq_len``: the length of the built-in listops data
     (default 128; only listops is generated, so only it takes one)."""
-    loaders = {"digits": _digits, "fashion-mnist": _fashion, "listops": _listops}
+    loaders = {"digits": _digits, "fashion-mnist": _fashion, "fashion-mnist-32": _fashion_32, "listops": _listops}
     if seq_len is not None and name != "listops":
         raise DatasetError(f"{name}: a sequence length (--seq-len) applies to the built-in listops data only")
     if name in loaders:

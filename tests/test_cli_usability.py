@@ -16,9 +16,9 @@ import neurocompile
 from neurocompile.artifact import load_program
 from neurocompile.cli import HelpFormatter, build_parser, main as cli
 from neurocompile.input_format import InputFormat
-from neurocompile.models import train as train_module
+from neurocompile.models import torchzip, train as train_module
 from neurocompile.models.checkpoint import build_model, load_checkpoint
-from interrupt import run_stopped_after_epoch
+from interrupt import run_stopped_after_epoch, run_stopped_mid_epoch
 from test_hostile_input import one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -251,6 +251,24 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(family, tmp_path, monk
     assert "resuming" in capsys.readouterr().out
     (_, _, a, meta_a), (_, _, b, meta_b) = (load_checkpoint(os.path.join(d, "ckpt.pt")) for d in (whole, part))
     assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert meta_a["metrics"]["train_loss"] == meta_b["metrics"]["train_loss"]
+
+
+@pytest.mark.parametrize("family", ["spikingssm", "pspikessm"])
+def test_resume_mid_epoch_gives_the_weights_of_an_uninterrupted_run(family, tmp_path, monkeypatch, capsys):
+    """An epoch of a deep model takes hours on a CPU, so the state is also saved within an epoch:
+    resumed after 2 of epoch 2's 3 batches, the run ends on the uninterrupted run's weights and loss."""
+    argv = TINY + (["--model", "pspikessm", "--mc-passes", "2"] if family == "pspikessm" else [])
+    whole, part = str(tmp_path / "whole"), str(tmp_path / "part")
+    assert cli(["train", *argv, "--out", whole]) == 0
+    run_stopped_mid_epoch(monkeypatch, 2, 2, lambda: cli(["train", *argv, "--out", part]))
+    state = torchzip.plain(torchzip.load(os.path.join(part, train_module.STATE_FILE)))
+    assert (state["epoch"], state["step"], state["partial_count"]) == (1, 2, 64)
+    assert cli(["train", *argv, "--out", part, "--resume"]) == 0
+    assert "after epoch 1/3 and 2/3 batches of epoch 2" in capsys.readouterr().out
+    (_, _, a, meta_a), (_, _, b, meta_b) = (load_checkpoint(os.path.join(d, "ckpt.pt")) for d in (whole, part))
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert meta_a["metrics"]["train_loss"] == meta_b["metrics"]["train_loss"]

@@ -401,3 +401,17 @@ def test_train_command_writes_checkpoint(tmp_path):
     assert cfg.l_max == 64 and cfg.input_levels == 16 and cfg.d_model == 8
     assert set(meta["metrics"]) >= {"test_acc_sdn", "test_acc_lif", "train_loss"}
     assert "--max-train" in meta["command"] and meta["dataset"] == "digits"
+
+
+def test_fashion_mnist_32_is_fashion_mnist_padded_to_32_by_32():
+    """The sCIFAR-length stand-in: the same images and labels, 2 black pixels on each side, row by row."""
+    from neurocompile.datasets import load_dataset
+
+    small, padded = load_dataset("fashion-mnist", "test"), load_dataset("fashion-mnist-32", "test")
+    assert padded.x.shape == (10000, 1024, 1) and padded.levels == 255 and padded.name == "fashion-mnist-32"
+    np.testing.assert_array_equal(padded.y, small.y)
+    images = padded.x.reshape(-1, 32, 32)
+    np.testing.assert_array_equal(images[:, 2:30, 2:30], small.x.reshape(-1, 28, 28))
+    assert not images[:, :2].any() and not images[:, 30:].any() and not images[:, :, :2].any() \
+        and not images[:, :, 30:].any()
+    assert len(load_dataset("fashion-mnist-32", "train")) == 60000
