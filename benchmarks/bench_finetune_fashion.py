@@ -1,12 +1,16 @@
 """Issue 19's table: post-training quantisation (PTQ) against quantisation-aware fine-tuning (QAFT) on
-the Fashion-MNIST SpikingSSM example, on the whole test split, at several bit settings.
+a Fashion-MNIST example (SpikingSSM by default; ``--checkpoint examples/pspikessm-fashion-mnist/ckpt.pt``
+for P-SpikeSSM, whose accuracies are Monte-Carlo means with 95 % intervals), at several bit settings.
 
-For each setting: export the checkpoint as it is and validate it (float with the exact LIF, the integer
-emulator, spike mismatch per layer); fine-tune it (``neurocompile finetune``: one epoch on the first
+For each setting: export the checkpoint as it is and validate it (float with the exact LIF or the
+Monte-Carlo mean, the integer emulator, spike mismatch per layer: with the same uniforms on both sides for
+P-SpikeSSM); fine-tune it (``neurocompile finetune``: one epoch on the first
 --max-train training samples); export the fine-tuned checkpoint with the same options and validate it
 the same way.  Everything goes through the ordinary commands, so each row can be reproduced by hand.
 
 Run:  nice -n 10 .venv/bin/python benchmarks/bench_finetune_fashion.py [--samples 0] [--bits 4 3 8]
+      nice -n 10 .venv/bin/python benchmarks/bench_finetune_fashion.py --checkpoint \
+          examples/pspikessm-fashion-mnist/ckpt.pt --samples 2000 --mc-passes 4 --out benchmarks/results/finetune_pspikessm_fashion
 Writes benchmarks/results/finetune_fashion_full.{json,md} (work files under --work, default a temp dir).
 """
 from __future__ import annotations
@@ -41,20 +45,26 @@ def nc(*args, log):
     return r.stdout, time.time() - t0
 
 
-def validated(ckpt, artifact, samples, lava, work, tag, log) -> dict:
+def validated(ckpt, artifact, samples, lava, work, tag, log, mc=()) -> dict:
     report = os.path.join(work, f"{tag}.json")
     _, seconds = nc("validate", ckpt, artifact, "--data", "fashion-mnist", "--max-samples", str(samples),
-                    "--lava-samples", str(lava), "--activity-samples", "0", "--json", report, log=log)
+                    "--lava-samples", str(lava), "--activity-samples", "0", "--json", report, *mc, log=log)
     with open(report) as f:
         r = json.load(f)
-    return {"float": r["accuracy"]["float"], "integer": r["accuracy"]["integer"], "samples": r["samples"],
-            "mismatch_per_float_spike": {n["node"]: n["mismatches_per_float_spike"] for n in r["spike_nodes"]},
+    acc = r["accuracy"]
+    mismatch = "same_uniforms_mismatches_per_float_spike" if "mc_passes" in r else "mismatches_per_float_spike"
+    return {"float": acc["float"], "integer": acc["integer"], "samples": r["samples"],
+            **({k: acc[k] for k in ("float_ci", "integer_ci")} if "float_ci" in acc else {}),
+            "mc_passes": r.get("mc_passes"),
+            "mismatch_per_float_spike": {n["node"]: n[mismatch] for n in r["spike_nodes"]},
             "lava_samples": r.get("lava_samples", 0), "lava_bit_exact": r.get("lava_bit_exact"),
             "seconds": round(seconds, 1)}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", default=CKPT)
+    ap.add_argument("--mc-passes", type=int, default=None, help="P-SpikeSSM: Monte-Carlo passes of validate")
     ap.add_argument("--bits", nargs="+", default=["4", "3", "8"], choices=sorted(SETTINGS))
     ap.add_argument("--samples", type=int, default=0, help="test samples (0: the whole split)")
     ap.add_argument("--max-train", type=int, default=3000)
@@ -75,15 +85,17 @@ def main():
     work = a.work or tempfile.mkdtemp(prefix="nc-ft-")
     os.makedirs(work, exist_ok=True)
     rows, started = [], time.time()
+    ckpt = a.checkpoint
+    mc = ["--mc-passes", str(a.mc_passes)] if a.mc_passes else []
     with open(os.path.join(work, "log.txt"), "a") as log:
         for bits in a.bits:
             opts = SETTINGS[bits]
             ptq = os.path.join(work, f"ptq{bits}.loihi2")
-            nc("export", CKPT, "-o", ptq, *opts, log=log)
-            row = {"bits": bits, "options": opts, "ptq": validated(CKPT, ptq, a.samples, 0, work, f"ptq{bits}", log)}
+            nc("export", ckpt, "-o", ptq, *opts, log=log)
+            row = {"bits": bits, "options": opts, "ptq": validated(ckpt, ptq, a.samples, 0, work, f"ptq{bits}", log, mc)}
             print(f"[{bits} bits] PTQ {row['ptq']}", flush=True)
             out_dir = os.path.join(work, f"ft{bits}")
-            text, seconds = nc("finetune", CKPT, "--out", out_dir, *opts, "--epochs", str(a.epochs),
+            text, seconds = nc("finetune", ckpt, "--out", out_dir, *opts, "--epochs", str(a.epochs),
                                "--max-train", str(a.max_train), "--max-test", "500", "--lr", a.lr,
                                "--seed", str(a.seed), log=log)
             row["finetune"] = {"seconds": round(seconds, 1),
@@ -91,10 +103,10 @@ def main():
             qaft = os.path.join(work, f"qaft{bits}.loihi2")
             nc("export", os.path.join(out_dir, "ckpt.pt"), "-o", qaft, *opts, log=log)
             row["qaft"] = validated(os.path.join(out_dir, "ckpt.pt"), qaft, a.samples, a.lava_samples, work,
-                                    f"qaft{bits}", log)
+                                    f"qaft{bits}", log, mc)
             print(f"[{bits} bits] QAFT {row['qaft']}", flush=True)
             rows.append(row)
-    result = {"checkpoint": CKPT, "rows": rows, "max_train": a.max_train, "epochs": a.epochs, "lr": a.lr,
+    result = {"checkpoint": ckpt, "rows": rows, "max_train": a.max_train, "epochs": a.epochs, "lr": a.lr,
               "seed": a.seed, "seconds": round(time.time() - started),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
                          f"{platform.python_version()}", "date": time.strftime("%Y-%m-%d"),
@@ -110,11 +122,16 @@ def render(r) -> str:
     pct = lambda v: f"{100 * v:.2f} %"
     n = r["rows"][0]["ptq"]["samples"] if r["rows"] else 0
     split = "the whole test split" if n == 10000 else f"the first {n:,} test samples"
-    lines = [f"# PTQ vs quantisation-aware fine-tuning, Fashion-MNIST SpikingSSM example, {split}", "",
+    passes = r["rows"][0]["ptq"].get("mc_passes") if r["rows"] else None
+    family = "P-SpikeSSM" if passes else "SpikingSSM"
+    what = (f"(float = the float model's Monte-Carlo mean over {passes} passes, integer = the emulator's, each "
+            "with its 95 % interval). Mismatch = spike cells that differ when both sides draw the same uniforms, "
+            "per float spike." if passes else
+            "(float = exact LIF, integer = the emulator, bit-exact with Lava fixed_pt). Mismatch = spike cells "
+            "that differ between float and integer, per float spike.")
+    lines = [f"# PTQ vs quantisation-aware fine-tuning, Fashion-MNIST {family} example, {split}", "",
              f"`{r['checkpoint']}`; fine-tuning: {r['epochs']} epoch on the first {r['max_train']:,} training "
-             f"samples, lr {r['lr']}, seed {r['seed']}; every accuracy from `neurocompile validate` (float = exact "
-             "LIF, integer = the emulator, bit-exact with Lava fixed_pt). Mismatch = spike cells that differ "
-             "between float and integer, per float spike.", "",
+             f"samples, lr {r['lr']}, seed {r['seed']}; every accuracy from `neurocompile validate` {what}", "",
              f"Command: `{r['command']}` ({r['date']}, {r['machine']}; {r['seconds']} s in all).", "",
              "| bits (kernel, weight) | run | samples | float | integer | integer - float | layer0 mismatch | "
              "layer1 mismatch | Lava vs emulator |", "|---|---|---|---|---|---|---|---|---|"]
@@ -122,10 +139,12 @@ def render(r) -> str:
         for run in ("ptq", "qaft"):
             v = row[run]
             mm = list(v["mismatch_per_float_spike"].values())
+            ci = lambda k: f" [{100 * v[k][0]:.2f}, {100 * v[k][1]:.2f}]" if k in v else ""      # noqa: E731
             lava = (f"bit-exact, {v['lava_samples']} samples" if v["lava_bit_exact"] else
                     "DIFFERS" if v["lava_samples"] else "-")
             lines.append(f"| {row['bits']} | {'PTQ' if run == 'ptq' else 'fine-tuned'} | {v['samples']:,} | "
-                         f"{pct(v['float'])} | {pct(v['integer'])} | {100 * (v['integer'] - v['float']):+.2f} | "
+                         f"{pct(v['float'])}{ci('float_ci')} | {pct(v['integer'])}{ci('integer_ci')} | "
+                         f"{100 * (v['integer'] - v['float']):+.2f} | "
                          + " | ".join(f"{100 * m:.2f} %" for m in mm[:2]) + f" | {lava} |")
         lost = row["ptq"]["float"] - row["ptq"]["integer"]
         won = row["qaft"]["integer"] - row["ptq"]["integer"]

@@ -664,7 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=bounded(int, 1, MAX_BATCH), default=64, help=f"batch size (1..{MAX_BATCH})")
     f.add_argument("--seed", type=bounded(int, 0, 2 ** 32 - 1), default=0, help="seed of the batch order (0..2**32-1)")
     f.add_argument("--neuron", choices=["sdn", "lif"], default="sdn",
-                   help="neuron trained through: sdn (fast surrogate) or lif (the exact LIF the chip runs)")
+                   help="SpikingSSM: the neuron trained through: sdn (fast surrogate) or lif (the exact LIF the chip "
+                        "runs); P-SpikeSSM samples its spikes, as in training")
     f.add_argument("--resume", action="store_true", help="continue the run saved in DIR/finetune-state.pt "
                    "(same options; ends on the weights of an uninterrupted run)")
     f.add_argument("--device", default=None, help="torch device (default: cuda if present)")

@@ -8,14 +8,20 @@ format after every epoch, its provenance (the source file and its digest, the op
 In the forward pass the quantities the compiler rounds are rounded exactly as ``quantize`` rounds
 them for the same options (``passes.quantizers.QUANTIZERS``), gradients straight through:
 
-* SSM kernels (``--kernel-bits``): the kernel the chip streams -- the S4D kernel materialised in
-  float64, D in its first tap (or the two-sided kernel streamed causally), divided by the learnable
-  threshold exp(ln_vth) -- computed with the compiler's own functions, then rounded per channel with
-  error feedback (``quant.quantize_kernel_taps``);
-* the GLU mixers' Dense weights (``--weight-bits``, capped at the target's synapse width);
+* SSM kernels (``--kernel-bits``): the kernel the chip streams, D in its present tap (the two-sided
+  kernel streamed causally), computed in float64 by the compiler's own functions and rounded per
+  channel with error feedback (``quant.quantize_kernel_taps``).  SpikingSSM: the S4D kernel divided
+  by the learnable threshold exp(ln_vth) (the threshold fold); P-SpikeSSM: the S4 DPLR kernel of
+  every S4 layer (and reverse layer), the value rounded being the compiler's dense real recurrence
+  (``materialize.streamed_kernel``) and the gradient the layer's own Woodbury kernel's;
+* the mixers' Dense weights (``--weight-bits``, capped at the target's synapse width): SpikingSSM's
+  GLU convolution, P-SpikeSSM's spike mixer;
 * the linear encoder's weights per raw input level and its bias (``--weight-bits``, the synapse width):
   a mantissa per channel at 2**-e, e bounded below by the stream's fixed point
   (``passes.quantizers.fake_encoder``).
+
+BatchNorms run on their running statistics throughout (frozen): export folds those statistics into
+the samplers' affines (P-SpikeSSM) or the stream's affine, so a step must train against them.
 
 Scales and exponents are recomputed from the current weights at every step, not frozen from a first
 export: the compiler recomputes them at export, so the exponents a step trained against are the ones
@@ -25,13 +31,16 @@ is the first export's: the stream's fixed point, which bounds the encoder's expo
 follows from every layer's range at once, and the exponents sit above it unless a weight is large
 enough to fill its mantissa at the stream's own scale.
 
-Not rounded in the forward pass (the float model keeps them): the residual-stream width, an Embedding
-encoder and the decoder (16-bit readout), the GLU's sigmoid table and the LIF thresholds and decay (exact
-after the threshold fold).  The neuron trained through is the SDN by default (the model's training
-neuron; ``neuron="lif"`` trains through the exact LIF the chip runs); the report gives the float
-accuracy with the exact LIF and the integer accuracy (the emulator on the exported program, as
-``validate`` computes it) before and after.  SpikingSSM with conv-lowered SSMs only: P-SpikeSSM, the
-recurrent lowering and a prenorm BatchNorm (its batch statistics move while training) are refused.
+Not rounded in the forward pass (the float model keeps them): the residual-stream width
+(``--act-bits``), an Embedding encoder and the decoder (16-bit readout), the GLU's sigmoid table and
+GELU's Phi table, the samplers' probabilities (``--prob-bits``, 16 by default: a step of 2**-16) and
+the LIF thresholds and decay (exact after the threshold fold).  SpikingSSM trains through the SDN
+by default (the model's training neuron; ``neuron="lif"`` trains through the exact LIF the chip runs);
+P-SpikeSSM samples its spikes from torch's RNG as in training.  The report gives the float accuracy
+(exact LIF; P-SpikeSSM: the Monte-Carlo mean with its interval) and the integer accuracy (the emulator
+on the exported program, as ``validate`` computes it) before and after.  Refused: SpikingSSM's
+recurrent lowering (its decays have no quantiser yet) and a SpikingSSM prenorm BatchNorm (it folds
+into the kernels, which the kernel quantiser does not model).
 """
 from __future__ import annotations
 
@@ -88,33 +97,42 @@ def split_options(values: dict) -> tuple:
 
 def supported(kind: str, config, options) -> str:
     """Why this model / these options cannot be fine-tuned ('' when they can)."""
-    if kind != "spikingssm":
-        return f"{kind} models are not supported yet (SpikingSSM only: its samplers have no fine-tuning quantiser)"
-    if options.ssm_lowering != "conv":
+    if kind not in FAMILIES:
+        return f"{kind} models are not supported"
+    if kind == "spikingssm" and options.ssm_lowering != "conv":
         return (f"--ssm-lowering {options.ssm_lowering}: the recurrence's decays have no fine-tuning quantiser yet "
                 "(fine-tune with conv)")
-    if config.prenorm and config.norm == "batch":
-        return "a prenorm BatchNorm folds into the kernels with statistics that move while training"
+    if kind == "spikingssm" and config.prenorm and config.norm == "batch":
+        return "a prenorm BatchNorm folds into the kernels, which its quantiser does not model"
     return ""
 
 
-def _kernel_value(kernel: np.ndarray, D: np.ndarray, ln_vth, bidirectional: bool) -> np.ndarray:
-    """The float64 kernel ``quantize`` rounds, computed by the compiler's own passes (materialize, fold)."""
-    from .frontend import threshold_gain
-    from .ir import ChannelAffine, SSMConv
-    from .passes.fold import conv_then_affine
-    from .passes.materialize import two_sided_as_causal
+def _streamed(K, D, bidirectional: bool):
+    """Torch twin of ``materialize.streamed_kernel``: (ch, H, L) taps and D -> the (H, K) kernel the chip
+    streams (the same array, differentiable)."""
+    import torch
+
+    L = K.shape[-1]
+    if bidirectional:
+        t = torch.cat([K[1][:, :L - 1].flip(-1), K[0]], dim=1)
+        return torch.cat([t[:, :L - 1], t[:, L - 1:L] + D[:, None], t[:, L:]], dim=1)
+    return torch.cat([K[0][:, :1] + D[:, None], K[0][:, 1:]], dim=1)
+
+
+def _unstreamed(q, bidirectional: bool, L: int):
+    """The streamed (H, K) kernel back to (ch, H, L) taps with D folded in (D = 0 for the convolution):
+    the official two-sided layout, where k1[L-1] meets no input."""
+    import torch
 
     if bidirectional:
-        value, lag = two_sided_as_causal(kernel[0], kernel[1], D)
-    else:
-        value, lag = kernel[0].copy(), 0
-        value[:, 0] += D
-    if ln_vth is None:
-        return value
-    H, L = value.shape[0], kernel.shape[-1]
-    return conv_then_affine(SSMConv(value, lag, np.zeros((H, 0))), ChannelAffine(threshold_gain(ln_vth, H), np.zeros(H)),
-                            L).kernel
+        return torch.stack([q[:, L - 1:], torch.cat([q[:, :L - 1].flip(-1), torch.zeros_like(q[:, :1])], dim=1)])
+    return q[None]
+
+
+def _kernel_integers():
+    from .ir import SSMConv
+    from .passes.quantizers import QUANTIZERS
+    return QUANTIZERS[SSMConv][1]
 
 
 def quantized_kernel(layer, L: int, bits: int):
@@ -122,49 +140,128 @@ def quantized_kernel(layer, L: int, bits: int):
     D and the threshold folded in, straight-through gradients; (integer taps, exponents))."""
     import torch
 
-    from .ir import SSMConv
+    from .frontend import threshold_gain
+    from .ir import ChannelAffine, SSMConv
     from .models.ssm_kernel import materialize_kernel
-    from .passes.quantizers import QUANTIZERS, fake_quantize
+    from .passes.fold import conv_then_affine
+    from .passes.materialize import two_sided_as_causal
+    from .passes.quantizers import fake_quantize
 
-    _, integers, _ = QUANTIZERS[SSMConv]
     cfg = layer.cfg
     K = materialize_kernel({n: p.double() for n, p in layer.kernel.params().items()}, layer.kernel.variant, L,
-                           dtype=torch.float64)
+                           dtype=torch.float64)        # the compiler's own function: value and gradient in one
     D = layer.D.reshape(-1).double()
-    ln_vth = layer.ln_vth.double() if cfg.learnable_vth else None
-    value = _kernel_value(K.detach().cpu().numpy(), D.detach().cpu().numpy(),
-                          None if ln_vth is None else ln_vth.detach().cpu().numpy(),
-                          cfg.bidirectional)
-    if cfg.bidirectional:                      # the same kernel in torch, for the gradient
-        t = torch.cat([K[1][:, :L - 1].flip(-1), K[0]], dim=1)
-        t = torch.cat([t[:, :L - 1], t[:, L - 1:L] + D[:, None], t[:, L:]], dim=1)
-    else:
-        t = torch.cat([K[0][:, :1] + D[:, None], K[0][:, 1:]], dim=1)
-    if ln_vth is not None:
+    t = _streamed(K, D, cfg.bidirectional)
+    k, d = K.detach().cpu().numpy(), D.detach().cpu().numpy()
+    value, lag = two_sided_as_causal(k[0], k[1], d) if cfg.bidirectional else (t.detach().cpu().numpy(), 0)
+    if cfg.learnable_vth:
+        ln_vth = layer.ln_vth.double()
+        value = conv_then_affine(SSMConv(value, lag, np.zeros((value.shape[0], 0))),
+                                 ChannelAffine(threshold_gain(ln_vth.detach().cpu().numpy(), value.shape[0]),
+                                               np.zeros(value.shape[0])), L).kernel
         t = t * torch.exp(-ln_vth).reshape(-1, 1)
-    q, ints = fake_quantize(t, integers, bits, value)
-    if cfg.bidirectional:                      # back to (k0, k1) for ssm_convolution: k1[L-1] meets no input
-        q = torch.stack([q[:, L - 1:], torch.cat([q[:, :L - 1].flip(-1), torch.zeros_like(q[:, :1])], dim=1)])
-    else:
-        q = q[None]
-    return q, ints
+    q, ints = fake_quantize(t, _kernel_integers(), bits, value)
+    return _unstreamed(q, cfg.bidirectional, L), ints
 
 
-def quantized_weight(conv, bits: int):
-    """A GLU mixer's Dense weight (2H, H) rounded as export rounds it -> (torch weight, (mantissas, exponents))."""
+def quantized_dplr_kernel(conv, L: int, bits: int, bidirectional: bool):
+    """A P-SpikeSSM S4 layer's kernel (``FFTConvDPLR``) rounded as export rounds it -> ((ch, H, L) torch
+    kernel with D folded in, straight-through gradients; (integer taps, exponents)).  The value rounded
+    is the compiler's (the dense real recurrence, ``materialize.streamed_kernel``); the gradient flows
+    through the layer's own kernel (the official Woodbury form), equal to it within float64 rounding."""
+    from .ir import DPLRKernelParams
+    from .passes.materialize import streamed_kernel
+    from .passes.quantizers import fake_quantize
+
+    K = conv.kernel(L)
+    D = conv.D.reshape(-1).double()
+    op = DPLRKernelParams({n: t.detach().cpu().numpy() for n, t in conv.kernel.params().items()}, bidirectional,
+                          conv.D.detach().cpu().reshape(-1).numpy())
+    value, _ = streamed_kernel(op, L)
+    q, ints = fake_quantize(_streamed(K.double(), D, bidirectional), _kernel_integers(), bits, value)
+    return _unstreamed(q, bidirectional, L), ints
+
+
+def quantized_dense(weight, bits: int):
+    """A mixer's Dense weight (out, in) rounded as export rounds it -> (torch weight, (mantissas, exponents))."""
     from .ir import Dense
     from .passes.quantizers import QUANTIZERS, fake_quantize
 
-    _, integers, _ = QUANTIZERS[Dense]
-    q, ints = fake_quantize(conv.weight[..., 0].double(), integers, bits)
-    return q.to(conv.weight.dtype)[..., None], ints
+    q, ints = fake_quantize(weight.double(), QUANTIZERS[Dense][1], bits)
+    return q.to(weight.dtype), ints
+
+
+def quantized_weight(conv, bits: int):
+    """A GLU mixer's Dense weight (2H, H, 1) rounded as export rounds it -> (torch weight, (mantissas, exponents))."""
+    q, ints = quantized_dense(conv.weight[..., 0], bits)
+    return q[..., None], ints
+
+
+def _patch(module, name: str, fn, saved: list) -> None:
+    """Replace ``module.name`` by ``fn`` bound to it, as an instance attribute (the state_dict is untouched)."""
+    module.__dict__[name] = types.MethodType(fn, module)
+    saved.append((module, name))
+
+
+def _spikingssm_quantisers(model, kernel_bits: int, weight_bits: int, saved: list) -> None:
+    """Every layer's LIF-input kernel and GLU mixer weight."""
+    import torch
+
+    from .models.ssm_kernel import ssm_convolution
+
+    def lif_input(layer, u):
+        K, _ = quantized_kernel(layer, u.shape[-1], kernel_bits)
+        return ssm_convolution(u, K.to(u.dtype), torch.zeros(1, K.shape[1], dtype=u.dtype, device=u.device))
+
+    def mixer(conv, x):
+        w, _ = quantized_weight(conv, weight_bits)
+        return torch.nn.functional.conv1d(x, w.to(x.device), conv.bias)
+
+    for layer in model.backbone.s4_layers:
+        _patch(layer, "lif_input", lif_input, saved)
+        _patch(layer.output_linear[0], "forward", mixer, saved)
+
+
+def _pspikessm_quantisers(model, kernel_bits: int, weight_bits: int, saved: list) -> None:
+    """Every S4 layer's kernel (forward and reverse) and every mixer's Dense weight."""
+    import torch
+
+    from .models.dplr_kernel import fft_conv
+
+    bidirectional = model.config.ssm_bidirectional
+
+    def conv_forward(conv, u):
+        K, _ = quantized_dplr_kernel(conv, min(u.shape[-1], conv.l_max), kernel_bits, bidirectional)
+        return conv.drop(fft_conv(u, K.to(u.dtype), torch.zeros(1, K.shape[1], dtype=u.dtype, device=u.device)))
+
+    def mixer(linear, x):
+        w, _ = quantized_dense(linear.weight, weight_bits)
+        return torch.nn.functional.linear(x, w.to(x.device), linear.bias)
+
+    for block in model.backbone.layers:
+        for s4 in [block.layer] + ([block.reverse_layer] if model.config.bidirectional else []):
+            _patch(s4.layer, "forward", conv_forward, saved)
+        _patch(block.bidirectional_linear if model.config.bidirectional else block.bidirectional_linear1,
+               "forward", mixer, saved)
+
+
+FAMILIES = {"spikingssm": _spikingssm_quantisers, "pspikessm": _pspikessm_quantisers}
+
+
+def _frozen_batchnorm(norm, x):
+    """BatchNorm with its running statistics, in training too: export folds those statistics, so a step
+    must train against them (batch statistics would move what the chip's affines compute)."""
+    import torch
+    return torch.nn.functional.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                                          False, 0.0, norm.eps)
 
 
 @contextlib.contextmanager
 def fake_quantized(model, options, target, program=None):
-    """Inside: every layer of the SpikingSSM ``model`` computes its LIF input with the rounded kernel and
-    its mixer with the rounded weight, both recomputed from the current weights at every call; with the
-    compiled ``program`` (its input format and stream fixed point), the linear encoder's weights too."""
+    """Inside: every SSM kernel and mixer weight of ``model`` (either family) is rounded as export rounds
+    it, recomputed from the current weights at every call, BatchNorms use their running statistics,
+    and with the compiled ``program`` (its input format and stream fixed point) the linear encoder's
+    weights are rounded too."""
     import torch
 
     from .input_format import InputFormat
@@ -174,15 +271,6 @@ def fake_quantized(model, options, target, program=None):
     kernel_bits, weight_bits = option_bits(SSMConv, options, target), option_bits(Dense, options, target)
     saved = []
 
-    def lif_input(layer, u):
-        K, _ = quantized_kernel(layer, u.shape[-1], kernel_bits)
-        from .models.ssm_kernel import ssm_convolution
-        return ssm_convolution(u, K.to(u.dtype), torch.zeros(1, K.shape[1], dtype=u.dtype, device=u.device))
-
-    def mixer(conv, x):
-        w, _ = quantized_weight(conv, weight_bits)
-        return torch.nn.functional.conv1d(x, w.to(x.device), conv.bias)
-
     def encoder(linear, x):
         w, b, _ = fake_encoder(linear.weight, linear.bias, fmt, stream_frac, weight_bits, target.register_max)
         return torch.nn.functional.linear(x, w.to(x.dtype), b.to(x.dtype))
@@ -190,19 +278,17 @@ def fake_quantized(model, options, target, program=None):
     fmt = InputFormat.from_dict(program.model["input"]) if program is not None else None
     if fmt is not None and fmt.kind == "levels":
         stream_frac = np.asarray(program.report["stream_frac_bits"], dtype=np.int64)
-        saved.append(model.encoder)
-        model.encoder.forward = types.MethodType(encoder, model.encoder)
-    for layer in model.backbone.s4_layers:
-        conv = layer.output_linear[0]
-        saved += [layer, conv]
-        layer.lif_input = types.MethodType(lif_input, layer)       # instance attributes: the state_dict is untouched
-        conv.forward = types.MethodType(mixer, conv)
+        _patch(model.encoder, "forward", encoder, saved)
+    from .models.pspikessm import PSpikeSSM
+    FAMILIES["pspikessm" if isinstance(model, PSpikeSSM) else "spikingssm"](model, kernel_bits, weight_bits, saved)
+    for norm in model.modules():
+        if isinstance(norm, torch.nn.BatchNorm1d):
+            _patch(norm, "forward", _frozen_batchnorm, saved)
     try:
         yield model
     finally:
-        for module in saved:
-            module.__dict__.pop("lif_input", None)
-            module.__dict__.pop("forward", None)
+        for module, name in saved:
+            module.__dict__.pop(name, None)
 
 
 def _generated_length(dataset: str, program) -> int | None:
@@ -211,14 +297,20 @@ def _generated_length(dataset: str, program) -> int | None:
     return program.seq_len if dataset == "listops" else None
 
 
-def accuracy(checkpoint: str, program, dataset: str, max_test: int, device) -> tuple:
-    """(float accuracy with the exact LIF, integer accuracy, samples) on the test split, as ``validate``
-    computes them: ``program`` (compiled from ``checkpoint``) run in the emulator, no Lava."""
+def accuracy(checkpoint: str, program, dataset: str, max_test: int, device) -> dict:
+    """Float and integer accuracy on the test split, as ``validate`` computes them: ``program``
+    (compiled from ``checkpoint``) run in the emulator, no Lava.  -> {"float_lif" | "float_mc",
+    "integer", "samples"}, and for a stochastic model (P-SpikeSSM: Monte-Carlo means over validate's
+    default passes) the 95 % intervals "float_ci", "integer_ci"."""
     from .api import run_validation
 
     report = run_validation(checkpoint, program, dataset, max_samples=max_test, lava_samples=0,
                             device=device, seq_len=_generated_length(dataset, program)).report
-    return report["accuracy"]["float"], report["accuracy"]["integer"], report["samples"]
+    acc = report["accuracy"]
+    if "float_ci" in acc:
+        return {"float_mc": acc["float"], "integer": acc["integer"], "float_ci": acc["float_ci"],
+                "integer_ci": acc["integer_ci"], "mc_passes": report.get("mc_passes"), "samples": report["samples"]}
+    return {"float_lif": acc["float"], "integer": acc["integer"], "samples": report["samples"]}
 
 
 def finetune(checkpoint: str, out: str, dataset: str | None = None, run: FinetuneOptions = FinetuneOptions(),
@@ -251,7 +343,9 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
         from .input_format import InputFormat
         low, high = input_range or (0.0, 1.0)
         input_format = InputFormat(low=low, high=high, levels=input_levels or config.to_dict().get("input_levels", 255))
-    why = supported(kind, config, options)
+    why = supported(kind, config, options) or \
+        ("--neuron applies to SpikingSSM only (P-SpikeSSM samples its spikes)" if kind == "pspikessm" and
+         run.neuron != "sdn" else "")
     if why:
         raise UnsupportedModelError(f"{checkpoint}: cannot fine-tune: {why}")
     if dataset is None:
@@ -283,7 +377,9 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
     model = build_model(config, state_dict, kind).to(torch_device)
     torch.manual_seed(run.seed)
     xt = torch.as_tensor(values, dtype=torch.long if np.issubdtype(values.dtype, np.integer) else torch.float32)
-    record = {"dataset": dataset, "seed": run.seed, "epochs": run.epochs, "train_neuron": run.neuron,
+    stochastic = kind == "pspikessm"
+    record = {"dataset": dataset, "seed": run.seed, "epochs": run.epochs,
+              "train_neuron": None if stochastic else run.neuron,
               "command": " ".join(["neurocompile"] + list(command or ["(Python API) finetune"])),
               "finetune": {"source": source, "options": key, "target": target.name},
               "device": str(torch_device), "torch": str(torch.__version__)}
@@ -294,7 +390,8 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
 
     t0 = time.time()
     with fake_quantized(model, options, target, program):
-        train_loss, seconds = fit(model, lambda xb: model(xb, neuron=run.neuron), xt, torch.as_tensor(y),
+        forward = model if stochastic else (lambda xb: model(xb, neuron=run.neuron))
+        train_loss, seconds = fit(model, forward, xt, torch.as_tensor(y),
                                   epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
                                   weight_decay=run.weight_decay, seed=run.seed, device=torch_device,
                                   state_path=state_path, run_args=key, resume=resume, show=show, on_epoch=save)
@@ -302,10 +399,9 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
     save(run.epochs, train_loss)           # also when a resumed run had nothing left to train
     after = accuracy(path, compile_checkpoint(path, options, target, input_format=input_format, seq_len=seq_len,
                                               warn=lambda _: None), dataset, run.max_test, device)
-    metrics = {"train_loss": train_loss, "n_train": int(len(y)), "n_test": int(after[2]),
-               "train_seconds": round(seconds, 1),
-               "before": {"float_lif": before[0], "integer": before[1]},
-               "after": {"float_lif": after[0], "integer": after[1]}}
+    metrics = {"train_loss": train_loss, "n_train": int(len(y)), "n_test": int(after.pop("samples")),
+               "train_seconds": round(seconds, 1), "before": {k: v for k, v in before.items() if k != "samples"},
+               "after": after}
     save(run.epochs, train_loss, metrics)
     return {"checkpoint": path, "source": checkpoint, "dataset": dataset, "options": options.to_dict(),
             "metrics": metrics, "seconds": round(time.time() - t0, 1)}
@@ -314,13 +410,24 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
 def format_report(r: dict) -> str:
     m, o = r["metrics"], r["options"]
     pct = lambda v: f"{100 * v:6.2f} %"      # noqa: E731
+    mc = "float_mc" in m["before"]
+    fl = "float_mc" if mc else "float_lif"
+
+    def row(label, a):
+        line = f"  {label:<34}{pct(a[fl]):>18}{pct(a['integer']):>20}"
+        if mc:
+            line += "   95 % intervals " + ", ".join(f"[{100 * a[k][0]:.2f}, {100 * a[k][1]:.2f}]"
+                                                   for k in ("float_ci", "integer_ci"))
+        return line
+    head = "float (MC mean)" if mc else "float (exact LIF)"
+    passes = f", Monte-Carlo means over {m['before'].get('mc_passes')} passes" if mc else ""
     return "\n".join([
         f"wrote {r['checkpoint']}: fine-tuned {r['source']} at --kernel-bits {o['kernel_bits']} --weight-bits "
         f"{o['weight_bits']} on {m['n_train']} {r['dataset']} training samples (train loss {m['train_loss']:.4f}, "
         f"{m['train_seconds']:.0f} s)",
-        f"  accuracy on {m['n_test']} test samples   {'float (exact LIF)':>18}{'integer (emulator)':>20}",
-        f"  {'before (PTQ)':<34}{pct(m['before']['float_lif']):>18}{pct(m['before']['integer']):>20}",
-        f"  {'after fine-tuning':<34}{pct(m['after']['float_lif']):>18}{pct(m['after']['integer']):>20}"]
+        f"  accuracy on {m['n_test']} test samples{passes}",
+        f"  {'':<34}{head:>18}{'integer (emulator)':>20}",
+        row("before (PTQ)", m["before"]), row("after fine-tuning", m["after"])]
         + ([f"  WARNING: fine-tuning lowered the integer accuracy on these samples ({100 * m['before']['integer']:.2f} "
             f"-> {100 * m['after']['integer']:.2f} %): keep the original checkpoint, or fine-tune with a lower --lr "
             "or more training samples"]

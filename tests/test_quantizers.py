@@ -98,3 +98,42 @@ def test_a_wide_input_keeps_the_encoders_mantissa():
     from neurocompile.ir import IntEncoder
     (op,) = _ops(prog, IntEncoder)
     assert (op.shift > 0).all() and (np.abs(op.weight).max(1) >= 64).all()
+
+
+@pytest.mark.parametrize("example", ["examples/pspikessm-digits/ckpt.pt", "examples/pspikessm-digits-bi/ckpt.pt"])
+def test_pspikessm_quantisers_equal_export(example):
+    """P-SpikeSSM: every S4 layer's kernel (two-sided DPLR, D folded in; forward and reverse layers of a
+    bidirectional block) and every mixer's Dense weight, rounded in the fine-tuning forward pass, are
+    the integers export writes for the same weights; and the fake-quantised convolution is the
+    official layer's own convolution when nothing is rounded away (straight-through layout check)."""
+    from neurocompile.finetuning import _streamed, _unstreamed, quantized_dense, quantized_dplr_kernel
+    from neurocompile.models.checkpoint import build_model, load_checkpoint
+    from neurocompile.models.dplr_kernel import fft_conv
+
+    kind, config, sd, _ = load_checkpoint(example)
+    model = build_model(config, sd, kind)
+    prog = compile_checkpoint(example, CompileOptions(kernel_bits=4, weight_bits=4), warn=lambda _: None)
+    convs = {n.name: n.op for n in prog.nodes if isinstance(n.op, IntSSMConv)}
+    denses = {n.name: n.op for n in prog.nodes if isinstance(n.op, IntDense)}
+    even = int(get_target().weights_even)
+    L = config.l_max
+    checked = 0
+    with torch.no_grad():
+        for i, block in enumerate(model.backbone.layers):
+            s4s = {f"layer{i}.ssm": block.layer}
+            if config.bidirectional:
+                s4s[f"layer{i}.ssm_rev"] = block.reverse_layer
+            for name, s4 in s4s.items():
+                _, (taps, _) = quantized_dplr_kernel(s4.layer, L, 4, config.ssm_bidirectional)
+                np.testing.assert_array_equal(taps, convs[name].kernel)
+                checked += 1
+            linear = block.bidirectional_linear if config.bidirectional else block.bidirectional_linear1
+            _, (weights, _) = quantized_dense(linear.weight, 4)
+            np.testing.assert_array_equal(weights << even, denses[f"layer{i}.mixer"].weight)
+        assert checked == len(convs) >= 2 and len(denses) == len(model.backbone.layers)
+        conv = model.backbone.layers[0].layer.layer
+        u = torch.rand(2, conv.D.shape[1], L, dtype=torch.float64)
+        K, D = conv.kernel(L).double(), conv.D.reshape(-1).double()
+        whole = _unstreamed(_streamed(K, D, config.ssm_bidirectional), config.ssm_bidirectional, L)
+        np.testing.assert_allclose(fft_conv(u, whole, torch.zeros_like(conv.D)).numpy(),
+                                   fft_conv(u, K, conv.D).numpy(), rtol=0, atol=1e-9)

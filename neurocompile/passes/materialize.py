@@ -65,6 +65,21 @@ def recurrence_refusal(op) -> str:
     return ""
 
 
+def streamed_kernel(op, L: int, params: dict | None = None):
+    """An S4D / DPLR parameter node -> (kernel (H, K) float64, lag): the convolution the chip streams,
+    D in its present tap (``finetune``'s quantisers round this same array)."""
+    import torch
+
+    if params is None:
+        params = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in op.params.items()}
+    k = KERNELS[type(op)](op, params, L)
+    if op.bidirectional:
+        return two_sided_as_causal(k[0], k[1], op.D)
+    kernel = k[0].copy()
+    kernel[:, 0] += op.D                       # y = K*u + D u == (K + D delta) * u
+    return kernel, 0
+
+
 def materialize_kernels(graph: Graph, ssm_lowering="conv") -> Graph:
     """``ssm_lowering``: 'conv' or 'recurrent' for every layer, or {SSM node: (lowering, reason)}."""
     import torch
@@ -92,16 +107,11 @@ def materialize_kernels(graph: Graph, ssm_lowering="conv") -> Graph:
         chosen[name] = {"lowering": "conv",
                         "reason": why or (refusal if want == "recurrent" else "--ssm-lowering conv")}
         try:
-            k = KERNELS[type(op)](op, params, L)
+            kernel, lag = streamed_kernel(op, L, params)
         except torch.linalg.LinAlgError as exc:      # a singular discretisation: parameters no training gives
             raise UnsupportedModelError(f"{graph.meta.get('source') or 'model'}: {name}: the SSM kernel cannot be "
                                         f"materialised ({str(exc).splitlines()[0][:160]})") from None
-        H = k.shape[1]
-        if op.bidirectional:
-            kernel, lag = two_sided_as_causal(k[0], k[1], op.D)
-        else:
-            kernel, lag = k[0].copy(), 0
-            kernel[:, 0] += op.D                       # y = K*u + D u == (K + D delta) * u
+        H = kernel.shape[0]
         if not np.isfinite(kernel).all():
             raise UnsupportedModelError(f"{graph.meta.get('source') or 'model'}: {name}: the kernel computed from its "
                                         "SSM parameters is not finite (dt or A overflow float64)")
