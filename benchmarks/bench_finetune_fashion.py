@@ -28,7 +28,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CKPT = "examples/fashion-mnist/ckpt.pt"
 # kernel and weight bits together: the bits a user narrows to fit fewer cores
-SETTINGS = {"8": [], "4": ["--kernel-bits", "4", "--weight-bits", "4"], "3": ["--kernel-bits", "3", "--weight-bits", "3"]}
+SETTINGS = {"8": [], "4": ["--kernel-bits", "4", "--weight-bits", "4"], "3": ["--kernel-bits", "3", "--weight-bits", "3"],
+            # the residual stream's width alone (kernels and weights at 8)
+            **{f"act{b}": ["--act-bits", str(b)] for b in (12, 10, 8, 6)}}
 
 
 def nc(*args, log):
@@ -133,23 +135,24 @@ def render(r) -> str:
              f"`{r['checkpoint']}`; fine-tuning: {r['epochs']} epoch on the first {r['max_train']:,} training "
              f"samples, lr {r['lr']}, seed {r['seed']}; every accuracy from `neurocompile validate` {what}", "",
              f"Command: `{r['command']}` ({r['date']}, {r['machine']}; {r['seconds']} s in all).", "",
-             "| bits (kernel, weight) | run | samples | float | integer | integer - float | layer0 mismatch | "
+             f"| {'bits (kernel, weight)' if all(row['bits'].isdigit() for row in r['rows']) else 'bits'} | run | samples | float | integer | integer - float | layer0 mismatch | "
              "layer1 mismatch | Lava vs emulator |", "|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
+        label = row["bits"] if row["bits"].isdigit() else f"--act-bits {row['bits'][3:]}"
         for run in ("ptq", "qaft"):
             v = row[run]
             mm = list(v["mismatch_per_float_spike"].values())
             ci = lambda k: f" [{100 * v[k][0]:.2f}, {100 * v[k][1]:.2f}]" if k in v else ""      # noqa: E731
             lava = (f"bit-exact, {v['lava_samples']} samples" if v["lava_bit_exact"] else
                     "DIFFERS" if v["lava_samples"] else "-")
-            lines.append(f"| {row['bits']} | {'PTQ' if run == 'ptq' else 'fine-tuned'} | {v['samples']:,} | "
+            lines.append(f"| {label} | {'PTQ' if run == 'ptq' else 'fine-tuned'} | {v['samples']:,} | "
                          f"{pct(v['float'])}{ci('float_ci')} | {pct(v['integer'])}{ci('integer_ci')} | "
                          f"{100 * (v['integer'] - v['float']):+.2f} | "
                          + " | ".join(f"{100 * m:.2f} %" for m in mm[:2]) + f" | {lava} |")
         lost = row["ptq"]["float"] - row["ptq"]["integer"]
         won = row["qaft"]["integer"] - row["ptq"]["integer"]
         share = f"{100 * won / lost:.0f} % of it" if lost >= 0.005 else "there was nothing to win back"
-        lines.append(f"| {row['bits']} | PTQ loses {100 * lost:.2f} points; fine-tuning wins {100 * won:+.2f} "
+        lines.append(f"| {label} | PTQ loses {100 * lost:.2f} points; fine-tuning wins {100 * won:+.2f} "
                      f"({share}) | | | | | | | |")
     return "\n".join(lines) + "\n"
 

@@ -208,6 +208,10 @@ class PSpikeBlock(nn.Module):
     def _ch(v: Tensor) -> Tensor:
         return v.unsqueeze(-1)                             # (H,) -> (H,1), broadcast over (B,H,L)
 
+    def sample(self, p: Tensor, u: Tensor) -> Tensor:
+        """The block's SpikeSampler (a method, so fine-tuning can round p as the chip does)."""
+        return spike_sample(p, u)
+
     def _mix(self, linear: nn.Linear, s: Tensor) -> Tensor:
         """SpikeMixer: GELU(Linear over channels) on (B,C,L) spikes -> (B,H,L)."""
         return self.activation(linear(s.transpose(-1, -2))).transpose(-1, -2)
@@ -222,19 +226,19 @@ class PSpikeBlock(nn.Module):
         else:
             u1 = self._uniform(uniforms, 1, p_in)
             u2 = self._uniform(uniforms, 2, p_in)
-        s_in = spike_sample(p_in, u1)
+        s_in = self.sample(p_in, u1)
         p_ssm = self.layer(s_in) * self._ch(self.out_a) + self._ch(self.out_b)
         r = {}
         if cfg.bidirectional:
             p_in_rev = self._ch(self.inp2_a) * x + self._ch(self.inp2_b)
-            s_in_rev = spike_sample(p_in_rev, u2)
+            s_in_rev = self.sample(p_in_rev, u2)
             p_ssm_rev = self.reverse_layer(s_in_rev)
-            s_ssm = spike_sample(p_ssm, u1)
-            s_ssm_rev = spike_sample(p_ssm_rev, u1)
+            s_ssm = self.sample(p_ssm, u1)
+            s_ssm_rev = self.sample(p_ssm_rev, u1)
             y = self._mix(self.bidirectional_linear, torch.cat([s_ssm, s_ssm_rev], dim=-2))
             r.update(p_in_rev=p_in_rev, s_in_rev=s_in_rev, p_ssm_rev=p_ssm_rev, s_ssm_rev=s_ssm_rev)
         else:
-            s_ssm = spike_sample(p_ssm, u2)
+            s_ssm = self.sample(p_ssm, u2)
             y = self._mix(self.bidirectional_linear1, s_ssm)
         if cfg.residual:
             y = x + self.drop(y)

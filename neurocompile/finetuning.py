@@ -8,6 +8,10 @@ format after every epoch, its provenance (the source file and its digest, the op
 In the forward pass the quantities the compiler rounds are rounded exactly as ``quantize`` rounds
 them for the same options (``passes.quantizers.QUANTIZERS``), gradients straight through:
 
+* a causal SpikingSSM layer that export lowers to a diagonal recurrence (``--ssm-lowering recurrent``, or
+  ``auto`` where it chooses one): its decays (``--decay-bits``), input and output gains and D (the
+  synapse width) as ``quantize.recurrent_coefficients`` rounds them, the forward value the kernel those
+  integers realise (the state's and messages' rounding, which depends on the data, is not modelled);
 * SSM kernels (``--kernel-bits``): the kernel the chip streams, D in its present tap (the two-sided
   kernel streamed causally), computed in float64 by the compiler's own functions and rounded per
   channel with error feedback (``quant.quantize_kernel_taps``).  SpikingSSM: the S4D kernel divided
@@ -18,7 +22,11 @@ them for the same options (``passes.quantizers.QUANTIZERS``), gradients straight
   GLU convolution, P-SpikeSSM's spike mixer;
 * the linear encoder's weights per raw input level and its bias (``--weight-bits``, the synapse width):
   a mantissa per channel at 2**-e, e bounded below by the stream's fixed point
-  (``passes.quantizers.fake_encoder``).
+  (``passes.quantizers.fake_encoder``);
+* the residual stream (``--act-bits``, its width): the encoder's output and every residual add land on
+  the stream's per-channel fixed point, half up (``passes.quantizers.fake_stream``);
+* P-SpikeSSM's firing probabilities (``--prob-bits``): p on the sampler's 2**-bits grid, half up, before
+  it meets the uniform (``passes.quantizers.fake_probability``).
 
 BatchNorms run on their running statistics throughout (frozen): export folds those statistics into
 the samplers' affines (P-SpikeSSM) or the stream's affine, so a step must train against them.
@@ -27,20 +35,20 @@ Scales and exponents are recomputed from the current weights at every step, not 
 export: the compiler recomputes them at export, so the exponents a step trained against are the ones
 the exported checkpoint gets, and a channel whose peak moves keeps its full mantissa range (a frozen
 exponent would clip it, or waste bits, once the weights move away from the first export).  One value
-is the first export's: the stream's fixed point, which bounds the encoder's exponents from below.  It
-follows from every layer's range at once, and the exponents sit above it unless a weight is large
-enough to fill its mantissa at the stream's own scale.
+is the first export's: the stream's fixed point (per channel), which the stream is rounded to and which
+bounds the encoder's exponents from below.  It follows from every layer's worst-case range at once
+(the proof), so it moves only when the weights move those ranges; the report's "after" accuracy is
+measured on the fine-tuned checkpoint's own export, so a move shows there.
 
-Not rounded in the forward pass (the float model keeps them): the residual-stream width
-(``--act-bits``), an Embedding encoder and the decoder (16-bit readout), the GLU's sigmoid table and
-GELU's Phi table, the samplers' probabilities (``--prob-bits``, 16 by default: a step of 2**-16) and
-the LIF thresholds and decay (exact after the threshold fold).  SpikingSSM trains through the SDN
+Not rounded in the forward pass (the float model keeps them): the products inside an integer rule
+(the sampler's and a stream affine's multipliers, whose error bound each export reports; GELU's Phi
+and the GLU's sigmoid tables), an Embedding encoder's mantissas (their rounding onto the stream is modelled) and the decoder (16-bit readout), and the
+LIF thresholds and decay (exact after the threshold fold).  SpikingSSM trains through the SDN
 by default (the model's training neuron; ``neuron="lif"`` trains through the exact LIF the chip runs);
 P-SpikeSSM samples its spikes from torch's RNG as in training.  The report gives the float accuracy
 (exact LIF; P-SpikeSSM: the Monte-Carlo mean with its interval) and the integer accuracy (the emulator
-on the exported program, as ``validate`` computes it) before and after.  Refused: SpikingSSM's
-recurrent lowering (its decays have no quantiser yet) and a SpikingSSM prenorm BatchNorm (it folds
-into the kernels, which the kernel quantiser does not model).
+on the exported program, as ``validate`` computes it) before and after.  Refused: a SpikingSSM prenorm
+BatchNorm (it folds into the kernels, which the kernel quantiser does not model).
 """
 from __future__ import annotations
 
@@ -99,9 +107,6 @@ def supported(kind: str, config, options) -> str:
     """Why this model / these options cannot be fine-tuned ('' when they can)."""
     if kind not in FAMILIES:
         return f"{kind} models are not supported"
-    if kind == "spikingssm" and options.ssm_lowering != "conv":
-        return (f"--ssm-lowering {options.ssm_lowering}: the recurrence's decays have no fine-tuning quantiser yet "
-                "(fine-tune with conv)")
     if kind == "spikingssm" and config.prenorm and config.norm == "batch":
         return "a prenorm BatchNorm folds into the kernels, which its quantiser does not model"
     return ""
@@ -164,6 +169,36 @@ def quantized_kernel(layer, L: int, bits: int):
     return _unstreamed(q, cfg.bidirectional, L), ints
 
 
+def quantized_recurrent_kernel(layer, L: int, options, target):
+    """A causal SpikingSSM layer that export lowers to a recurrence -> ((1, H, L) torch kernel, D and the
+    threshold folded in, straight-through gradients; the recurrence's rounded coefficients, as
+    ``quantize.recurrent_coefficients`` writes them).  The value is the kernel those coefficients
+    realise (decays at ``--decay-bits``, gains and D at the synapse width); the gradient is the layer's."""
+    import torch
+
+    from .frontend import threshold_gain
+    from .ir import ChannelAffine, S4DKernelParams
+    from .models.ssm_kernel import materialize_kernel
+    from .passes.fold import recurrence_then_affine
+    from .passes.materialize import s4d_modes
+    from .passes.quantize import recurrent_coefficients
+    from .passes.quantizers import _straight_through, recurrent_kernel
+
+    params = {n: p.double() for n, p in layer.kernel.params().items()}
+    K = materialize_kernel(params, layer.kernel.variant, L, dtype=torch.float64)
+    D = layer.D.reshape(-1).double()
+    t = _streamed(K, D, False)
+    op = s4d_modes(S4DKernelParams({n: p.detach().cpu() for n, p in params.items()}, layer.kernel.variant, False,
+                                   D.detach().cpu().numpy()), {n: p.detach().cpu() for n, p in params.items()})
+    if layer.cfg.learnable_vth:
+        ln_vth = layer.ln_vth.double()
+        op = recurrence_then_affine(op, ChannelAffine(threshold_gain(ln_vth.detach().cpu().numpy(), len(op.D)),
+                                                      np.zeros(len(op.D))), L)
+        t = t * torch.exp(-ln_vth).reshape(-1, 1)
+    coefficients = recurrent_coefficients(op, options, target)
+    return _unstreamed(_straight_through(t, recurrent_kernel(coefficients, L)), False, L), coefficients
+
+
 def quantized_dplr_kernel(conv, L: int, bits: int, bidirectional: bool):
     """A P-SpikeSSM S4 layer's kernel (``FFTConvDPLR``) rounded as export rounds it -> ((ch, H, L) torch
     kernel with D folded in, straight-through gradients; (integer taps, exponents)).  The value rounded
@@ -198,51 +233,73 @@ def quantized_weight(conv, bits: int):
 
 
 def _patch(module, name: str, fn, saved: list) -> None:
-    """Replace ``module.name`` by ``fn`` bound to it, as an instance attribute (the state_dict is untouched)."""
+    """Replace ``module.name`` by ``fn`` bound to it, as an instance attribute (the state_dict is untouched);
+    ``saved`` gets the call that undoes it."""
     module.__dict__[name] = types.MethodType(fn, module)
-    saved.append((module, name))
+    saved.append(lambda: module.__dict__.pop(name, None))
 
 
-def _spikingssm_quantisers(model, kernel_bits: int, weight_bits: int, saved: list) -> None:
-    """Every layer's LIF-input kernel and GLU mixer weight."""
+def _spikingssm_quantisers(model, bits: dict, saved: list) -> tuple:
+    """Every layer's LIF-input kernel (convolution taps, or a recurrence's coefficients where export lowers the
+    layer to one) and GLU mixer weight.  -> (modules whose output is on the residual
+    stream, modules whose input is): every GLU (the chip adds it, rounded onto the stream, to the stream)."""
     import torch
 
     from .models.ssm_kernel import ssm_convolution
 
     def lif_input(layer, u):
-        K, _ = quantized_kernel(layer, u.shape[-1], kernel_bits)
+        if layer in recurrent:
+            K, _ = quantized_recurrent_kernel(layer, u.shape[-1], bits["options"], bits["target"])
+        else:
+            K, _ = quantized_kernel(layer, u.shape[-1], bits["kernel"])
         return ssm_convolution(u, K.to(u.dtype), torch.zeros(1, K.shape[1], dtype=u.dtype, device=u.device))
 
+    layers = list(model.backbone.s4_layers)
+    chosen = lowerings(bits["program"], bits["options"], len(layers))
+    recurrent = [layer for layer, lowering in zip(layers, chosen) if lowering == "recurrent"]
+
     def mixer(conv, x):
-        w, _ = quantized_weight(conv, weight_bits)
+        w, _ = quantized_weight(conv, bits["weight"])
         return torch.nn.functional.conv1d(x, w.to(x.device), conv.bias)
 
     for layer in model.backbone.s4_layers:
         _patch(layer, "lif_input", lif_input, saved)
         _patch(layer.output_linear[0], "forward", mixer, saved)
+    return [layer.output_linear for layer in model.backbone.s4_layers], []
 
 
-def _pspikessm_quantisers(model, kernel_bits: int, weight_bits: int, saved: list) -> None:
-    """Every S4 layer's kernel (forward and reverse) and every mixer's Dense weight."""
+def _pspikessm_quantisers(model, bits: dict, saved: list) -> tuple:
+    """Every S4 layer's kernel (forward and reverse), every mixer's Dense weight and every sampler's
+    probability.  -> (modules whose output is on the residual stream: every block, the final prenorm
+    norm; modules whose input is: a post-norm, which reads the residual add)."""
     import torch
 
     from .models.dplr_kernel import fft_conv
+    from .models.pspikessm import spike_sample
+    from .passes.quantizers import fake_probability
 
-    bidirectional = model.config.ssm_bidirectional
+    cfg = model.config
 
     def conv_forward(conv, u):
-        K, _ = quantized_dplr_kernel(conv, min(u.shape[-1], conv.l_max), kernel_bits, bidirectional)
+        K, _ = quantized_dplr_kernel(conv, min(u.shape[-1], conv.l_max), bits["kernel"], cfg.ssm_bidirectional)
         return conv.drop(fft_conv(u, K.to(u.dtype), torch.zeros(1, K.shape[1], dtype=u.dtype, device=u.device)))
 
     def mixer(linear, x):
-        w, _ = quantized_dense(linear.weight, weight_bits)
+        w, _ = quantized_dense(linear.weight, bits["weight"])
         return torch.nn.functional.linear(x, w.to(x.device), linear.bias)
 
+    def sample(block, p, u):
+        return spike_sample(fake_probability(p, bits["prob"]), u)
+
     for block in model.backbone.layers:
-        for s4 in [block.layer] + ([block.reverse_layer] if model.config.bidirectional else []):
+        for s4 in [block.layer] + ([block.reverse_layer] if cfg.bidirectional else []):
             _patch(s4.layer, "forward", conv_forward, saved)
-        _patch(block.bidirectional_linear if model.config.bidirectional else block.bidirectional_linear1,
+        _patch(block.bidirectional_linear if cfg.bidirectional else block.bidirectional_linear1,
                "forward", mixer, saved)
+        _patch(block, "sample", sample, saved)
+    normed = cfg.norm != "none"
+    outputs = list(model.backbone.layers) + ([model.backbone.norm] if normed and cfg.prenorm else [])
+    return outputs, [block.norm for block in model.backbone.layers] if normed and not cfg.prenorm else []
 
 
 FAMILIES = {"spikingssm": _spikingssm_quantisers, "pspikessm": _pspikessm_quantisers}
@@ -256,39 +313,64 @@ def _frozen_batchnorm(norm, x):
                                           False, 0.0, norm.eps)
 
 
+def _on_stream(outputs, inputs, encoder, frac, saved: list) -> None:
+    """Round what ``outputs`` (and the ``encoder``, channels last) write and what ``inputs`` read onto the
+    residual stream's fixed point ``frac`` (forward hooks, undone through ``saved``)."""
+    from .passes.quantizers import fake_stream
+
+    hooks = [encoder.register_forward_hook(lambda m, args, out: fake_stream(out, frac, -1))]
+    hooks += [m.register_forward_hook(lambda m, args, out: fake_stream(out, frac, 1)) for m in outputs]
+    hooks += [m.register_forward_pre_hook(lambda m, args: (fake_stream(args[0], frac, 1), *args[1:]))
+              for m in inputs]
+    saved += [h.remove for h in hooks]
+
+
+def lowerings(program, options, n_layers: int) -> list:
+    """Per SSM layer, in order: 'conv' or 'recurrent', as ``program`` lowered it (without one: as
+    ``options.ssm_lowering`` names it, 'auto' read as 'conv')."""
+    from .ir import IntSSMConv, IntSSMRecurrent
+    if program is None:
+        return ["recurrent" if options.ssm_lowering == "recurrent" else "conv"] * n_layers
+    return ["recurrent" if isinstance(n.op, IntSSMRecurrent) else "conv" for n in program.nodes
+            if isinstance(n.op, (IntSSMConv, IntSSMRecurrent))]
+
+
 @contextlib.contextmanager
 def fake_quantized(model, options, target, program=None):
-    """Inside: every SSM kernel and mixer weight of ``model`` (either family) is rounded as export rounds
-    it, recomputed from the current weights at every call, BatchNorms use their running statistics,
-    and with the compiled ``program`` (its input format and stream fixed point) the linear encoder's
-    weights are rounded too."""
+    """Inside: every SSM kernel, mixer weight and sampler probability of ``model`` (either family) is
+    rounded as export rounds it, recomputed from the current weights at every call, BatchNorms use their
+    running statistics, and with the compiled ``program`` (its input format and stream fixed point) the
+    residual stream is rounded to its fixed point and the linear encoder's weights are rounded too."""
     import torch
 
     from .input_format import InputFormat
     from .ir import Dense, SSMConv
     from .passes.quantizers import fake_encoder, option_bits
 
-    kernel_bits, weight_bits = option_bits(SSMConv, options, target), option_bits(Dense, options, target)
+    bits = {"kernel": option_bits(SSMConv, options, target), "weight": option_bits(Dense, options, target),
+            "prob": options.prob_bits, "options": options, "target": target, "program": program}
     saved = []
 
     def encoder(linear, x):
-        w, b, _ = fake_encoder(linear.weight, linear.bias, fmt, stream_frac, weight_bits, target.register_max)
+        w, b, _ = fake_encoder(linear.weight, linear.bias, fmt, stream_frac, bits["weight"], target.register_max)
         return torch.nn.functional.linear(x, w.to(x.dtype), b.to(x.dtype))
 
-    fmt = InputFormat.from_dict(program.model["input"]) if program is not None else None
-    if fmt is not None and fmt.kind == "levels":
-        stream_frac = np.asarray(program.report["stream_frac_bits"], dtype=np.int64)
-        _patch(model.encoder, "forward", encoder, saved)
     from .models.pspikessm import PSpikeSSM
-    FAMILIES["pspikessm" if isinstance(model, PSpikeSSM) else "spikingssm"](model, kernel_bits, weight_bits, saved)
+    outputs, inputs = FAMILIES["pspikessm" if isinstance(model, PSpikeSSM) else "spikingssm"](model, bits, saved)
+    if program is not None:
+        stream_frac = np.asarray(program.report["stream_frac_bits"], dtype=np.int64)
+        fmt = InputFormat.from_dict(program.model["input"])
+        if fmt.kind == "levels":
+            _patch(model.encoder, "forward", encoder, saved)
+        _on_stream(outputs, inputs, model.encoder, stream_frac, saved)
     for norm in model.modules():
         if isinstance(norm, torch.nn.BatchNorm1d):
             _patch(norm, "forward", _frozen_batchnorm, saved)
     try:
         yield model
     finally:
-        for module, name in saved:
-            module.__dict__.pop(name, None)
+        for undo in reversed(saved):
+            undo()
 
 
 def _generated_length(dataset: str, program) -> int | None:
@@ -407,6 +489,14 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
             "metrics": metrics, "seconds": round(time.time() - t0, 1)}
 
 
+def _narrowed(o: dict) -> str:
+    """The options of ``o`` besides kernel and weight bits, where they are not the defaults."""
+    from .options import CompileOptions
+    default = CompileOptions()
+    return "".join(f" --{k.replace('_', '-')} {o[k]}" for k in ("act_bits", "prob_bits", "ssm_lowering", "decay_bits")
+                   if o.get(k) is not None and o[k] != getattr(default, k))
+
+
 def format_report(r: dict) -> str:
     m, o = r["metrics"], r["options"]
     pct = lambda v: f"{100 * v:6.2f} %"      # noqa: E731
@@ -423,7 +513,7 @@ def format_report(r: dict) -> str:
     passes = f", Monte-Carlo means over {m['before'].get('mc_passes')} passes" if mc else ""
     return "\n".join([
         f"wrote {r['checkpoint']}: fine-tuned {r['source']} at --kernel-bits {o['kernel_bits']} --weight-bits "
-        f"{o['weight_bits']} on {m['n_train']} {r['dataset']} training samples (train loss {m['train_loss']:.4f}, "
+        f"{o['weight_bits']}{_narrowed(o)} on {m['n_train']} {r['dataset']} training samples (train loss {m['train_loss']:.4f}, "
         f"{m['train_seconds']:.0f} s)",
         f"  accuracy on {m['n_test']} test samples{passes}",
         f"  {'':<34}{head:>18}{'integer (emulator)':>20}",

@@ -11,7 +11,7 @@ from neurocompile.api import run_validation
 from neurocompile.artifact import load_program
 from neurocompile.cli import main as cli
 from neurocompile.finetuning import quantized_kernel, quantized_weight
-from neurocompile.ir import IntDense, IntSSMConv
+from neurocompile.ir import IntDense, IntSSMConv, IntSSMRecurrent
 from neurocompile.models.checkpoint import build_model, load_checkpoint
 from neurocompile.target import get_target
 from interrupt import run_stopped_after_epoch
@@ -99,8 +99,8 @@ def test_resume_ends_on_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatc
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
-    one_line_error(capsys, cli(["finetune", DIGITS, "--out", str(tmp_path / "b"), "--ssm-lowering", "recurrent"]),
-                   "cannot fine-tune", "recurrent")
+    one_line_error(capsys, cli(["finetune", DIGITS, "--out", str(tmp_path / "b"), "--ssm-lowering", "recurrent",
+                                "--decay-bits", "8"]), "decay", "not strictly below 1")    # what export refuses
     one_line_error(capsys, cli(["finetune", DIGITS, "--out", str(tmp_path / "c"), "--resume"]),
                    "no saved fine-tuning state")
     with pytest.raises(SystemExit) as usage:                     # argparse: the usage line, exit 2
@@ -115,10 +115,12 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
 
 def test_python_api_takes_export_and_finetune_options(tmp_path):
     import neurocompile as nc
-    from neurocompile.errors import UnsupportedModelError
+    from neurocompile.errors import RangeError, UnsupportedModelError
 
-    with pytest.raises(UnsupportedModelError, match="recurrent"):
-        nc.finetune(DIGITS, str(tmp_path / "a"), "digits", kernel_bits=4, ssm_lowering="recurrent", epochs=1, lr=1e-3)
+    with pytest.raises(RangeError, match="strictly below 1"):                 # what export refuses
+        nc.finetune(DIGITS, str(tmp_path / "a"), "digits", kernel_bits=4, ssm_lowering="recurrent", decay_bits=8)
+    with pytest.raises(UnsupportedModelError, match="--neuron"):
+        nc.finetune("examples/pspikessm-digits/ckpt.pt", str(tmp_path / "e"), neuron="lif")
     with pytest.raises(ValueError, match="kernel-bits"):
         nc.finetune(DIGITS, str(tmp_path / "b"), kernel_bits=9)
     with pytest.raises(ValueError, match="--neuron"):
@@ -298,3 +300,33 @@ def test_an_authors_pspikessm_file_fine_tunes_exports_and_validates(name, data, 
     report = run_validation(ckpt, art, data, max_samples=8, lava_samples=0, device="cpu",
                             seq_len=64 if data == "listops" else None).report      # the fixture's own length
     assert report["accuracy"]["integer"] == meta["metrics"]["after"]["integer"]
+
+
+def test_recurrent_layers_fine_tune_through_their_rounded_coefficients(tmp_path):
+    """--ssm-lowering recurrent: the 4-bit gains cost PTQ points that one epoch wins back, and the report's
+    "after" is what validate measures on the fine-tuned checkpoint's own export."""
+    out = str(tmp_path / "rec")
+    options = ["--ssm-lowering", "recurrent", "--weight-bits", "4", "--decay-bits", "12"]
+    assert cli(["finetune", DIGITS, "--out", out, *options, "--epochs", "1", "--seed", "0", "--no-progress"]) == 0
+    ckpt = os.path.join(out, "ckpt.pt")
+    m = load_checkpoint(ckpt)[3]["metrics"]
+    assert m["after"]["integer"] > m["before"]["integer"] + 0.01, m
+    art = str(tmp_path / "rec.loihi2")
+    assert cli(["export", ckpt, "-o", art, *options]) == 0
+    assert all(isinstance(n.op, IntSSMRecurrent) for n in load_program(art).nodes if "ssm" in n.name)
+    report = run_validation(ckpt, art, "digits", lava_samples=0, device="cpu").report
+    assert report["accuracy"]["integer"] == m["after"]["integer"]
+
+
+@pytest.mark.parametrize("weight_bits, chosen", [(4, "conv"), (8, "recurrent")])
+def test_auto_fine_tunes_each_layer_as_export_lowered_it(weight_bits, chosen):
+    """--ssm-lowering auto decides per layer at export (on digits: the convolution at 4-bit weights, the
+    recurrence at 8); the fine-tuning quantisers take each layer's lowering from the compiled program."""
+    from neurocompile.finetuning import lowerings
+    from neurocompile.options import CompileOptions
+    from neurocompile.pipeline import compile_checkpoint
+
+    program = compile_checkpoint(DIGITS, CompileOptions(ssm_lowering="auto", weight_bits=weight_bits, decay_bits=12),
+                                 warn=lambda _: None)
+    assert [v["lowering"] for v in program.report["ssm_lowering"].values()] == [chosen, chosen]
+    assert lowerings(program, None, 2) == [chosen, chosen]

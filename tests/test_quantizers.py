@@ -137,3 +137,112 @@ def test_pspikessm_quantisers_equal_export(example):
         whole = _unstreamed(_streamed(K, D, config.ssm_bidirectional), config.ssm_bidirectional, L)
         np.testing.assert_allclose(fft_conv(u, whole, torch.zeros_like(conv.D)).numpy(),
                                    fft_conv(u, K, conv.D).numpy(), rtol=0, atol=1e-9)
+
+
+def _fake_quantized_run(example, options, n=16):
+    """(program, float64 model's record under the fine-tuning quantisers, emulator's record) on n digits."""
+    from neurocompile.api import load_data
+    from neurocompile.emulator import emulate
+    from neurocompile.finetuning import fake_quantized
+    from neurocompile.models.checkpoint import build_model, load_checkpoint
+
+    kind, config, sd, _ = load_checkpoint(example)
+    model = build_model(config, sd, kind).double().eval()
+    prog = compile_checkpoint(example, options, warn=lambda _: None)
+    _, values, raw = load_data(prog, "digits", "test")
+    with torch.no_grad(), fake_quantized(model, options, get_target(), prog):
+        _, rec = model(torch.as_tensor(values[:n], dtype=torch.float64), record=True)
+    return prog, rec, emulate(prog, raw[:n], record=True, device="cpu", seed=1)
+
+
+def _near_tie(x, frac):
+    """Where x * 2**frac lies within float64's rounding of a half-way point (either rounding is right)."""
+    scaled = x * np.exp2(frac)
+    return np.abs(scaled - np.floor(scaled) - 0.5) < 1e-9 * np.maximum(np.abs(scaled), 1.0)
+
+
+@pytest.mark.parametrize("example, act_bits", [(DIGITS, 8), (DIGITS, None), ("examples/pspikessm-digits/ckpt.pt", 10)])
+def test_stream_quantiser_equals_the_emulators_encoder_output(example, act_bits):
+    """The residual stream's width (``--act-bits``): the encoder's output, rounded onto the stream's fixed
+    point in the fine-tuning forward, is the emulator's encoder integers; only values within float64's
+    rounding of a half-way point may round the other way (the float sum is not exact there)."""
+    from neurocompile.passes.quantizers import fake_stream
+
+    prog, rec, emu = _fake_quantized_run(example, CompileOptions(act_bits=act_bits))
+    f = np.asarray(prog.report["stream_frac_bits"], dtype=np.float64)[None, :, None]
+    got = rec["stream_in"].numpy() * np.exp2(f)
+    assert np.array_equal(got, np.round(got))                          # on the stream's grid
+    off = got != emu["encoder"]
+    assert np.abs(got - emu["encoder"]).max() <= 1
+    assert off.sum() <= 0.001 * off.size, off.sum()
+    # every residual add lands on the grid (P-SpikeSSM records a block's output before its rounding: the
+    # backbone's output, after the last block and the final norm, is what shows it)
+    streams = rec["stream"] if "stream" in rec else [rec["stream_out"]]
+    for x in streams:
+        assert np.array_equal(x.numpy() * np.exp2(f), np.round(x.numpy() * np.exp2(f)))
+    t = torch.randn(2, len(f.ravel()), 5, dtype=torch.float64, requires_grad=True)
+    fake_stream(t, f.ravel(), 1).sum().backward()                    # straight through
+    np.testing.assert_array_equal(t.grad.numpy(), np.ones(t.shape))
+
+
+def test_probability_quantiser_equals_the_emulators_probabilities():
+    """``--prob-bits``: the first sampler's probability, rounded in the fine-tuning forward (its input the
+    rounded encoder output, as on the chip), is the emulator's p; the sampler's multiplier is rounded
+    too (its bound is the export report's error for the node), so a cell may differ by one step, and
+    does on few cells.  The quantiser is straight through."""
+    from neurocompile.passes.quantizers import fake_probability, probability_integers
+
+    bits = 6
+    prog, rec, emu = _fake_quantized_run("examples/pspikessm-digits/ckpt.pt", CompileOptions(prob_bits=bits))
+    p = probability_integers(rec["layer0.p_in"].numpy(), bits)
+    diff = np.abs(p - emu["layer0.s_in.p"])
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff > 0).mean()
+    assert (diff == 0).sum() > 0 and len(np.unique(p)) > 2 ** bits // 2     # a real range of probabilities
+    t = torch.rand(3, 7, dtype=torch.float64, requires_grad=True)
+    q = fake_probability(t, bits)
+    np.testing.assert_array_equal(q.detach().numpy() * 2 ** bits, probability_integers(t.detach().numpy(), bits))
+    q.sum().backward()
+    np.testing.assert_array_equal(t.grad.numpy(), np.ones(t.shape))
+    # the blocks sample from the rounded p: just above a grid point it rounds down to it and a uniform
+    # between the two no longer fires
+    from neurocompile.finetuning import fake_quantized
+    from neurocompile.models.checkpoint import build_model, load_checkpoint
+    kind, config, sd, _ = load_checkpoint("examples/pspikessm-digits/ckpt.pt")
+    model = build_model(config, sd, kind)
+    block = model.backbone.layers[0]
+    p, u = torch.full((4,), 0.5 + 2.0 ** -(bits + 2)), torch.full((4,), 0.5 + 2.0 ** -(bits + 3))
+    assert block.sample(p, u).sum() == 4
+    with fake_quantized(model, CompileOptions(prob_bits=bits), get_target()):
+        assert block.sample(p, u).sum() == 0
+
+
+@pytest.mark.parametrize("decay_bits, weight_bits", [(18, 8), (12, 4)])
+def test_recurrent_quantiser_equals_export(decay_bits, weight_bits):
+    """A layer export lowers to a recurrence: the fine-tuning forward rounds its decays (``--decay-bits``),
+    input and output gains and D (the synapse width) to exactly the integers export writes, and its
+    kernel is the one those integers realise, gradients straight through to the layer's own kernel."""
+    from neurocompile.finetuning import quantized_recurrent_kernel
+    from neurocompile.ir import IntSSMRecurrent
+    from neurocompile.models.checkpoint import build_model, load_checkpoint
+    from neurocompile.passes.quantizers import recurrent_kernel
+
+    options = CompileOptions(ssm_lowering="recurrent", decay_bits=decay_bits, weight_bits=weight_bits)
+    prog = compile_checkpoint(DIGITS, options, warn=lambda _: None)
+    ops = _ops(prog, IntSSMRecurrent)
+    kind, config, sd, _ = load_checkpoint(DIGITS)
+    model = build_model(config, sd, kind)
+    even = int(get_target().weights_even)
+    assert len(ops) == len(model.backbone.s4_layers) == 2
+    for layer, op in zip(model.backbone.s4_layers, ops):
+        K, coefficients = quantized_recurrent_kernel(layer, config.l_max, options, get_target())
+        decay, ds, (b, _), (c2, _), (d, _) = coefficients
+        np.testing.assert_array_equal(decay, op.decay)
+        assert ds == op.decay_shift == decay_bits - 1
+        np.testing.assert_array_equal(b, op.gain_in)
+        np.testing.assert_array_equal(c2, op.gain_out)
+        np.testing.assert_array_equal(d, op.direct)
+        want = recurrent_kernel(coefficients, config.l_max)      # t + (value - t): exact up to float64's rounding
+        np.testing.assert_allclose(K[0].detach().numpy(), want, rtol=0, atol=4 * np.finfo(float).eps * np.abs(want).max())
+        K.sum().backward()
+        grads = [p.grad for p in layer.kernel.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)

@@ -221,6 +221,17 @@ def _state_scale(op: SSMRecurrent, decay, ds: int, b_val, u_peak, s: State):
     return np.clip(f, -STREAM_FRAC_LIMIT, STREAM_FRAC_LIMIT).astype(np.int64)
 
 
+def recurrent_coefficients(op: SSMRecurrent, options: CompileOptions, target: Target):
+    """The recurrence's rounded coefficients (``quantize_ssm_recurrent``'s, and fine-tuning's): decays a
+    as ``decay_bits`` mantissas at 2**-ds, ds = decay_bits - 1; input gains b, output gains 2c and D as
+    synapse mantissas with an exponent per channel.  -> (decay (H, M, 2), ds, (b, e_b), (2c, e_c), (D, e_D))."""
+    bits = synapse_weight_bits(options, target)
+    ds = options.decay_bits - 1
+    decay = np.round(_pairs(op.a) * 2.0 ** ds).astype(np.int64)
+    dq, e_d = quantize_rows(op.D[:, None], bits)
+    return decay, ds, _gain(op.b, bits), _gain(2.0 * op.c, bits), (dq[:, 0], e_d)
+
+
 def quantize_ssm_recurrent(op: SSMRecurrent, ins, s: State, name):
     """Decay a: ``decay_bits`` mantissas, one exponent for the layer (every |a| is just below 1, so a
     per-channel exponent would be the same one).  Input gain b, output gain 2c and D: ``weight_bits``
@@ -231,12 +242,7 @@ def quantize_ssm_recurrent(op: SSMRecurrent, ins, s: State, name):
     x = ins["main"]
     lo, hi = x.interval
     opt, reg = s.options, s.target.register_max
-    ds = opt.decay_bits - 1
-    decay = np.round(_pairs(op.a) * 2.0 ** ds).astype(np.int64)
-    bq, e_b = _gain(op.b, synapse_weight_bits(opt, s.target))
-    gq, e_c = _gain(2.0 * op.c, synapse_weight_bits(opt, s.target))
-    dq, e_d = quantize_rows(op.D[:, None], synapse_weight_bits(opt, s.target))
-    dq = dq[:, 0]
+    decay, ds, (bq, e_b), (gq, e_c), (dq, e_d) = recurrent_coefficients(op, opt, s.target)
     u_peak = magnitude(lo, hi) * np.exp2(-x.frac.astype(np.float64))
     b_val = np.abs(bq[..., 0] + 1j * bq[..., 1]) * np.exp2(-e_b.astype(np.float64))[:, None]
     f_s = _state_scale(op, decay, ds, b_val, u_peak, s)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import Dense, SSMConv
+from ..ir import Dense, Sampler, SSMConv
 from ..quant import quantize_kernel_taps, quantize_rows
 
 
@@ -66,10 +66,55 @@ def fake_encoder(weight, bias, fmt, stream_frac, bits: int, register_max: int):
     return _straight_through(weight, w_value), _straight_through(bias, b_value), (m, bq, e)
 
 
+def half_up(x, frac):
+    """floor(x * 2**frac + 1/2): a value put on a fixed point 2**-frac the way ``arith.shift_round`` puts a
+    finer integer on a coarser one (half up).  numpy or torch, ``frac`` broadcast against ``x``."""
+    import torch
+    if isinstance(x, torch.Tensor):
+        return torch.floor(x * torch.exp2(torch.as_tensor(frac, dtype=x.dtype, device=x.device)) + 0.5)
+    return np.floor(np.asarray(x, dtype=np.float64) * np.exp2(np.asarray(frac, dtype=np.float64)) + 0.5)
+
+
+def fake_stream(x, frac, dim: int):
+    """Residual-stream values (``x``, channels along ``dim``) -> their value on the stream's per-channel
+    fixed point 2**-frac (the width ``--act-bits`` sets), straight through.  The encoder, every residual
+    add and every stream affine round a finer sum onto the stream this way."""
+    import torch
+    shape = [1] * x.dim()
+    shape[dim] = -1
+    f = torch.as_tensor(np.asarray(frac, dtype=np.float64), dtype=x.dtype, device=x.device).reshape(shape)
+    return x + (half_up(x, f) * torch.exp2(-f) - x).detach()
+
+
+def probability_integers(p, bits: int):
+    """A firing probability -> the sampler's p in ``bits`` (``--prob-bits``): half up, clipped to [0, 2**bits]."""
+    return np.clip(half_up(p, bits), 0, 2 ** bits)
+
+
+def fake_probability(p, bits: int):
+    """p -> its value on the sampler's 2**-bits grid (clipped to [0, 1]), straight through."""
+    import torch
+    q = torch.clamp(half_up(p, bits), 0, 2 ** bits) * 2.0 ** -bits
+    return p + (q - p).detach()
+
+
+def recurrent_kernel(coefficients, L: int) -> np.ndarray:
+    """The kernel (H, L) that a recurrence's rounded coefficients (``quantize.recurrent_coefficients``)
+    realise: K[l] = 2 Re(sum_m c b a**l) + D [l == 0], float64 (the state's and messages' own rounding,
+    which depends on the data, is not in it)."""
+    from ..ssm_kernels import modal_kernel
+
+    decay, ds, (b, e_b), (c2, e_c), (d, e_d) = coefficients
+    value = lambda m, e: (m[..., 0] + 1j * m[..., 1]) * np.exp2(-np.asarray(e, np.float64))[:, None]   # noqa: E731
+    a = (decay[..., 0] + 1j * decay[..., 1]) * 2.0 ** -ds
+    return modal_kernel(a, value(b, e_b), value(c2, e_c) / 2, d * np.exp2(-e_d.astype(np.float64)), L)
+
+
 # float node type -> (the CompileOptions field giving its bits, integers rule, torch fake-quantiser)
 QUANTIZERS = {
     SSMConv: ("kernel_bits", kernel_integers, fake_kernel),
     Dense: ("weight_bits", weight_integers, fake_weight),
+    Sampler: ("prob_bits", probability_integers, fake_probability),
 }
 
 
