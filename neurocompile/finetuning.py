@@ -34,11 +34,13 @@ the samplers' affines (P-SpikeSSM) or the stream's affine, so a step must train 
 Scales and exponents are recomputed from the current weights at every step, not frozen from a first
 export: the compiler recomputes them at export, so the exponents a step trained against are the ones
 the exported checkpoint gets, and a channel whose peak moves keeps its full mantissa range (a frozen
-exponent would clip it, or waste bits, once the weights move away from the first export).  One value
-is the first export's: the stream's fixed point (per channel), which the stream is rounded to and which
-bounds the encoder's exponents from below.  It follows from every layer's worst-case range at once
-(the proof), so it moves only when the weights move those ranges; the report's "after" accuracy is
-measured on the fine-tuned checkpoint's own export, so a move shows there.
+exponent would clip it, or waste bits, once the weights move away from the first export).  The
+stream's fixed point (per channel), which the stream is rounded to and which bounds the encoder's
+exponents from below, follows from every layer's worst-case range at once (the proof): it is
+recompiled from the current weights every ``STREAM_REFRESH_STEPS`` steps and at each epoch's start
+(a whole compile: 0.1-0.4 s on the Fashion examples), so a channel whose range crosses a power of two
+trains at the resolution its export will get (with one frozen from the first export, two of the
+SpikingSSM Fashion example's 64 channels lost a bit at ``--act-bits 8``).
 
 Not rounded in the forward pass (the float model keeps them): the products inside an integer rule
 (the sampler's and a stream affine's multipliers, whose error bound each export reports; GELU's Phi
@@ -61,6 +63,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 STATE_FILE = "finetune-state.pt"
+STREAM_REFRESH_STEPS = 8         # the stream's fixed point follows the weights every this many steps
 CHECKPOINT_FILE = "ckpt.pt"
 NEURONS = ("sdn", "lif")
 
@@ -313,14 +316,38 @@ def _frozen_batchnorm(norm, x):
                                           False, 0.0, norm.eps)
 
 
-def _on_stream(outputs, inputs, encoder, frac, saved: list) -> None:
+@dataclass
+class StreamPoint:
+    """The residual stream's per-channel fixed point (``stream_frac_bits``) the forward pass rounds to:
+    export's, for the weights it was last computed from (``refresh``)."""
+    frac: np.ndarray
+
+    def refresh(self, model, kind: str, program, options, target) -> None:
+        """Recompute it as export would for ``model``'s current weights: the proof sets it from every
+        layer's worst-case range, so moving weights can move it.  Weights export would refuse keep the
+        last one (the export after fine-tuning reports the refusal)."""
+        from .errors import NeurocompileError
+        from .frontend import frontend_for
+        from .input_format import InputFormat
+        from .pipeline import compile_graph
+
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        try:
+            graph = frontend_for(kind).import_graph(model.config.to_dict(), weights,
+                                                    InputFormat.from_dict(program.model["input"]), source="fine-tuning")
+            self.frac = np.asarray(compile_graph(graph, options, target).meta["stream_frac_bits"], dtype=np.int64)
+        except NeurocompileError:
+            pass
+
+
+def _on_stream(outputs, inputs, encoder, stream: StreamPoint, saved: list) -> None:
     """Round what ``outputs`` (and the ``encoder``, channels last) write and what ``inputs`` read onto the
-    residual stream's fixed point ``frac`` (forward hooks, undone through ``saved``)."""
+    residual stream's fixed point ``stream.frac`` (forward hooks, undone through ``saved``)."""
     from .passes.quantizers import fake_stream
 
-    hooks = [encoder.register_forward_hook(lambda m, args, out: fake_stream(out, frac, -1))]
-    hooks += [m.register_forward_hook(lambda m, args, out: fake_stream(out, frac, 1)) for m in outputs]
-    hooks += [m.register_forward_pre_hook(lambda m, args: (fake_stream(args[0], frac, 1), *args[1:]))
+    hooks = [encoder.register_forward_hook(lambda m, args, out: fake_stream(out, stream.frac, -1))]
+    hooks += [m.register_forward_hook(lambda m, args, out: fake_stream(out, stream.frac, 1)) for m in outputs]
+    hooks += [m.register_forward_pre_hook(lambda m, args: (fake_stream(args[0], stream.frac, 1), *args[1:]))
               for m in inputs]
     saved += [h.remove for h in hooks]
 
@@ -340,7 +367,8 @@ def fake_quantized(model, options, target, program=None):
     """Inside: every SSM kernel, mixer weight and sampler probability of ``model`` (either family) is
     rounded as export rounds it, recomputed from the current weights at every call, BatchNorms use their
     running statistics, and with the compiled ``program`` (its input format and stream fixed point) the
-    residual stream is rounded to its fixed point and the linear encoder's weights are rounded too."""
+    residual stream is rounded to its fixed point and the linear encoder's weights are rounded too.
+    Yields the ``StreamPoint`` (None without a program), for the caller to refresh as the weights move."""
     import torch
 
     from .input_format import InputFormat
@@ -352,22 +380,23 @@ def fake_quantized(model, options, target, program=None):
     saved = []
 
     def encoder(linear, x):
-        w, b, _ = fake_encoder(linear.weight, linear.bias, fmt, stream_frac, bits["weight"], target.register_max)
+        w, b, _ = fake_encoder(linear.weight, linear.bias, fmt, stream.frac, bits["weight"], target.register_max)
         return torch.nn.functional.linear(x, w.to(x.dtype), b.to(x.dtype))
 
     from .models.pspikessm import PSpikeSSM
     outputs, inputs = FAMILIES["pspikessm" if isinstance(model, PSpikeSSM) else "spikingssm"](model, bits, saved)
+    stream = None
     if program is not None:
-        stream_frac = np.asarray(program.report["stream_frac_bits"], dtype=np.int64)
+        stream = StreamPoint(np.asarray(program.report["stream_frac_bits"], dtype=np.int64))
         fmt = InputFormat.from_dict(program.model["input"])
         if fmt.kind == "levels":
             _patch(model.encoder, "forward", encoder, saved)
-        _on_stream(outputs, inputs, model.encoder, stream_frac, saved)
+        _on_stream(outputs, inputs, model.encoder, stream, saved)
     for norm in model.modules():
         if isinstance(norm, torch.nn.BatchNorm1d):
             _patch(norm, "forward", _frozen_batchnorm, saved)
     try:
-        yield model
+        yield stream
     finally:
         for undo in reversed(saved):
             undo()
@@ -471,12 +500,22 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
                                       "metrics": metrics or {"train_loss": train_loss}}, kind=kind)
 
     t0 = time.time()
-    with fake_quantized(model, options, target, program):
-        forward = model if stochastic else (lambda xb: model(xb, neuron=run.neuron))
+    with fake_quantized(model, options, target, program) as stream:
+        steps = [0]                  # within the epoch: the state is saved, and resumed, at epoch ends
+
+        def forward(xb):
+            if steps[0] % STREAM_REFRESH_STEPS == 0:
+                stream.refresh(model, kind, program, options, target)
+            steps[0] += 1
+            return model(xb) if stochastic else model(xb, neuron=run.neuron)
+
+        def epoch_done(epoch, train_loss):
+            steps[0] = 0
+            save(epoch, train_loss)
         train_loss, seconds = fit(model, forward, xt, torch.as_tensor(y),
                                   epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
                                   weight_decay=run.weight_decay, seed=run.seed, device=torch_device,
-                                  state_path=state_path, run_args=key, resume=resume, show=show, on_epoch=save)
+                                  state_path=state_path, run_args=key, resume=resume, show=show, on_epoch=epoch_done)
     model.eval()
     save(run.epochs, train_loss)           # also when a resumed run had nothing left to train
     after = accuracy(path, compile_checkpoint(path, options, target, input_format=input_format, seq_len=seq_len,

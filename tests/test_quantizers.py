@@ -246,3 +246,26 @@ def test_recurrent_quantiser_equals_export(decay_bits, weight_bits):
         K.sum().backward()
         grads = [p.grad for p in layer.kernel.parameters() if p.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_the_stream_point_follows_the_weights_as_export_computes_it(tmp_path):
+    """Fine-tuning refreshes the stream's fixed point from the current weights: after the encoder's
+    weights grow 64x it is what export computes for a checkpoint of those weights, and not the old one."""
+    from neurocompile.finetuning import fake_quantized
+    from neurocompile.models.checkpoint import build_model, load_checkpoint, save_checkpoint
+
+    options = CompileOptions(act_bits=8)
+    prog = compile_checkpoint(DIGITS, options, warn=lambda _: None)
+    kind, config, sd, meta = load_checkpoint(DIGITS)
+    model = build_model(config, sd, kind)
+    with torch.no_grad():
+        model.encoder.weight.mul_(64)
+        model.encoder.bias.mul_(64)
+    with fake_quantized(model, options, get_target(), prog) as stream:
+        np.testing.assert_array_equal(stream.frac, prog.report["stream_frac_bits"])
+        stream.refresh(model, kind, prog, options, get_target())
+    path = str(tmp_path / "grown.pt")
+    save_checkpoint(path, model, meta, kind=kind)
+    want = compile_checkpoint(path, options, warn=lambda _: None).report["stream_frac_bits"]
+    np.testing.assert_array_equal(stream.frac, want)
+    assert (stream.frac < np.asarray(prog.report["stream_frac_bits"])).any()
