@@ -30,6 +30,13 @@ EXAMPLES = {
     "pspikessm-digits": ("examples/pspikessm-digits/ckpt.pt", "digits", [], ["--mc-passes", "16"], 16),
     "pspikessm-digits-bi": ("examples/pspikessm-digits-bi/ckpt.pt", "digits", [], ["--mc-passes", "16"], 16),
     "pspikessm-fashion-mnist": ("examples/pspikessm-fashion-mnist/ckpt.pt", "fashion-mnist", [], ["--mc-passes", "4"], 4),
+    # the papers' scale: 4 x 128, L = 1024 (fashion-mnist-32, examples/*/TRAINING.md)
+    "fashion-mnist-32": ("examples/fashion-mnist-32/ckpt.pt", "fashion-mnist-32", [], [], 8),
+    "fashion-mnist-32-recurrent": ("examples/fashion-mnist-32/ckpt.pt", "fashion-mnist-32",
+                                   ["--ssm-lowering", "recurrent"], [], 8),
+    "fashion-mnist-32-auto": ("examples/fashion-mnist-32/ckpt.pt", "fashion-mnist-32", ["--ssm-lowering", "auto"], [], 8),
+    "pspikessm-fashion-mnist-32": ("examples/pspikessm-fashion-mnist-32/ckpt.pt", "fashion-mnist-32", [],
+                                   ["--mc-passes", "4"], 8),
 }
 
 
@@ -48,7 +55,7 @@ def measure(name, fashion_samples, work, log) -> dict:
     artifact = os.path.join(work, f"{name}.loihi2")
     run(["export", ckpt, "-o", artifact, *export_opts], log)
     report = os.path.join(OUT, f"{name}.json")
-    samples = fashion_samples if data == "fashion-mnist" else 0
+    samples = fashion_samples if data.startswith("fashion-mnist") else 0
     t0 = time.time()
     # Lava on the first samples in a run of its own: the whole split's run need not wait for it
     run(["validate", ckpt, artifact, "--data", data, "--max-samples", str(samples), "--lava-samples", "0",
@@ -64,7 +71,26 @@ def measure(name, fashion_samples, work, log) -> dict:
             "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - t0),
             "samples": r["samples"], "accuracy": r["accuracy"], "lava_samples": r_lava.get("lava_samples", 0),
             "lava_bit_exact": r_lava.get("lava_bit_exact"), "mc_passes": r.get("mc_passes"),
-            "mismatch": {n["node"]: n.get("mismatches_per_float_spike") for n in r.get("spike_nodes", [])}}
+            "mismatch": {n["node"]: n.get("mismatches_per_float_spike") for n in r.get("spike_nodes", [])},
+            "cores": (r.get("plan") or {}).get("cores"), "chips": (r.get("plan") or {}).get("chips"),
+            "energy_nJ": _energy_nj(r), "activity_samples": (r.get("activity") or {}).get("samples")}
+
+
+def _energy_nj(report):
+    """The compiled program's energy ESTIMATE per sample (45 nm method of the seed papers), or None."""
+    e = (report.get("energy") or {}).get("paper_45nm")
+    return None if not e else round(e["snn_pJ"] / 1e3, 1)
+
+
+def _backfill(row) -> dict:
+    """Rows measured before the plan and energy columns existed read them from their own saved report."""
+    path = os.path.join(OUT, f"{row['name']}.json")
+    if "cores" in row or not os.path.exists(path):
+        return row
+    with open(path) as f:
+        r = json.load(f)
+    return {**row, "cores": (r.get("plan") or {}).get("cores"), "chips": (r.get("plan") or {}).get("chips"),
+            "energy_nJ": _energy_nj(r), "activity_samples": (r.get("activity") or {}).get("samples")}
 
 
 def render(rows, meta) -> str:
@@ -78,14 +104,20 @@ def render(rows, meta) -> str:
            "Reports: `<name>.json` (the test samples) and `<name>.lava.json` (Lava on the first samples) beside this "
            "file. The Fashion-MNIST convolution row's whole split is the 8-bit PTQ row of "
            "`../finetune_fashion_full.md`; its Lava check is `fashion-mnist.lava.json`.", "",
-           "| example | export options | test samples | float | integer | Lava vs emulator | mismatch per float spike |",
-           "|---|---|---|---|---|---|---|"]
+           "Cores and chips are `plan`'s (an estimate from the program's arrays and Loihi 2's public budgets); "
+           "energy is the compiled program's ESTIMATE per sample (45 nm method of the seed papers, "
+           "`energy_examples.md`; not a chip measurement) from the activity counted on the first samples.", "",
+           "| example | export options | test samples | float | integer | Lava vs emulator | mismatch per float spike "
+           "| cores / chips | energy estimate per sample |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mc = f", {r['mc_passes']} MC passes" if r.get("mc_passes") else ""
         lava = f"bit-exact, {r['lava_samples']} samples" if r["lava_bit_exact"] else "DIFFERS"
         mm = ", ".join(f"{k} {100 * v:.2f} %" for k, v in r["mismatch"].items() if v is not None) or "-"
+        plan = f"{r['cores']} / {r['chips']}" if r.get("cores") else "-"
+        energy = f"{r['energy_nJ']:,.1f} nJ ({r['activity_samples']} samples)" if r.get("energy_nJ") else "-"
         out.append(f"| {r['name']}{mc} | {' '.join(r['export']) or 'defaults'} | {r['samples']:,} | {acc(r, 'float')} | "
-                   f"{acc(r, 'integer')} | {lava} | {mm} |")
+                   f"{acc(r, 'integer')} | {lava} | {mm} | {plan} | {energy} |")
     return "\n".join(out) + "\n"
 
 
@@ -109,7 +141,7 @@ def main():
         with open(old) as f:
             kept = {r["name"]: r for r in json.load(f)["rows"]}
     kept.update({r["name"]: r for r in rows})
-    ordered = [kept[n] for n in EXAMPLES if n in kept]
+    ordered = [_backfill(kept[n]) for n in EXAMPLES if n in kept]
     with open(old, "w") as f:
         json.dump({"rows": ordered, "last_run": meta}, f, indent=1)
     with open(os.path.join(OUT, "parity.md"), "w") as f:
