@@ -72,14 +72,16 @@ def measure(name, fashion_samples, work, log) -> dict:
             "samples": r["samples"], "accuracy": r["accuracy"], "lava_samples": r_lava.get("lava_samples", 0),
             "lava_bit_exact": r_lava.get("lava_bit_exact"), "mc_passes": r.get("mc_passes"),
             "mismatch": {n["node"]: n.get("mismatches_per_float_spike") for n in r.get("spike_nodes", [])},
-            "cores": (r.get("plan") or {}).get("cores"), "chips": (r.get("plan") or {}).get("chips"),
-            "energy_nJ": _energy_nj(r), "activity_samples": (r.get("activity") or {}).get("samples")}
+            **_plan_and_energy(r)}
 
 
-def _energy_nj(report):
-    """The compiled program's energy ESTIMATE per sample (45 nm method of the seed papers), or None."""
-    e = (report.get("energy") or {}).get("paper_45nm")
-    return None if not e else round(e["snn_pJ"] / 1e3, 1)
+def _plan_and_energy(report) -> dict:
+    """Cores and chips of the report's plan, and the compiled program's energy ESTIMATE per sample (45 nm
+    method of the seed papers; None without counted activity)."""
+    plan, e = report.get("plan") or {}, (report.get("energy") or {}).get("paper_45nm")
+    return {"cores": plan.get("cores"), "chips": plan.get("chips"),
+            "energy_nJ": None if not e else round(e["snn_pJ"] / 1e3, 1),
+            "activity_samples": (report.get("activity") or {}).get("samples")}
 
 
 def _backfill(row) -> dict:
@@ -89,8 +91,7 @@ def _backfill(row) -> dict:
         return row
     with open(path) as f:
         r = json.load(f)
-    return {**row, "cores": (r.get("plan") or {}).get("cores"), "chips": (r.get("plan") or {}).get("chips"),
-            "energy_nJ": _energy_nj(r), "activity_samples": (r.get("activity") or {}).get("samples")}
+    return {**row, **_plan_and_energy(r)}
 
 
 def render(rows, meta) -> str:

@@ -40,9 +40,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 # Fashion-MNIST ships as a Debian package (no download at run time); optional for the demo.
-if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-  echo "[setup] installing Debian package dataset-fashion-mnist"
-  (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }) \
-    || echo "[setup] could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped" >&2
-fi
+. scripts/debian_package.sh
+debian_package dataset-fashion-mnist /usr/share/datasets/fashion-mnist setup "Fashion-MNIST tests"
 echo "[setup] ready: $("$venv/bin/python" --version), $("$venv/bin/neurocompile" --version)"
