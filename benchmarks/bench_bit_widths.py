@@ -60,14 +60,22 @@ class Example:
     finetuned: tuple = ()         # (bits, checkpoint fine-tuned at --kernel-bits bits --weight-bits bits), a curve
 
 
-def examples_builtin(fashion_samples: int, recurrent_samples: int, pspike_samples: int, pspike_passes: int) -> dict:
+def examples_builtin(fashion_samples: int, recurrent_samples: int, pspike_samples: int, pspike_passes: int,
+                     deep_samples: int = 200) -> dict:
+    """The examples by name; the papers'-scale ones (``*-32``: 4 x 128, L = 1024) on the first
+    ``deep_samples`` test images (their recurrence's rows on at most 64: a step loop over 1,024 steps)."""
     ex = os.path.join(ROOT, "examples")
     return {"digits": Example("digits", os.path.join(ex, "digits", "ckpt.pt"), "digits"),
             "fashion-mnist": Example("fashion-mnist", os.path.join(ex, "fashion-mnist", "ckpt.pt"), "fashion-mnist",
                                      fashion_samples, recurrent_samples=min(fashion_samples, recurrent_samples)),
             "pspikessm-fashion-mnist": Example("pspikessm-fashion-mnist",
                                                os.path.join(ex, "pspikessm-fashion-mnist", "ckpt.pt"),
-                                               "fashion-mnist", pspike_samples, pspike_passes, recurrent=False)}
+                                               "fashion-mnist", pspike_samples, pspike_passes, recurrent=False),
+            "fashion-mnist-32": Example("fashion-mnist-32", os.path.join(ex, "fashion-mnist-32", "ckpt.pt"),
+                                        "fashion-mnist-32", deep_samples, recurrent_samples=min(deep_samples, 64)),
+            "pspikessm-fashion-mnist-32": Example("pspikessm-fashion-mnist-32",
+                                                  os.path.join(ex, "pspikessm-fashion-mnist-32", "ckpt.pt"),
+                                                  "fashion-mnist-32", deep_samples, pspike_passes, recurrent=False)}
 
 
 QUANTITIES = ("kernel_bits", "weight_bits", "act_bits", "kernel+weight", "all", "decay_bits", "fine-tuned")
@@ -294,12 +302,14 @@ def machine() -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", nargs="+", default=["digits", "fashion-mnist"],
-                    help="built-in examples: digits, fashion-mnist, pspikessm-fashion-mnist")
+                    help="built-in examples: digits, fashion-mnist, pspikessm-fashion-mnist, fashion-mnist-32, "
+                         "pspikessm-fashion-mnist-32")
     ap.add_argument("--fashion-samples", type=int, default=1000)
     ap.add_argument("--recurrent-samples", type=int, default=256,
                     help="fashion-mnist's --decay-bits rows (recurrent lowering) on the first N only")
     ap.add_argument("--pspike-samples", type=int, default=300)
     ap.add_argument("--pspike-passes", type=int, default=2)
+    ap.add_argument("--deep-samples", type=int, default=200, help="the *-32 examples on the first N test images")
     ap.add_argument("--energy-samples", type=int, default=256, help="the energy estimate's samples (the first N)")
     ap.add_argument("--quantities", nargs="+", default=list(QUANTITIES), choices=QUANTITIES)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "bit_widths"))
@@ -318,7 +328,7 @@ def main(argv=None) -> int:
                   "merged_by": ".venv/bin/python benchmarks/bench_bit_widths.py " + " ".join(argv or sys.argv[1:])}
     else:
         builtin = examples_builtin(args.fashion_samples, args.recurrent_samples, args.pspike_samples,
-                                   args.pspike_passes)
+                                   args.pspike_passes, args.deep_samples)
         for spec in args.finetuned:
             name, bits, path = spec.split(":", 2)
             ex = builtin[name]

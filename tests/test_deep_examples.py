@@ -1,5 +1,5 @@
 """The papers'-scale examples (4 blocks x 128 channels, L = 1024: Fashion-MNIST padded to 32 x 32 and read
-pixel by pixel, examples/*-fashion-mnist-32): compiled and checked on the first few hundred test images
+pixel by pixel, examples/*fashion-mnist-32): compiled and checked on the first few hundred test images
 only.  The whole split, Lava on 8 samples, the plan and the energy estimate are
 benchmarks/parity_examples.py's (heavy runs are benchmarks, not tests)."""
 import math
@@ -60,4 +60,53 @@ def test_pspikessm_deep_lava_is_bit_exact(pspike_deep):
     """Lava fixed_pt against the emulator, spike for spike, on 2 test images (8 in the benchmark)."""
     rep = nc.validate_checkpoint(PSPIKE_DEEP, pspike_deep, "fashion-mnist-32", max_samples=2, mc_passes=1,
                                  seed=0, lava_samples=2)
+    assert rep["lava_samples"] == 2 and rep["lava_bit_exact"] is True
+
+
+# ------------------------------------------------------------------------------------------ SpikingSSM
+SPIKING_DEEP = os.path.join(ROOT, "examples", "fashion-mnist-32", "ckpt.pt")
+
+
+@pytest.fixture(scope="module")
+def spiking_deep():
+    return nc.compile_checkpoint(SPIKING_DEEP, warn=lambda _: None)
+
+
+def test_spikingssm_deep_is_the_papers_scale(spiking_deep):
+    """4 layers of 128 channels, N = 64 causal S4D kernels over L = 1024: one step of latency per layer."""
+    m = spiking_deep.model
+    assert (m["kind"], m["n_layers"], m["d_model"], m["d_state"], m["l_max"]) == ("spikingssm", 4, 128, 64, 1024)
+    assert m["bidirectional"] is False
+    assert spiking_deep.latency == 4, spiking_deep.latency
+    assert list(spiking_deep.spike_nodes) == [f"layer{i}.neuron" for i in range(4)]
+
+
+@needs_fashion
+def test_spikingssm_deep_parity_on_the_first_samples(spiking_deep):
+    """Exact LIF in float against the integer program (the convolution) on the first 200 test images.
+
+    On the first 1,000 the two were 0.1 points apart (88.90 % float, 89.00 % integer; parity.md) and the
+    spikes of layer0 differed on 3.8 % of the float spikes, then 13.5, 19.7 and 21.7 % deeper in: every
+    flipped spike is carried on by a 1,024-tap kernel, so later layers drift, with the firing rates equal
+    to 3 digits.  A wrong scale or misplaced tap moves a layer's rate by tens of percent and its mismatch
+    past 50 %.  The bounds leave room for the 200 images' sampling (2 points = 4 images)."""
+    n = 200
+    rep = nc.validate_checkpoint(SPIKING_DEEP, spiking_deep, "fashion-mnist-32", max_samples=n, lava_samples=0)
+    assert rep["samples"] == n
+    rows = rep["spike_nodes"]
+    assert [r["node"] for r in rows] == [f"layer{i}.neuron" for i in range(4)]
+    assert rows[0]["mismatches_per_float_spike"] <= 0.06, rows[0]
+    for r in rows:
+        assert r["mismatches_per_float_spike"] <= 0.3, r
+        assert abs(r["firing_rate_integer"] - r["firing_rate_float"]) <= 0.02 * r["firing_rate_float"], r
+    acc = rep["accuracy"]
+    assert acc["float"] > 0.8, acc                        # 88.47 % on the whole split (TRAINING.md)
+    assert abs(acc["float"] - acc["integer"]) <= 0.02, acc
+
+
+@pytest.mark.lava
+@needs_fashion
+def test_spikingssm_deep_lava_is_bit_exact(spiking_deep):
+    """Lava fixed_pt against the emulator, spike for spike, on 2 test images (8 in the benchmark)."""
+    rep = nc.validate_checkpoint(SPIKING_DEEP, spiking_deep, "fashion-mnist-32", max_samples=2, lava_samples=2)
     assert rep["lava_samples"] == 2 and rep["lava_bit_exact"] is True
