@@ -299,6 +299,29 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}, CPU emulator"
 
 
+def _one_per_name(examples: list) -> list:
+    """A run of one example's fine-tuned curve merges with the run of its other quantities: one entry per
+    example (the first run's), naming every fine-tuned checkpoint."""
+    out = {}
+    for m in examples:
+        if m["name"] in out:
+            first = out[m["name"]]
+            out[m["name"]] = {**first, "finetuned": [*first["finetuned"], *m["finetuned"]]}
+        else:
+            out[m["name"]] = m
+    return list(out.values())
+
+
+def _each_row_once(rows: list) -> list:
+    """Rows grouped by example (in the order the examples first appear), each example's in run order; a row
+    measured by two runs (the defaults, which every run measures) once: the first."""
+    seen = {}
+    for row in rows:
+        seen.setdefault((row["example"], row["quantity"], row["bits"]), row)
+    order = list(dict.fromkeys(row["example"] for row in rows))
+    return sorted(seen.values(), key=lambda row: order.index(row["example"]))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", nargs="+", default=["digits", "fashion-mnist"],
@@ -322,8 +345,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.merge:
         runs = [_runs_of(json.load(open(path))) for path in args.merge]
-        result = {"examples": [m for r in runs for m in r["examples"]],
-                  "rows": [row for r in runs for row in r["rows"]],
+        result = {"examples": _one_per_name([m for r in runs for m in r["examples"]]),
+                  "rows": _each_row_once([row for r in runs for row in r["rows"]]),
                   "runs": [run for r in runs for run in r["runs"]],
                   "merged_by": ".venv/bin/python benchmarks/bench_bit_widths.py " + " ".join(argv or sys.argv[1:])}
     else:

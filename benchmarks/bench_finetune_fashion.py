@@ -47,9 +47,9 @@ def nc(*args, log):
     return r.stdout, time.time() - t0
 
 
-def validated(ckpt, artifact, samples, lava, work, tag, log, mc=()) -> dict:
+def validated(ckpt, artifact, samples, lava, work, tag, log, mc=(), data="fashion-mnist") -> dict:
     report = os.path.join(work, f"{tag}.json")
-    _, seconds = nc("validate", ckpt, artifact, "--data", "fashion-mnist", "--max-samples", str(samples),
+    _, seconds = nc("validate", ckpt, artifact, "--data", data, "--max-samples", str(samples),
                     "--lava-samples", str(lava), "--activity-samples", "0", "--json", report, *mc, log=log)
     with open(report) as f:
         r = json.load(f)
@@ -66,6 +66,7 @@ def validated(ckpt, artifact, samples, lava, work, tag, log, mc=()) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default=CKPT)
+    ap.add_argument("--data", default="fashion-mnist", help="the checkpoint's dataset (fashion-mnist-32: the deep examples)")
     ap.add_argument("--mc-passes", type=int, default=None, help="P-SpikeSSM: Monte-Carlo passes of validate")
     ap.add_argument("--bits", nargs="+", default=["4", "3", "8"], choices=sorted(SETTINGS))
     ap.add_argument("--samples", type=int, default=0, help="test samples (0: the whole split)")
@@ -94,21 +95,22 @@ def main():
             opts = SETTINGS[bits]
             ptq = os.path.join(work, f"ptq{bits}.loihi2")
             nc("export", ckpt, "-o", ptq, *opts, log=log)
-            row = {"bits": bits, "options": opts, "ptq": validated(ckpt, ptq, a.samples, 0, work, f"ptq{bits}", log, mc)}
+            row = {"bits": bits, "options": opts, "ptq": validated(ckpt, ptq, a.samples, 0, work, f"ptq{bits}", log, mc,
+                                                                     a.data)}
             print(f"[{bits} bits] PTQ {row['ptq']}", flush=True)
             out_dir = os.path.join(work, f"ft{bits}")
             text, seconds = nc("finetune", ckpt, "--out", out_dir, *opts, "--epochs", str(a.epochs),
-                               "--max-train", str(a.max_train), "--max-test", "500", "--lr", a.lr,
+                               "--max-train", str(a.max_train), "--max-test", "500", "--lr", a.lr, "--dataset", a.data,
                                "--seed", str(a.seed), log=log)
             row["finetune"] = {"seconds": round(seconds, 1),
                                "report": [ln for ln in text.splitlines() if "train_loss" in ln or "%" in ln]}
             qaft = os.path.join(work, f"qaft{bits}.loihi2")
             nc("export", os.path.join(out_dir, "ckpt.pt"), "-o", qaft, *opts, log=log)
             row["qaft"] = validated(os.path.join(out_dir, "ckpt.pt"), qaft, a.samples, a.lava_samples, work,
-                                    f"qaft{bits}", log, mc)
+                                    f"qaft{bits}", log, mc, a.data)
             print(f"[{bits} bits] QAFT {row['qaft']}", flush=True)
             rows.append(row)
-    result = {"checkpoint": ckpt, "rows": rows, "max_train": a.max_train, "epochs": a.epochs, "lr": a.lr,
+    result = {"checkpoint": ckpt, "data": a.data, "rows": rows, "max_train": a.max_train, "epochs": a.epochs, "lr": a.lr,
               "seed": a.seed, "seconds": round(time.time() - started),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
                          f"{platform.python_version()}", "date": time.strftime("%Y-%m-%d"),
@@ -131,7 +133,8 @@ def render(r) -> str:
             "per float spike." if passes else
             "(float = exact LIF, integer = the emulator, bit-exact with Lava fixed_pt). Mismatch = spike cells "
             "that differ between float and integer, per float spike.")
-    lines = [f"# PTQ vs quantisation-aware fine-tuning, Fashion-MNIST {family} example, {split}", "",
+    data = r.get("data", "fashion-mnist")
+    lines = [f"# PTQ vs quantisation-aware fine-tuning, {data} {family} example, {split}", "",
              f"`{r['checkpoint']}`; fine-tuning: {r['epochs']} epoch on the first {r['max_train']:,} training "
              f"samples, lr {r['lr']}, seed {r['seed']}; every accuracy from `neurocompile validate` {what}", "",
              f"Command: `{r['command']}` ({r['date']}, {r['machine']}; {r['seconds']} s in all).", "",

@@ -14,6 +14,8 @@ The Python API (``neurocompile.api`` documents each function; names load on firs
 - ``train("digits", "runs/digits", epochs=1) -> path``: train a model, write ``runs/digits/ckpt.pt``;
 - ``finetune("examples/digits/ckpt.pt", "runs/ft", kernel_bits=4, weight_bits=4) -> report``:
   quantisation-aware fine-tuning through the integers ``export`` writes, ``runs/ft/ckpt.pt``;
+- ``layer_sensitivity(checkpoint, program, "digits") -> dict``: per layer, the float model's accuracy with
+  only that layer quantised (the program's own integers): where a program loses its accuracy;
 - ``plan(program) -> dict``: where each process goes on Loihi 2 (cores, chips, host) and its resources;
 - ``CompileOptions``, ``InputFormat``, ``Program``, ``NeurocompileError``: the types these take and raise.
 """
@@ -33,6 +35,7 @@ _EXPORTS = {
     "train": "neurocompile.api",
     "finetune": "neurocompile.api",
     "plan": "neurocompile.api",
+    "layer_sensitivity": "neurocompile.sensitivity",
     "CompileOptions": "neurocompile.options",
     "InputFormat": "neurocompile.input_format",
     "Program": "neurocompile.program",

@@ -37,3 +37,27 @@ def test_the_fine_tuned_curve_compiles_its_own_checkpoint_at_each_width():
     same = lambda r: {k: v for k, v in r.items() if k not in ("quantity", "checkpoint", "seconds")}   # noqa: E731
     assert same(ft) == same(ptq)
     assert "| digits-24 | kernel+weight, fine-tuned | 4 | 24 |" in bench.table(result)
+
+
+def test_a_fine_tuned_run_merges_with_the_run_of_the_other_quantities(tmp_path):
+    """One example measured by two runs (its quantities; later its fine-tuned curve) is one example in the
+    merged table, its default row once (the first run's), every row of both runs otherwise."""
+    digits = os.path.join(ROOT, "examples", "digits", "ckpt.pt")
+    ex = bench.Example("digits-16", digits, "digits", samples=16)
+    first = bench.measure([ex], quantities=("weight_bits",), energy_samples=16, log=lambda line: None)
+    second = bench.measure([bench.Example("digits-16", digits, "digits", samples=16, finetuned=((4, digits),))],
+                           quantities=("fine-tuned",), energy_samples=16, log=lambda line: None)
+    paths = []
+    for i, r in enumerate((first, second)):
+        r["runs"] = [{"command": f"run {i}", "examples": ["digits-16"], "machine": "m", "date": "d", "seconds": 1,
+                      "energy_samples": 16}]
+        paths.append(str(tmp_path / f"run{i}.json"))
+        with open(paths[-1], "w") as f:
+            bench.json.dump(r, f)
+    assert bench.main(["--merge", *paths, "--out", str(tmp_path / "merged")]) in (0, None)
+    merged = bench.json.load(open(tmp_path / "merged.json"))
+    assert [m["name"] for m in merged["examples"]] == ["digits-16"]
+    assert [list(f) for f in merged["examples"][0]["finetuned"]] == [[4, digits]]
+    assert [(r["quantity"], r["bits"]) for r in merged["rows"]] == \
+        [(r["quantity"], r["bits"]) for r in first["rows"]] + [(bench.FINETUNED, 4)]
+    assert merged["rows"][0] == first["rows"][0]

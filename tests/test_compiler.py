@@ -173,6 +173,22 @@ def test_artifact_is_deterministic_and_round_trips(program, tmp_path):
     assert np.array_equal(emulate(loaded, levels)["logits"], emulate(program, levels)["logits"])
 
 
+@pytest.mark.parametrize("example", ["fashion-mnist", "pspikessm-fashion-mnist"])
+def test_artifact_bytes_do_not_depend_on_the_thread_count(example, tmp_path):
+    """BLAS splits a dot product by the thread count: the report's weight and kernel errors, summed that way,
+    once differed in their last bits between a 1-thread and a multi-thread export of the same checkpoint."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = {}
+    for threads in ("1", "4"):
+        out[threads] = tmp_path / f"{threads}.loihi2"
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        subprocess.run([sys.executable, "-m", "neurocompile", "export", f"examples/{example}/ckpt.pt", "-o",
+                        str(out[threads])], cwd=root, env=env, check=True, capture_output=True)
+    assert out["1"].read_bytes() == out["4"].read_bytes()
+
+
 def test_artifact_load_rejects_bad_files(program, tmp_path):
     good = tmp_path / "good.loihi2"
     save_program(program, str(good))

@@ -49,6 +49,13 @@ def test_api_reference_lists_every_export_from_docstrings(site):
         assert first in text, (name, first)
 
 
+def test_no_export_shares_its_name_with_a_submodule():
+    """Importing neurocompile.X binds the module X on the package, hiding an export named X (whose docs then
+    show the module's): `layer_sensitivity` once was both."""
+    import pkgutil
+    assert not {m.name for m in pkgutil.iter_modules(neurocompile.__path__)} & set(neurocompile.__all__)
+
+
 TUTORIALS = sorted((ROOT / "docs" / "tutorials").glob("*.md"))
 BASH_BLOCK = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
 EXPECT = re.compile(r"<!-- expect: (.*?) -->")   # a line the commands' output must carry

@@ -73,7 +73,9 @@ def fold_channel_affines(graph: Graph) -> Graph:
             graph.set_op(src, AFTER[type(graph.op(src))](graph.op(src), aff, L))
         elif len(consumers) == 1 and isinstance(graph.op(consumers[0]), Readout):    # final norm -> decoder
             ro = graph.op(consumers[0])
-            graph.set_op(consumers[0], Readout(ro.weight * aff.scale[None, :], ro.bias + ro.weight @ aff.shift))
+            graph.set_op(consumers[0], Readout(ro.weight * aff.scale[None, :],
+                                                        # a row sum in a fixed order, not BLAS's thread split
+                                                        ro.bias + (ro.weight * aff.shift[None, :]).sum(1)))
         elif len(consumers) == 1 and type(graph.op(consumers[0])) in BEFORE:           # affine -> SSM
             graph.set_op(consumers[0], BEFORE[type(graph.op(consumers[0]))](graph.op(consumers[0]), aff, L))
         else:

@@ -30,7 +30,7 @@ from ..ir import (GELU, LIF, ChannelAffine, Concat, Dense, Embedding, GELUResidu
 from ..options import CompileOptions
 from ..arith import shift_round
 from ..quant import encoder_integers, gelu, phi_lut, quantize_kernel, quantize_rows, quantize_scalar_scale, sigmoid_lut, to_fixed
-from ..ssm_kernels import kernel_errors, measured_recurrent_kernel, modal_kernel
+from ..ssm_kernels import kernel_errors, measured_recurrent_kernel, modal_kernel, relative_l2
 from ..target import Target
 
 READOUT_BITS = 16          # decoder weights live on the host core, not in a synapse
@@ -71,8 +71,7 @@ class State:
 
     def error(self, name: str, exact, approx) -> None:
         """Record ||approx - exact|| / ||exact|| (the weights a node's integers stand for)."""
-        norm = float(np.linalg.norm(exact))
-        self.errors[name] = float(np.linalg.norm(np.asarray(approx) - exact) / norm) if norm else 0.0
+        self.errors[name] = relative_l2(exact, approx)
 
     def finish(self, name: str, op, frac, ins: dict) -> Quantized:
         interval, rows = node_interval(op, {p: v.interval for p, v in ins.items()}, self.ctx)
