@@ -9,7 +9,6 @@ Writes benchmarks/results/parity/<name>.integer.json (accuracy, seconds, every p
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -29,6 +28,7 @@ def measure(name: str, work: str, passes: int = 1, chunk: int = 500) -> dict:
     import numpy as np
 
     import neurocompile as nc
+    from neurocompile.pipeline import file_sha256
 
     ckpt, data, export_opts, _, _ = EXAMPLES[name]
     artifact = os.path.join(work, f"{name}.loihi2")
@@ -45,12 +45,10 @@ def measure(name: str, work: str, passes: int = 1, chunk: int = 500) -> dict:
                   f"({time.time() - t0:.0f} s)", flush=True)
         runs.append(np.concatenate(preds))
     pred = runs[0]
-    with open(artifact, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
     return {"name": name, "checkpoint": ckpt, "export": export_opts, "dataset": data, "samples": len(pred),
             "integer": float(np.mean([(p == dataset.y).mean() for p in runs])),
             "integer_passes": [float((p == dataset.y).mean()) for p in runs], "seconds": round(time.time() - t0),
-            "artifact_sha256": digest, "date": time.strftime("%Y-%m-%d"),
+            "artifact_sha256": file_sha256(artifact), "date": time.strftime("%Y-%m-%d"),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
             "command": "benchmarks/integer_whole_split.py " + " ".join(sys.argv[1:]),
             "predictions": [p.astype(int).tolist() for p in runs] if passes > 1 else pred.astype(int).tolist()}
@@ -64,7 +62,7 @@ def main():
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="nc-whole-") as work:
         for name in a.names:
-            r = measure(name, work, a.passes if EXAMPLES[name][0].find("pspikessm") >= 0 else 1)
+            r = measure(name, work, a.passes if "--mc-passes" in EXAMPLES[name][3] else 1)
             with open(os.path.join(OUT, f"{name}.integer.json"), "w") as f:
                 json.dump(r, f)
             print(f"{name}: integer {100 * r['integer']:.2f} % on {r['samples']:,} ({r['seconds']} s)", flush=True)

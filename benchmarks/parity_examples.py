@@ -9,7 +9,6 @@ Lava comparison on the first samples, a run of its own) and benchmarks/results/p
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -97,12 +96,12 @@ def _lava_report_reusable(path, artifact, samples) -> bool:
     (export is deterministic, byte for byte) and the same samples: it takes minutes per sample at L = 1024."""
     if not os.path.exists(path):
         return False
+    from neurocompile.pipeline import file_sha256      # the digest validate records
+
     with open(path) as f:
         r = json.load(f)
-    with open(artifact, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    return (r.get("provenance", {}).get("artifact_sha256") == digest and r.get("lava_samples") == samples
-            and r.get("lava_bit_exact") is not None)
+    return (r.get("provenance", {}).get("artifact_sha256") == file_sha256(artifact)
+            and r.get("lava_samples") == samples and r.get("lava_bit_exact") is not None)
 
 
 def _plan_and_energy(report) -> dict:
