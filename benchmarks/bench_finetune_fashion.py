@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 
+from neurocompile.models.checkpoint import load_checkpoint
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CKPT = "examples/fashion-mnist/ckpt.pt"
@@ -45,6 +47,11 @@ def nc(*args, log):
     if r.returncode != 0:
         raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout[-2000:]}")
     return r.stdout, time.time() - t0
+
+
+def passed(a, *names) -> list:
+    """The finetune options given to the benchmark, as flags."""
+    return [x for n in names if getattr(a, n) is not None for x in (f"--{n}", getattr(a, n))]
 
 
 def validated(ckpt, artifact, samples, lava, work, tag, log, mc=(), data="fashion-mnist") -> dict:
@@ -74,10 +81,19 @@ def main():
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--lr", default="3e-3")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--holdout", default=None, help="finetune's --holdout (default: finetune's)")
+    ap.add_argument("--distill", default=None, help="finetune's --distill (default: finetune's)")
+    ap.add_argument("--finetune-test", type=int, default=500,
+                    help="test samples of finetune's own before/after report (the table's come from validate)")
     ap.add_argument("--lava-samples", type=int, default=8, help="Lava fixed_pt vs emulator on the fine-tuned programs")
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "finetune_fashion_full"))
     ap.add_argument("--render", metavar="JSON", help="only write the .md again from a run's JSON")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the rows of --out's JSON for the bit settings not run now (each row keeps its command)")
+    ap.add_argument("--ptq-from", metavar="JSON",
+                    help="take the PTQ rows from an earlier result of the same checkpoint, data and samples "
+                         "(export is byte-for-byte deterministic, so PTQ's program is the same)")
     a = ap.parse_args()
     if a.render:
         with open(a.render) as f:
@@ -90,19 +106,31 @@ def main():
     rows, started = [], time.time()
     ckpt = a.checkpoint
     mc = ["--mc-passes", str(a.mc_passes)] if a.mc_passes else []
+    command = "benchmarks/bench_finetune_fashion.py " + " ".join(sys.argv[1:])
+    earlier = {}
+    if a.ptq_from:
+        with open(a.ptq_from) as f:
+            old = json.load(f)
+        if old["checkpoint"] != ckpt or old.get("data", "fashion-mnist") != a.data:
+            raise SystemExit(f"{a.ptq_from}: another checkpoint or dataset")
+        earlier = {row["bits"]: row["ptq"] for row in old["rows"]
+                   if row["ptq"]["samples"] == (a.samples or 10000) and row["ptq"].get("mc_passes") == a.mc_passes}
     with open(os.path.join(work, "log.txt"), "a") as log:
         for bits in a.bits:
             opts = SETTINGS[bits]
             ptq = os.path.join(work, f"ptq{bits}.loihi2")
             nc("export", ckpt, "-o", ptq, *opts, log=log)
-            row = {"bits": bits, "options": opts, "ptq": validated(ckpt, ptq, a.samples, 0, work, f"ptq{bits}", log, mc,
-                                                                     a.data)}
+            row = {"bits": bits, "options": opts, "command": command, "date": time.strftime("%Y-%m-%d"),
+                   "ptq": ({**earlier[bits], "from": a.ptq_from} if bits in earlier else
+                           validated(ckpt, ptq, a.samples, 0, work, f"ptq{bits}", log, mc, a.data))}
             print(f"[{bits} bits] PTQ {row['ptq']}", flush=True)
             out_dir = os.path.join(work, f"ft{bits}")
             text, seconds = nc("finetune", ckpt, "--out", out_dir, *opts, "--epochs", str(a.epochs),
-                               "--max-train", str(a.max_train), "--max-test", "500", "--lr", a.lr, "--dataset", a.data,
-                               "--seed", str(a.seed), log=log)
-            row["finetune"] = {"seconds": round(seconds, 1),
+                               "--max-train", str(a.max_train), "--max-test", str(a.finetune_test), "--lr", a.lr, "--dataset", a.data,
+                               "--seed", str(a.seed), *passed(a, "holdout", "distill"), log=log)
+            chosen = load_checkpoint(os.path.join(out_dir, "ckpt.pt"))[3].get("chosen")   # the held-out choice
+            row["finetune"] = {"seconds": round(seconds, 1), "chosen": chosen, "lr": a.lr, "holdout": a.holdout,
+                               "distill": a.distill,
                                "report": [ln for ln in text.splitlines() if "train_loss" in ln or "%" in ln]}
             qaft = os.path.join(work, f"qaft{bits}.loihi2")
             nc("export", os.path.join(out_dir, "ckpt.pt"), "-o", qaft, *opts, log=log)
@@ -110,16 +138,46 @@ def main():
                                     f"qaft{bits}", log, mc, a.data)
             print(f"[{bits} bits] QAFT {row['qaft']}", flush=True)
             rows.append(row)
+    if a.update and os.path.exists(a.out + ".json"):
+        with open(a.out + ".json") as f:
+            old = json.load(f)
+        new = {row["bits"]: row for row in rows}
+        kept = [{**r, "command": r.get("command", old["command"]), "date": r.get("date", old["date"]),
+                 "finetune": {"lr": old["lr"], **r["finetune"]}} for r in old["rows"]]
+        rows = [new.pop(r["bits"], r) for r in kept] + list(new.values())
     result = {"checkpoint": ckpt, "data": a.data, "rows": rows, "max_train": a.max_train, "epochs": a.epochs, "lr": a.lr,
               "seed": a.seed, "seconds": round(time.time() - started),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
                          f"{platform.python_version()}", "date": time.strftime("%Y-%m-%d"),
-              "command": "benchmarks/bench_finetune_fashion.py " + " ".join(sys.argv[1:])}
+              "command": command}
     with open(a.out + ".json", "w") as f:
         json.dump(result, f, indent=1)
     with open(a.out + ".md", "w") as f:
         f.write(render(result))
     print(render(result))
+
+
+def commands(r) -> list:
+    """The command of every row (an --update keeps the rows it did not run, with their commands)."""
+    runs = {}
+    for row in r["rows"]:
+        runs.setdefault((row.get("command", r["command"]), row.get("date", r["date"])), []).append(row["bits"])
+    if len(runs) == 1:
+        return [f"Command: `{r['command']}` ({r['date']}, {r['machine']}; {r['seconds']} s in all)."]
+    return [f"Commands ({r['machine']}; the last run {r['seconds']} s):", ""] + \
+        [f"- bits {', '.join(b)}: `{c}` ({d})" for (c, d), b in runs.items()]
+
+
+def chosen(row, lr) -> str:
+    """The row's own finetune options where they are not the table's, and which weights finetune wrote
+    (held-out integer accuracy chose an epoch or kept the start)."""
+    f = row["finetune"]
+    own = [f"lr {f['lr']}"] if f.get("lr", lr) != lr else []
+    own += [f"--{k} {f[k]}" for k in ("distill", "holdout") if f.get(k) is not None]
+    c = f.get("chosen")
+    if c:
+        own.append("held-out choice: the starting weights" if c["epoch"] == 0 else f"held-out choice: epoch {c['epoch']}")
+    return f" ({', '.join(own)})" if own else ""
 
 
 def render(r) -> str:
@@ -134,10 +192,12 @@ def render(r) -> str:
             "(float = exact LIF, integer = the emulator, bit-exact with Lava fixed_pt). Mismatch = spike cells "
             "that differ between float and integer, per float spike.")
     data = r.get("data", "fashion-mnist")
+    lrs = {row["finetune"].get("lr", r["lr"]) for row in r["rows"]}
+    lr = lrs.pop() if len(lrs) == 1 else None          # None: each row says its own
     lines = [f"# PTQ vs quantisation-aware fine-tuning, {data} {family} example, {split}", "",
              f"`{r['checkpoint']}`; fine-tuning: {r['epochs']} epoch on the first {r['max_train']:,} training "
-             f"samples, lr {r['lr']}, seed {r['seed']}; every accuracy from `neurocompile validate` {what}", "",
-             f"Command: `{r['command']}` ({r['date']}, {r['machine']}; {r['seconds']} s in all).", "",
+             f"samples, {f'lr {lr}' if lr else 'lr in each row'}, seed {r['seed']}; every accuracy from `neurocompile validate` {what}", "",
+             *commands(r), "",
              f"| {'bits (kernel, weight)' if all(row['bits'].isdigit() for row in r['rows']) else 'bits'} | run | samples | float | integer | integer - float | layer0 mismatch | "
              "layer1 mismatch | Lava vs emulator |", "|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
@@ -148,13 +208,13 @@ def render(r) -> str:
             ci = lambda k: f" [{100 * v[k][0]:.2f}, {100 * v[k][1]:.2f}]" if k in v else ""      # noqa: E731
             lava = (f"bit-exact, {v['lava_samples']} samples" if v["lava_bit_exact"] else
                     "DIFFERS" if v["lava_samples"] else "-")
-            lines.append(f"| {label} | {'PTQ' if run == 'ptq' else 'fine-tuned'} | {v['samples']:,} | "
+            lines.append(f"| {label} | {'PTQ' if run == 'ptq' else 'fine-tuned' + chosen(row, lr)} | {v['samples']:,} | "
                          f"{pct(v['float'])}{ci('float_ci')} | {pct(v['integer'])}{ci('integer_ci')} | "
                          f"{100 * (v['integer'] - v['float']):+.2f} | "
                          + " | ".join(f"{100 * m:.2f} %" for m in mm[:2]) + f" | {lava} |")
         lost = row["ptq"]["float"] - row["ptq"]["integer"]
         won = row["qaft"]["integer"] - row["ptq"]["integer"]
-        share = f"{100 * won / lost:.0f} % of it" if lost >= 0.005 else "there was nothing to win back"
+        share = f"{100 * won / lost:.0f} % of it" if lost >= 0.005 else "PTQ lost under half a point: the goal is not to lose"
         lines.append(f"| {label} | PTQ loses {100 * lost:.2f} points; fine-tuning wins {100 * won:+.2f} "
                      f"({share}) | | | | | | | |")
     return "\n".join(lines) + "\n"

@@ -191,11 +191,13 @@ class Progress(NamedTuple):
 
 
 def save_train_state(path: str, run_args: dict, epoch: int, train_loss: float, seconds: float, model, opt, sched,
-                     gen: torch.Generator, device, *, step: int = 0, epoch_gen=None, partial=(0.0, 0)) -> None:
+                     gen: torch.Generator, device, *, step: int = 0, epoch_gen=None, partial=(0.0, 0),
+                     extra=None) -> None:
     """Everything a run needs to continue bit for bit: weights, optimizer and schedule, the batch-order
     generator and torch's global RNG (dropout, stochastic spikes).  ``epoch`` epochs are done, and
     ``step`` batches of the next one (mid-epoch: ``epoch_gen`` is the generator's state before that
-    epoch's batch order was drawn, ``partial`` the epoch's running loss sum and sample count).
+    epoch's batch order was drawn, ``partial`` the epoch's running loss sum and sample count);
+    ``extra``: the caller's own state (tensors, numbers, strings), given back by ``load_train_state``.
     Written atomically, so an interrupted run leaves the previous state intact; and kept when the
     command is ended by a signal or Ctrl-C (which removes the command's other outputs)."""
     from ..fileio import write_atomic
@@ -207,13 +209,14 @@ def save_train_state(path: str, run_args: dict, epoch: int, train_loss: float, s
              "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "generator": gen.get_state(), "rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None, "extra": extra}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_atomic(path, lambda fh: torch.save(state, fh), survives=True)   # what --resume needs after a kill
 
 
-def load_train_state(path: str, run_args: dict, model, opt, sched, gen: torch.Generator, device):
-    """Restore ``save_train_state``'s file (read without running pickled code) -> ``Progress``."""
+def load_train_state(path: str, run_args: dict, model, opt, sched, gen: torch.Generator, device, extra=None):
+    """Restore ``save_train_state``'s file (read without running pickled code) -> ``Progress``; ``extra``
+    (an object with ``load_state_dict``) gets the caller's state saved with it."""
     from ..errors import CheckpointError
     from . import torchzip
 
@@ -240,6 +243,8 @@ def load_train_state(path: str, run_args: dict, model, opt, sched, gen: torch.Ge
         torch.set_rng_state(state["rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
+        if extra is not None:
+            extra.load_state_dict(state["extra"])
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: corrupt training state ({str(exc).splitlines()[0][:200]})") from None
     step = int(state.get("step", 0))
@@ -251,14 +256,17 @@ def load_train_state(path: str, run_args: dict, model, opt, sched, gen: torch.Ge
 
 def fit(model, forward, xt: torch.Tensor, yt: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
         weight_decay: float, seed: int, device, state_path: str, run_args: dict, resume: bool = False,
-        show: bool = False, on_epoch=None, save_seconds: float | None = None):
+        show: bool = False, on_epoch=None, save_seconds: float | None = None, extra=None):
     """The training loop of ``train`` and ``finetune``: AdamW (``make_optimizer``) under a cosine
     schedule, batches in the order of a generator seeded with ``seed``, the state saved to
     ``state_path`` after every epoch and, within an epoch, after the first batch that ends
     ``save_seconds`` (default ``SAVE_SECONDS``) after the last save (an epoch of a large model takes
     hours on a CPU);
     ``resume`` continues from it, bit for bit, mid-epoch included.  ``forward(xb)`` -> logits;
-    ``on_epoch(epoch, train_loss)`` runs after each epoch's state is saved.
+    ``on_epoch(epoch, train_loss)`` runs after each epoch's state is saved.  ``extra``: the caller's
+    own state, saved with the run's and restored on resume (``state_dict()``, ``load_state_dict(d)``),
+    whose ``epoch_end(epoch)`` runs before each epoch's state is saved (a kill after the save cannot
+    lose what it recorded).
     -> (last epoch's train loss, seconds trained)."""
     from tqdm import tqdm
 
@@ -271,7 +279,7 @@ def fit(model, forward, xt: torch.Tensor, yt: torch.Tensor, *, epochs: int, batc
     loss_fn = nn.CrossEntropyLoss()
     at = Progress(0, 0, None, (0.0, 0), float("nan"), 0.0)
     if resume:
-        at = load_train_state(state_path, run_args, model, opt, sched, gen, device)
+        at = load_train_state(state_path, run_args, model, opt, sched, gen, device, extra)
         where = f" and {at.step}/{steps_per_epoch} batches of epoch {at.epoch + 1}" if at.step else ""
         print(f"resuming {state_path} after epoch {at.epoch}/{epochs}{where}", flush=True)
     first, train_loss = at.epoch, at.train_loss
@@ -308,11 +316,15 @@ def fit(model, forward, xt: torch.Tensor, yt: torch.Tensor, *, epochs: int, batc
             batches.set_postfix(loss=f"{loss.item():.3f}")
             if b + 1 < steps_per_epoch and time.time() - last_save >= save_seconds:
                 save_train_state(state_path, run_args, epoch, train_loss, time.time() - t0, model, opt, sched, gen,
-                                 device, step=b + 1, epoch_gen=gen_before, partial=(tot, n))
+                                 device, step=b + 1, epoch_gen=gen_before, partial=(tot, n),
+                                 extra=None if extra is None else extra.state_dict())
                 last_save = time.time()
         train_loss = tot / max(1, n)
         bar.set_postfix(loss=f"{train_loss:.4f}")
-        save_train_state(state_path, run_args, epoch + 1, train_loss, time.time() - t0, model, opt, sched, gen, device)
+        if extra is not None:
+            extra.epoch_end(epoch + 1)
+        save_train_state(state_path, run_args, epoch + 1, train_loss, time.time() - t0, model, opt, sched, gen, device,
+                         extra=None if extra is None else extra.state_dict())
         if on_epoch is not None:
             on_epoch(epoch + 1, train_loss)
         if not show:

@@ -656,9 +656,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint records)")
     f.add_argument("--epochs", type=bounded(int, 1, 100_000), default=1, help="fine-tuning epochs (1..100000)")
     f.add_argument("--max-train", type=bounded(int, 0, MAX_SAMPLES), default=0, metavar="N",
-                   help="train on the first N training samples only (0: all)")
+                   help="train on the first N training samples only (0: all but the held-out ones)")
     f.add_argument("--max-test", type=bounded(int, 0, MAX_SAMPLES), default=0, metavar="N",
                    help="accuracies before and after on the first N test samples only (0: all)")
+    f.add_argument("--distill", type=bounded(float, 0.0, 1.0), default=0.0, metavar="A",
+                   help="train towards (1 - A) x the labels + A x the starting float model's answers (its softmax), "
+                        "0..1 (default 0: the labels; 1: keep to the float model, for 8 bits where PTQ loses little)")
+    f.add_argument("--holdout", type=bounded(int, 0, MAX_SAMPLES), default=None, metavar="N",
+                   help="hold out the last N training samples and write the epoch (or the starting weights) whose "
+                        "integer program is most accurate on them (default: 10 %% of the training split, at most "
+                        "1000; 0: write the last epoch)")
     f.add_argument("--lr", type=bounded(float, 0.0, 10.0), default=3e-3,
                    help="AdamW learning rate, 0..10 (SSM A/dt: min(lr, 0.001)), under a cosine schedule")
     f.add_argument("--batch-size", type=bounded(int, 1, MAX_BATCH), default=64, help=f"batch size (1..{MAX_BATCH})")

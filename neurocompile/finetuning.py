@@ -4,6 +4,10 @@
 file), trains it with ``train``'s own loop (``models.train.fit``: AdamW, cosine schedule, state in
 DIR/finetune-state.pt after every epoch, ``--resume`` bit for bit), and writes DIR/ckpt.pt in our
 format after every epoch, its provenance (the source file and its digest, the options) in its meta.
+The weights written are the best of the starting weights and every epoch's, by the integer accuracy
+on held-out training samples (``selection``: at 8 bits one epoch can cost more than the rounding did).
+The targets are the labels, or with ``distill`` a share of the starting float model's answers
+(``soft_targets``).
 
 In the forward pass the quantities the compiler rounds are rounded exactly as ``quantize`` rounds
 them for the same options (``passes.quantizers.QUANTIZERS``), gradients straight through:
@@ -79,14 +83,19 @@ class FinetuneOptions:
     batch_size: int = 64
     seed: int = 0                   # batch order (and torch's RNG)
     neuron: str = "sdn"             # trained through: the SDN surrogate or the exact LIF
+    holdout: int | None = None      # the last N training samples choose the epoch written (None: 10 %, <= 1000)
+    distill: float = 0.0            # the targets' share taken from the starting float model's softmax
 
     def __post_init__(self):
         if self.neuron not in NEURONS:
             raise ValueError(f"--neuron must be one of {', '.join(NEURONS)}, got {self.neuron!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.max_train < 0 or self.max_test < 0:
-            raise ValueError("--epochs and --batch-size must be >= 1, --max-train and --max-test >= 0")
+        if self.epochs < 1 or self.batch_size < 1 or self.max_train < 0 or self.max_test < 0 or \
+                (self.holdout is not None and self.holdout < 0):
+            raise ValueError("--epochs and --batch-size must be >= 1, --max-train, --max-test and --holdout >= 0")
         if not 0.0 <= self.lr <= 10.0 or not 0.0 <= self.weight_decay <= 10.0:
             raise ValueError("--lr and --weight-decay must be in 0..10")
+        if not 0.0 <= self.distill <= 1.0:
+            raise ValueError("--distill must be in 0..1")
 
     def run_key(self, **context) -> dict:
         """What makes two runs compute the same weights (``--resume`` refuses another): every knob but
@@ -402,6 +411,22 @@ def fake_quantized(model, options, target, program=None):
             undo()
 
 
+def soft_targets(model, xt, y, share: float, batch_size: int, device, forward):
+    """Distillation as soft labels: (1 - share) * one-hot(y) + share * softmax of the starting float model's
+    logits (``forward``, eval mode, no rounding), per training sample, computed once before training.
+    Cross-entropy against them is (1 - share) * CE(labels) + share * CE(teacher): the rounded model learns
+    to give the float model's answers, the ones PTQ's spikes already mostly agree with, rather than
+    re-fitting the labels of a few thousand samples (which at 8 bits moves it more than the rounding)."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        probs = torch.cat([torch.softmax(forward(xt[i:i + batch_size].to(device)).double(), -1).cpu()
+                           for i in range(0, len(xt), batch_size)])
+    onehot = torch.nn.functional.one_hot(y.long(), probs.shape[1]).double()
+    return ((1 - share) * onehot + share * probs).float()
+
+
 def _generated_length(dataset: str, program) -> int | None:
     """The length to generate the built-in listops data at: the model's own (an authors' file storing
     L = 64 fine-tunes on 64-step data; validate takes it as --seq-len); None for data that is read."""
@@ -443,6 +468,8 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
     from .options import CompileOptions
     from .pipeline import compile_checkpoint
     from .api import load_data
+    from .input_format import InputFormat
+    from .selection import BestEpoch, holdout_size, integer_scorer
     from .target import get_target
 
     options = options or CompileOptions()
@@ -468,10 +495,10 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
     path, state_path = os.path.join(out, CHECKPOINT_FILE), os.path.join(out, STATE_FILE)
     program = compile_checkpoint(checkpoint, options, target, input_format=input_format, seq_len=seq_len,
                                  warn=lambda _: None)      # refuses what export refuses, before anything is written
-    train, values, _ = load_data(program, dataset, "train", _generated_length(dataset, program))
-    y = train.y
-    if run.max_train:
-        values, y = values[:run.max_train], y[:run.max_train]
+    train, values, raw = load_data(program, dataset, "train", _generated_length(dataset, program))
+    held = holdout_size(run.holdout, len(train.y))          # the last `held` samples choose, the rest train
+    n_fit = len(train.y) - held if not run.max_train else min(run.max_train, len(train.y) - held)
+    values, y = values[:n_fit], train.y[:n_fit]
     if resume and not os.path.isfile(state_path):
         raise CheckpointError(f"{state_path}: no saved fine-tuning state to resume (run without --resume first)")
     os.makedirs(out, exist_ok=True)
@@ -489,15 +516,31 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
     torch.manual_seed(run.seed)
     xt = torch.as_tensor(values, dtype=torch.long if np.issubdtype(values.dtype, np.integer) else torch.float32)
     stochastic = kind == "pspikessm"
+    targets = torch.as_tensor(y)
+    if run.distill:              # before the quantisers: the teacher is the float model as it starts
+        targets = soft_targets(model, xt, targets, run.distill, run.batch_size, torch_device,
+                               (lambda xb: model(xb)) if stochastic else (lambda xb: model(xb, neuron=run.neuron)))
     record = {"dataset": dataset, "seed": run.seed, "epochs": run.epochs,
               "train_neuron": None if stochastic else run.neuron,
               "command": " ".join(["neurocompile"] + list(command or ["(Python API) finetune"])),
               "finetune": {"source": source, "options": key, "target": target.name},
               "device": str(torch_device), "torch": str(torch.__version__)}
 
+    best = None
+    if held:
+        first = len(train.y) - held
+        best = BestEpoch(model, integer_scorer(kind, model.config.to_dict(), InputFormat.from_dict(program.model["input"]),
+                                               options, target, raw[first:], train.y[first:], first, run.seed, device))
+        if not resume:
+            best.consider(0)                   # the starting weights compete too (a resumed run restores its scores)
+
     def save(epoch, train_loss, metrics=None):
-        save_checkpoint(path, model, {**record, "epochs_done": epoch,
-                                      "metrics": metrics or {"train_loss": train_loss}}, kind=kind)
+        """DIR/ckpt.pt: the chosen weights so far (without held-out samples: the last epoch's)."""
+        chosen = model if best is None or best.best_epoch in (None, epoch) else \
+            build_model(config, best.best_weights, kind)
+        save_checkpoint(path, chosen, {**record, "epochs_done": epoch,
+                                       **({"chosen": {"holdout": held, **best.chosen()}} if best else {}),
+                                       "metrics": metrics or {"train_loss": train_loss}}, kind=kind)
 
     t0 = time.time()
     with fake_quantized(model, options, target, program) as stream:
@@ -512,11 +555,14 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
         def epoch_done(epoch, train_loss):
             steps[0] = 0
             save(epoch, train_loss)
-        train_loss, seconds = fit(model, forward, xt, torch.as_tensor(y),
+        train_loss, seconds = fit(model, forward, xt, targets,
                                   epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
                                   weight_decay=run.weight_decay, seed=run.seed, device=torch_device,
-                                  state_path=state_path, run_args=key, resume=resume, show=show, on_epoch=epoch_done)
+                                  state_path=state_path, run_args=key, resume=resume, show=show, on_epoch=epoch_done,
+                                  extra=best)
     model.eval()
+    if best is not None and best.best_epoch not in (None, run.epochs):
+        model.load_state_dict(best.best_weights)
     save(run.epochs, train_loss)           # also when a resumed run had nothing left to train
     after = accuracy(path, compile_checkpoint(path, options, target, input_format=input_format, seq_len=seq_len,
                                               warn=lambda _: None), dataset, run.max_test, device)
@@ -525,7 +571,8 @@ def finetune(checkpoint: str, out: str, dataset: str | None = None, run: Finetun
                "after": after}
     save(run.epochs, train_loss, metrics)
     return {"checkpoint": path, "source": checkpoint, "dataset": dataset, "options": options.to_dict(),
-            "metrics": metrics, "seconds": round(time.time() - t0, 1)}
+            "metrics": metrics, "chosen": {"holdout": held, **best.chosen()} if best else None,
+            "seconds": round(time.time() - t0, 1)}
 
 
 def _narrowed(o: dict) -> str:
@@ -534,6 +581,18 @@ def _narrowed(o: dict) -> str:
     default = CompileOptions()
     return "".join(f" --{k.replace('_', '-')} {o[k]}" for k in ("act_bits", "prob_bits", "ssm_lowering", "decay_bits")
                    if o.get(k) is not None and o[k] != getattr(default, k))
+
+
+def _chosen_lines(chosen) -> list:
+    """How the written epoch was chosen (``selection.BestEpoch``), or how to have it chosen."""
+    if not chosen:
+        return ["  the last epoch is written (--holdout 0: no held-out samples to choose on)"]
+    scores = ", ".join(f"{'start' if e == 0 else f'epoch {e}'} " + ("refused by export" if a is None else f"{100 * a:.2f} %")
+                       for e, a in chosen["scores"])
+    pick = ("the starting weights: no epoch beat them, so the checkpoint written is the original's weights"
+            if chosen["epoch"] == 0 else f"epoch {chosen['epoch']}")
+    return [f"  chosen by the integer accuracy on the last {chosen['holdout']} training samples (not trained on): "
+            f"{scores} -> {pick}"]
 
 
 def format_report(r: dict) -> str:
@@ -557,6 +616,7 @@ def format_report(r: dict) -> str:
         f"  accuracy on {m['n_test']} test samples{passes}",
         f"  {'':<34}{head:>18}{'integer (emulator)':>20}",
         row("before (PTQ)", m["before"]), row("after fine-tuning", m["after"])]
+        + _chosen_lines(r.get("chosen"))
         + ([f"  WARNING: fine-tuning lowered the integer accuracy on these samples ({100 * m['before']['integer']:.2f} "
             f"-> {100 * m['after']['integer']:.2f} %): keep the original checkpoint, or fine-tune with a lower --lr "
             "or more training samples"]

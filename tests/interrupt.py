@@ -12,8 +12,8 @@ def run_stopped_after_epoch(monkeypatch, epoch: int, command) -> None:
     """Run ``command()`` with the training loop stopped once epoch ``epoch``'s state is saved."""
     save = train_module.save_train_state
 
-    def save_then_stop(path, run_args, done, *rest):
-        save(path, run_args, done, *rest)
+    def save_then_stop(path, run_args, done, *rest, **kw):
+        save(path, run_args, done, *rest, **kw)
         if done == epoch:
             raise Interrupted()
     monkeypatch.setattr(train_module, "save_train_state", save_then_stop)
