@@ -661,7 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accuracies before and after on the first N test samples only (0: all)")
     f.add_argument("--distill", type=bounded(float, 0.0, 1.0), default=0.0, metavar="A",
                    help="train towards (1 - A) x the labels + A x the starting float model's answers (its softmax), "
-                        "0..1 (default 0: the labels; 1: keep to the float model, for 8 bits where PTQ loses little)")
+                        "0..1 (default 0.0: the labels alone; 1: the float model's answers alone)")
     f.add_argument("--holdout", type=bounded(int, 0, MAX_SAMPLES), default=None, metavar="N",
                    help="hold out the last N training samples and write the epoch (or the starting weights) whose "
                         "integer program is most accurate on them (default: 10 %% of the training split, at most "
